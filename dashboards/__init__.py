@@ -1,0 +1,1 @@
+"""Grafana dashboards as code, generated from the KPI catalog and the storage schema."""

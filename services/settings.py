@@ -1,0 +1,86 @@
+"""Settings of the server processes, from ``URBANPULSE_*`` environment variables and an optional
+env file (``URBANPULSE_ENV_FILE``, default ``urbanpulse.env`` when present).
+
+Built in each command's ``main`` and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "URBANPULSE_"
+
+
+class StorageMode(StrEnum):
+    AUTO = "auto"
+    TIMESCALEDB = "timescaledb"
+    PARTITIONED = "partitioned"
+
+
+class SettingsError(Exception):
+    """Settings could not be built; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset, `urbanpulse up` starts an embedded server.",
+    )
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://host:port; unset, `urbanpulse up` starts a broker."
+    )
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    storage_mode: StorageMode = StorageMode.AUTO
+    retention: timedelta = Field(default=timedelta(days=400), description="raw readings kept")
+    partition_interval: timedelta = Field(default=timedelta(days=1))
+    partitions_ahead: int = Field(default=7, ge=1, le=366)
+    data_dir: Path = Field(default=Path(".urbanpulse"), description="state of `urbanpulse up`")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://",
+                                                        "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must be an mqtt:// or mqtts:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning a validation error into one line per bad variable."""
+    env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE", "urbanpulse.env")
+    try:
+        return Settings(_env_file=env_file if Path(env_file).is_file() else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

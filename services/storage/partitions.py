@@ -1,0 +1,118 @@
+"""Range partitions of ``readings`` and ``readings_extra`` (partition mode only).
+
+Partitions are aligned to the partition interval from the Unix epoch (UTC midnight for the
+default of one day) and named after their start, ``readings_p20261124`` or, for intervals
+shorter than a day, ``readings_p20261124t0600``. ``maintain`` creates them ahead and drops those
+past the retention window; the writer creates any it still lacks, so no reading is refused for
+want of a partition (the ingest validator has already bounded how old or new a time may be).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from .urls import libpq_url
+
+PARTITIONED_TABLES = ("readings", "readings_extra")
+# One lock for every process that creates or drops partitions (any constant would do).
+_PARTITION_LOCK = 7_210_001
+
+
+def _partition_name(table: str, start: float, interval_s: int) -> str:
+    moment = datetime.fromtimestamp(start, UTC)
+    suffix = moment.strftime("%Y%m%d") if interval_s % 86400 == 0 else moment.strftime(
+        "%Y%m%dt%H%M")
+    return f"{table}_p{suffix}"
+
+
+def read_interval(conn: psycopg.Connection[object]) -> int:
+    row = conn.execute(
+        "SELECT value FROM storage_settings WHERE name = 'partition_interval'"
+    ).fetchone()
+    return int(str(row[0]).split()[0]) if row else 86400
+
+
+@dataclass
+class PartitionSet:
+    """The partitions known to exist; asks the database only about ones it has not seen."""
+
+    interval_s: int = 86400
+    known: set[int] = field(default_factory=set)  # partition numbers: start // interval_s
+
+    def load(self, conn: psycopg.Connection[object]) -> None:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'readings'::regclass"
+        ).fetchall()
+        self.known = set()
+        for (name,) in rows:
+            suffix = str(name).removeprefix("readings_p")
+            fmt = "%Y%m%dt%H%M" if "t" in suffix else "%Y%m%d"
+            start = datetime.strptime(suffix, fmt).replace(tzinfo=UTC).timestamp()
+            self.known.add(int(start // self.interval_s))
+
+    def missing(self, times: Iterable[float]) -> set[int]:
+        interval = self.interval_s
+        known = self.known
+        return {n for n in {int(t // interval) for t in times} if n not in known}
+
+    def ensure(self, conn: psycopg.Connection[object], numbers: set[int]) -> None:
+        """Create the partitions numbered ``numbers`` in the caller's transaction.
+
+        Call it before the transaction touches ``readings``: creating a partition locks the
+        parent, and a writer holding the parent while waiting for this lock would deadlock.
+        """
+        if not numbers:
+            return
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        for number in sorted(numbers):
+            start = number * self.interval_s
+            for table in PARTITIONED_TABLES:
+                name = _partition_name(table, start, self.interval_s)
+                # DDL takes no bind parameters; both bounds are integers computed here.
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES "
+                    f"FROM (to_timestamp({start})) TO (to_timestamp({start + self.interval_s}))"
+                )
+            self.known.add(number)
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceResult:
+    created: int
+    dropped: tuple[str, ...]
+
+
+def maintain(url: str, now: float | None = None, ahead: int = 7,
+             retention_s: int | None = None) -> MaintenanceResult:
+    """Create partitions from one interval back to ``ahead`` intervals on; drop the expired."""
+    now = _time.time() if now is None else now
+    with psycopg.connect(libpq_url(url)) as conn:
+        partitions = PartitionSet(read_interval(conn))
+        partitions.load(conn)
+        current = int(now // partitions.interval_s)
+        wanted = set(range(current - 1, current + ahead + 1))
+        missing = wanted - partitions.known
+        partitions.ensure(conn, missing)
+        if retention_s is None:
+            row = conn.execute(
+                "SELECT value FROM storage_settings WHERE name = 'retention'"
+            ).fetchone()
+            retention_s = int(str(row[0]).split()[0]) if row else 400 * 86400
+        dropped = []
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        for number in sorted(partitions.known):
+            end = (number + 1) * partitions.interval_s
+            if end <= now - retention_s:
+                for table in PARTITIONED_TABLES:
+                    name = _partition_name(table, number * partitions.interval_s,
+                                           partitions.interval_s)
+                    conn.execute(f"DROP TABLE IF EXISTS {name}")
+                    dropped.append(name)
+                partitions.known.discard(number)
+        return MaintenanceResult(created=len(missing), dropped=tuple(dropped))

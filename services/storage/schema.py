@@ -1,0 +1,232 @@
+"""The relational schema (SQLAlchemy Core metadata).
+
+The registry tables are ordinary tables. The time-series relations (``readings``,
+``readings_extra`` and the rollups ``readings_1m``, ``readings_1h``, ``readings_1d``) are declared
+here for querying only: the migrations create them per storage mode (hypertables and continuous
+aggregates with TimescaleDB, range-partitioned tables and rollup tables without), and both modes
+expose the same names and columns, so nothing above this package knows which mode runs.
+
+The hot table is narrow on purpose: (time, int4 sensor key, int2 quantity key, float8 value) is
+22 bytes of data a row, which keeps COPY fast and the indexes small. Non-numeric SenML values
+(strings, booleans, data, sums) go to ``readings_extra`` under the same key.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+# Constraint names are deterministic so that migrations can refer to them.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TIMESERIES_TABLES = frozenset(
+    {"readings", "readings_extra", "readings_1m", "readings_1h", "readings_1d"}
+)
+
+
+def _ts() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+districts = Table(
+    "districts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("population", Integer, CheckConstraint("population >= 0", name="population")),
+    Column("households", Integer, CheckConstraint("households >= 0", name="households")),
+    Column("area_km2", Double, CheckConstraint("area_km2 > 0", name="area")),
+    Column("boundary", JSONB, comment="GeoJSON Polygon or MultiPolygon"),
+    # Reference data the KPIs need and that no sensor measures (customers served, km of mains,
+    # the grid's renewable fraction, peak periods, target overrides...).
+    Column("reference", JSONB, nullable=False, server_default="{}"),
+    _ts(),
+)
+
+gateways = Table(
+    "gateways",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("district_id", Text, ForeignKey("districts.id")),
+    Column("description", Text),
+    Column("online", Boolean, nullable=False, server_default="false"),
+    Column("last_seen", DateTime(timezone=True)),
+    Column("status", Text, nullable=False, server_default="active"),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    CheckConstraint("status IN ('active', 'retired')", name="status"),
+    _ts(),
+)
+
+sensors = Table(
+    "sensors",
+    metadata,
+    # The small integer key the readings carry; the text id is what gateways send.
+    Column("key", Integer, Identity(always=False), primary_key=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("domain", Text, nullable=False),
+    Column("gateway_id", Text, ForeignKey("gateways.id")),
+    Column("district_id", Text, ForeignKey("districts.id")),
+    Column("latitude", Double, CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude")),
+    Column("longitude", Double,
+           CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude")),
+    Column("unit", Text, comment="the unit the device sends, when not the canonical one"),
+    Column("interval_s", Double, nullable=False, server_default="60"),
+    Column("installed_at", DateTime(timezone=True)),
+    Column("retired_at", DateTime(timezone=True)),
+    Column("status", Text, nullable=False, server_default="active"),
+    # What the KPIs need per sensor.
+    Column("feeder", Text, comment="feeder this meter hangs off (ENE-1/2)"),
+    Column("customers_served", Integer, comment="customers behind a feeder meter (SAIFI)"),
+    Column("dma", Text, comment="district metered area of a water meter (WAT-1)"),
+    Column("segment_length_m", Double, comment="road segment length (TRA-1, TRA-2)"),
+    Column("free_flow_speed", Double, comment="segment free-flow speed, m/s (TRA-1)"),
+    Column("road_class", Text, comment="major, minor... (TRA-2)"),
+    Column("lanes", SmallInteger, comment="lanes a traffic counter covers"),
+    Column("rated_max", Double, comment="rated maximum in the canonical unit, when set"),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    CheckConstraint("status IN ('active', 'pending', 'maintenance', 'retired')", name="status"),
+    CheckConstraint("interval_s > 0", name="interval"),
+    _ts(),
+)
+Index("ix_sensors_district_kind", sensors.c.district_id, sensors.c.kind)
+Index("ix_sensors_gateway", sensors.c.gateway_id)
+
+quantities = Table(
+    "quantities",
+    metadata,
+    Column("key", SmallInteger, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False, unique=True),
+    Column("unit", Text, nullable=False),
+    Column("cumulative", Boolean, nullable=False, server_default="false"),
+    Column("description", Text, nullable=False, server_default=""),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("sensor_key", Integer, nullable=False),
+    Column("quantity_key", SmallInteger, nullable=False),
+    Column("value", Double, nullable=False),
+    # Key order serves both the idempotent insert and per-sensor range reads.
+    PrimaryKeyConstraint("sensor_key", "quantity_key", "time"),
+)
+
+readings_extra = Table(
+    "readings_extra",
+    metadata,
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("sensor_key", Integer, nullable=False),
+    Column("quantity_key", SmallInteger, nullable=False),
+    Column("value_string", Text),
+    Column("value_bool", Boolean),
+    Column("value_data", LargeBinary),
+    Column("value_sum", Double),
+    PrimaryKeyConstraint("sensor_key", "quantity_key", "time"),
+)
+
+
+def _rollup(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("bucket", DateTime(timezone=True), nullable=False),
+        Column("sensor_key", Integer, nullable=False),
+        Column("quantity_key", SmallInteger, nullable=False),
+        Column("count", BigInteger, nullable=False),
+        Column("sum", Double, nullable=False),
+        Column("min", Double, nullable=False),
+        Column("max", Double, nullable=False),
+        Column("first", Double, nullable=False),
+        Column("last", Double, nullable=False),
+        Column("first_time", DateTime(timezone=True), nullable=False),
+        Column("last_time", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("sensor_key", "quantity_key", "bucket"),
+    )
+
+
+readings_1m = _rollup("readings_1m")
+readings_1h = _rollup("readings_1h")
+readings_1d = _rollup("readings_1d")
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("gateway_id", Text),
+    Column("sensor_id", Text),
+    Column("record_index", Integer, comment="index in the pack; null: the whole message"),
+    Column("reason", Text, nullable=False, comment="machine-readable reason code"),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("payload", LargeBinary, nullable=False, comment="the raw message bytes"),
+    Column("replayed_at", DateTime(timezone=True)),
+)
+Index("ix_quarantine_reason_time", quarantine.c.reason, quarantine.c.received_at)
+Index("ix_quarantine_sensor", quarantine.c.sensor_id)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True, comment="public key id, the part before the secret"),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False, comment="scrypt hash of the secret"),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    CheckConstraint("role IN ('operator', 'engineer', 'service', 'admin')", name="role"),
+    _ts(),
+)
+
+rollup_watermarks = Table(
+    "rollup_watermarks",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("watermark", DateTime(timezone=True), nullable=False),
+    Column("refreshed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Time ranges written below the watermark since the last refresh (late data, replays): the
+# next refresh recomputes the rollup buckets they touch. Partition mode only.
+rollup_invalidations = Table(
+    "rollup_invalidations",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("lo", DateTime(timezone=True), nullable=False),
+    Column("hi", DateTime(timezone=True), nullable=False),
+)
+
+storage_settings = Table(
+    "storage_settings",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,144 @@
+"""The idempotent write path: binary COPY into a staging table, then insert-on-conflict.
+
+A batch is written in the caller's transaction, so the caller can store readings and quarantine
+rows together and acknowledge the MQTT messages only after the commit. Writing the same batch
+twice leaves one copy (the primary key is (sensor, quantity, time)); ``WriteResult`` says how
+many rows were new.
+
+The COPY stream is built here with one ``struct.pack`` a row rather than psycopg's row writer:
+readings carry their time as float epoch seconds, and turning each into a ``datetime`` only to
+have it dumped again costs more than the whole row (bench/bench_write.py measures both).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from .partitions import PartitionSet, read_interval
+
+# PostgreSQL's binary COPY: signature, flags, header extension length; -1 fields ends it.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+# Row: 4 fields; timestamptz (int64 µs since 2000-01-01), int4, int2, float8, each length-prefixed.
+_ROW = struct.Struct(">hiqiiihid")
+_PG_EPOCH = 946_684_800.0
+
+# (time as Unix epoch seconds, sensor key, quantity key, value)
+Reading = tuple[float, int, int, float]
+# (time, sensor key, quantity key, string, bool, data, sum): SenML values that are not a number
+ExtraReading = tuple[float, int, int, str | None, bool | None, bytes | None, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    received: int
+    inserted: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.inserted
+
+
+def encode_copy(rows: Sequence[Reading]) -> bytes:
+    """The binary COPY stream of ``rows`` for (time, sensor_key, quantity_key, value)."""
+    pack = _ROW.pack
+    epoch = _PG_EPOCH
+    body = b"".join(
+        [pack(4, 8, round((t - epoch) * 1e6), 4, s, 2, q, 8, v) for t, s, q, v in rows]
+    )
+    return _COPY_HEADER + body + _COPY_TRAILER
+
+
+class ReadingWriter:
+    """Writes batches of readings on one connection (not thread-safe; one per worker).
+
+    ``mode`` is the storage mode of the database ("timescaledb" or "partitioned"). Give it a
+    connection of its own: the constructor commits.
+    """
+
+    def __init__(self, conn: psycopg.Connection[object], mode: str) -> None:
+        self.conn = conn
+        self.mode = mode
+        self._partitions: PartitionSet | None = None
+        if mode == "partitioned":
+            self._partitions = PartitionSet(read_interval(conn))
+            self._partitions.load(conn)
+        # Created and committed here, once: a temporary table created inside a batch's
+        # transaction would vanish with its rollback.
+        self._create_staging()
+        conn.commit()
+
+    def _create_staging(self) -> None:
+        # Temporary, so unlogged: the staging rows never reach the WAL.
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS staging_readings "
+            "(time timestamptz, sensor_key integer, quantity_key smallint, value float8) "
+            "ON COMMIT DELETE ROWS"
+        )
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS staging_readings_extra (LIKE readings_extra) "
+            "ON COMMIT DELETE ROWS"
+        )
+
+    def write(self, rows: Sequence[Reading], extras: Sequence[ExtraReading] = ()) -> WriteResult:
+        """Write ``rows`` (and ``extras``) in the current transaction; the caller commits."""
+        if not rows and not extras:
+            return WriteResult(0, 0)
+        conn = self.conn
+        if self._partitions is not None:
+            times = [r[0] for r in rows]
+            times.extend(e[0] for e in extras)
+            self._partitions.ensure(conn, self._partitions.missing(times))
+        inserted = 0
+        if rows:
+            with conn.cursor() as cur:
+                with cur.copy(
+                    "COPY staging_readings (time, sensor_key, quantity_key, value) "
+                    "FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.write(encode_copy(rows))
+                cur.execute(
+                    "INSERT INTO readings (time, sensor_key, quantity_key, value) "
+                    "SELECT time, sensor_key, quantity_key, value FROM staging_readings "
+                    "ON CONFLICT DO NOTHING"
+                )
+                inserted += max(cur.rowcount, 0)
+                if self._partitions is not None:
+                    self._invalidate(cur, "staging_readings")
+                cur.execute("TRUNCATE staging_readings")
+        if extras:
+            inserted += self._write_extras(extras)
+        return WriteResult(len(rows) + len(extras), inserted)
+
+    def _write_extras(self, extras: Sequence[ExtraReading]) -> int:
+        with self.conn.cursor() as cur:
+            with cur.copy(
+                "COPY staging_readings_extra (time, sensor_key, quantity_key, value_string, "
+                "value_bool, value_data, value_sum) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["timestamptz", "int4", "int2", "text", "bool", "bytea",
+                                "float8"])
+                for t, *rest in extras:
+                    copy.write_row((datetime.fromtimestamp(t, UTC), *rest))
+            cur.execute(
+                "INSERT INTO readings_extra SELECT * FROM staging_readings_extra "
+                "ON CONFLICT DO NOTHING"
+            )
+            inserted = max(cur.rowcount, 0)
+            cur.execute("TRUNCATE staging_readings_extra")
+        return inserted
+
+    @staticmethod
+    def _invalidate(cur: psycopg.Cursor[object], staging: str) -> None:
+        # Tell the next rollup refresh which hours this batch touched; ranges above the
+        # watermark cost nothing there, and late data below it gets recomputed.
+        cur.execute(
+            "INSERT INTO rollup_invalidations (lo, hi) "
+            f"SELECT min(time), max(time) FROM {staging} "
+            "GROUP BY date_trunc('hour', time AT TIME ZONE 'UTC')"
+        )

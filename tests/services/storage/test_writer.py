@@ -1,0 +1,142 @@
+"""The idempotent COPY write path, in both storage modes."""
+
+from __future__ import annotations
+
+import struct
+import time
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.storage.writer import ReadingWriter, encode_copy
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+def _sensor(db: Conn, sensor_id: str = "wat-dma-0001") -> int:
+    key = db.execute(
+        "INSERT INTO sensors (id, kind, domain) VALUES (%s, 'water_inflow', 'water') "
+        "RETURNING key", (sensor_id,)).fetchone()[0]  # type: ignore[index]
+    db.commit()
+    return int(key)  # type: ignore[call-overload]
+
+
+def _mode(db: Conn) -> str:
+    return str(db.execute("SELECT value FROM storage_settings WHERE name = 'mode'").fetchone()[0])  # type: ignore[index]
+
+
+def test_a_batch_written_twice_leaves_one_copy(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    start = float(int(time.time()) - 7200)
+    rows = [(start + i * 0.5, sensor, 1, i / 7) for i in range(2000)]
+    first = writer.write(rows)
+    db.commit()
+    again = writer.write(rows)
+    db.commit()
+    assert (first.inserted, first.duplicates) == (2000, 0)
+    assert (again.inserted, again.duplicates) == (0, 2000)
+    stored = db.execute(
+        "SELECT extract(epoch FROM time)::float8, sensor_key, quantity_key, value FROM readings "
+        "ORDER BY time").fetchall()
+    assert stored == rows
+
+
+def test_a_batch_overlapping_an_earlier_one_adds_only_the_new_rows(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    start = float(int(time.time()) - 600)
+    writer.write([(start + i, sensor, 1, 1.0) for i in range(100)])
+    result = writer.write([(start + i, sensor, 1, 2.0) for i in range(50, 150)])
+    db.commit()
+    assert (result.inserted, result.duplicates) == (50, 50)
+    # The first value written wins: a redelivery never rewrites a stored reading.
+    assert db.execute("SELECT count(*), sum(value) FROM readings").fetchone() == (150, 200.0)
+
+
+def test_duplicates_inside_one_batch_are_stored_once(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    moment = float(int(time.time()))
+    result = writer.write([(moment, sensor, 1, 1.0), (moment, sensor, 1, 1.0),
+                           (moment, sensor, 2, 1.0)])
+    db.commit()
+    assert (result.inserted, result.duplicates) == (2, 1)
+
+
+def test_a_rolled_back_batch_leaves_nothing(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    writer.write([(float(int(time.time())), sensor, 1, 1.0)])
+    db.rollback()
+    assert db.execute("SELECT count(*) FROM readings").fetchone() == (0,)
+    # The writer stays usable after a rollback.
+    assert writer.write([(float(int(time.time())), sensor, 1, 1.0)]).inserted == 1
+
+
+def test_non_numeric_values_go_to_the_side_table(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    moment = float(int(time.time()))
+    extras = [(moment, sensor, 3, "open", None, None, None),
+              (moment + 1, sensor, 3, None, True, None, None),
+              (moment + 2, sensor, 3, None, None, b"\x00\xff", None),
+              (moment + 3, sensor, 3, None, None, None, 12.5)]
+    assert writer.write([], extras).inserted == 4
+    assert writer.write([], extras).inserted == 0
+    db.commit()
+    rows = db.execute("SELECT value_string, value_bool, value_data, value_sum FROM readings_extra "
+                      "ORDER BY time").fetchall()
+    assert rows == [("open", None, None, None), (None, True, None, None),
+                    (None, None, b"\x00\xff", None), (None, None, None, 12.5)]
+
+
+def test_readings_far_from_now_get_their_partitions_on_the_way(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    old = datetime(2026, 1, 15, 12, tzinfo=UTC).timestamp()
+    result = writer.write([(old, sensor, 1, 1.0), (old + 86400 * 40, sensor, 1, 2.0)])
+    db.commit()
+    assert result.inserted == 2
+
+
+@given(st.lists(st.tuples(
+    st.floats(min_value=3e8, max_value=4e9).map(lambda t: round(t, 6)),
+    st.integers(min_value=-2**31, max_value=2**31 - 1),
+    st.integers(min_value=-2**15, max_value=2**15 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+), max_size=20))
+def test_the_copy_stream_follows_postgresql_binary_format(
+        rows: list[tuple[float, int, int, float]]) -> None:
+    data = encode_copy(rows)
+    assert data[:11] == b"PGCOPY\n\xff\r\n\x00"
+    offset = 19
+    for t, sensor, quantity, value in rows:
+        fields, l1, micros, l2, s, l3, q, l4, v = struct.unpack_from(">hiqiiihid", data, offset)
+        assert (fields, l1, l2, l3, l4) == (4, 8, 4, 2, 8)
+        assert micros == round((t - 946684800) * 1e6)
+        assert (s, q) == (sensor, quantity)
+        assert v == value or (v != v and value != value)
+        offset += 40
+    assert data[offset:] == b"\xff\xff"
+
+
+def test_times_are_stored_to_the_microsecond(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    moment = 1_764_000_000.123456
+    writer.write([(moment, sensor, 1, 1.0)])
+    db.commit()
+    stored = db.execute("SELECT time FROM readings").fetchone()[0]  # type: ignore[index]
+    assert stored == datetime(2025, 11, 24, 16, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1e308, -1e-308, 5e-324])
+def test_extreme_doubles_survive_the_round_trip(db: Conn, value: float) -> None:
+    sensor = _sensor(db)
+    ReadingWriter(db, _mode(db)).write([(float(int(time.time())), sensor, 1, value)])
+    db.commit()
+    assert db.execute("SELECT value FROM readings").fetchone() == (value,)
