@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from services.devstack.postgres import EmbeddedPostgres
 from services.storage import migrate
 from services.storage.urls import libpq_url, with_database
 from services.storage.writer import ReadingWriter, encode_copy
@@ -38,12 +39,14 @@ SENSORS = 2000
 
 def make_rows(count: int, start: float, sensor_offset: int = 0) -> list[Row]:
     # Sensors report every 60 s, each batch a slice of the city's minute: the shape of live load.
-    return [(start + (i // SENSORS) * 60.0, sensor_offset + 1 + i % SENSORS, 8, 230.0 + i % 97 / 10)
-            for i in range(count)]
+    return [
+        (start + (i // SENSORS) * 60.0, sensor_offset + 1 + i % SENSORS, 8, 230.0 + i % 97 / 10)
+        for i in range(count)
+    ]
 
 
 def batches(rows: list[Row], size: int) -> list[list[Row]]:
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 def timed(work: Callable[[], object]) -> float:
@@ -69,8 +72,8 @@ def copy_into(url: str, table: str, parts: list[list[Row]]) -> None:
     with psycopg.connect(libpq_url(url)) as conn:
         for part in parts:
             with conn.cursor().copy(
-                    f"COPY {table} (time, sensor_key, quantity_key, value) FROM STDIN "
-                    "(FORMAT BINARY)") as copy:
+                f"COPY {table} (time, sensor_key, quantity_key, value) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
                 copy.write(encode_copy(part))
             conn.commit()
 
@@ -92,8 +95,11 @@ def _worker(args: tuple[str, list[list[Row]]]) -> int:
 def insert_per_row(url: str, rows: list[Row]) -> None:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         for t, s, q, v in rows:
-            conn.execute("INSERT INTO readings (time, sensor_key, quantity_key, value) "
-                         "VALUES (to_timestamp(%s), %s, %s, %s)", (t, s, q, v))
+            conn.execute(
+                "INSERT INTO readings (time, sensor_key, quantity_key, value) "
+                "VALUES (to_timestamp(%s), %s, %s, %s)",
+                (t, s, q, v),
+            )
 
 
 def copy_rows_psycopg(url: str, table: str, parts: list[list[Row]]) -> None:
@@ -101,8 +107,8 @@ def copy_rows_psycopg(url: str, table: str, parts: list[list[Row]]) -> None:
     with psycopg.connect(libpq_url(url)) as conn:
         for part in parts:
             with conn.cursor().copy(
-                    f"COPY {table} (time, sensor_key, quantity_key, value) FROM STDIN "
-                    "(FORMAT BINARY)") as copy:
+                f"COPY {table} (time, sensor_key, quantity_key, value) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
                 copy.set_types(["timestamptz", "int4", "int2", "float8"])
                 for t, s, q, v in part:
                     copy.write_row((datetime.fromtimestamp(t, UTC), s, q, v))
@@ -113,16 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5000)
-    parser.add_argument("--per-row", type=int, default=20_000,
-                        help="rows for the INSERT-per-row baseline")
+    parser.add_argument(
+        "--per-row", type=int, default=20_000, help="rows for the INSERT-per-row baseline"
+    )
     parser.add_argument("--database-url", default=os.environ.get("URBANPULSE_BENCH_DATABASE_URL"))
     args = parser.parse_args()
 
     server = args.database_url
     embedded = None
     if not server:
-        from services.devstack.postgres import EmbeddedPostgres
-
         embedded = EmbeddedPostgres()
         server = embedded.start()
     try:
@@ -134,37 +139,57 @@ def main() -> None:
         url = fresh_database(server, rows)
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             for table in ("unkeyed", "unkeyed_rows"):
-                conn.execute(f"CREATE TABLE {table} (time timestamptz, sensor_key int4, "
-                             "quantity_key int2, value float8)")
-        results.append(("encode (struct, client only)", len(rows),
-                        timed(lambda: [encode_copy(p) for p in parts])))
+                conn.execute(
+                    f"CREATE TABLE {table} (time timestamptz, sensor_key int4, "
+                    "quantity_key int2, value float8)"
+                )
+        results.append(
+            (
+                "encode (struct, client only)",
+                len(rows),
+                timed(lambda: [encode_copy(p) for p in parts]),
+            )
+        )
         results.append(("copy_unkeyed", len(rows), timed(lambda: copy_into(url, "unkeyed", parts))))
-        results.append(("copy_unkeyed, psycopg write_row", len(rows),
-                        timed(lambda: copy_rows_psycopg(url, "unkeyed_rows", parts))))
+        results.append(
+            (
+                "copy_unkeyed, psycopg write_row",
+                len(rows),
+                timed(lambda: copy_rows_psycopg(url, "unkeyed_rows", parts)),
+            )
+        )
         results.append(("copy_keyed", len(rows), timed(lambda: copy_into(url, "readings", parts))))
 
         url = fresh_database(server, rows)
-        results.append(("idempotent, 1 connection", len(rows),
-                        timed(lambda: idempotent(url, parts))))
-        results.append(("idempotent, all duplicates", len(rows),
-                        timed(lambda: idempotent(url, parts))))
+        results.append(
+            ("idempotent, 1 connection", len(rows), timed(lambda: idempotent(url, parts)))
+        )
+        results.append(
+            ("idempotent, all duplicates", len(rows), timed(lambda: idempotent(url, parts)))
+        )
 
         url = fresh_database(server, rows)
-        halves = [(url, batches(make_rows(args.rows // 2, start, sensor_offset=k * SENSORS),
-                                args.batch)) for k in range(2)]
+        halves = [
+            (url, batches(make_rows(args.rows // 2, start, sensor_offset=k * SENSORS), args.batch))
+            for k in range(2)
+        ]
         with multiprocessing.get_context("fork").Pool(2) as pool:
-            results.append(("idempotent, 2 connections", args.rows,
-                            timed(lambda: pool.map(_worker, halves))))
+            results.append(
+                ("idempotent, 2 connections", args.rows, timed(lambda: pool.map(_worker, halves)))
+            )
 
         few = make_rows(args.per_row, start + 3600)
         url = fresh_database(server, few)
-        results.append(("insert_per_row, autocommit", len(few),
-                        timed(lambda: insert_per_row(url, few))))
+        results.append(
+            ("insert_per_row, autocommit", len(few), timed(lambda: insert_per_row(url, few)))
+        )
 
         base = {name: count / seconds for name, count, seconds in results}
         ref = base["idempotent, 1 connection"]
-        print(f"\nwrite path, {args.rows:,} rows, batches of {args.batch:,} "
-              f"({'embedded PostgreSQL' if embedded else 'given server'})")
+        print(
+            f"\nwrite path, {args.rows:,} rows, batches of {args.batch:,} "
+            f"({'embedded PostgreSQL' if embedded else 'given server'})"
+        )
         print(f"{'variant':<42}{'rows':>11}{'seconds':>10}{'rows/s':>12}{'vs idempotent':>15}")
         for name, count, seconds in results:
             rate = count / seconds

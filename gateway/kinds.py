@@ -78,32 +78,59 @@ class SensorKind:
         return QUANTITIES[name]
 
 
-def _q(key: int, name: str, unit: str, description: str, cumulative: bool = False,
-       **accepted: float) -> Quantity:
+def _q(
+    key: int, name: str, unit: str, description: str, cumulative: bool = False, **accepted: float
+) -> Quantity:
     # Keyword names cannot hold '/', so accepted units come as a mapping built by the caller.
     return Quantity(key, name, unit, description, MappingProxyType(dict(accepted)), cumulative)
 
 
 _QUANTITY_LIST: tuple[Quantity, ...] = (
-    Quantity(1, "flow", "m3/s", "volumetric flow (DMA inflow)",
-             MappingProxyType({"l/s": 0.001, "m3/h": 1 / 3600})),
-    Quantity(2, "index", "m3", "customer water meter index (cumulative volume)",
-             MappingProxyType({"l": 0.001}), cumulative=True),
-    Quantity(3, "pressure", "Pa", "water pressure",
-             MappingProxyType({"bar": 100_000.0, "hPa": 100.0, "kPa": 1000.0})),
+    Quantity(
+        1,
+        "flow",
+        "m3/s",
+        "volumetric flow (DMA inflow)",
+        MappingProxyType({"l/s": 0.001, "m3/h": 1 / 3600}),
+    ),
+    Quantity(
+        2,
+        "index",
+        "m3",
+        "customer water meter index (cumulative volume)",
+        MappingProxyType({"l": 0.001}),
+        cumulative=True,
+    ),
+    Quantity(
+        3,
+        "pressure",
+        "Pa",
+        "water pressure",
+        MappingProxyType({"bar": 100_000.0, "hPa": 100.0, "kPa": 1000.0}),
+    ),
     Quantity(4, "ph", "pH", "acidity"),
     Quantity(5, "turbidity", "NTU", "turbidity"),
     Quantity(6, "chlorine", "mg/l", "free chlorine"),
     Quantity(7, "temperature", "Cel", "temperature"),
-    Quantity(8, "power", "W", "active power (export negative)",
-             MappingProxyType({"kW": 1000.0})),
-    Quantity(9, "energy", "J", "energy register (cumulative)",
-             MappingProxyType({"kWh": 3.6e6, "Wh": 3600.0}), cumulative=True),
+    Quantity(8, "power", "W", "active power (export negative)", MappingProxyType({"kW": 1000.0})),
+    Quantity(
+        9,
+        "energy",
+        "J",
+        "energy register (cumulative)",
+        MappingProxyType({"kWh": 3.6e6, "Wh": 3600.0}),
+        cumulative=True,
+    ),
     Quantity(10, "voltage", "V", "phase voltage"),
     Quantity(11, "fill", "/", "container fill level (ratio)", MappingProxyType({"%": 0.01})),
     Quantity(12, "count", "count", "vehicles counted in the reporting interval"),
-    Quantity(13, "speed", "m/s", "mean vehicle speed in the interval",
-             MappingProxyType({"km/h": 1 / 3.6})),
+    Quantity(
+        13,
+        "speed",
+        "m/s",
+        "mean vehicle speed in the interval",
+        MappingProxyType({"km/h": 1 / 3.6}),
+    ),
     Quantity(14, "occupancy", "/", "detector occupancy (ratio)", MappingProxyType({"%": 0.01})),
     Quantity(15, "pm25", "ug/m3", "PM2.5 concentration"),
     Quantity(16, "pm10", "ug/m3", "PM10 concentration"),
@@ -117,35 +144,82 @@ QUANTITIES_BY_KEY: Mapping[int, Quantity] = MappingProxyType({q.key: q for q in 
 
 # Bounds from KPIS.md; a feeder's rating is per sensor (registry), so the catalog bound is wide.
 _KIND_LIST: tuple[SensorKind, ...] = (
-    SensorKind("water_inflow", Domain.WATER, "district-metered-area inflow meter",
-               {"flow": Bounds(0.0, 2.0)}),
-    SensorKind("water_meter", Domain.WATER, "customer water meter (cumulative index)",
-               {"index": Bounds(0.0)}, interval_s=900.0),
-    SensorKind("water_pressure", Domain.WATER, "network pressure sensor",
-               {"pressure": Bounds(0.0, 1.6e6)}),
-    SensorKind("water_quality", Domain.WATER, "drinking-water quality station",
-               {"ph": Bounds(0.0, 14.0), "turbidity": Bounds(0.0, 1000.0),
-                "chlorine": Bounds(0.0, 10.0), "temperature": Bounds(0.0, 40.0)},
-               interval_s=300.0),
-    SensorKind("electricity_meter", Domain.ENERGY, "household or building smart meter",
-               {"power": Bounds(-50_000.0, 50_000.0), "energy": Bounds(0.0)}, interval_s=900.0),
-    SensorKind("feeder_meter", Domain.ENERGY, "distribution feeder meter",
-               {"power": Bounds(-50e6, 50e6), "voltage": Bounds(0.0, 300.0),
-                "energy": Bounds(0.0)}),
-    SensorKind("solar_inverter", Domain.ENERGY, "rooftop photovoltaic inverter",
-               {"power": Bounds(0.0, 1e6), "energy": Bounds(0.0)}, interval_s=300.0),
-    SensorKind("waste_container", Domain.WASTE, "container fill-level sensor",
-               {"fill": Bounds(0.0, 1.2), "temperature": Bounds(-40.0, 120.0)},
-               interval_s=900.0),
-    SensorKind("traffic_counter", Domain.TRAFFIC, "inductive loop counter and speed detector",
-               {"count": Bounds(0.0), "speed": Bounds(0.0, 70.0),
-                "occupancy": Bounds(0.0, 1.0)}),
-    SensorKind("air_quality", Domain.ENVIRONMENT, "air-quality station",
-               {"pm25": Bounds(0.0, 1000.0), "pm10": Bounds(0.0, 1000.0),
-                "no2": Bounds(0.0, 2000.0), "humidity": Bounds(0.0, 100.0),
-                "temperature": Bounds(-40.0, 60.0)}),
-    SensorKind("noise", Domain.ENVIRONMENT, "road-noise sound level meter",
-               {"laeq": Bounds(20.0, 140.0)}),
+    SensorKind(
+        "water_inflow",
+        Domain.WATER,
+        "district-metered-area inflow meter",
+        {"flow": Bounds(0.0, 2.0)},
+    ),
+    SensorKind(
+        "water_meter",
+        Domain.WATER,
+        "customer water meter (cumulative index)",
+        {"index": Bounds(0.0)},
+        interval_s=900.0,
+    ),
+    SensorKind(
+        "water_pressure", Domain.WATER, "network pressure sensor", {"pressure": Bounds(0.0, 1.6e6)}
+    ),
+    SensorKind(
+        "water_quality",
+        Domain.WATER,
+        "drinking-water quality station",
+        {
+            "ph": Bounds(0.0, 14.0),
+            "turbidity": Bounds(0.0, 1000.0),
+            "chlorine": Bounds(0.0, 10.0),
+            "temperature": Bounds(0.0, 40.0),
+        },
+        interval_s=300.0,
+    ),
+    SensorKind(
+        "electricity_meter",
+        Domain.ENERGY,
+        "household or building smart meter",
+        {"power": Bounds(-50_000.0, 50_000.0), "energy": Bounds(0.0)},
+        interval_s=900.0,
+    ),
+    SensorKind(
+        "feeder_meter",
+        Domain.ENERGY,
+        "distribution feeder meter",
+        {"power": Bounds(-50e6, 50e6), "voltage": Bounds(0.0, 300.0), "energy": Bounds(0.0)},
+    ),
+    SensorKind(
+        "solar_inverter",
+        Domain.ENERGY,
+        "rooftop photovoltaic inverter",
+        {"power": Bounds(0.0, 1e6), "energy": Bounds(0.0)},
+        interval_s=300.0,
+    ),
+    SensorKind(
+        "waste_container",
+        Domain.WASTE,
+        "container fill-level sensor",
+        {"fill": Bounds(0.0, 1.2), "temperature": Bounds(-40.0, 120.0)},
+        interval_s=900.0,
+    ),
+    SensorKind(
+        "traffic_counter",
+        Domain.TRAFFIC,
+        "inductive loop counter and speed detector",
+        {"count": Bounds(0.0), "speed": Bounds(0.0, 70.0), "occupancy": Bounds(0.0, 1.0)},
+    ),
+    SensorKind(
+        "air_quality",
+        Domain.ENVIRONMENT,
+        "air-quality station",
+        {
+            "pm25": Bounds(0.0, 1000.0),
+            "pm10": Bounds(0.0, 1000.0),
+            "no2": Bounds(0.0, 2000.0),
+            "humidity": Bounds(0.0, 100.0),
+            "temperature": Bounds(-40.0, 60.0),
+        },
+    ),
+    SensorKind(
+        "noise", Domain.ENVIRONMENT, "road-noise sound level meter", {"laeq": Bounds(20.0, 140.0)}
+    ),
 )
 
 KINDS: Mapping[str, SensorKind] = MappingProxyType({k.name: k for k in _KIND_LIST})

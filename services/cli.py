@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "senml": ("gateway.senml_cli:app", "Decode and check SenML packs (the field engineer's tool)."),
     "db": ("services.storage.cli:app", "Apply migrations, show the storage mode, refresh rollups."),
+    "ingest": ("services.ingest.cli:app", "Run an ingestion worker: MQTT to the data layer."),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
 }
 
@@ -47,18 +48,21 @@ class LazyGroup(TyperGroup):
 def _missing_extra(name: str, help_text: str, missing: str) -> typer.Typer:
     stub = typer.Typer(help=help_text)
 
-    @stub.command(name, context_settings={"allow_extra_args": True,
-                                          "ignore_unknown_options": True})
+    @stub.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def fail() -> None:
-        typer.echo(f"`urbanpulse {name}` needs the server extra ({missing} is not installed): "
-                   "pip install 'urbanpulse[server]'", err=True)
+        typer.echo(
+            f"`urbanpulse {name}` needs the server extra ({missing} is not installed): "
+            "pip install 'urbanpulse[server]'",
+            err=True,
+        )
         raise typer.Exit(2)
 
     return stub
 
 
-app = typer.Typer(cls=LazyGroup, name="urbanpulse", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    cls=LazyGroup, name="urbanpulse", no_args_is_help=True, pretty_exceptions_show_locals=False
+)
 
 
 @app.callback()

@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql://", "postgres://",
-                                                        "postgresql+psycopg://")):
+        if value is not None and not value.startswith(
+            ("postgresql://", "postgres://", "postgresql+psycopg://")
+        ):
             raise ValueError("must be a postgresql:// URL")
         return value
 

@@ -13,8 +13,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gateway", "simulators", "services", "dashboards")
-SERVER_LIBRARIES = ("sqlalchemy", "alembic", "psycopg", "fastapi", "uvicorn", "starlette",
-                    "prometheus_client")
+SERVER_LIBRARIES = (
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "prometheus_client",
+)
 
 
 def test_no_other_installed_distribution_ships_our_package_names() -> None:
@@ -31,8 +38,21 @@ def test_no_other_installed_distribution_ships_our_package_names() -> None:
 
 
 def test_the_wheel_holds_the_four_packages_and_the_migrations(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--wheel-dir", str(tmp_path), str(ROOT)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
     (wheel,) = tmp_path.glob("urbanpulse-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.startswith("urbanpulse-")}
@@ -43,8 +63,13 @@ def test_the_wheel_holds_the_four_packages_and_the_migrations(tmp_path: Path) ->
 
 
 def test_the_import_contracts_hold() -> None:
-    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=ROOT,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -60,10 +85,15 @@ def test_a_wrong_arrow_breaks_the_contracts(tmp_path: Path) -> None:
         (tmp_path / "services" / f"{module}.py").write_text("")
     (tmp_path / "gateway" / "outbox.py").write_text("import services.storage\n")
     config = (ROOT / "pyproject.toml").read_text()
-    (tmp_path / "pyproject.toml").write_text(config[config.index("[tool.importlinter]"):])
-    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=tmp_path,
-                            capture_output=True, text=True, check=False,
-                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    (tmp_path / "pyproject.toml").write_text(config[config.index("[tool.importlinter]") :])
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode != 0
     assert "gateway.outbox -> services.storage" in result.stdout
 
@@ -80,13 +110,24 @@ _GATEWAY_ONLY = textwrap.dedent(f"""
 
 
 def _gateway_only(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", _GATEWAY_ONLY, *args], input=stdin,
-                          capture_output=True, text=True, check=False, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", _GATEWAY_ONLY, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
 
 
 def test_senml_decode_runs_without_the_server_libraries() -> None:
-    result = _gateway_only("senml", "decode", "--received-at", "1700000000",
-                           stdin='[{"n":"wat-dma-0001/flow","u":"m3/s","v":0.5,"t":-10}]')
+    result = _gateway_only(
+        "senml",
+        "decode",
+        "--received-at",
+        "1700000000",
+        stdin='[{"n":"wat-dma-0001/flow","u":"m3/s","v":0.5,"t":-10}]',
+    )
     assert result.returncode == 0, result.stderr
     assert '"n":"wat-dma-0001/flow"' in result.stdout.replace(" ", "")
     assert "1699999990" in result.stdout
@@ -99,16 +140,24 @@ def test_a_server_command_without_the_server_extra_says_what_to_install() -> Non
 
 
 def test_the_gateway_modules_import_no_server_library() -> None:
-    code = ("import sys, gateway.kinds, gateway.names, gateway.senml, gateway.topics; "
-            f"print(sorted(m for m in {SERVER_LIBRARIES!r} if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd=ROOT)
+    code = (
+        "import sys, gateway.kinds, gateway.names, gateway.senml, gateway.topics; "
+        f"print(sorted(m for m in {SERVER_LIBRARIES!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("command", ["db", "senml", "up"])
 def test_every_subcommand_has_help(command: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "services.cli", command, "--help"],
-                            capture_output=True, text=True, check=False, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout

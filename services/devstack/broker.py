@@ -62,8 +62,9 @@ class Broker(Protocol):
     def restart(self) -> None: ...
 
 
-def _wait_listening(host: str, port: int, process: subprocess.Popen[bytes] | None,
-                    timeout: float, log: Path) -> None:
+def _wait_listening(
+    host: str, port: int, process: subprocess.Popen[bytes] | None, timeout: float, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -89,16 +90,19 @@ def _wait_closed(host: str, port: int, timeout: float = 10.0) -> None:
 
 class Mosquitto:
     kind = "mosquitto"
-    capabilities = Capabilities(persistence=True, window=1000, session_expiry=True,
-                                out_of_order_acks=True)
+    capabilities = Capabilities(
+        persistence=True, window=1000, session_expiry=True, out_of_order_acks=True
+    )
 
-    def __init__(self, data_dir: Path | None = None, port: int | None = None,
-                 executable: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path | None = None, port: int | None = None, executable: str | None = None
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._temporary = data_dir is None
-        self.data_dir = Path(tempfile.mkdtemp(prefix="urbanpulse-mqtt-") if data_dir is None
-                             else data_dir).absolute()
+        self.data_dir = Path(
+            tempfile.mkdtemp(prefix="urbanpulse-mqtt-") if data_dir is None else data_dir
+        ).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         found = executable or find_mosquitto()
         if found is None:
@@ -136,8 +140,12 @@ class Mosquitto:
         if self._process is not None and self._process.poll() is None:
             return
         with self.log.open("ab") as log:
-            self._process = subprocess.Popen([self.executable, "-c", str(self.config)],
-                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self._process = subprocess.Popen(
+                [self.executable, "-c", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         _wait_listening(self.host, self.port, self._process, timeout, self.log)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -200,8 +208,9 @@ class Rumqttd:
     """rumqttd from the ``iotcore`` wheel, in a child process; ``port`` speaks MQTT 5."""
 
     kind = "rumqttd (iotcore)"
-    capabilities = Capabilities(persistence=False, window=100, session_expiry=False,
-                                out_of_order_acks=False)
+    capabilities = Capabilities(
+        persistence=False, window=100, session_expiry=False, out_of_order_acks=False
+    )
 
     def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
         from iotcore import Broker as IotcoreBroker
@@ -210,8 +219,9 @@ class Rumqttd:
         self.port = port or free_port()
         self.port_v4 = free_port()
         self._temporary = data_dir is None
-        self.data_dir = Path(tempfile.mkdtemp(prefix="urbanpulse-mqtt-") if data_dir is None
-                             else data_dir).absolute()
+        self.data_dir = Path(
+            tempfile.mkdtemp(prefix="urbanpulse-mqtt-") if data_dir is None else data_dir
+        ).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "rumqttd.toml"
         config.write_text(_RUMQTTD_CONFIG.format(port=self.port, port_v4=self.port_v4))

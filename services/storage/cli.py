@@ -15,8 +15,9 @@ from . import migrate, partitions, rollups
 from .errors import StorageError
 from .urls import libpq_url
 
-app = typer.Typer(help="The data layer: migrations, storage mode, rollups, partitions.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The data layer: migrations, storage mode, rollups, partitions.", no_args_is_help=True
+)
 console = Console()
 errors = Console(stderr=True)
 
@@ -48,9 +49,12 @@ def upgrade(database_url: DatabaseOption = None) -> None:
     """Apply pending migrations (choosing the storage mode on first run)."""
     settings, url = _settings_and_url(database_url)
     try:
-        mode = migrate.upgrade(url, mode=settings.storage_mode.value,
-                               retention=settings.retention,
-                               partition_interval=settings.partition_interval)
+        mode = migrate.upgrade(
+            url,
+            mode=settings.storage_mode.value,
+            retention=settings.retention,
+            partition_interval=settings.partition_interval,
+        )
     except (StorageError, psycopg.Error) as exc:
         raise _fail(exc) from None
     console.print(f"database is up to date; storage mode: [bold]{mode}[/bold]")
@@ -67,8 +71,11 @@ def status(database_url: DatabaseOption = None) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("server", f"PostgreSQL {state.server_version}")
     table.add_row("storage mode", state.mode or "none yet (run `urbanpulse db upgrade`)")
-    table.add_row("timescaledb", state.timescaledb or (
-        "available, not installed" if state.timescaledb_available else "not offered"))
+    table.add_row(
+        "timescaledb",
+        state.timescaledb
+        or ("available, not installed" if state.timescaledb_available else "not offered"),
+    )
     table.add_row("revision", f"{state.current or '-'} (head {state.head})")
     table.add_row("pending", ", ".join(state.pending) or "none")
     console.print(table)
@@ -100,8 +107,11 @@ def maintain(database_url: DatabaseOption = None) -> None:
         if migrate.status(url).mode != "partitioned":
             console.print("nothing to do: TimescaleDB's policies maintain chunks")
             return
-        result = partitions.maintain(url, ahead=settings.partitions_ahead,
-                                     retention_s=int(settings.retention.total_seconds()))
+        result = partitions.maintain(
+            url,
+            ahead=settings.partitions_ahead,
+            retention_s=int(settings.retention.total_seconds()),
+        )
     except (StorageError, psycopg.Error) as exc:
         raise _fail(exc) from None
     console.print(f"partitions created: {result.created}; dropped: {len(result.dropped)}")

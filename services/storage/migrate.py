@@ -126,8 +126,13 @@ def sync_quantities(connection: sa.Connection) -> None:
             "cumulative = excluded.cumulative, description = excluded.description"
         ),
         [
-            {"key": q.key, "name": q.name, "unit": q.unit, "cumulative": q.cumulative,
-             "description": q.description}
+            {
+                "key": q.key,
+                "name": q.name,
+                "unit": q.unit,
+                "cumulative": q.cumulative,
+                "description": q.description,
+            }
             for q in QUANTITIES.values()
         ],
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from .urls import libpq_url
 
@@ -25,12 +26,13 @@ _PARTITION_LOCK = 7_210_001
 
 def _partition_name(table: str, start: float, interval_s: int) -> str:
     moment = datetime.fromtimestamp(start, UTC)
-    suffix = moment.strftime("%Y%m%d") if interval_s % 86400 == 0 else moment.strftime(
-        "%Y%m%dt%H%M")
+    suffix = (
+        moment.strftime("%Y%m%d") if interval_s % 86400 == 0 else moment.strftime("%Y%m%dt%H%M")
+    )
     return f"{table}_p{suffix}"
 
 
-def read_interval(conn: psycopg.Connection[object]) -> int:
+def read_interval(conn: psycopg.Connection[TupleRow]) -> int:
     row = conn.execute(
         "SELECT value FROM storage_settings WHERE name = 'partition_interval'"
     ).fetchone()
@@ -44,7 +46,7 @@ class PartitionSet:
     interval_s: int = 86400
     known: set[int] = field(default_factory=set)  # partition numbers: start // interval_s
 
-    def load(self, conn: psycopg.Connection[object]) -> None:
+    def load(self, conn: psycopg.Connection[TupleRow]) -> None:
         rows = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = 'readings'::regclass"
@@ -61,7 +63,7 @@ class PartitionSet:
         known = self.known
         return {n for n in {int(t // interval) for t in times} if n not in known}
 
-    def ensure(self, conn: psycopg.Connection[object], numbers: set[int]) -> None:
+    def ensure(self, conn: psycopg.Connection[TupleRow], numbers: set[int]) -> None:
         """Create the partitions numbered ``numbers`` in the caller's transaction.
 
         Call it before the transaction touches ``readings``: creating a partition locks the
@@ -88,8 +90,9 @@ class MaintenanceResult:
     dropped: tuple[str, ...]
 
 
-def maintain(url: str, now: float | None = None, ahead: int = 7,
-             retention_s: int | None = None) -> MaintenanceResult:
+def maintain(
+    url: str, now: float | None = None, ahead: int = 7, retention_s: int | None = None
+) -> MaintenanceResult:
     """Create partitions from one interval back to ``ahead`` intervals on; drop the expired."""
     now = _time.time() if now is None else now
     with psycopg.connect(libpq_url(url)) as conn:
@@ -110,8 +113,9 @@ def maintain(url: str, now: float | None = None, ahead: int = 7,
             end = (number + 1) * partitions.interval_s
             if end <= now - retention_s:
                 for table in PARTITIONED_TABLES:
-                    name = _partition_name(table, number * partitions.interval_s,
-                                           partitions.interval_s)
+                    name = _partition_name(
+                        table, number * partitions.interval_s, partitions.interval_s
+                    )
                     conn.execute(f"DROP TABLE IF EXISTS {name}")
                     dropped.append(name)
                 partitions.known.discard(number)

@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg.rows import TupleRow
 
 WATERMARK = "rollups"
 # A single refresher at a time, whichever process calls it.
 _REFRESH_LOCK = 7_210_002
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-_WIDTHS = (("readings_1m", timedelta(minutes=1)), ("readings_1h", timedelta(hours=1)),
-           ("readings_1d", timedelta(days=1)))
+_WIDTHS = (
+    ("readings_1m", timedelta(minutes=1)),
+    ("readings_1h", timedelta(hours=1)),
+    ("readings_1d", timedelta(days=1)),
+)
 
 _FROM_RAW = """
 INSERT INTO readings_1m
@@ -76,15 +80,16 @@ def align(ranges: list[Range], width: timedelta) -> list[Range]:
     return merged
 
 
-def refresh(conn: psycopg.Connection[object], mode: str, now: datetime | None = None
-            ) -> RefreshResult:
+def refresh(
+    conn: psycopg.Connection[TupleRow], mode: str, now: datetime | None = None
+) -> RefreshResult:
     """Bring the rollups up to date; commits. ``now`` is for tests."""
     if mode == "timescaledb":
         return _refresh_timescaledb(conn)
     return _refresh_partitioned(conn, now or datetime.now(UTC))
 
 
-def _refresh_timescaledb(conn: psycopg.Connection[object]) -> RefreshResult:
+def _refresh_timescaledb(conn: psycopg.Connection[TupleRow]) -> RefreshResult:
     conn.commit()
     previous = conn.autocommit
     conn.autocommit = True  # refresh_continuous_aggregate refuses to run in a transaction
@@ -96,35 +101,39 @@ def _refresh_timescaledb(conn: psycopg.Connection[object]) -> RefreshResult:
     return RefreshResult(watermark=None, ranges=())
 
 
-def _refresh_partitioned(conn: psycopg.Connection[object], now: datetime) -> RefreshResult:
+def _refresh_partitioned(conn: psycopg.Connection[TupleRow], now: datetime) -> RefreshResult:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK,))
         row = conn.execute(
             "SELECT watermark FROM rollup_watermarks WHERE name = %s", (WATERMARK,)
         ).fetchone()
-        old: datetime | None = row[0] if row else None  # type: ignore[assignment,index]
-        new = max(_floor(now, timedelta(minutes=1)), old) if old else _floor(
-            now, timedelta(minutes=1))
+        old: datetime | None = row[0] if row else None
+        new = (
+            max(_floor(now, timedelta(minutes=1)), old)
+            if old
+            else _floor(now, timedelta(minutes=1))
+        )
         # Take the invalidations before reading the readings: a writer that commits in between
         # leaves its invalidation for the next refresh, so nothing is missed.
         touched: list[Range] = [
-            (lo, min(hi + timedelta(microseconds=1), new))  # type: ignore[operator]
+            (lo, min(hi + timedelta(microseconds=1), new))
             for lo, hi in conn.execute(
                 "DELETE FROM rollup_invalidations RETURNING lo, hi"
             ).fetchall()
-            if old is None or lo < old  # type: ignore[operator]
+            if old is None or lo < old
         ]
         if old is None:
             first = conn.execute("SELECT min(time) FROM readings").fetchone()
-            start = first[0] if first and first[0] is not None else new  # type: ignore[index]
+            start = first[0] if first and first[0] is not None else new
         else:
             start = old
         ranges = align([*touched, (start, new)], timedelta(minutes=1))
         for width_name, width in _WIDTHS:
             target_ranges = align(ranges, width)
             for lo, hi in target_ranges:
-                conn.execute(f"DELETE FROM {width_name} WHERE bucket >= %s AND bucket < %s",
-                             (lo, hi))
+                conn.execute(
+                    f"DELETE FROM {width_name} WHERE bucket >= %s AND bucket < %s", (lo, hi)
+                )
                 params = {"lo": lo, "hi": hi, "width": width}
                 if width_name == "readings_1m":
                     conn.execute(_FROM_RAW, params)

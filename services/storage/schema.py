@@ -94,8 +94,9 @@ sensors = Table(
     Column("gateway_id", Text, ForeignKey("gateways.id")),
     Column("district_id", Text, ForeignKey("districts.id")),
     Column("latitude", Double, CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude")),
-    Column("longitude", Double,
-           CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude")),
+    Column(
+        "longitude", Double, CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude")
+    ),
     Column("unit", Text, comment="the unit the device sends, when not the canonical one"),
     Column("interval_s", Double, nullable=False, server_default="60"),
     Column("installed_at", DateTime(timezone=True)),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from .partitions import PartitionSet, read_interval
 
@@ -48,9 +49,7 @@ def encode_copy(rows: Sequence[Reading]) -> bytes:
     """The binary COPY stream of ``rows`` for (time, sensor_key, quantity_key, value)."""
     pack = _ROW.pack
     epoch = _PG_EPOCH
-    body = b"".join(
-        [pack(4, 8, round((t - epoch) * 1e6), 4, s, 2, q, 8, v) for t, s, q, v in rows]
-    )
+    body = b"".join([pack(4, 8, round((t - epoch) * 1e6), 4, s, 2, q, 8, v) for t, s, q, v in rows])
     return _COPY_HEADER + body + _COPY_TRAILER
 
 
@@ -61,7 +60,7 @@ class ReadingWriter:
     connection of its own: the constructor commits.
     """
 
-    def __init__(self, conn: psycopg.Connection[object], mode: str) -> None:
+    def __init__(self, conn: psycopg.Connection[TupleRow], mode: str) -> None:
         self.conn = conn
         self.mode = mode
         self._partitions: PartitionSet | None = None
@@ -121,8 +120,7 @@ class ReadingWriter:
                 "COPY staging_readings_extra (time, sensor_key, quantity_key, value_string, "
                 "value_bool, value_data, value_sum) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["timestamptz", "int4", "int2", "text", "bool", "bytea",
-                                "float8"])
+                copy.set_types(["timestamptz", "int4", "int2", "text", "bool", "bytea", "float8"])
                 for t, *rest in extras:
                     copy.write_row((datetime.fromtimestamp(t, UTC), *rest))
             cur.execute(

@@ -46,16 +46,21 @@ def test_an_env_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        pytest.param("URBANPULSE_DATABASE_URL", "mysql://x/y", "must be a postgresql:// URL",
-                     id="database-url"),
+        pytest.param(
+            "URBANPULSE_DATABASE_URL",
+            "mysql://x/y",
+            "must be a postgresql:// URL",
+            id="database-url",
+        ),
         pytest.param("URBANPULSE_MQTT_URL", "http://broker", "must be an mqtt://", id="mqtt-url"),
         pytest.param("URBANPULSE_API_PORT", "99999", "less than or equal to 65535", id="port"),
         pytest.param("URBANPULSE_STORAGE_MODE", "cassandra", "auto", id="mode"),
         pytest.param("URBANPULSE_LOG_LEVEL", "LOUD", "must be one of", id="log-level"),
     ],
 )
-def test_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                 variable: str, value: str, message: str) -> None:
+def test_a_bad_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as info:

@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from services.devstack.broker import GUARANTEE_SETTINGS
-from tests.fixtures.broker import MqttConnect, BrokerUnderTest, require
+from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -23,13 +23,15 @@ def _publish(subscriber_or_client: mqtt.Client, topic: str, count: int) -> None:
 
 def test_the_deploy_config_sets_what_the_guarantee_needs() -> None:
     lines = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
-    settings = dict(line.split(maxsplit=1) for line in lines
-                    if line.strip() and not line.startswith("#"))
+    settings = dict(
+        line.split(maxsplit=1) for line in lines if line.strip() and not line.startswith("#")
+    )
     assert {key: settings.get(key) for key in GUARANTEE_SETTINGS} == GUARANTEE_SETTINGS
 
 
-def test_qos1_messages_arrive_in_order(mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect,
-                                       topic_prefix: str) -> None:
+def test_qos1_messages_arrive_in_order(
+    mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str
+) -> None:
     subscriber = mqtt_connect(mqtt_broker, subscribe=f"{topic_prefix}/#")
     time.sleep(0.2)
     publisher = mqtt_connect(mqtt_broker)
@@ -39,11 +41,13 @@ def test_qos1_messages_arrive_in_order(mqtt_broker: BrokerUnderTest, mqtt_connec
 
 
 def test_a_persistent_session_keeps_more_than_mosquittos_default_queue(
-        mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+    mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str
+) -> None:
     # Mosquitto's default max_queued_messages (1000) would silently drop the newest 2000.
     client_id = f"ingest-{topic_prefix[-12:]}"
-    away = mqtt_connect(mqtt_broker, client_id=client_id, persistent=True,
-                        subscribe=f"{topic_prefix}/#")
+    away = mqtt_connect(
+        mqtt_broker, client_id=client_id, persistent=True, subscribe=f"{topic_prefix}/#"
+    )
     time.sleep(0.2)
     away.client.disconnect()
     away.client.loop_stop()
@@ -55,10 +59,16 @@ def test_a_persistent_session_keeps_more_than_mosquittos_default_queue(
 
 
 def test_unacknowledged_messages_come_back_after_a_reconnect(
-        mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+    mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str
+) -> None:
     client_id = f"ingest-{topic_prefix[-12:]}"
-    first = mqtt_connect(mqtt_broker, client_id=client_id, persistent=True, manual_ack=True,
-                         subscribe=f"{topic_prefix}/#")
+    first = mqtt_connect(
+        mqtt_broker,
+        client_id=client_id,
+        persistent=True,
+        manual_ack=True,
+        subscribe=f"{topic_prefix}/#",
+    )
     time.sleep(0.2)
     publisher = mqtt_connect(mqtt_broker)
     _publish(publisher.client, f"{topic_prefix}/up", 40)
@@ -76,11 +86,13 @@ def test_unacknowledged_messages_come_back_after_a_reconnect(
 
 
 def test_a_restart_keeps_sessions_and_queued_messages(
-        own_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+    own_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str
+) -> None:
     require(own_broker, persistence=True, restartable=True)
     client_id = f"ingest-{topic_prefix[-12:]}"
-    away = mqtt_connect(own_broker, client_id=client_id, persistent=True,
-                        subscribe=f"{topic_prefix}/#")
+    away = mqtt_connect(
+        own_broker, client_id=client_id, persistent=True, subscribe=f"{topic_prefix}/#"
+    )
     time.sleep(0.2)
     away.client.disconnect()
     away.client.loop_stop()
@@ -94,9 +106,9 @@ def test_a_restart_keeps_sessions_and_queued_messages(
     assert sorted(int(m.payload) for m in received) == list(range(500))
 
 
-def test_a_shared_subscription_splits_the_stream(mqtt_broker: BrokerUnderTest,
-                                                 mqtt_connect: MqttConnect,
-                                                 topic_prefix: str) -> None:
+def test_a_shared_subscription_splits_the_stream(
+    mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str
+) -> None:
     group = f"$share/ingest-{topic_prefix[-12:]}/{topic_prefix}/#"
     workers = [mqtt_connect(mqtt_broker, subscribe=group) for _ in range(2)]
     time.sleep(0.3)
@@ -110,8 +122,9 @@ def test_a_shared_subscription_splits_the_stream(mqtt_broker: BrokerUnderTest,
     assert all(w.messages for w in workers)
 
 
-def test_the_embedded_fallback_carries_qos1(embedded_broker: BrokerUnderTest,
-                                            mqtt_connect: MqttConnect, topic_prefix: str) -> None:
+def test_the_embedded_fallback_carries_qos1(
+    embedded_broker: BrokerUnderTest, mqtt_connect: MqttConnect, topic_prefix: str
+) -> None:
     subscriber = mqtt_connect(embedded_broker, subscribe=f"{topic_prefix}/#")
     time.sleep(0.2)
     publisher = mqtt_connect(embedded_broker)
@@ -120,10 +133,14 @@ def test_the_embedded_fallback_carries_qos1(embedded_broker: BrokerUnderTest,
 
 
 @pytest.mark.parametrize("kind", ["mosquitto"])
-def test_ci_runs_against_mosquitto(kind: str, mqtt_broker: BrokerUnderTest,
-                                   mosquitto_available: bool) -> None:
+def test_ci_runs_against_mosquitto(
+    kind: str, mqtt_broker: BrokerUnderTest, mosquitto_available: bool
+) -> None:
     """Where Mosquitto is installed (CI installs it), the session broker is Mosquitto."""
-    if (not mosquitto_available or mqtt_broker.handle is None
-            or os.environ.get("URBANPULSE_TEST_BROKER") == "embedded"):
+    if (
+        not mosquitto_available
+        or mqtt_broker.handle is None
+        or os.environ.get("URBANPULSE_TEST_BROKER") == "embedded"
+    ):
         pytest.skip("mosquitto is not installed here, or another broker was asked for")
     assert mqtt_broker.kind == kind

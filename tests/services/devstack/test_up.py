@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from services.devstack.postgres import EmbeddedPostgres
+from services.devstack.up import _server_data_dir
 from services.storage import migrate
 
 
@@ -28,8 +30,21 @@ def data_dir() -> Iterator[Path]:
 def _up(data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(data_dir), "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "up", "--exit-after-start", "--data-dir",
-         str(data_dir)], capture_output=True, text=True, timeout=120, env=env, check=False)
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "up",
+            "--exit-after-start",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
 
 
 def _listening(url: str) -> bool:
@@ -45,8 +60,9 @@ def test_up_starts_everything_and_keeps_data_across_restarts(data_dir: Path) -> 
     first = _up(data_dir)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "UrbanPulse is up" in first.stdout
-    settings = dict(line.split("=", 1)
-                    for line in (data_dir / "urbanpulse.env").read_text().splitlines())
+    settings = dict(
+        line.split("=", 1) for line in (data_dir / "urbanpulse.env").read_text().splitlines()
+    )
     database_url = settings["URBANPULSE_DATABASE_URL"]
     assert database_url in first.stdout
     assert settings["URBANPULSE_MQTT_URL"] in first.stdout
@@ -56,18 +72,15 @@ def test_up_starts_everything_and_keeps_data_across_restarts(data_dir: Path) -> 
 
     second = _up(data_dir)
     assert second.returncode == 0, second.stdout + second.stderr
-    again = dict(line.split("=", 1)
-                 for line in (data_dir / "urbanpulse.env").read_text().splitlines())
+    again = dict(
+        line.split("=", 1) for line in (data_dir / "urbanpulse.env").read_text().splitlines()
+    )
     assert again["URBANPULSE_DATABASE_URL"] == database_url  # same port, same data
 
 
 def test_up_leaves_a_migrated_database(data_dir: Path) -> None:
-    from services.devstack.postgres import EmbeddedPostgres
-
     assert _up(data_dir).returncode == 0
     # Start the same data directory again by hand and look inside.
-    from services.devstack.up import _server_data_dir
-
     server = EmbeddedPostgres(_server_data_dir(data_dir))
     url = server.start()
     try:

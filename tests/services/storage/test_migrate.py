@@ -74,9 +74,13 @@ def test_status_reports_the_mode(database_url: str, storage_mode: str) -> None:
     assert (status.timescaledb is not None) == (storage_mode == "timescaledb")
 
 
-def test_the_quantities_table_follows_the_kind_catalog(db: psycopg.Connection[tuple[object, ...]]) -> None:
+def test_the_quantities_table_follows_the_kind_catalog(
+    db: psycopg.Connection[tuple[object, ...]],
+) -> None:
     rows = db.execute("SELECT key, name, unit FROM quantities ORDER BY key").fetchall()
-    assert rows == [(q.key, q.name, q.unit) for q in sorted(QUANTITIES.values(), key=lambda q: q.key)]
+    assert rows == [
+        (q.key, q.name, q.unit) for q in sorted(QUANTITIES.values(), key=lambda q: q.key)
+    ]
 
 
 def test_the_migrated_registry_matches_the_metadata(make_database: object) -> None:
@@ -89,10 +93,15 @@ def test_the_migrated_registry_matches_the_metadata(make_database: object) -> No
                 opts={
                     "compare_type": True,
                     # Time-series relations differ per mode by design: checked below.
-                    "include_object": lambda obj, name, kind, _reflected, _other: not (
-                        kind == "table"
-                        and (name in TIMESERIES_TABLES or name.startswith("readings_")
-                             or name == "alembic_version")
+                    "include_object": lambda obj, name, kind, _reflected, _other: (
+                        not (
+                            kind == "table"
+                            and (
+                                name in TIMESERIES_TABLES
+                                or name.startswith("readings_")
+                                or name == "alembic_version"
+                            )
+                        )
                     ),
                 },
             )
@@ -105,13 +114,24 @@ def test_the_migrated_registry_matches_the_metadata(make_database: object) -> No
 def test_both_modes_expose_the_same_relations_and_columns(make_database: object) -> None:
     partitioned = _columns(make_database("partitioned"))  # type: ignore[operator]
     assert partitioned["readings"] == [
-        ("time", "timestamp with time zone"), ("sensor_key", "integer"),
-        ("quantity_key", "smallint"), ("value", "double precision"),
+        ("time", "timestamp with time zone"),
+        ("sensor_key", "integer"),
+        ("quantity_key", "smallint"),
+        ("value", "double precision"),
     ]
     for relation in ("readings_1m", "readings_1h", "readings_1d"):
         assert [name for name, _ in partitioned[relation]] == [
-            "bucket", "sensor_key", "quantity_key", "count", "sum", "min", "max", "first", "last",
-            "first_time", "last_time",
+            "bucket",
+            "sensor_key",
+            "quantity_key",
+            "count",
+            "sum",
+            "min",
+            "max",
+            "first",
+            "last",
+            "first_time",
+            "last_time",
         ]
     try:
         timescale = _columns(make_database("timescaledb"))  # type: ignore[operator]
@@ -124,15 +144,26 @@ def test_both_modes_expose_the_same_relations_and_columns(make_database: object)
 def test_timescaledb_mode_builds_hypertables_aggregates_and_policies(make_database: object) -> None:
     url = make_database("timescaledb")  # type: ignore[operator]
     with psycopg.connect(libpq_url(url)) as conn:
-        hypertables = {r[0] for r in conn.execute(
-            "SELECT hypertable_name FROM timescaledb_information.hypertables")}
+        hypertables = {
+            r[0]
+            for r in conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables")
+        }
         assert {"readings", "readings_extra"} <= hypertables
-        aggregates = {r[0]: r[1] for r in conn.execute(
-            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates")}
+        aggregates = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT view_name, materialized_only "
+                "FROM timescaledb_information.continuous_aggregates"
+            )
+        }
         assert aggregates == {"readings_1m": False, "readings_1h": False, "readings_1d": False}
-        jobs = {(r[0], r[1]) for r in conn.execute(
-            "SELECT proc_name, coalesce(hypertable_name, '') FROM timescaledb_information.jobs "
-            "WHERE proc_name <> 'policy_job_stat_history_retention'")}
+        jobs = {
+            (r[0], r[1])
+            for r in conn.execute(
+                "SELECT proc_name, coalesce(hypertable_name, '') FROM timescaledb_information.jobs "
+                "WHERE proc_name <> 'policy_job_stat_history_retention'"
+            )
+        }
         assert ("policy_compression", "readings") in jobs
         assert ("policy_retention", "readings") in jobs
         assert sum(1 for proc, _ in jobs if proc == "policy_refresh_continuous_aggregate") == 3

@@ -43,23 +43,39 @@ def _assert_equal(db: Conn, below: datetime | None) -> None:
         assert len(actual) == len(expected), name
         for got, want in zip(actual, expected, strict=True):
             # Sums of doubles may differ in the last bits with the order of addition.
-            assert got[:4] == want[:4] and got[5:] == want[5:], name
+            assert got[:4] == want[:4], name
+            assert got[5:] == want[5:], name
             assert got[4] == pytest.approx(want[4], rel=1e-12), name
 
 
 def _setup(db: Conn) -> tuple[ReadingWriter, list[int], str]:
-    keys = [int(db.execute(  # type: ignore[call-overload]
-        "INSERT INTO sensors (id, kind, domain) VALUES (%s, 'feeder_meter', 'energy') "
-        "RETURNING key", (f"ene-fdr-{i}",)).fetchone()[0]) for i in range(3)]  # type: ignore[index]
+    keys = [
+        int(
+            db.execute(  # type: ignore[index,arg-type]
+                "INSERT INTO sensors (id, kind, domain) VALUES (%s, 'feeder_meter', 'energy') "
+                "RETURNING key",
+                (f"ene-fdr-{i}",),
+            ).fetchone()[0]
+        )
+        for i in range(3)
+    ]
     db.commit()
     mode = str(db.execute("SELECT value FROM storage_settings WHERE name='mode'").fetchone()[0])  # type: ignore[index]
     return ReadingWriter(db, mode), keys, mode
 
 
-def _random_rows(rng: random.Random, keys: list[int], start: float, end: float,
-                 count: int) -> list[tuple[float, int, int, float]]:
-    return [(round(rng.uniform(start, end), 3), rng.choice(keys), rng.choice((8, 10)),
-             rng.uniform(-100, 100)) for _ in range(count)]
+def _random_rows(
+    rng: random.Random, keys: list[int], start: float, end: float, count: int
+) -> list[tuple[float, int, int, float]]:
+    return [
+        (
+            round(rng.uniform(start, end), 3),
+            rng.choice(keys),
+            rng.choice((8, 10)),
+            rng.uniform(-100, 100),
+        )
+        for _ in range(count)
+    ]
 
 
 def test_rollups_equal_a_direct_aggregation_with_late_data(db: Conn) -> None:
@@ -82,7 +98,9 @@ def test_rollups_equal_a_direct_aggregation_with_late_data(db: Conn) -> None:
     _assert_equal(db, second.watermark)
 
 
-def test_partition_refresh_stops_at_the_current_minute_and_catches_up(make_database: object) -> None:
+def test_partition_refresh_stops_at_the_current_minute_and_catches_up(
+    make_database: object,
+) -> None:
     db_url = make_database("partitioned")  # type: ignore[operator]
     with psycopg.connect(db_url) as db:
         writer, keys, mode = _setup(db)
@@ -98,7 +116,11 @@ def test_partition_refresh_stops_at_the_current_minute_and_catches_up(make_datab
         assert later.watermark == datetime(2026, 11, 24, 12, 31, tzinfo=UTC)
         assert db.execute("SELECT sum(count), sum(sum) FROM readings_1m").fetchone() == (2, 3.0)
         assert db.execute("SELECT count, sum, first, last FROM readings_1h").fetchone() == (
-            2, 3.0, 1.0, 2.0)
+            2,
+            3.0,
+            1.0,
+            2.0,
+        )
 
 
 def test_a_refresh_with_nothing_new_changes_nothing(make_database: object) -> None:
@@ -120,9 +142,13 @@ def test_align_widens_to_whole_buckets_and_merges() -> None:
     t = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
     minute, hour = timedelta(minutes=1), timedelta(hours=1)
     assert rollups.align([(t + timedelta(seconds=10), t + timedelta(seconds=70))], minute) == [
-        (t, t + 2 * minute)]
+        (t, t + 2 * minute)
+    ]
     assert rollups.align([(t, t + minute), (t + 2 * minute, t + 3 * minute)], hour) == [
-        (t, t + hour)]
+        (t, t + hour)
+    ]
     assert rollups.align([(t, t + minute), (t + 3 * hour, t + 3 * hour + minute)], hour) == [
-        (t, t + hour), (t + 3 * hour, t + 4 * hour)]
+        (t, t + hour),
+        (t + 3 * hour, t + 4 * hour),
+    ]
     assert rollups.align([(t, t)], minute) == []

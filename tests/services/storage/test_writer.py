@@ -18,10 +18,11 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 def _sensor(db: Conn, sensor_id: str = "wat-dma-0001") -> int:
     key = db.execute(
-        "INSERT INTO sensors (id, kind, domain) VALUES (%s, 'water_inflow', 'water') "
-        "RETURNING key", (sensor_id,)).fetchone()[0]  # type: ignore[index]
+        "INSERT INTO sensors (id, kind, domain) VALUES (%s, 'water_inflow', 'water') RETURNING key",
+        (sensor_id,),
+    ).fetchone()[0]  # type: ignore[index]
     db.commit()
-    return int(key)  # type: ignore[call-overload]
+    return int(key)  # type: ignore[arg-type]
 
 
 def _mode(db: Conn) -> str:
@@ -41,7 +42,8 @@ def test_a_batch_written_twice_leaves_one_copy(db: Conn) -> None:
     assert (again.inserted, again.duplicates) == (0, 2000)
     stored = db.execute(
         "SELECT extract(epoch FROM time)::float8, sensor_key, quantity_key, value FROM readings "
-        "ORDER BY time").fetchall()
+        "ORDER BY time"
+    ).fetchall()
     assert stored == rows
 
 
@@ -61,8 +63,9 @@ def test_duplicates_inside_one_batch_are_stored_once(db: Conn) -> None:
     sensor = _sensor(db)
     writer = ReadingWriter(db, _mode(db))
     moment = float(int(time.time()))
-    result = writer.write([(moment, sensor, 1, 1.0), (moment, sensor, 1, 1.0),
-                           (moment, sensor, 2, 1.0)])
+    result = writer.write(
+        [(moment, sensor, 1, 1.0), (moment, sensor, 1, 1.0), (moment, sensor, 2, 1.0)]
+    )
     db.commit()
     assert (result.inserted, result.duplicates) == (2, 1)
 
@@ -81,17 +84,24 @@ def test_non_numeric_values_go_to_the_side_table(db: Conn) -> None:
     sensor = _sensor(db)
     writer = ReadingWriter(db, _mode(db))
     moment = float(int(time.time()))
-    extras = [(moment, sensor, 3, "open", None, None, None),
-              (moment + 1, sensor, 3, None, True, None, None),
-              (moment + 2, sensor, 3, None, None, b"\x00\xff", None),
-              (moment + 3, sensor, 3, None, None, None, 12.5)]
+    extras = [
+        (moment, sensor, 3, "open", None, None, None),
+        (moment + 1, sensor, 3, None, True, None, None),
+        (moment + 2, sensor, 3, None, None, b"\x00\xff", None),
+        (moment + 3, sensor, 3, None, None, None, 12.5),
+    ]
     assert writer.write([], extras).inserted == 4
     assert writer.write([], extras).inserted == 0
     db.commit()
-    rows = db.execute("SELECT value_string, value_bool, value_data, value_sum FROM readings_extra "
-                      "ORDER BY time").fetchall()
-    assert rows == [("open", None, None, None), (None, True, None, None),
-                    (None, None, b"\x00\xff", None), (None, None, None, 12.5)]
+    rows = db.execute(
+        "SELECT value_string, value_bool, value_data, value_sum FROM readings_extra ORDER BY time"
+    ).fetchall()
+    assert rows == [
+        ("open", None, None, None),
+        (None, True, None, None),
+        (None, None, b"\x00\xff", None),
+        (None, None, None, 12.5),
+    ]
 
 
 def test_readings_far_from_now_get_their_partitions_on_the_way(db: Conn) -> None:
@@ -103,14 +113,20 @@ def test_readings_far_from_now_get_their_partitions_on_the_way(db: Conn) -> None
     assert result.inserted == 2
 
 
-@given(st.lists(st.tuples(
-    st.floats(min_value=3e8, max_value=4e9).map(lambda t: round(t, 6)),
-    st.integers(min_value=-2**31, max_value=2**31 - 1),
-    st.integers(min_value=-2**15, max_value=2**15 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-), max_size=20))
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=3e8, max_value=4e9).map(lambda t: round(t, 6)),
+            st.integers(min_value=-(2**31), max_value=2**31 - 1),
+            st.integers(min_value=-(2**15), max_value=2**15 - 1),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
+        max_size=20,
+    )
+)
 def test_the_copy_stream_follows_postgresql_binary_format(
-        rows: list[tuple[float, int, int, float]]) -> None:
+    rows: list[tuple[float, int, int, float]],
+) -> None:
     data = encode_copy(rows)
     assert data[:11] == b"PGCOPY\n\xff\r\n\x00"
     offset = 19

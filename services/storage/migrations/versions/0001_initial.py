@@ -214,8 +214,7 @@ def _timescaledb(retention: str, compress_after: str) -> None:
     )
     source = None
     for name, width in ROLLUPS:
-        query = (select_raw if source is None else select_rollup).format(width=width,
-                                                                          source=source)
+        query = (select_raw if source is None else select_rollup).format(width=width, source=source)
         op.execute(
             f"CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous, "
             f"timescaledb.materialized_only = false) AS {query} WITH NO DATA"
