@@ -1,0 +1,73 @@
+"""``urbanpulse ingest``: run an ingestion worker until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from services.settings import SettingsError, load_settings
+
+from .validate import Policy
+from .worker import IngestWorker, WorkerConfig
+
+app = typer.Typer(help="Run an ingestion worker: MQTT to the data layer.")
+
+
+@app.callback(invoke_without_command=True)
+def ingest(
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            help="MQTT client id; keep it across restarts so the broker keeps the session"
+        ),
+    ] = None,
+    group: Annotated[str, typer.Option(help="shared-subscription group of the workers")] = "ingest",
+    batch_records: Annotated[int, typer.Option(help="flush at this many records")] = 5000,
+    flush_ms: Annotated[
+        float, typer.Option(help="or this long after a batch's first message")
+    ] = 50.0,
+) -> None:
+    """Subscribe to every gateway's readings and status and land them in the database."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not settings.database_url or not settings.mqtt_url:
+        typer.echo(
+            "set URBANPULSE_DATABASE_URL and URBANPULSE_MQTT_URL "
+            "(or URBANPULSE_ENV_FILE=.urbanpulse/urbanpulse.env)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+    worker = IngestWorker(
+        WorkerConfig(
+            database_url=settings.database_url,
+            mqtt_url=settings.mqtt_url,
+            client_id=client_id or f"ingest-{socket.gethostname()}",
+            group=group,
+            batch_records=batch_records,
+            flush_ms=flush_ms,
+            username=settings.mqtt_username,
+            password=password,
+            policy=Policy(max_age_s=settings.retention.total_seconds()),
+        )
+    )
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run(stop, on_ready=lambda: logging.getLogger(__name__).info("ingesting"))

@@ -1,0 +1,71 @@
+"""The ingestion worker's view of the sensor registry: loaded once, topped up on a miss.
+
+A sensor registered after the worker started is found on its first reading (one query for all
+the unknown ids of a batch); an id still unknown is not asked about again for
+``negative_ttl_s``, so a misconfigured device cannot turn every message into a query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from gateway.names import split_name
+from gateway.senml import Record
+
+from .validate import Sensor
+
+_SELECT = "SELECT key, id, kind, gateway_id, status, interval_s, lanes, rated_max FROM sensors"
+
+
+class SensorDirectory:
+    def __init__(
+        self, conn: psycopg.Connection[tuple[object, ...]], negative_ttl_s: float = 10.0
+    ) -> None:
+        self.conn = conn
+        self.negative_ttl_s = negative_ttl_s
+        self.snapshot: dict[str, Sensor] = {}
+        self._unknown: dict[str, float] = {}  # id -> when we last found it missing
+        self.load()
+
+    def load(self) -> None:
+        rows = self.conn.execute(_SELECT).fetchall()
+        self.conn.commit()
+        self.snapshot = {sensor.id: sensor for sensor in map(_sensor, rows)}
+        self._unknown.clear()
+
+    def ensure(self, records: Iterable[Record]) -> None:
+        """Look up the sensors of ``records`` that are not known yet."""
+        now = time.monotonic()
+        missing = set()
+        for record in records:
+            parts = split_name(record.name)
+            if parts is None or parts[0] in self.snapshot:
+                continue
+            if now - self._unknown.get(parts[0], -1e18) >= self.negative_ttl_s:
+                missing.add(parts[0])
+        if not missing:
+            return
+        rows = self.conn.execute(_SELECT + " WHERE id = ANY(%s)", (sorted(missing),)).fetchall()
+        for sensor in map(_sensor, rows):
+            self.snapshot[sensor.id] = sensor
+            missing.discard(sensor.id)
+        for sensor_id in missing:
+            self._unknown[sensor_id] = now
+
+
+def _sensor(row: tuple[Any, ...]) -> Sensor:
+    key, sensor_id, kind, gateway_id, status, interval_s, lanes, rated_max = row
+    return Sensor(
+        key=key,
+        id=sensor_id,
+        kind=kind,
+        gateway_id=gateway_id,
+        status=status,
+        interval_s=interval_s,
+        lanes=lanes,
+        rated_max=rated_max,
+    )

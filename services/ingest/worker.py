@@ -1,0 +1,398 @@
+"""The ingestion worker: MQTT in, readings and quarantine out, acknowledged after commit.
+
+Two threads. paho's network thread only puts each message on a bounded queue; when the queue is
+full it waits, the broker's in-flight window fills, and the broker holds the rest (it never
+buffers without bound here). The writer loop takes up to ``batch_records`` records or
+``flush_ms`` worth of messages, decodes and validates them, writes readings and quarantine rows
+in one transaction, commits, and only then acknowledges the messages, in the order they came.
+A crash at any point before the commit loses nothing (the broker redelivers) and a crash after
+it doubles nothing (writes are idempotent on (sensor, quantity, time)).
+
+Acknowledgements carry the message id of the connection that received them: after a reconnect
+the broker redelivers what was not acknowledged, so messages of an older connection are stored
+(idempotently) but never acknowledged with a stale id.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway import topics
+from gateway.errors import SenMLError, TopicError
+from services.storage.urls import libpq_url
+from services.storage.writer import ReadingWriter
+
+from .registry import SensorDirectory
+from .salvage import decode_salvaging
+from .validate import Policy, Reason, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    database_url: str
+    mqtt_url: str
+    client_id: str = "urbanpulse-ingest"
+    group: str = "ingest"  # shared-subscription group: workers of one group split the stream
+    batch_records: int = 5000  # flush at this many records...
+    flush_ms: float = 50.0  # ...or this long after the first message of a batch
+    queue_messages: int = 2000  # bound on messages held in memory
+    receive_maximum: int = 1000  # unacknowledged messages the broker may send us
+    session_expiry_s: int = 7 * 86400  # the broker keeps our session (and queue) this long
+    username: str | None = None
+    password: str | None = None
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass(slots=True)
+class _Message:
+    connection: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_at: float
+
+
+@dataclass(slots=True)
+class Stats:
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    database_errors: int = 0
+
+
+class _ShutdownError(Exception):  # control flow, never escapes run()
+    """Shutdown was asked for while the database was away: leave the batch unacknowledged."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    messages: list[_Message] = field(default_factory=list)
+    records: int = 0
+
+
+class IngestWorker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self._queue: queue.Queue[_Message] = queue.Queue(config.queue_messages)
+        self._connection = 0  # bumped at every CONNACK
+        self._subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._client = self._make_client()
+
+    # -- MQTT side (paho's network thread) ------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        _properties: object,
+    ) -> None:
+        self._connection += 1
+        log.info(
+            "connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present
+        )
+        client.subscribe(
+            [
+                (topics.shared(self.config.group, topics.UP_FILTER), 1),
+                (topics.shared(self.config.group, topics.STATUS_FILTER), 1),
+            ]
+        )
+        self._subscribed.set()
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: object,
+        _properties: object,
+    ) -> None:
+        log.warning("disconnected from the broker (%s); paho reconnects", reason)
+
+    def _on_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        item = _Message(
+            self._connection,
+            message.mid,
+            message.qos,
+            message.topic,
+            bytes(message.payload),
+            time.time(),
+        )
+        # Back-pressure: wait here while the writer is behind; stop waiting on shutdown
+        # (the message is not acknowledged, so the broker redelivers it).
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    # -- writer side ------------------------------------------------------------------------
+
+    def run(
+        self, stop: threading.Event | None = None, on_ready: Callable[[], None] | None = None
+    ) -> None:
+        """Run until ``stop`` is set; then flush what was taken and disconnect."""
+        stop = stop or threading.Event()
+        url = urlsplit(self.config.mqtt_url)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.config.session_expiry_s
+        properties.ReceiveMaximum = self.config.receive_maximum
+        self._client.connect_async(
+            url.hostname or "127.0.0.1", url.port or 1883, clean_start=False, properties=properties
+        )
+        self._client.loop_start()
+        conn = self._connect_database(stop)
+        try:
+            if conn is None:
+                return
+            writer = ReadingWriter(conn, self._mode(conn))
+            sensors = SensorDirectory(conn)
+            if on_ready is not None:
+                self._subscribed.wait(10)
+                on_ready()
+            while not stop.is_set():
+                batch = self._take_batch(stop)
+                if batch.messages:
+                    conn, writer = self._store(batch, conn, writer, sensors, stop)
+        except _ShutdownError:
+            log.info("stopped while the database was away; the broker keeps the rest")
+        finally:
+            self._stop.set()
+            self._client.disconnect()
+            self._client.loop_stop()
+            if conn is not None:
+                conn.close()
+
+    def _take_batch(self, stop: threading.Event) -> _Batch:
+        batch = _Batch()
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return batch
+        batch.messages.append(first)
+        batch.records += max(1, first.payload.count(b"{"))
+        deadline = time.monotonic() + self.config.flush_ms / 1000
+        while batch.records < self.config.batch_records and not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                message = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            batch.messages.append(message)
+            batch.records += max(1, message.payload.count(b"{"))
+        return batch
+
+    def _store(
+        self,
+        batch: _Batch,
+        conn: psycopg.Connection[tuple[object, ...]],
+        writer: ReadingWriter,
+        sensors: SensorDirectory,
+        stop: threading.Event,
+    ) -> tuple[psycopg.Connection[tuple[object, ...]], ReadingWriter]:
+        delay = 0.5
+        while True:
+            try:
+                self._write(batch, conn, writer, sensors)
+                break
+            except psycopg.OperationalError as exc:
+                # The database is away: keep the batch, hold the broker off, try again.
+                self.stats.database_errors += 1
+                log.warning("database error, retrying in %.1fs: %s", delay, exc)
+                if stop.wait(delay):
+                    raise _ShutdownError from None
+                delay = min(delay * 2, 15.0) * (0.8 + 0.4 * random.random())  # noqa: S311
+                new = self._connect_database(stop)
+                if new is None:
+                    raise _ShutdownError from None
+                conn.close()
+                conn = new
+                writer = ReadingWriter(conn, self._mode(conn))
+                sensors.conn = conn
+        self._acknowledge(batch)
+        return conn, writer
+
+    def _write(
+        self,
+        batch: _Batch,
+        conn: psycopg.Connection[tuple[object, ...]],
+        writer: ReadingWriter,
+        sensors: SensorDirectory,
+    ) -> None:
+        rows = []
+        extras = []
+        quarantine: list[tuple[object, ...]] = []
+        status: list[tuple[str, bool]] = []
+        for message in batch.messages:
+            try:
+                parsed = topics.parse_topic(message.topic)
+            except TopicError as exc:
+                quarantine.append(_q(message, None, None, Reason.BAD_TOPIC, str(exc)))
+                continue
+            if parsed.channel == topics.Channel.STATUS:
+                text = message.payload.decode("utf-8", "replace").strip().lower()
+                if text in ("online", "offline"):
+                    status.append((parsed.gateway_id, text == "online"))
+                else:
+                    quarantine.append(
+                        _q(
+                            message,
+                            parsed.gateway_id,
+                            None,
+                            Reason.BAD_STATUS,
+                            "status must be 'online' or 'offline'",
+                        )
+                    )
+                continue
+            try:
+                salvaged = decode_salvaging(message.payload, message.received_at)
+            except SenMLError as exc:
+                quarantine.append(
+                    _q(
+                        message,
+                        parsed.gateway_id,
+                        exc.index,
+                        Reason.NOT_SENML,
+                        f"{exc.reason}: {exc}",
+                    )
+                )
+                continue
+            for bad in salvaged.bad:
+                quarantine.append(
+                    _q(
+                        message,
+                        parsed.gateway_id,
+                        bad.index,
+                        Reason.NOT_SENML,
+                        f"{bad.error.reason}: {bad.error}",
+                    )
+                )
+            sensors.ensure(salvaged.records)
+            result = validate(
+                parsed.gateway_id,
+                salvaged.records,
+                sensors.snapshot,
+                message.received_at,
+                self.config.policy,
+            )
+            rows.extend(result.rows)
+            extras.extend(result.extras)
+            for reject in result.rejects:
+                quarantine.append(
+                    _q(
+                        message,
+                        parsed.gateway_id,
+                        salvaged.original_index(reject.index),
+                        reject.reason,
+                        reject.detail,
+                        sensor_id=reject.sensor_id,
+                    )
+                )
+        written = writer.write(rows, extras)
+        if quarantine:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO quarantine (received_at, topic, gateway_id, sensor_id, "
+                    "record_index, reason, detail, payload) VALUES "
+                    "(to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s)",
+                    quarantine,
+                )
+        for gateway_id, online in status:
+            conn.execute(
+                "UPDATE gateways SET online = %s, last_seen = now() WHERE id = %s",
+                (online, gateway_id),
+            )
+        conn.commit()
+        self.stats.messages += len(batch.messages)
+        self.stats.stored += written.inserted
+        self.stats.duplicates += written.duplicates
+        self.stats.quarantined += len(quarantine)
+        self.stats.batches += 1
+
+    def _acknowledge(self, batch: _Batch) -> None:
+        current = self._connection
+        for message in batch.messages:
+            if message.connection == current and message.qos > 0:
+                self._client.ack(message.mid, message.qos)
+
+    def _connect_database(
+        self, stop: threading.Event
+    ) -> psycopg.Connection[tuple[object, ...]] | None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                return psycopg.connect(libpq_url(self.config.database_url), connect_timeout=5)
+            except psycopg.OperationalError as exc:
+                self.stats.database_errors += 1
+                log.warning("database unreachable, retrying in %.1fs: %s", delay, exc)
+                stop.wait(delay)
+                delay = min(delay * 2, 15.0)
+        return None
+
+    @staticmethod
+    def _mode(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+        row = conn.execute("SELECT value FROM storage_settings WHERE name = 'mode'").fetchone()
+        conn.commit()
+        return str(row[0]) if row else "partitioned"
+
+
+def _q(
+    message: _Message,
+    gateway_id: str | None,
+    index: int | None,
+    reason: Reason,
+    detail: str,
+    *,
+    sensor_id: str | None = None,
+) -> tuple[object, ...]:
+    return (
+        message.received_at,
+        message.topic,
+        gateway_id,
+        sensor_id,
+        index,
+        reason.value,
+        detail,
+        message.payload,
+    )
