@@ -26,6 +26,8 @@ import psycopg
 import typer
 from rich.console import Console
 
+from gateway import topics
+from services.ingest.worker import IngestWorker, WorkerConfig
 from services.settings import SettingsError, load_settings
 from services.storage import migrate, partitions, rollups
 from services.storage.urls import libpq_url
@@ -108,6 +110,23 @@ def up(
             stack.callback(broker.stop)
             mqtt_url, broker_kind = broker.url, broker.kind
 
+        worker_stop = threading.Event()
+        ready = threading.Event()
+        worker = IngestWorker(
+            WorkerConfig(
+                database_url=database_url, mqtt_url=mqtt_url, client_id="urbanpulse-up-ingest"
+            )
+        )
+        thread = threading.Thread(
+            target=worker.run, args=(worker_stop, ready.set), name="ingest", daemon=True
+        )
+        thread.start()
+        stack.callback(thread.join, 15)
+        stack.callback(worker_stop.set)
+        if not ready.wait(30):
+            console.print("[red]the ingestion worker did not subscribe within 30 s[/red]")
+            raise typer.Exit(1)
+
         env_file = base / "urbanpulse.env"
         env_file.write_text(
             f"URBANPULSE_DATABASE_URL={database_url}\nURBANPULSE_MQTT_URL={mqtt_url}\n"
@@ -117,6 +136,11 @@ def up(
             ("database", database_url, database_kind),
             ("storage mode", mode, "rollups refreshed every minute"),
             ("MQTT broker", mqtt_url, broker_kind),
+            (
+                "ingestion",
+                f"{topics.UP_FILTER}, {topics.STATUS_FILTER}",
+                "one worker, acknowledging after commit; bad input lands in the quarantine table",
+            ),
             ("settings", str(env_file), f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status"),
         ):
             console.print(

@@ -143,7 +143,10 @@ class IngestWorker:
         reason: object,
         _properties: object,
     ) -> None:
-        log.warning("disconnected from the broker (%s); paho reconnects", reason)
+        if self._stop.is_set():
+            log.info("disconnected from the broker")
+        else:
+            log.warning("disconnected from the broker (%s); paho reconnects", reason)
 
     def _on_message(
         self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
