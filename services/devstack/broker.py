@@ -13,13 +13,14 @@ client that acknowledges out of order. ``capabilities`` says so, and tests that 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,8 @@ class Capabilities:
     window: int  # unacknowledged QoS 1 messages a subscriber may hold
     session_expiry: bool  # honours SessionExpiryInterval
     out_of_order_acks: bool
+    # Shared subscriptions of persistent sessions survive a restart (Mosquitto >= 2.0.19).
+    shared_subscriptions_persist: bool = False
 
 
 class Broker(Protocol):
@@ -93,11 +96,18 @@ class Mosquitto:
     capabilities = Capabilities(
         persistence=True, window=1000, session_expiry=True, out_of_order_acks=True
     )
+    version: tuple[int, ...] = ()
 
     def __init__(
-        self, data_dir: Path | None = None, port: int | None = None, executable: str | None = None
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        executable: str | None = None,
+        extra_config: str = "",
     ) -> None:
+        """``extra_config``: lines appended to the generated config (e.g. a TLS listener)."""
         self.host = "127.0.0.1"
+        self.extra_config = extra_config
         self.port = port or free_port()
         self._temporary = data_dir is None
         self.data_dir = Path(
@@ -108,6 +118,10 @@ class Mosquitto:
         if found is None:
             raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
         self.executable = found
+        self.version = mosquitto_version(found)
+        self.capabilities = replace(
+            Mosquitto.capabilities, shared_subscriptions_persist=self.version >= (2, 0, 19)
+        )
         self.config = self.data_dir / "mosquitto.conf"
         self.log = self.data_dir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -134,6 +148,9 @@ class Mosquitto:
             "log_dest stderr",
             *(f"{key} {value}" for key, value in GUARANTEE_SETTINGS.items()),
         ]
+        if self.extra_config:
+            # Last, so that listener blocks it opens get the options that follow them.
+            lines.append(self.extra_config.rstrip("\n"))
         self.config.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> None:
@@ -252,6 +269,13 @@ class Rumqttd:
         self.stop()
         if self._temporary:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def mosquitto_version(executable: str) -> tuple[int, ...]:
+    """``(2, 0, 11)`` from the first line of ``mosquitto -h``; ``()`` if it says none."""
+    result = subprocess.run([executable, "-h"], capture_output=True, text=True, check=False)
+    match = re.search(r"version (\d+(?:\.\d+)+)", result.stdout + result.stderr)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
 
 
 def find_mosquitto() -> str | None:

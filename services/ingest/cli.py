@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from prometheus_client import start_http_server
 
 from services.settings import SettingsError, load_settings
 
@@ -27,8 +28,18 @@ def ingest(
             help="MQTT client id; keep it across restarts so the broker keeps the session"
         ),
     ] = None,
-    group: Annotated[str, typer.Option(help="shared-subscription group of the workers")] = "ingest",
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="shared-subscription group, to split the stream over several workers "
+            "(needs a broker that persists shared subscriptions: Mosquitto >= 2.0.19, "
+            "EMQX, HiveMQ)"
+        ),
+    ] = None,
     batch_records: Annotated[int, typer.Option(help="flush at this many records")] = 5000,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics on this port (0: none)")
+    ] = 9108,
     flush_ms: Annotated[
         float, typer.Option(help="or this long after a batch's first message")
     ] = 50.0,
@@ -68,6 +79,16 @@ def ingest(
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
+    if metrics_port:
+        try:
+            start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
+        except OSError as exc:
+            typer.echo(
+                f"cannot serve metrics on 127.0.0.1:{metrics_port} ({exc.strerror}): "
+                "pass another --metrics-port, or 0 for none",
+                err=True,
+            )
+            raise typer.Exit(2) from None
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.run(stop, on_ready=lambda: logging.getLogger(__name__).info("ingesting"))

@@ -35,6 +35,8 @@ from gateway.errors import SenMLError, TopicError
 from services.storage.urls import libpq_url
 from services.storage.writer import ReadingWriter
 
+from .maintenance import Maintenance
+from .metrics import IngestMetrics
 from .registry import SensorDirectory
 from .salvage import decode_salvaging
 from .validate import Policy, Reason, validate
@@ -47,7 +49,11 @@ class WorkerConfig:
     database_url: str
     mqtt_url: str
     client_id: str = "urbanpulse-ingest"
-    group: str = "ingest"  # shared-subscription group: workers of one group split the stream
+    # Shared-subscription group for scale-out: the workers of one group split the stream. None:
+    # a plain subscription, which every broker keeps across a restart. Mosquitto before 2.0.19
+    # (Debian 12 ships 2.0.11) does not persist shared subscriptions, so after a broker restart
+    # messages published before the workers re-subscribe reach no one (measured here).
+    group: str | None = None
     batch_records: int = 5000  # flush at this many records...
     flush_ms: float = 50.0  # ...or this long after the first message of a batch
     queue_messages: int = 2000  # bound on messages held in memory
@@ -56,6 +62,9 @@ class WorkerConfig:
     username: str | None = None
     password: str | None = None
     policy: Policy = field(default_factory=Policy)
+    # Companion maintenance on its own connection: rollups (partition mode) and partitions.
+    rollup_every_s: float = 60.0
+    maintain_every_s: float = 3600.0
 
 
 @dataclass(slots=True)
@@ -89,9 +98,10 @@ class _Batch:
 
 
 class IngestWorker:
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, metrics: IngestMetrics | None = None) -> None:
         self.config = config
         self.stats = Stats()
+        self.metrics = metrics or IngestMetrics()
         self._queue: queue.Queue[_Message] = queue.Queue(config.queue_messages)
         self._connection = 0  # bumped at every CONNACK
         self._subscribed = threading.Event()
@@ -127,12 +137,10 @@ class IngestWorker:
         log.info(
             "connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present
         )
-        client.subscribe(
-            [
-                (topics.shared(self.config.group, topics.UP_FILTER), 1),
-                (topics.shared(self.config.group, topics.STATUS_FILTER), 1),
-            ]
-        )
+        filters = [topics.UP_FILTER, topics.STATUS_FILTER]
+        if self.config.group:
+            filters = [topics.shared(self.config.group, f) for f in filters]
+        client.subscribe([(f, 1) for f in filters])
         self._subscribed.set()
 
     def _on_disconnect(
@@ -187,15 +195,33 @@ class IngestWorker:
         try:
             if conn is None:
                 return
-            writer = ReadingWriter(conn, self._mode(conn))
+            mode = self._mode(conn)
+            writer = ReadingWriter(conn, mode)
             sensors = SensorDirectory(conn)
+            maintenance = Maintenance(
+                self.config.database_url,
+                mode,
+                self.config.rollup_every_s,
+                self.config.maintain_every_s,
+                self.metrics,
+            )
+            maintenance.start()
             if on_ready is not None:
                 self._subscribed.wait(10)
                 on_ready()
-            while not stop.is_set():
-                batch = self._take_batch(stop)
-                if batch.messages:
+            try:
+                while not stop.is_set():
+                    batch = self._take_batch(stop)
+                    if batch.messages:
+                        conn, writer = self._store(batch, conn, writer, sensors, stop)
+                # Shutdown: take no more, store and acknowledge what was already received.
+                self._stop.set()
+                drain = threading.Event()
+                while not self._queue.empty():
+                    batch = self._take_batch(drain)
                     conn, writer = self._store(batch, conn, writer, sensors, stop)
+            finally:
+                maintenance.stop()
         except _ShutdownError:
             log.info("stopped while the database was away; the broker keeps the rest")
         finally:
@@ -237,11 +263,14 @@ class IngestWorker:
         delay = 0.5
         while True:
             try:
+                started = time.perf_counter()
                 self._write(batch, conn, writer, sensors)
+                self.metrics.flush_seconds.observe(time.perf_counter() - started)
                 break
             except psycopg.OperationalError as exc:
                 # The database is away: keep the batch, hold the broker off, try again.
                 self.stats.database_errors += 1
+                self.metrics.database_errors.inc()
                 log.warning("database error, retrying in %.1fs: %s", delay, exc)
                 if stop.wait(delay):
                     raise _ShutdownError from None
@@ -273,6 +302,7 @@ class IngestWorker:
             except TopicError as exc:
                 quarantine.append(_q(message, None, None, Reason.BAD_TOPIC, str(exc)))
                 continue
+            self.metrics.messages.labels(parsed.channel.value).inc()
             if parsed.channel == topics.Channel.STATUS:
                 text = message.payload.decode("utf-8", "replace").strip().lower()
                 if text in ("online", "offline"):
@@ -352,12 +382,22 @@ class IngestWorker:
         self.stats.duplicates += written.duplicates
         self.stats.quarantined += len(quarantine)
         self.stats.batches += 1
+        metrics = self.metrics
+        metrics.stored.inc(written.inserted)
+        metrics.duplicates.inc(written.duplicates)
+        metrics.batch_records.observe(written.received)
+        for entry in quarantine:
+            metrics.quarantined.labels(entry[5]).inc()
 
     def _acknowledge(self, batch: _Batch) -> None:
         current = self._connection
+        now = time.time()
+        lag = self.metrics.ack_lag_seconds
         for message in batch.messages:
             if message.connection == current and message.qos > 0:
                 self._client.ack(message.mid, message.qos)
+            lag.observe(now - message.received_at)
+        self.metrics.queue_depth.set(self._queue.qsize())
 
     def _connect_database(
         self, stop: threading.Event
@@ -368,6 +408,7 @@ class IngestWorker:
                 return psycopg.connect(libpq_url(self.config.database_url), connect_timeout=5)
             except psycopg.OperationalError as exc:
                 self.stats.database_errors += 1
+                self.metrics.database_errors.inc()
                 log.warning("database unreachable, retrying in %.1fs: %s", delay, exc)
                 stop.wait(delay)
                 delay = min(delay * 2, 15.0)

@@ -233,6 +233,8 @@ def test_a_killed_worker_loses_and_doubles_nothing(
         group,
         "--batch-records",
         "500",
+        "--metrics-port",
+        "0",
     ]
 
     def spawn() -> subprocess.Popen[bytes]:

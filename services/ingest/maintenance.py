@@ -1,0 +1,66 @@
+"""The worker's companion loop: rollup refreshes and partition upkeep, on its own connection.
+
+It runs beside the writer so that the hot path never waits for a refresh. In partition mode it
+brings the rollup tables up to the current minute every ``rollup_every_s`` and keeps partitions
+created ahead and dropped past retention every ``maintain_every_s``; several workers may all run
+it, since the refresh and the partition work each take an advisory lock. In TimescaleDB mode the
+extension's policies do both, and this loop has nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import psycopg
+
+from services.storage import partitions, rollups
+from services.storage.urls import libpq_url
+
+from .metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Maintenance:
+    def __init__(
+        self,
+        database_url: str,
+        mode: str,
+        rollup_every_s: float,
+        maintain_every_s: float,
+        metrics: IngestMetrics,
+    ) -> None:
+        self.database_url = database_url
+        self.mode = mode
+        self.rollup_every_s = rollup_every_s
+        self.maintain_every_s = maintain_every_s
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
+
+    def start(self) -> None:
+        if self.mode == "partitioned":
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        next_maintain = 0.0
+        while not self._stop.wait(self.rollup_every_s):
+            try:
+                with psycopg.connect(libpq_url(self.database_url), connect_timeout=5) as conn:
+                    started = time.perf_counter()
+                    rollups.refresh(conn, self.mode)
+                    self.metrics.rollup_refresh_seconds.observe(time.perf_counter() - started)
+                if time.monotonic() >= next_maintain:
+                    partitions.maintain(self.database_url)
+                    next_maintain = time.monotonic() + self.maintain_every_s
+            except psycopg.Error as exc:
+                # The writer's retries report the outage; this loop just tries again later.
+                self.metrics.database_errors.inc()
+                log.warning("rollup or partition maintenance failed: %s", exc)

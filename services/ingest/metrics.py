@@ -1,0 +1,56 @@
+"""Prometheus metrics of an ingestion worker (one registry per worker, so several can share a
+process in tests and each exposes its own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "urbanpulse_ingest_messages", "MQTT messages taken", ["channel"], registry=r
+        )
+        self.stored = Counter(
+            "urbanpulse_ingest_records_stored", "records newly stored as readings", registry=r
+        )
+        self.duplicates = Counter(
+            "urbanpulse_ingest_records_duplicate",
+            "records already stored (redeliveries, replays)",
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "urbanpulse_ingest_quarantined",
+            "records or messages quarantined",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_records = Histogram(
+            "urbanpulse_ingest_batch_records",
+            "records per committed batch",
+            registry=r,
+            buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000),
+        )
+        self.flush_seconds = Histogram(
+            "urbanpulse_ingest_flush_seconds",
+            "time to write and commit a batch",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.ack_lag_seconds = Histogram(
+            "urbanpulse_ingest_ack_lag_seconds",
+            "from receiving a message to acknowledging it",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.queue_depth = Gauge(
+            "urbanpulse_ingest_queue_depth", "messages received and not yet written", registry=r
+        )
+        self.database_errors = Counter(
+            "urbanpulse_ingest_database_errors", "failed database operations (retried)", registry=r
+        )
+        self.rollup_refresh_seconds = Histogram(
+            "urbanpulse_ingest_rollup_refresh_seconds", "time of a rollup refresh", registry=r
+        )
