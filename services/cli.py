@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "senml": ("gateway.senml_cli:app", "Decode and check SenML packs (the field engineer's tool)."),
     "db": ("services.storage.cli:app", "Apply migrations, show the storage mode, refresh rollups."),
     "ingest": ("services.ingest.cli:app", "Run an ingestion worker: MQTT to the data layer."),
+    "quarantine": (
+        "services.ingest.quarantine_cli:app",
+        "List, show and replay quarantined messages and records.",
+    ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
 }
 

@@ -327,7 +327,7 @@ class IngestWorker:
                         parsed.gateway_id,
                         exc.index,
                         Reason.NOT_SENML,
-                        f"{exc.reason}: {exc}",
+                        str(exc),
                     )
                 )
                 continue
@@ -338,7 +338,7 @@ class IngestWorker:
                         parsed.gateway_id,
                         bad.index,
                         Reason.NOT_SENML,
-                        f"{bad.error.reason}: {bad.error}",
+                        str(bad.error),
                     )
                 )
             sensors.ensure(salvaged.records)
