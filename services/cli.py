@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "services.ingest.quarantine_cli:app",
         "List, show and replay quarantined messages and records.",
     ),
+    "registry": (
+        "services.storage.registry_cli:app",
+        "Register districts, gateways and sensors from a manifest.",
+    ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
 }
 
