@@ -1,0 +1,955 @@
+"""Ingestion end to end (MQTT -> worker -> PostgreSQL) against its baselines, in one run.
+
+One ingestion worker (``python -m services.cli ingest``, its own process) reads SenML packs of
+feeder-meter voltages (2,000 sensors under one gateway, QoS 1) from a real Mosquitto and lands
+them in a real PostgreSQL (durable: fsync and synchronous_commit on). Publishers are separate
+processes (a bare MQTT 3.1.1 client: QoS 1, 1,000 in flight, PUBLISH packets built before the
+clock starts; paho costs so much CPU a message that on 2 cores it was the bound at packs of 1),
+so neither shares a GIL with the worker. Measured:
+
+  end to end       readings/s for packs of 1, 10 and 100: publish start to last row committed.
+                   Done is when the last pack of every publisher is visible (one primary-key
+                   lookup every 20 ms; the worker commits in arrival order) and then
+                   ``count(*)`` says every reading is there. The publishers' own rate (start to
+                   last PUBACK) is printed beside it: if it is not well above, they were the bound.
+  database only    ReadingWriter.write (staging COPY + INSERT ... ON CONFLICT) of the same rows,
+                   pre-built, at the worker's batch size, one commit a batch; and a plain binary
+                   COPY of the same rows into an empty table without a key.
+  broker only      the same payloads to a no-op subscriber (bare MQTT 3.1.1 client, QoS 1,
+                   each message acknowledged as soon as it is parsed).
+  naive            bench/naive_ingestor.py (paho callback, json.loads, one INSERT per reading,
+                   autocommit) on a smaller load.
+  latency          packs of 100 paced at a steady rate; each pack's SenML time is its publish
+                   wall-clock time and it carries one record of a marker sensor; a poller reads
+                   the marker's new rows every 20 ms: latency = first seen - record time
+                   (over-estimates by 0-20 ms plus one query).
+  memory           the worker's resident memory (VmRSS sampled every 100 ms, VmHWM) during the
+                   run, and before/during/after a database outage (PostgreSQL stopped while a
+                   steady publisher goes on, then started again on the same data directory),
+                   counting that every reading published arrived.
+
+    .venv/bin/python bench/bench_ingest.py [--quick] [--readings 1000000] [--profile DIR]
+        [--database-url URL] [--mqtt-url URL]
+
+Without URLs (or URBANPULSE_BENCH_DATABASE_URL / URBANPULSE_BENCH_MQTT_URL) it starts an
+embedded PostgreSQL with the durable settings of `urbanpulse up` and Mosquitto with the
+settings we ship; the outage part needs the embedded server (it stops and starts it).
+Targets are printed with PASS/FAIL; the script always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+from gateway import topics
+from gateway.kinds import QUANTITIES
+from gateway.senml import Record, encode
+from services.devstack.broker import Mosquitto
+from services.devstack.postgres import EmbeddedPostgres, free_port
+from services.storage import migrate
+from services.storage.urls import libpq_url, with_database
+from services.storage.writer import Reading, ReadingWriter, encode_copy
+
+ROOT = Path(__file__).resolve().parents[1]
+GATEWAY = "gw-bench"
+SENSORS = 2000
+MARKER = SENSORS  # index of the extra sensor that tags latency packs
+VOLTAGE = QUANTITIES["voltage"].key
+Conn = psycopg.Connection[tuple[Any, ...]]
+SPAWN = multiprocessing.get_context("spawn")  # children share nothing with our connections
+
+
+def sensor_id(index: int) -> str:
+    return f"fdr-{index:05d}"
+
+
+def reading(i: int, t0: float) -> tuple[int, float, float]:
+    """Reading ``i`` of a load: (sensor index, time, value). Each sensor reports once a second."""
+    return i % SENSORS, t0 + i // SENSORS, 220.0 + (i % 200) / 10
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+def _length(n: int) -> bytes:
+    """MQTT's variable-length "remaining length"."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class RawMqtt:
+    """A bare MQTT 3.1.1 client over one socket, so that the load generator costs next to
+    nothing beside the worker on a 2-core machine (paho spends ~50 us a message in Python):
+    PUBLISH packets are built before the clock starts and written many per ``send``; a reader
+    thread counts PUBACKs; at most ``window`` QoS 1 messages are in flight, as paho's
+    ``max_inflight_messages_set(1000)`` would allow.
+    """
+
+    def __init__(
+        self, mqtt_url: str, client_id: str, window: int = 1000, count_acks: bool = True
+    ) -> None:
+        url = urlsplit(mqtt_url)
+        self.sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 1883))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cid = client_id.encode()
+        body = b"\x00\x04MQTT\x04\x02\x00\x00" + struct.pack(">H", len(cid)) + cid
+        self.sock.sendall(b"\x10" + _length(len(body)) + body)
+        if self._read(4)[:2] != b"\x20\x02":
+            raise RuntimeError(f"no CONNACK from {mqtt_url}")
+        self.window = window
+        self.sent = 0
+        self.acked = 0
+        self._changed = threading.Condition()
+        if count_acks:
+            threading.Thread(target=self._count_pubacks, daemon=True).start()
+
+    def _read(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise RuntimeError("the broker closed the connection")
+            data += chunk
+        return data
+
+    def _count_pubacks(self) -> None:
+        pending = 0
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            pending += len(chunk)  # only PUBACKs (4 bytes) come back to a publisher
+            with self._changed:
+                self.acked += pending // 4
+                pending %= 4
+                self._changed.notify_all()
+
+    def packet(self, topic: str, payload: bytes, index: int) -> bytes:
+        """The QoS 1 PUBLISH of message number ``index`` of this connection."""
+        name = topic.encode()
+        head = struct.pack(">H", len(name)) + name + struct.pack(">H", index % 65535 + 1)
+        return b"\x32" + _length(len(head) + len(payload)) + head + payload
+
+    def send(self, packets: list[bytes]) -> None:
+        """Send ``packets`` in order, never more than ``window`` unacknowledged."""
+        done = 0
+        while done < len(packets):
+            with self._changed:
+                while self.sent - self.acked >= self.window:
+                    self._changed.wait()
+                room = self.window - (self.sent - self.acked)
+            chunk = packets[done : done + min(room, 256)]
+            self.sock.sendall(b"".join(chunk))
+            self.sent += len(chunk)
+            done += len(chunk)
+
+    def wait_acked(self) -> None:
+        with self._changed:
+            while self.acked < self.sent:
+                self._changed.wait()
+
+    def close(self) -> None:
+        self.sock.sendall(b"\xe0\x00")  # DISCONNECT
+        self.sock.close()
+
+
+def pack_payload(pack: int, first_reading: int, t0: float) -> bytes:
+    records = []
+    for i in range(first_reading, first_reading + pack):
+        s, t, v = reading(i, t0)
+        records.append(Record(name=f"{sensor_id(s)}/voltage", time=t, unit="V", value=v))
+    return encode(records)
+
+
+def publish_load(
+    mqtt_url: str,
+    topic: str,
+    pack: int,
+    first: int,
+    count: int,
+    t0: float,
+    start: Any,
+    out: Any,
+) -> None:
+    """Publish packs ``first .. first+count-1`` of a load as fast as the window allows."""
+    client = RawMqtt(mqtt_url, f"bench-pub-{uuid.uuid4().hex[:8]}")
+    packets = [
+        client.packet(topic, pack_payload(pack, j * pack, t0), k)
+        for k, j in enumerate(range(first, first + count))
+    ]
+    out.put(("ready", count * pack))
+    start.wait()
+    began = time.time()
+    client.send(packets)
+    client.wait_acked()
+    out.put(("done", began, time.time()))
+    client.close()
+
+
+def publish_paced(
+    mqtt_url: str,
+    topic: str,
+    rate: float,
+    seconds: float,
+    pack: int,
+    marker: bool,
+    start: Any,
+    out: Any,
+) -> None:
+    """Publish packs of ``pack`` readings at ``rate`` readings/s, timed at publish (wall clock)."""
+    interval = pack / rate
+    total = round(seconds * rate / pack)
+    names = [f"{sensor_id(s)}/voltage" for s in range(SENSORS + 1)]
+    client = RawMqtt(mqtt_url, f"bench-paced-{uuid.uuid4().hex[:8]}")
+    out.put(("ready", total * pack))
+    start.wait()
+    began = last = time.time()
+    behind = 0.0
+    rotate = 0
+    for j in range(total):
+        due = began + j * interval
+        now = time.time()
+        if now < due:
+            time.sleep(due - now)
+        behind = max(behind, time.time() - due)
+        t = max(time.time(), last + 1e-5)  # a pack's time is unique, so its rows are new
+        last = t
+        records = [Record(name=names[MARKER], time=t, unit="V", value=230.0)] if marker else []
+        while len(records) < pack:
+            records.append(Record(name=names[rotate], time=t, unit="V", value=229.0))
+            rotate = (rotate + 1) % SENSORS
+        client.send([client.packet(topic, encode(records), j)])
+    client.wait_acked()
+    out.put(("done", began, time.time(), behind))
+    client.close()
+
+
+def noop_subscriber(mqtt_url: str, topic_filter: str, expected: int, _start: Any, out: Any) -> None:
+    """MQTT 3.1.1, QoS 1: parse each PUBLISH and acknowledge it at once (one send per read).
+
+    Bare, like the publishers, so that what is measured is the broker, not a client library.
+    """
+    sock = RawMqtt(mqtt_url, f"bench-noop-{uuid.uuid4().hex[:8]}", count_acks=False).sock
+    name = topic_filter.encode()
+    body = b"\x00\x01" + struct.pack(">H", len(name)) + name + b"\x01"
+    buffer = bytearray()
+    received = 0
+    sock.sendall(b"\x82" + _length(len(body)) + body)
+    out.put(("ready", 0))
+    ended = time.time()
+    sock.settimeout(300)
+    while received < expected:
+        chunk = sock.recv(1 << 18)
+        if not chunk:
+            break
+        buffer += chunk
+        acks = []
+        at = 0
+        while True:  # whole packets in the buffer
+            if len(buffer) - at < 2:
+                break
+            length, shift, k = 0, 0, at + 1
+            while k < len(buffer):
+                length |= (buffer[k] & 0x7F) << shift
+                shift += 7
+                k += 1
+                if not buffer[k - 1] & 0x80:
+                    break
+            else:
+                break
+            if k + length > len(buffer):
+                break
+            if buffer[at] & 0xF0 == 0x30:
+                topic_len = int.from_bytes(buffer[k : k + 2])
+                pid = buffer[k + 2 + topic_len : k + 4 + topic_len]
+                acks.append(b"\x40\x02" + pid)
+                received += 1
+            at = k + length
+        del buffer[:at]
+        if acks:
+            sock.sendall(b"".join(acks))
+            ended = time.time()
+    out.put(("done", ended, received))
+    sock.close()
+
+
+@dataclass
+class Children:
+    """Child processes started together, released together, results collected."""
+
+    out: Any = field(default_factory=SPAWN.Queue)
+    start: Any = field(default_factory=SPAWN.Event)
+    processes: list[Any] = field(default_factory=list)
+    readings: int = 0
+
+    def spawn(self, target: Callable[..., None], *args: object) -> None:
+        process = SPAWN.Process(target=target, args=(*args, self.start, self.out), daemon=True)
+        process.start()
+        self.processes.append(process)
+
+    def ready(self) -> None:
+        waiting, deadline = len(self.processes), time.monotonic() + 120
+        while waiting:
+            try:
+                kind, readings = self.out.get(timeout=1)
+            except queue.Empty:
+                if time.monotonic() > deadline or not all(p.is_alive() for p in self.processes):
+                    raise RuntimeError("a child process did not start") from None
+                continue
+            assert kind == "ready"
+            self.readings += readings
+            waiting -= 1
+
+    def results(self, timeout: float = 600) -> list[tuple[Any, ...]]:
+        got = [self.out.get(timeout=timeout) for _ in self.processes]
+        for process in self.processes:
+            process.join(10)
+        return [r[1:] for r in got]
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, database_url: str, mqtt_url: str, batch: int, flush_ms: float, log: Path):
+        env = dict(os.environ)
+        env.update(
+            URBANPULSE_DATABASE_URL=database_url,
+            URBANPULSE_MQTT_URL=mqtt_url,
+            URBANPULSE_ENV_FILE="/nonexistent",
+            URBANPULSE_LOG_LEVEL="INFO",
+        )
+        self.log = log
+        with log.open("wb") as handle:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "services.cli",
+                    "ingest",
+                    "--client-id",
+                    f"bench-ingest-{uuid.uuid4().hex[:6]}",
+                    "--group",
+                    f"bench{uuid.uuid4().hex[:6]}",
+                    "--batch-records",
+                    str(batch),
+                    "--flush-ms",
+                    str(flush_ms),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while b"ingesting" not in log.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        time.sleep(0.3)  # the subscription is acknowledged before on_ready; settle anyway
+
+    def memory_kib(self, field_name: str) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class RssSampler:
+    """Samples the worker's VmRSS every 100 ms under a phase label."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.phase = "run"
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                rss = self.worker.memory_kib("VmRSS")
+            except OSError:
+                return
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), rss)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- database helpers --------------------------------------------------------------------------
+
+
+def connect(url: str) -> Conn:
+    return psycopg.connect(libpq_url(url), autocommit=True)
+
+
+def scalar(conn: Conn, sql: str, params: tuple[object, ...] = ()) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def reset(conn: Conn) -> None:
+    conn.execute("TRUNCATE readings, rollup_invalidations")
+    conn.execute("CHECKPOINT")  # every variant starts with no checkpoint debt
+
+
+def setup_database(server: str, t0: float) -> tuple[str, dict[int, int]]:
+    """A fresh migrated database with the gateway and sensors; returns (url, index -> key)."""
+    name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
+    with connect(server) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(server, name)
+    migrate.upgrade(url, mode="partitioned")
+    keys: dict[int, int] = {}
+    with connect(url) as conn:
+        conn.execute("INSERT INTO gateways (id) VALUES (%s)", (GATEWAY,))
+        with conn.cursor() as cur:
+            for s in range(SENSORS + 1):
+                cur.execute(
+                    "INSERT INTO sensors (id, kind, domain, gateway_id) "
+                    "VALUES (%s, 'feeder_meter', 'energy', %s) RETURNING key",
+                    (sensor_id(s), GATEWAY),
+                )
+                keys[s] = scalar_row(cur.fetchone())
+        with connect(url) as writer_conn:  # create the partitions every variant writes into
+            writer = ReadingWriter(writer_conn, "partitioned")
+            writer.write(
+                [(t0 - 60, keys[0], VOLTAGE, 0.0), (time.time() + 900, keys[0], VOLTAGE, 0.0)]
+            )
+            writer_conn.commit()
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute(
+            "CREATE TABLE unkeyed (time timestamptz, sensor_key int4, "
+            "quantity_key int2, value float8)"
+        )
+        reset(conn)
+    return url, keys
+
+
+def scalar_row(row: tuple[Any, ...] | None) -> int:
+    assert row is not None
+    return int(row[0])
+
+
+def wait_stored(
+    conn: Conn, lasts: list[tuple[int, float]], expected: int, timeout: float = 300
+) -> tuple[float, int]:
+    """(when every reading was visible, count): last packs first, then count(*) to be sure."""
+    deadline = time.time() + timeout
+    pending = list(lasts)
+    while pending and time.time() < deadline:
+        pending = [
+            (key, t)
+            for key, t in pending
+            if not scalar(
+                conn,
+                "SELECT count(*) FROM readings WHERE sensor_key = %s AND quantity_key = %s "
+                "AND time >= to_timestamp(%s)",
+                (key, VOLTAGE, t - 0.0005),
+            )
+        ]
+        if pending:
+            time.sleep(0.02)
+    seen = time.time()
+    count = int(scalar(conn, "SELECT count(*) FROM readings"))
+    while count < expected and time.time() < deadline:
+        time.sleep(0.2)
+        count = int(scalar(conn, "SELECT count(*) FROM readings"))
+        seen = time.time()
+    return seen, count
+
+
+@contextmanager
+def profiled(directory: Path | None, worker: Worker, name: str) -> Iterator[None]:
+    """py-spy on the worker (when asked for and installed) around a block."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if directory is None or not Path(spy).exists():
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(worker.process.pid),
+            "--format",
+            "raw",
+            "--threads",
+            "--rate",
+            "200",
+            "-o",
+            str(directory / f"{name}.folded"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.send_signal(2)
+        process.wait(30)
+
+
+# -- the variants ------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    pack: int
+    readings: int
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.readings / self.seconds if self.seconds > 0 else 0.0
+
+
+def end_to_end(
+    url: str,
+    mqtt_url: str,
+    keys: dict[int, int],
+    pack: int,
+    readings: int,
+    publishers: int,
+    t0: float,
+) -> tuple[Row, Row]:
+    packs = readings // pack
+    children = Children()
+    share = -(-packs // publishers)
+    lasts = []
+    for k in range(publishers):
+        first, count = k * share, min(share, packs - k * share)
+        if count <= 0:
+            continue
+        children.spawn(publish_load, mqtt_url, topics.up_topic(GATEWAY), pack, first, count, t0)
+        s, t, _ = reading((first + count) * pack - 1, t0)
+        lasts.append((keys[s], t))
+    children.ready()
+    with connect(url) as conn:
+        reset(conn)
+        began = time.time()
+        children.start.set()
+        done, count = wait_stored(conn, lasts, children.readings)
+    results = children.results()
+    published = max(r[1] for r in results) - began
+    if count != children.readings:
+        print(f"  ! packs of {pack}: {count:,} of {children.readings:,} readings stored")
+    e2e = Row("end to end, 1 worker", pack, count, packs, done - began)
+    return e2e, Row("  publishers alone (start to last PUBACK)", pack, readings, packs, published)
+
+
+def database_only(url: str, rows: list[Reading], batch: int) -> tuple[Row, Row]:
+    parts = [rows[i : i + batch] for i in range(0, len(rows), batch)]
+    with connect(url) as conn:
+        reset(conn)
+        conn.execute("TRUNCATE unkeyed")
+    with psycopg.connect(libpq_url(url)) as conn:
+        writer = ReadingWriter(conn, "partitioned")
+        began = time.perf_counter()
+        for part in parts:
+            writer.write(part)
+            conn.commit()
+        idempotent = time.perf_counter() - began
+        conn.execute("CHECKPOINT")
+        conn.commit()
+        began = time.perf_counter()
+        for part in parts:
+            with conn.cursor().copy(
+                "COPY unkeyed (time, sensor_key, quantity_key, value) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.write(encode_copy(part))
+            conn.commit()
+        plain = time.perf_counter() - began
+    return (
+        Row(
+            f"database only: idempotent ReadingWriter, batch {batch:,}", 0, len(rows), 0, idempotent
+        ),
+        Row(f"database only: plain binary COPY, unkeyed, batch {batch:,}", 0, len(rows), 0, plain),
+    )
+
+
+def broker_only(mqtt_url: str, pack: int, readings: int, t0: float) -> Row:
+    packs = readings // pack
+    subscriber = Children()
+    subscriber.spawn(noop_subscriber, mqtt_url, "bench/noop/+/up", packs)
+    subscriber.ready()
+    publisher = Children()
+    publisher.spawn(publish_load, mqtt_url, f"bench/noop/{GATEWAY}/up", pack, 0, packs, t0)
+    publisher.ready()
+    began = time.time()
+    publisher.start.set()
+    publisher.results()
+    ((ended, received),) = subscriber.results()
+    return Row("broker only: no-op subscriber", pack, received * pack, received, ended - began)
+
+
+def naive(url: str, mqtt_url: str, readings: int, t0: float, log: Path, timeout: float) -> Row:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "naive_ingestor.py"),
+            "--database-url",
+            libpq_url(url),
+            "--mqtt-url",
+            mqtt_url,
+            "--topic",
+            "naive/ssc/v1/+/up",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the naive ingestor did not start: {log.read_text()[-2000:]}")
+        pack = 100
+        children = Children()
+        children.spawn(
+            publish_load, mqtt_url, f"naive/ssc/v1/{GATEWAY}/up", pack, 0, readings // pack, t0
+        )
+        children.ready()
+        with connect(url) as conn:
+            reset(conn)
+            began = time.time()
+            children.start.set()
+            count = 0
+            while count < children.readings and time.time() - began < timeout:
+                time.sleep(0.05)
+                count = int(scalar(conn, "SELECT count(*) FROM readings"))
+            ended = time.time()
+        children.results()
+        name = "naive ingestor (json.loads, INSERT/reading, autocommit)"
+        if count < children.readings:
+            name += f", cut at {timeout:.0f} s"
+        return Row(name, pack, count, count // pack, ended - began)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def latency(
+    url: str, mqtt_url: str, keys: dict[int, int], rate: float, seconds: float
+) -> tuple[list[float], int, float, float]:
+    """Latencies (s) of the marker rows, packs published, worst publisher lag, achieved rate."""
+    children = Children()
+    children.spawn(publish_paced, mqtt_url, topics.up_topic(GATEWAY), rate, seconds, 100, True)
+    children.ready()
+    packs = children.readings // 100
+    seen: list[float] = []
+    with connect(url) as conn:
+        reset(conn)
+        since = time.time() - 1
+        children.start.set()
+        deadline = time.time() + seconds + 60
+        while len(seen) < packs and time.time() < deadline:
+            rows = conn.execute(
+                "SELECT extract(epoch FROM time)::float8 FROM readings WHERE sensor_key = %s "
+                "AND quantity_key = %s AND time > to_timestamp(%s) ORDER BY time",
+                (keys[MARKER], VOLTAGE, since),
+            ).fetchall()
+            now = time.time()
+            for (t,) in rows:
+                seen.append(now - t)
+                since = max(since, t)
+            time.sleep(0.02)
+    ((began, ended, behind),) = children.results()
+    return seen, packs, behind, children.readings / (ended - began)
+
+
+def outage(
+    url: str,
+    mqtt_url: str,
+    pg: EmbeddedPostgres,
+    worker: Worker,
+    sampler: RssSampler,
+    down_s: float,
+    rate: float,
+) -> dict[str, Any]:
+    before_s, after_s = 5.0, 10.0
+    with connect(url) as conn:
+        reset(conn)
+    children = Children()
+    children.spawn(
+        publish_paced,
+        mqtt_url,
+        topics.up_topic(GATEWAY),
+        rate,
+        before_s + down_s + after_s,
+        100,
+        False,
+    )
+    children.ready()
+    sampler.phase = "before"
+    children.start.set()
+    time.sleep(before_s)
+    with connect(url) as conn:
+        at_stop = int(scalar(conn, "SELECT count(*) FROM readings"))
+    sampler.phase = "during"
+    stopped = time.time()
+    pg.stop()
+    time.sleep(max(0.0, down_s - (time.time() - stopped)))
+    pg.start()
+    restarted = time.time()
+    sampler.phase = "after"
+    count, resumed, published_end = at_stop, None, None
+    while time.time() - restarted < 120:
+        try:
+            with connect(url) as conn:
+                count = int(scalar(conn, "SELECT count(*) FROM readings"))
+        except psycopg.OperationalError:
+            pass
+        if resumed is None and count > at_stop:
+            resumed = time.time()
+        if published_end is None:
+            with suppress(queue.Empty):
+                published_end = children.out.get_nowait()[2]
+        if published_end is not None and count >= children.readings:
+            break
+        time.sleep(0.1)
+    drained = time.time()
+    for process in children.processes:
+        process.join(10)
+    sampler.phase = "end"
+    return {
+        "published": children.readings,
+        "stored": count,
+        "down": restarted - stopped,
+        "resumed": (resumed or drained) - restarted,
+        "drained": drained - (published_end or drained),
+    }
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a fifth of the load, shorter phases")
+    parser.add_argument("--readings", type=int, help="packs-of-100 load (default 1,000,000)")
+    parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    parser.add_argument("--batch-records", type=int, default=5000, help="the worker's flush size")
+    parser.add_argument("--flush-ms", type=float, default=50.0, help="the worker's flush time")
+    parser.add_argument("--naive-readings", type=int, help="naive ingestor load (default 20,000)")
+    parser.add_argument("--latency-rate", type=float, default=20_000.0, help="readings/s")
+    parser.add_argument("--latency-seconds", type=float, help="default 20")
+    parser.add_argument("--outage-seconds", type=float, help="database down (default 10)")
+    parser.add_argument("--outage-rate", type=float, default=10_000.0, help="readings/s")
+    parser.add_argument("--profile", type=Path, help="py-spy the worker (packs of 100) here")
+    parser.add_argument("--database-url", default=os.environ.get("URBANPULSE_BENCH_DATABASE_URL"))
+    parser.add_argument("--mqtt-url", default=os.environ.get("URBANPULSE_BENCH_MQTT_URL"))
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    big = args.readings or int(1_000_000 * scale)
+    loads = {100: big, 10: big * 3 // 10 // 10 * 10, 1: big * 6 // 100}
+    naive_readings = args.naive_readings or (5000 if args.quick else 20_000)
+    latency_s = args.latency_seconds or (8.0 if args.quick else 20.0)
+    outage_s = args.outage_seconds or (5.0 if args.quick else 10.0)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up on kill too
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    scratch.chmod(0o755)  # as root the server runs as another user, who must get through
+    pg = broker = worker = sampler = None
+    try:
+        server = args.database_url
+        if not server:
+            pg = EmbeddedPostgres(scratch / "pg", port=free_port())  # a port kept across restarts
+            server = pg.start()
+        mqtt_url = args.mqtt_url
+        if not mqtt_url:
+            broker = Mosquitto(scratch / "mqtt")
+            broker.start()
+            mqtt_url = broker.url
+        t0 = float(int(time.time()) - 3 * 3600)
+        url, keys = setup_database(server, t0)
+        worker = Worker(url, mqtt_url, args.batch_records, args.flush_ms, scratch / "worker.log")
+        sampler = RssSampler(worker)
+        idle_rss = worker.memory_kib("VmRSS")
+        table: list[Row] = []
+        e2e: dict[int, Row] = {}
+        for pack in (1, 10, 100):
+            if pack == 100:
+                with connect(url) as conn:
+                    conn.execute("SELECT pg_stat_statements_reset()")
+            with profiled(args.profile if pack == 100 else None, worker, "worker_pack100"):
+                row, publisher = end_to_end(
+                    url, mqtt_url, keys, pack, loads[pack], args.publishers, t0
+                )
+            e2e[pack] = row
+            table += [row, publisher]
+        statements = []
+        with connect(url) as conn:
+            statements = conn.execute(
+                "SELECT calls, round(total_exec_time)::int, left(regexp_replace(query, "
+                "'\\s+', ' ', 'g'), 70) FROM pg_stat_statements "
+                "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "ORDER BY total_exec_time DESC LIMIT 5"
+            ).fetchall()
+        run_hwm = worker.memory_kib("VmHWM")
+        rows: list[Reading] = []
+        for i in range(loads[100]):
+            s, t, v = reading(i, t0)
+            rows.append((t, keys[s], VOLTAGE, v))
+        idempotent, plain = database_only(url, rows, args.batch_records)
+        del rows
+        table += [idempotent, plain]
+        for pack in (1, 10, 100):
+            table.append(broker_only(mqtt_url, pack, loads[pack], t0))
+        naive_row = naive(url, mqtt_url, naive_readings, t0, scratch / "naive.log", 120)
+        table.append(naive_row)
+        lat, lat_packs, behind, lat_rate = latency(
+            url, mqtt_url, keys, args.latency_rate, latency_s
+        )
+        down = None
+        if pg is not None:
+            down = outage(url, mqtt_url, pg, worker, sampler, outage_s, args.outage_rate)
+        final_hwm = worker.memory_kib("VmHWM")
+        alive = worker.process.poll() is None
+
+        # -- report ----------------------------------------------------------------------------
+        version = ""
+        with connect(url) as conn:
+            version = str(scalar(conn, "SHOW server_version"))
+            sync = f"fsync {scalar(conn, 'SHOW fsync')}, synchronous_commit " + str(
+                scalar(conn, "SHOW synchronous_commit")
+            )
+        print(
+            f"\ningest bench: {SENSORS:,} feeder meters, 1 gateway, QoS 1; PostgreSQL {version} "
+            f"({'embedded' if pg else 'given'}, {sync}), "
+            f"{'Mosquitto (embedded, shipped settings)' if broker else 'given broker'}; "
+            f"worker: 1 process, batch {args.batch_records:,} records / {args.flush_ms:g} ms; "
+            f"{args.publishers} publisher processes; {os.cpu_count()} CPUs"
+        )
+        ref = idempotent.rate
+        print(
+            f"{'variant':<58}{'pack':>5}{'readings':>11}{'seconds':>9}"
+            f"{'readings/s':>12}{'msgs/s':>9}{'vs idem':>8}"
+        )
+        for r in table:
+            msgs = f"{r.messages / r.seconds:>9,.0f}" if r.messages else f"{'':>9}"
+            pack = f"{r.pack:>5}" if r.pack else f"{'':>5}"
+            print(
+                f"{r.name:<58}{pack}{r.readings:>11,}{r.seconds:>9.2f}"
+                f"{r.rate:>12,.0f}{msgs}{r.rate / ref:>7.2f}x"
+            )
+        print(
+            f"\nlatency, publish to committed row: packs of 100 paced at "
+            f"{args.latency_rate:,.0f} readings/s for {latency_s:g} s "
+            f"(achieved {lat_rate:,.0f}/s, publisher at most {behind * 1000:.0f} ms behind "
+            f"schedule); {len(lat):,} of {lat_packs:,} packs seen"
+        )
+        if lat:
+            print(
+                f"  p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms, "
+                f"mean {statistics.fmean(lat) * 1000:.0f} ms"
+            )
+        print(
+            "  method: each pack's SenML time is its publish wall-clock time and it holds one "
+            "record of a marker sensor;\n  a poller reads the marker's new rows every 20 ms "
+            "(primary-key range): latency = first seen - record time,\n  an over-estimate by "
+            "0-20 ms plus one query's time."
+        )
+        print(
+            f"\nworker memory (RSS): idle {idle_rss / 1024:.0f} MiB, peak during the throughput "
+            f"runs (VmHWM) {run_hwm / 1024:.0f} MiB, peak of the whole run {final_hwm / 1024:.0f}"
+            f" MiB; worker {'still running' if alive else 'EXITED'}"
+        )
+        if down is not None:
+            peaks = sampler.peaks
+            print(
+                f"database outage: {args.outage_rate:,.0f} readings/s published throughout; "
+                f"PostgreSQL down {down['down']:.1f} s; the worker wrote again "
+                f"{down['resumed']:.1f} s after the restart,\n  all stored {down['drained']:.1f} s "
+                f"after the last publish; RSS peak before {peaks.get('before', 0) / 1024:.0f} MiB, "
+                f"during {peaks.get('during', 0) / 1024:.0f} MiB, "
+                f"after {peaks.get('after', 0) / 1024:.0f} MiB; published {down['published']:,},"
+                f" stored {down['stored']:,}: "
+                f"{'every reading arrived' if down['stored'] == down['published'] else 'MISSING'}"
+            )
+        else:
+            print("database outage: skipped (a given --database-url cannot be stopped here)")
+        if statements:
+            print("\npg_stat_statements, packs-of-100 end-to-end run (calls, ms, query):")
+            for calls, ms, query in statements:
+                print(f"  {calls:>7,} {ms:>8,} {query}")
+        p99 = percentile(lat, 0.99) if lat and len(lat) == lat_packs else float("inf")
+        targets = [
+            (">= 150,000 readings/s end to end, packs of 100", e2e[100].rate >= 150_000,
+             f"{e2e[100].rate:,.0f}/s"),
+            (">= 60% of the database-only idempotent path", e2e[100].rate >= 0.6 * ref,
+             f"{e2e[100].rate / ref:.1%}"),
+            (">= 30x the naive ingestor", e2e[100].rate >= 30 * naive_row.rate,
+             f"{e2e[100].rate / naive_row.rate:.0f}x"),
+            ("p99 publish-to-row < 1 s at 20,000 readings/s",
+             p99 < 1.0 and args.latency_rate >= 20_000, f"{p99 * 1000:.0f} ms"),
+        ]  # fmt: skip
+        print("\ntargets")
+        for text, ok, value in targets:
+            print(f"  {'PASS' if ok else 'FAIL'}  {text}: {value}")
+        if args.profile:
+            print(f"\npy-spy profile of the worker (packs of 100): {args.profile}")
+    finally:
+        if sampler is not None:
+            sampler.close()
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.close()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
