@@ -28,6 +28,9 @@ class SensorDirectory:
         self.conn = conn
         self.negative_ttl_s = negative_ttl_s
         self.snapshot: dict[str, Sensor] = {}
+        # Bumped whenever the snapshot changes, so cached resolutions can be dropped.
+        self.version = 0
+        self._known_names: set[str] = set()  # record names whose sensor is in the snapshot
         self._unknown: dict[str, float] = {}  # id -> when we last found it missing
         self.load()
 
@@ -36,14 +39,22 @@ class SensorDirectory:
         self.conn.commit()
         self.snapshot = {sensor.id: sensor for sensor in map(_sensor, rows)}
         self._unknown.clear()
+        self._known_names.clear()
+        self.version += 1
 
     def ensure(self, records: Iterable[Record]) -> None:
         """Look up the sensors of ``records`` that are not known yet."""
         now = time.monotonic()
         missing = set()
+        known_names = self._known_names
         for record in records:
+            if record.name in known_names:
+                continue
             parts = split_name(record.name)
-            if parts is None or parts[0] in self.snapshot:
+            if parts is None:
+                continue
+            if parts[0] in self.snapshot:
+                known_names.add(record.name)
                 continue
             if now - self._unknown.get(parts[0], -1e18) >= self.negative_ttl_s:
                 missing.add(parts[0])
@@ -53,6 +64,7 @@ class SensorDirectory:
         for sensor in map(_sensor, rows):
             self.snapshot[sensor.id] = sensor
             missing.discard(sensor.id)
+            self.version += 1
         for sensor_id in missing:
             self._unknown[sensor_id] = now
 

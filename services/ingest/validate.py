@@ -6,12 +6,11 @@ record never spoils its pack: the good records of the same pack are still stored
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from gateway.kinds import KINDS, MAX_VEHICLES_PER_LANE_SECOND, QUANTITIES
+from gateway.kinds import KINDS, MAX_VEHICLES_PER_LANE_SECOND, QUANTITIES, Quantity
 from gateway.names import split_name
 from gateway.senml import Record
 from services.storage.writer import ExtraReading, Reading
@@ -72,6 +71,68 @@ class Validated:
     rejects: list[Reject] = field(default_factory=list)
 
 
+class Validator:
+    """Validation with the registry lookups of each (gateway, name) resolved once.
+
+    Parsing a name, finding its sensor, checking ownership and the kind, and working out the
+    bounds are the same for every reading of a name; only time, unit and value change. Call
+    ``clear()`` when the registry snapshot changes.
+    """
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self._cache: dict[str, dict[str, _Target | Reject]] = {}
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def validate(
+        self,
+        gateway_id: str,
+        records: Sequence[Record],
+        sensors: Mapping[str, Sensor],
+        received_at: float,
+    ) -> Validated:
+        out = Validated()
+        earliest = received_at - self.policy.max_age_s
+        latest = received_at + self.policy.max_future_s
+        names = self._cache.setdefault(gateway_id, {})
+        rows, rejects = out.rows, out.rejects
+        for index, record in enumerate(records):
+            target = names.get(record.name)
+            if target is None:
+                target = names[record.name] = _resolve(gateway_id, record.name, sensors)
+            if isinstance(target, Reject):
+                rejects.append(replace(target, index=index))
+                continue
+            time = record.time
+            if not earliest <= time <= latest:
+                reason = Reason.TIME_IN_FUTURE if time > latest else Reason.TIME_TOO_OLD
+                rejects.append(
+                    Reject(
+                        index,
+                        target.sensor.id,
+                        reason,
+                        f"time {time:.3f} outside [{earliest:.0f}, {latest:.0f}]",
+                    )
+                )
+                continue
+            value = record.value
+            if value is None:
+                reject = _extra(index, record, target, out)
+            elif record.unit is None or record.unit == target.quantity.unit:
+                # The common case, kept free of calls.
+                if target.low <= value <= target.high:
+                    rows.append((time, target.sensor.key, target.quantity.key, value))
+                    continue
+                reject = _out_of_range(index, value, target)
+            else:
+                reject = _converted(index, record, value, target, rows)
+            if reject is not None:
+                rejects.append(reject)
+        return out
+
+
 def validate(
     gateway_id: str,
     records: Sequence[Record],
@@ -79,44 +140,35 @@ def validate(
     received_at: float,
     policy: Policy = Policy(),
 ) -> Validated:
-    out = Validated()
-    earliest = received_at - policy.max_age_s
-    latest = received_at + policy.max_future_s
-    for index, record in enumerate(records):
-        reject = _check(
-            gateway_id, index, record, sensors=sensors, earliest=earliest, latest=latest, out=out
-        )
-        if reject is not None:
-            out.rejects.append(reject)
-    return out
+    """One-off validation (no cache kept between calls)."""
+    return Validator(policy).validate(gateway_id, records, sensors, received_at)
 
 
-def _check(
-    gateway_id: str,
-    index: int,
-    record: Record,
-    *,
-    sensors: Mapping[str, Sensor],
-    earliest: float,
-    latest: float,
-    out: Validated,
-) -> Reject | None:
-    parts = split_name(record.name)
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a name of a gateway resolves to: the sensor, the quantity, the plausible range."""
+
+    sensor: Sensor
+    quantity: Quantity
+    low: float
+    high: float
+
+
+def _resolve(gateway_id: str, name: str, sensors: Mapping[str, Sensor]) -> _Target | Reject:
+    parts = split_name(name)
     if parts is None:
-        return Reject(
-            index, None, Reason.BAD_NAME, f"name {record.name!r} is not <sensor_id>/<quantity>"
-        )
+        return Reject(-1, None, Reason.BAD_NAME, f"name {name!r} is not <sensor_id>/<quantity>")
     sensor_id, quantity_name = parts
     sensor = sensors.get(sensor_id)
     if sensor is None:
         return Reject(
-            index, sensor_id, Reason.UNKNOWN_SENSOR, f"sensor {sensor_id!r} is not registered"
+            -1, sensor_id, Reason.UNKNOWN_SENSOR, f"sensor {sensor_id!r} is not registered"
         )
     if sensor.status == "retired":
-        return Reject(index, sensor_id, Reason.SENSOR_RETIRED, f"sensor {sensor_id!r} is retired")
+        return Reject(-1, sensor_id, Reason.SENSOR_RETIRED, f"sensor {sensor_id!r} is retired")
     if sensor.gateway_id is not None and sensor.gateway_id != gateway_id:
         return Reject(
-            index,
+            -1,
             sensor_id,
             Reason.WRONG_GATEWAY,
             f"sensor {sensor_id!r} belongs to gateway {sensor.gateway_id!r}, not {gateway_id!r}",
@@ -125,58 +177,64 @@ def _check(
     bounds = kind.quantities.get(quantity_name) if kind else None
     if kind is None or bounds is None:
         return Reject(
-            index,
+            -1,
             sensor_id,
             Reason.UNKNOWN_QUANTITY,
             f"a {sensor.kind} sensor does not measure {quantity_name!r}",
         )
-    quantity = QUANTITIES[quantity_name]
-    if not earliest <= record.time <= latest:
-        reason = Reason.TIME_IN_FUTURE if record.time > latest else Reason.TIME_TOO_OLD
-        return Reject(
-            index,
-            sensor_id,
-            reason,
-            f"time {record.time:.3f} outside [{earliest:.0f}, {latest:.0f}]",
-        )
-    if record.value is None:
-        text = record.string_value
-        if text is not None and "\x00" in text:
-            # PostgreSQL text cannot hold NUL; the raw payload keeps it in quarantine.
-            return Reject(index, sensor_id, Reason.BAD_STRING, "string value contains NUL")
-        out.extras.append(
-            (
-                record.time,
-                sensor.key,
-                quantity.key,
-                text,
-                record.bool_value,
-                record.data_value,
-                record.sum,
-            )
-        )
-        return None
-    if not quantity.accepts(record.unit):
-        return Reject(
-            index,
-            sensor_id,
-            Reason.WRONG_UNIT,
-            f"{quantity_name} is in {quantity.unit}"
-            + (f" or {', '.join(quantity.accepted)}" if quantity.accepted else "")
-            + f", not {record.unit!r}",
-        )
-    value = quantity.to_canonical(record.value, record.unit)
     high = bounds.high
     if sensor.rated_max is not None:
         high = min(high, sensor.rated_max)
     if quantity_name == "count" and sensor.lanes:
         high = min(high, MAX_VEHICLES_PER_LANE_SECOND * sensor.lanes * sensor.interval_s)
-    if not (bounds.low <= value <= high) or not math.isfinite(value):
+    return _Target(sensor, QUANTITIES[quantity_name], bounds.low, high)
+
+
+def _extra(index: int, record: Record, target: _Target, out: Validated) -> Reject | None:
+    text = record.string_value
+    if text is not None and "\x00" in text:
+        # PostgreSQL text cannot hold NUL; the raw payload keeps it in quarantine.
+        return Reject(index, target.sensor.id, Reason.BAD_STRING, "string value contains NUL")
+    out.extras.append(
+        (
+            record.time,
+            target.sensor.key,
+            target.quantity.key,
+            text,
+            record.bool_value,
+            record.data_value,
+            record.sum,
+        )
+    )
+    return None
+
+
+def _converted(
+    index: int, record: Record, value: float, target: _Target, rows: list[Reading]
+) -> Reject | None:
+    quantity = target.quantity
+    if not quantity.accepts(record.unit):
         return Reject(
             index,
-            sensor_id,
-            Reason.OUT_OF_RANGE,
-            f"{quantity_name} {value:g} {quantity.unit} outside [{bounds.low:g}, {high:g}]",
+            target.sensor.id,
+            Reason.WRONG_UNIT,
+            f"{quantity.name} is in {quantity.unit}"
+            + (f" or {', '.join(quantity.accepted)}" if quantity.accepted else "")
+            + f", not {record.unit!r}",
         )
-    out.rows.append((record.time, sensor.key, quantity.key, value))
+    value = quantity.to_canonical(value, record.unit)
+    if not target.low <= value <= target.high:
+        return _out_of_range(index, value, target)
+    rows.append((record.time, target.sensor.key, quantity.key, value))
     return None
+
+
+def _out_of_range(index: int, value: float, target: _Target) -> Reject:
+    # NaN fails every comparison and lands here too.
+    return Reject(
+        index,
+        target.sensor.id,
+        Reason.OUT_OF_RANGE,
+        f"{target.quantity.name} {value:g} {target.quantity.unit} outside "
+        f"[{target.low:g}, {target.high:g}]",
+    )

@@ -33,13 +33,13 @@ from paho.mqtt.properties import Properties
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
 from services.storage.urls import libpq_url
-from services.storage.writer import ReadingWriter
+from services.storage.writer import ExtraReading, Reading, ReadingWriter
 
 from .maintenance import Maintenance
 from .metrics import IngestMetrics
 from .registry import SensorDirectory
 from .salvage import decode_salvaging
-from .validate import Policy, Reason, validate
+from .validate import Policy, Reason, Validator
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +97,30 @@ class _Batch:
     records: int = 0
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A batch decoded and validated, ready to be written in one transaction."""
+
+    batch: _Batch
+    rows: list[Reading] = field(default_factory=list)
+    extras: list[ExtraReading] = field(default_factory=list)
+    quarantine: list[tuple[object, ...]] = field(default_factory=list)
+    status: list[tuple[str, bool]] = field(default_factory=list)
+
+
 class IngestWorker:
     def __init__(self, config: WorkerConfig, metrics: IngestMetrics | None = None) -> None:
         self.config = config
         self.stats = Stats()
         self.metrics = metrics or IngestMetrics()
         self._queue: queue.Queue[_Message] = queue.Queue(config.queue_messages)
+        self._prepared: queue.Queue[_Prepared | None] = queue.Queue(2)
         self._connection = 0  # bumped at every CONNACK
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._client = self._make_client()
+        self._validator = Validator(config.policy)
+        self._validator_version = -1
 
     # -- MQTT side (paho's network thread) ------------------------------------------------
 
@@ -192,12 +206,14 @@ class IngestWorker:
         )
         self._client.loop_start()
         conn = self._connect_database(stop)
+        registry_conn = self._connect_database(stop)
+        committer: threading.Thread | None = None
         try:
-            if conn is None:
+            if conn is None or registry_conn is None:
                 return
             mode = self._mode(conn)
             writer = ReadingWriter(conn, mode)
-            sensors = SensorDirectory(conn)
+            sensors = SensorDirectory(registry_conn)
             maintenance = Maintenance(
                 self.config.database_url,
                 mode,
@@ -206,6 +222,13 @@ class IngestWorker:
                 self.metrics,
             )
             maintenance.start()
+            # Decoding and validating batch N+1 (here) overlaps writing batch N (there):
+            # psycopg releases the GIL while PostgreSQL works.
+            committer = threading.Thread(
+                target=self._commit_loop, args=(conn, writer, stop), name="commit", daemon=True
+            )
+            committer.start()
+            conn = None  # the committer owns it now
             if on_ready is not None:
                 self._subscribed.wait(10)
                 on_ready()
@@ -213,14 +236,16 @@ class IngestWorker:
                 while not stop.is_set():
                     batch = self._take_batch(stop)
                     if batch.messages:
-                        conn, writer = self._store(batch, conn, writer, sensors, stop)
+                        self._hand_over(self._prepare(batch, sensors, stop), committer)
                 # Shutdown: take no more, store and acknowledge what was already received.
                 self._stop.set()
                 drain = threading.Event()
                 while not self._queue.empty():
                     batch = self._take_batch(drain)
-                    conn, writer = self._store(batch, conn, writer, sensors, stop)
+                    self._hand_over(self._prepare(batch, sensors, stop), committer)
             finally:
+                self._hand_over(None, committer)
+                committer.join()
                 maintenance.stop()
         except _ShutdownError:
             log.info("stopped while the database was away; the broker keeps the rest")
@@ -228,8 +253,35 @@ class IngestWorker:
             self._stop.set()
             self._client.disconnect()
             self._client.loop_stop()
-            if conn is not None:
-                conn.close()
+            for connection in (conn, registry_conn):
+                if connection is not None:
+                    connection.close()
+
+    def _hand_over(self, prepared: _Prepared | None, committer: threading.Thread) -> None:
+        # Bounded (two batches): when the database is behind, this waits, the message queue
+        # fills, and the broker holds the rest.
+        while committer.is_alive():
+            try:
+                self._prepared.put(prepared, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        if prepared is not None:
+            raise _ShutdownError
+
+    def _commit_loop(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        writer: ReadingWriter,
+        stop: threading.Event,
+    ) -> None:
+        try:
+            while (prepared := self._prepared.get()) is not None:
+                conn, writer = self._store(prepared, conn, writer, stop)
+        except _ShutdownError:
+            log.info("stopped while the database was away; the broker keeps the rest")
+        finally:
+            conn.close()
 
     def _take_batch(self, stop: threading.Event) -> _Batch:
         batch = _Batch()
@@ -254,17 +306,16 @@ class IngestWorker:
 
     def _store(
         self,
-        batch: _Batch,
+        prepared: _Prepared,
         conn: psycopg.Connection[tuple[object, ...]],
         writer: ReadingWriter,
-        sensors: SensorDirectory,
         stop: threading.Event,
     ) -> tuple[psycopg.Connection[tuple[object, ...]], ReadingWriter]:
         delay = 0.5
         while True:
             try:
                 started = time.perf_counter()
-                self._write(batch, conn, writer, sensors)
+                self._write(prepared, conn, writer)
                 self.metrics.flush_seconds.observe(time.perf_counter() - started)
                 break
             except psycopg.OperationalError as exc:
@@ -274,28 +325,39 @@ class IngestWorker:
                 log.warning("database error, retrying in %.1fs: %s", delay, exc)
                 if stop.wait(delay):
                     raise _ShutdownError from None
-                delay = min(delay * 2, 15.0) * (0.8 + 0.4 * random.random())  # noqa: S311
+                delay = min(delay * 2, 2.0) * (0.8 + 0.4 * random.random())  # noqa: S311
                 new = self._connect_database(stop)
                 if new is None:
                     raise _ShutdownError from None
                 conn.close()
                 conn = new
                 writer = ReadingWriter(conn, self._mode(conn))
-                sensors.conn = conn
-        self._acknowledge(batch)
+        self._acknowledge(prepared.batch)
         return conn, writer
 
-    def _write(
-        self,
-        batch: _Batch,
-        conn: psycopg.Connection[tuple[object, ...]],
-        writer: ReadingWriter,
-        sensors: SensorDirectory,
-    ) -> None:
-        rows = []
-        extras = []
-        quarantine: list[tuple[object, ...]] = []
-        status: list[tuple[str, bool]] = []
+    def _prepare(self, batch: _Batch, sensors: SensorDirectory, stop: threading.Event) -> _Prepared:
+        """Decode and validate; retry registry lookups while the database is away."""
+        delay = 0.5
+        while True:
+            try:
+                return self._decode_and_validate(batch, sensors)
+            except psycopg.OperationalError as exc:
+                self.stats.database_errors += 1
+                self.metrics.database_errors.inc()
+                log.warning("registry lookup failed, retrying in %.1fs: %s", delay, exc)
+                if stop.wait(delay):
+                    raise _ShutdownError from None
+                delay = min(delay * 2, 2.0)
+                new = self._connect_database(stop)
+                if new is None:
+                    raise _ShutdownError from None
+                sensors.conn.close()
+                sensors.conn = new
+
+    def _decode_and_validate(self, batch: _Batch, sensors: SensorDirectory) -> _Prepared:
+        prepared = _Prepared(batch)
+        rows, extras = prepared.rows, prepared.extras
+        quarantine, status = prepared.quarantine, prepared.status
         for message in batch.messages:
             try:
                 parsed = topics.parse_topic(message.topic)
@@ -342,12 +404,11 @@ class IngestWorker:
                     )
                 )
             sensors.ensure(salvaged.records)
-            result = validate(
-                parsed.gateway_id,
-                salvaged.records,
-                sensors.snapshot,
-                message.received_at,
-                self.config.policy,
+            if sensors.version != self._validator_version:
+                self._validator.clear()
+                self._validator_version = sensors.version
+            result = self._validator.validate(
+                parsed.gateway_id, salvaged.records, sensors.snapshot, message.received_at
             )
             rows.extend(result.rows)
             extras.extend(result.extras)
@@ -362,7 +423,16 @@ class IngestWorker:
                         sensor_id=reject.sensor_id,
                     )
                 )
-        written = writer.write(rows, extras)
+        return prepared
+
+    def _write(
+        self,
+        prepared: _Prepared,
+        conn: psycopg.Connection[tuple[object, ...]],
+        writer: ReadingWriter,
+    ) -> None:
+        batch, quarantine, status = prepared.batch, prepared.quarantine, prepared.status
+        written = writer.write(prepared.rows, prepared.extras)
         if quarantine:
             with conn.cursor() as cur:
                 cur.executemany(
@@ -411,7 +481,7 @@ class IngestWorker:
                 self.metrics.database_errors.inc()
                 log.warning("database unreachable, retrying in %.1fs: %s", delay, exc)
                 stop.wait(delay)
-                delay = min(delay * 2, 15.0)
+                delay = min(delay * 2, 2.0)
         return None
 
     @staticmethod

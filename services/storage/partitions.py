@@ -10,7 +10,7 @@ want of a partition (the ingest validator has already bounded how old or new a t
 from __future__ import annotations
 
 import time as _time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -58,9 +58,16 @@ class PartitionSet:
             start = datetime.strptime(suffix, fmt).replace(tzinfo=UTC).timestamp()
             self.known.add(int(start // self.interval_s))
 
-    def missing(self, times: Iterable[float]) -> set[int]:
+    def missing(self, times: Sequence[float]) -> set[int]:
+        if not times:
+            return set()
         interval = self.interval_s
         known = self.known
+        low, high = int(min(times) // interval), int(max(times) // interval)
+        # The usual batch spans one or two partitions that exist: two comparisons a batch
+        # instead of a set over every time.
+        if high - low < 64 and all(n in known for n in range(low, high + 1)):
+            return set()
         return {n for n in {int(t // interval) for t in times} if n not in known}
 
     def ensure(self, conn: psycopg.Connection[TupleRow], numbers: set[int]) -> None:
