@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Register districts, gateways and sensors from a manifest.",
     ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
+    "simulate": (
+        "simulators.cli:app",
+        "Run a simulated city: sensor models publishing through gateways.",
+    ),
 }
 
 

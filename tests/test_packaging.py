@@ -150,7 +150,9 @@ def test_the_gateway_modules_import_no_server_library() -> None:
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["db", "ingest", "quarantine", "registry", "senml", "up"])
+@pytest.mark.parametrize(
+    "command", ["db", "ingest", "quarantine", "registry", "senml", "simulate", "up"]
+)
 def test_every_subcommand_has_help(command: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "services.cli", command, "--help"],
