@@ -73,6 +73,9 @@ class SensorKind:
     quantities: Mapping[str, Bounds]
     # Default nominal reporting interval; the registry may set another per sensor.
     interval_s: float = 60.0
+    # The quantity a sensor's rated maximum (registry ``rated_max``) bounds, if any: the rate
+    # (flow, power), never a cumulative register or a voltage.
+    rated: str | None = None
 
     def quantity(self, name: str) -> Quantity:
         return QUANTITIES[name]
@@ -149,6 +152,7 @@ _KIND_LIST: tuple[SensorKind, ...] = (
         Domain.WATER,
         "district-metered-area inflow meter",
         {"flow": Bounds(0.0, 2.0)},
+        rated="flow",
     ),
     SensorKind(
         "water_meter",
@@ -178,12 +182,14 @@ _KIND_LIST: tuple[SensorKind, ...] = (
         "household or building smart meter",
         {"power": Bounds(-50_000.0, 50_000.0), "energy": Bounds(0.0)},
         interval_s=900.0,
+        rated="power",
     ),
     SensorKind(
         "feeder_meter",
         Domain.ENERGY,
         "distribution feeder meter",
         {"power": Bounds(-50e6, 50e6), "voltage": Bounds(0.0, 300.0), "energy": Bounds(0.0)},
+        rated="power",
     ),
     SensorKind(
         "solar_inverter",
@@ -191,6 +197,7 @@ _KIND_LIST: tuple[SensorKind, ...] = (
         "rooftop photovoltaic inverter",
         {"power": Bounds(0.0, 1e6), "energy": Bounds(0.0)},
         interval_s=300.0,
+        rated="power",
     ),
     SensorKind(
         "waste_container",

@@ -31,6 +31,7 @@ from services.settings import Settings, SettingsError, load_settings
 from services.storage import migrate
 
 from .broker import start_broker
+from .city import start_city
 from .postgres import EmbeddedPostgres
 
 app = typer.Typer(help="Run the platform on this machine (embedded default).")
@@ -65,6 +66,9 @@ def up(
         ),
     ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="default: URBANPULSE_DATA_DIR")] = None,
+    city: Annotated[
+        bool, typer.Option(help="run the simulated city (off when real gateways publish)")
+    ] = True,
 ) -> None:
     """Start the database, the broker and the platform; print where to look."""
     try:
@@ -82,6 +86,15 @@ def up(
     signal.signal(signal.SIGTERM, on_signal)
     with contextlib.ExitStack() as stack:
         rows = _start_services(stack, settings, base)
+        if city:
+            with console.status("registering and starting the simulated city"):
+                rows.append(
+                    (
+                        "simulated city",
+                        start_city(stack, rows[0][1], rows[2][1], base / "city"),
+                        "urbanpulse simulate runs other cities; --no-city turns this off",
+                    )
+                )
         env_file = base / "urbanpulse.env"
         env_file.write_text(
             f"URBANPULSE_DATABASE_URL={rows[0][1]}\nURBANPULSE_MQTT_URL={rows[2][1]}\n"
@@ -92,7 +105,7 @@ def up(
         console.print("[bold green]UrbanPulse is up[/bold green]")
         for name, value, note in rows:
             console.print(
-                f"  {name:<13} [bold]{value}[/bold]\n  {'':<13} [dim]{note}[/dim]", soft_wrap=True
+                f"  {name:<15} [bold]{value}[/bold]\n  {'':<15} [dim]{note}[/dim]", soft_wrap=True
             )
         if exit_after_start:
             return

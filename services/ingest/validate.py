@@ -183,7 +183,7 @@ def _resolve(gateway_id: str, name: str, sensors: Mapping[str, Sensor]) -> _Targ
             f"a {sensor.kind} sensor does not measure {quantity_name!r}",
         )
     high = bounds.high
-    if sensor.rated_max is not None:
+    if sensor.rated_max is not None and quantity_name == kind.rated:
         high = min(high, sensor.rated_max)
     if quantity_name == "count" and sensor.lanes:
         high = min(high, MAX_VEHICLES_PER_LANE_SECOND * sensor.lanes * sensor.interval_s)

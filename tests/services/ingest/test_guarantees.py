@@ -172,8 +172,14 @@ def test_two_workers_split_a_stream_with_no_loss_and_no_duplicate(
         mqtt_connect, mqtt_broker, [_pack(s, start + 100 * k) for k in range(6) for s in range(10)]
     )
     assert _wait_for(url, 3000) == 3000
-    assert [w.stats.messages > 0 for w in workers] == [True, True]
-    assert sum(w.stats.messages for w in workers) == 60  # each message to one worker
+    # Readings only: retained status messages of other tests' gateways arrive too, by design.
+    up = [
+        w.metrics.registry.get_sample_value("urbanpulse_ingest_messages_total", {"channel": "up"})
+        or 0
+        for w in workers
+    ]
+    assert all(count > 0 for count in up)
+    assert sum(up) == 60  # each message to exactly one worker
     assert sum(w.stats.duplicates for w in workers) == 0
     stored = sum(
         w.metrics.registry.get_sample_value("urbanpulse_ingest_records_stored_total") or 0

@@ -19,6 +19,8 @@ SENSORS = {
         key=3, id="loop-1", kind="traffic_counter", gateway_id="gw-a", lanes=2, interval_s=60.0
     ),
     "dma-1": Sensor(key=4, id="dma-1", kind="water_inflow", gateway_id=None, rated_max=0.5),
+    # A 4.5 kW inverter: the rating bounds its power, not its cumulative energy register.
+    "pv-1": Sensor(key=5, id="pv-1", kind="solar_inverter", gateway_id="gw-a", rated_max=4500.0),
 }
 
 
@@ -56,6 +58,12 @@ def _record(
         ),
         pytest.param(
             _record("dma-1/flow", value=0.6, unit="m3/s"), Reason.OUT_OF_RANGE, id="over-rated-max"
+        ),
+        pytest.param(
+            _record("pv-1/energy", value=5e9, unit="J"), None, id="rating-bounds-power-only"
+        ),
+        pytest.param(
+            _record("pv-1/power", value=4600.0, unit="W"), Reason.OUT_OF_RANGE, id="over-rating"
         ),
         pytest.param(
             _record("fdr-1/voltage", value=None, unit=None, string_value="a\x00b"),
