@@ -24,6 +24,16 @@ class StorageMode(StrEnum):
     PARTITIONED = "partitioned"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"  # one JSON object a line, for log shippers
+
+
+class UnknownSensors(StrEnum):
+    QUARANTINE = "quarantine"
+    REGISTER = "register"
+
+
 class SettingsError(Exception):
     """Settings could not be built; the message names each bad variable."""
 
@@ -43,6 +53,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+    # What ingestion does with readings of a sensor not in the registry: quarantine them, or
+    # also add the sensor as "pending" so an engineer finds it, sets its kind and replays.
+    unknown_sensors: UnknownSensors = UnknownSensors.QUARANTINE
     storage_mode: StorageMode = StorageMode.AUTO
     retention: timedelta = Field(default=timedelta(days=400), description="raw readings kept")
     partition_interval: timedelta = Field(default=timedelta(days=1))

@@ -26,8 +26,9 @@ from prometheus_client import start_http_server
 from rich.console import Console
 
 from gateway import topics
+from services.ingest.validate import Policy
 from services.ingest.worker import IngestWorker, WorkerConfig
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 from services.storage import migrate
 
 from .broker import start_broker
@@ -36,9 +37,6 @@ from .postgres import EmbeddedPostgres
 
 app = typer.Typer(help="Run the platform on this machine (embedded default).")
 console = Console()
-
-ROLLUP_EVERY_S = 60.0  # the 1-minute rollup is at most this stale
-MAINTAIN_EVERY_S = 3600.0
 
 
 def _server_data_dir(base: Path) -> Path:
@@ -145,7 +143,7 @@ def _start_services(stack: contextlib.ExitStack, settings: Settings, base: Path)
             broker = start_broker(base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL"))
         stack.callback(broker.stop)
         mqtt_url, broker_note = broker.url, broker.kind
-    metrics_url = _start_ingestion(stack, database_url, mqtt_url)
+    metrics_url = _start_ingestion(stack, settings, database_url, mqtt_url)
     return [
         ("database", database_url, database_note),
         ("storage mode", mode, "rollups refreshed every minute by the ingestion worker"),
@@ -159,11 +157,19 @@ def _start_services(stack: contextlib.ExitStack, settings: Settings, base: Path)
     ]
 
 
-def _start_ingestion(stack: contextlib.ExitStack, database_url: str, mqtt_url: str) -> str:
+def _start_ingestion(
+    stack: contextlib.ExitStack, settings: Settings, database_url: str, mqtt_url: str
+) -> str:
     """Run one ingestion worker in a thread; return the URL of its metrics."""
     worker_stop, ready = threading.Event(), threading.Event()
     worker = IngestWorker(
-        WorkerConfig(database_url=database_url, mqtt_url=mqtt_url, client_id="urbanpulse-up-ingest")
+        WorkerConfig(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            client_id="urbanpulse-up-ingest",
+            policy=Policy(max_age_s=settings.retention.total_seconds()),
+            register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
+        )
     )
     thread = threading.Thread(
         target=worker.run, args=(worker_stop, ready.set), name="ingest", daemon=True

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from prometheus_client import start_http_server
 
-from services.settings import SettingsError, load_settings
+from services.logs import configure as configure_logging
+from services.settings import SettingsError, UnknownSensors, load_settings
 
 from .validate import Policy
 from .worker import IngestWorker, WorkerConfig
@@ -57,9 +58,7 @@ def ingest(
             err=True,
         )
         raise typer.Exit(2)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format.value)
     password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
     worker = IngestWorker(
         WorkerConfig(
@@ -72,6 +71,7 @@ def ingest(
             username=settings.mqtt_username,
             password=password,
             policy=Policy(max_age_s=settings.retention.total_seconds()),
+            register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
         )
     )
     stop = threading.Event()

@@ -64,3 +64,6 @@ class Maintenance:
                 # The writer's retries report the outage; this loop just tries again later.
                 self.metrics.database_errors.inc()
                 log.warning("rollup or partition maintenance failed: %s", exc)
+            except Exception:
+                # Never let the loop die silently: rollups would stop with no one told.
+                log.exception("rollup or partition maintenance failed")

@@ -22,11 +22,19 @@ _SELECT = "SELECT key, id, kind, gateway_id, status, interval_s, lanes, rated_ma
 
 
 class SensorDirectory:
+    """The registry snapshot, reloaded every ``reload_every_s`` and topped up on a miss."""
+
     def __init__(
-        self, conn: psycopg.Connection[tuple[object, ...]], negative_ttl_s: float = 10.0
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        negative_ttl_s: float = 10.0,
+        reload_every_s: float = 60.0,
     ) -> None:
         self.conn = conn
         self.negative_ttl_s = negative_ttl_s
+        # A sensor retired, re-kinded, moved or promoted from pending is seen within this.
+        self.reload_every_s = reload_every_s
+        self._loaded_at = 0.0
         self.snapshot: dict[str, Sensor] = {}
         # Bumped whenever the snapshot changes, so cached resolutions can be dropped.
         self.version = 0
@@ -40,11 +48,14 @@ class SensorDirectory:
         self.snapshot = {sensor.id: sensor for sensor in map(_sensor, rows)}
         self._unknown.clear()
         self._known_names.clear()
+        self._loaded_at = time.monotonic()
         self.version += 1
 
     def ensure(self, records: Iterable[Record]) -> None:
         """Look up the sensors of ``records`` that are not known yet."""
         now = time.monotonic()
+        if now - self._loaded_at >= self.reload_every_s:
+            self.load()
         missing = set()
         known_names = self._known_names
         for record in records:
@@ -61,6 +72,9 @@ class SensorDirectory:
         if not missing:
             return
         rows = self.conn.execute(_SELECT + " WHERE id = ANY(%s)", (sorted(missing),)).fetchall()
+        # End the read-only transaction: a connection idle in one holds a lock that would
+        # block any later ALTER TABLE sensors (a migration) and everything queued behind it.
+        self.conn.commit()
         for sensor in map(_sensor, rows):
             self.snapshot[sensor.id] = sensor
             missing.discard(sensor.id)

@@ -26,6 +26,7 @@ class Reason(StrEnum):
     # the record
     BAD_NAME = "bad_name"  # not <sensor_id>/<quantity>
     UNKNOWN_SENSOR = "unknown_sensor"
+    SENSOR_PENDING = "sensor_pending"  # auto-registered: an engineer sets its kind, then replays
     SENSOR_RETIRED = "sensor_retired"
     WRONG_GATEWAY = "wrong_gateway"
     UNKNOWN_QUANTITY = "unknown_quantity"
@@ -34,6 +35,8 @@ class Reason(StrEnum):
     TIME_IN_FUTURE = "time_in_future"
     TIME_TOO_OLD = "time_too_old"
     BAD_STRING = "bad_string"
+    # the batch: PostgreSQL refused it for a reason validation did not foresee
+    STORAGE_ERROR = "storage_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,13 @@ def _resolve(gateway_id: str, name: str, sensors: Mapping[str, Sensor]) -> _Targ
         )
     if sensor.status == "retired":
         return Reject(-1, sensor_id, Reason.SENSOR_RETIRED, f"sensor {sensor_id!r} is retired")
+    if sensor.status == "pending":
+        return Reject(
+            -1,
+            sensor_id,
+            Reason.SENSOR_PENDING,
+            f"sensor {sensor_id!r} awaits registration: set its kind, then replay",
+        )
     if sensor.gateway_id is not None and sensor.gateway_id != gateway_id:
         return Reject(
             -1,

@@ -15,6 +15,7 @@ the broker redelivers what was not acknowledged, so messages of an older connect
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -29,6 +30,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
@@ -62,6 +64,8 @@ class WorkerConfig:
     username: str | None = None
     password: str | None = None
     policy: Policy = field(default_factory=Policy)
+    # Add sensors that are not in the registry as "pending" (their readings stay quarantined).
+    register_unknown: bool = False
     # Companion maintenance on its own connection: rollups (partition mode) and partitions.
     rollup_every_s: float = 60.0
     maintain_every_s: float = 3600.0
@@ -75,6 +79,7 @@ class _Message:
     topic: str
     payload: bytes
     received_at: float
+    retained: bool = False
 
 
 @dataclass(slots=True)
@@ -105,7 +110,10 @@ class _Prepared:
     rows: list[Reading] = field(default_factory=list)
     extras: list[ExtraReading] = field(default_factory=list)
     quarantine: list[tuple[object, ...]] = field(default_factory=list)
-    status: list[tuple[str, bool]] = field(default_factory=list)
+    status: list[tuple[str, bool, bool]] = field(default_factory=list)  # id, online, seen now
+    pending: set[tuple[str, str]] = field(default_factory=set)  # (sensor id, gateway id)
+    # After each message: (rows, extras, quarantine) so far, to write messages one by one.
+    ends: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class IngestWorker:
@@ -135,6 +143,7 @@ class IngestWorker:
             client.username_pw_set(self.config.username, self.config.password)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         return client
@@ -144,9 +153,13 @@ class IngestWorker:
         client: mqtt.Client,
         _userdata: object,
         flags: mqtt.ConnectFlags,
-        reason: object,
+        reason: ReasonCode,
         _properties: object,
     ) -> None:
+        if reason.is_failure:
+            # Not authorised, bad credentials...: paho retries; nothing is ingested meanwhile.
+            log.error("the broker refused the connection: %s", reason)
+            return
         self._connection += 1
         log.info(
             "connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present
@@ -155,6 +168,20 @@ class IngestWorker:
         if self.config.group:
             filters = [topics.shared(self.config.group, f) for f in filters]
         client.subscribe([(f, 1) for f in filters])
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _properties: object,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            # An ACL refusing the filter would otherwise mean a worker that ingests nothing.
+            log.error("the broker refused the subscription: %s", ", ".join(refused))
+            return
         self._subscribed.set()
 
     def _on_disconnect(
@@ -180,6 +207,7 @@ class IngestWorker:
             message.topic,
             bytes(message.payload),
             time.time(),
+            message.retain,
         )
         # Back-pressure: wait here while the writer is behind; stop waiting on shutdown
         # (the message is not acknowledged, so the broker redelivers it).
@@ -197,14 +225,7 @@ class IngestWorker:
     ) -> None:
         """Run until ``stop`` is set; then flush what was taken and disconnect."""
         stop = stop or threading.Event()
-        url = urlsplit(self.config.mqtt_url)
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self.config.session_expiry_s
-        properties.ReceiveMaximum = self.config.receive_maximum
-        self._client.connect_async(
-            url.hostname or "127.0.0.1", url.port or 1883, clean_start=False, properties=properties
-        )
-        self._client.loop_start()
+        self._connect_mqtt()
         conn = self._connect_database(stop)
         registry_conn = self._connect_database(stop)
         committer: threading.Thread | None = None
@@ -256,6 +277,23 @@ class IngestWorker:
             for connection in (conn, registry_conn):
                 if connection is not None:
                     connection.close()
+
+    def _connect_mqtt(self) -> None:
+        """Start connecting (paho retries in its thread): a persistent MQTT 5 session."""
+        url = urlsplit(self.config.mqtt_url)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.config.session_expiry_s
+        properties.ReceiveMaximum = self.config.receive_maximum
+        tls = url.scheme == "mqtts"
+        if tls:
+            self._client.tls_set()  # the system's CA store
+        self._client.connect_async(
+            url.hostname or "127.0.0.1",
+            url.port or (8883 if tls else 1883),
+            clean_start=False,
+            properties=properties,
+        )
+        self._client.loop_start()
 
     def _hand_over(self, prepared: _Prepared | None, committer: threading.Thread) -> None:
         # Bounded (two batches): when the database is behind, this waits, the message queue
@@ -312,10 +350,14 @@ class IngestWorker:
         stop: threading.Event,
     ) -> tuple[psycopg.Connection[tuple[object, ...]], ReadingWriter]:
         delay = 0.5
+        whole = True
         while True:
             try:
                 started = time.perf_counter()
-                self._write(prepared, conn, writer)
+                if whole:
+                    self._write(prepared, conn, writer)
+                else:
+                    self._write_each(prepared, conn, writer)
                 self.metrics.flush_seconds.observe(time.perf_counter() - started)
                 break
             except psycopg.OperationalError as exc:
@@ -332,6 +374,15 @@ class IngestWorker:
                 conn.close()
                 conn = new
                 writer = ReadingWriter(conn, self._mode(conn))
+            except psycopg.Error:
+                # Not the database being away but something in the batch that PostgreSQL
+                # refuses and validation did not foresee. Retrying as is would loop forever:
+                # write it again message by message, quarantining only what is refused.
+                conn.rollback()
+                if not whole:
+                    raise
+                log.exception("batch refused by the database; writing it message by message")
+                whole = False
         self._acknowledge(prepared.batch)
         return conn, writer
 
@@ -360,69 +411,79 @@ class IngestWorker:
         quarantine, status = prepared.quarantine, prepared.status
         for message in batch.messages:
             try:
-                parsed = topics.parse_topic(message.topic)
-            except TopicError as exc:
-                quarantine.append(_q(message, None, None, Reason.BAD_TOPIC, str(exc)))
-                continue
-            self.metrics.messages.labels(parsed.channel.value).inc()
-            if parsed.channel == topics.Channel.STATUS:
-                text = message.payload.decode("utf-8", "replace").strip().lower()
-                if text in ("online", "offline"):
-                    status.append((parsed.gateway_id, text == "online"))
-                else:
+                try:
+                    parsed = topics.parse_topic(message.topic)
+                except TopicError as exc:
+                    quarantine.append(_q(message, None, None, Reason.BAD_TOPIC, str(exc)))
+                    continue
+                self.metrics.messages.labels(parsed.channel.value).inc()
+                if parsed.channel == topics.Channel.STATUS:
+                    text = message.payload.decode("utf-8", "replace").strip().lower()
+                    if text in ("online", "offline"):
+                        # A retained status is the broker's memory, not a sign of life.
+                        status.append((parsed.gateway_id, text == "online", not message.retained))
+                    else:
+                        quarantine.append(
+                            _q(
+                                message,
+                                parsed.gateway_id,
+                                None,
+                                Reason.BAD_STATUS,
+                                "status must be 'online' or 'offline'",
+                            )
+                        )
+                    continue
+                try:
+                    salvaged = decode_salvaging(message.payload, message.received_at)
+                except SenMLError as exc:
                     quarantine.append(
                         _q(
                             message,
                             parsed.gateway_id,
-                            None,
-                            Reason.BAD_STATUS,
-                            "status must be 'online' or 'offline'",
+                            exc.index,
+                            Reason.NOT_SENML,
+                            str(exc),
                         )
                     )
-                continue
-            try:
-                salvaged = decode_salvaging(message.payload, message.received_at)
-            except SenMLError as exc:
-                quarantine.append(
-                    _q(
-                        message,
-                        parsed.gateway_id,
-                        exc.index,
-                        Reason.NOT_SENML,
-                        str(exc),
+                    continue
+                for bad in salvaged.bad:
+                    quarantine.append(
+                        _q(
+                            message,
+                            parsed.gateway_id,
+                            bad.index,
+                            Reason.NOT_SENML,
+                            str(bad.error),
+                        )
                     )
+                sensors.ensure(salvaged.records)
+                if sensors.version != self._validator_version:
+                    self._validator.clear()
+                    self._validator_version = sensors.version
+                result = self._validator.validate(
+                    parsed.gateway_id, salvaged.records, sensors.snapshot, message.received_at
                 )
-                continue
-            for bad in salvaged.bad:
-                quarantine.append(
-                    _q(
-                        message,
-                        parsed.gateway_id,
-                        bad.index,
-                        Reason.NOT_SENML,
-                        str(bad.error),
+                rows.extend(result.rows)
+                extras.extend(result.extras)
+                if self.config.register_unknown:
+                    prepared.pending.update(
+                        (r.sensor_id, parsed.gateway_id)
+                        for r in result.rejects
+                        if r.reason is Reason.UNKNOWN_SENSOR and r.sensor_id is not None
                     )
-                )
-            sensors.ensure(salvaged.records)
-            if sensors.version != self._validator_version:
-                self._validator.clear()
-                self._validator_version = sensors.version
-            result = self._validator.validate(
-                parsed.gateway_id, salvaged.records, sensors.snapshot, message.received_at
-            )
-            rows.extend(result.rows)
-            extras.extend(result.extras)
-            for reject in result.rejects:
-                quarantine.append(
-                    _q(
-                        message,
-                        parsed.gateway_id,
-                        salvaged.original_index(reject.index),
-                        reject.reason,
-                        reject.detail,
-                        sensor_id=reject.sensor_id,
+                for reject in result.rejects:
+                    quarantine.append(
+                        _q(
+                            message,
+                            parsed.gateway_id,
+                            salvaged.original_index(reject.index),
+                            reject.reason,
+                            reject.detail,
+                            sensor_id=reject.sensor_id,
+                        )
                     )
-                )
+            finally:
+                prepared.ends.append((len(rows), len(extras), len(quarantine)))
         return prepared
 
     def _write(
@@ -431,8 +492,70 @@ class IngestWorker:
         conn: psycopg.Connection[tuple[object, ...]],
         writer: ReadingWriter,
     ) -> None:
-        batch, quarantine, status = prepared.batch, prepared.quarantine, prepared.status
-        written = writer.write(prepared.rows, prepared.extras)
+        """The whole batch in one transaction."""
+        self._write_part(
+            prepared,
+            conn,
+            writer,
+            (0, 0, 0),
+            (len(prepared.rows), len(prepared.extras), len(prepared.quarantine)),
+            last=True,
+        )
+        self.stats.batches += 1
+
+    def _write_each(
+        self,
+        prepared: _Prepared,
+        conn: psycopg.Connection[tuple[object, ...]],
+        writer: ReadingWriter,
+    ) -> None:
+        """Message by message, after PostgreSQL refused the batch: only the message it refuses
+        again goes to quarantine, whole, with the error; the others are stored."""
+        start = (0, 0, 0)
+        for index, (message, end) in enumerate(
+            zip(prepared.batch.messages, prepared.ends, strict=True)
+        ):
+            last = index == len(prepared.ends) - 1
+            try:
+                self._write_part(prepared, conn, writer, start, end, last=last)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                conn.rollback()
+                log.warning("message on %s refused by the database: %s", message.topic, exc)
+                gateway_id = None
+                with contextlib.suppress(TopicError):
+                    gateway_id = topics.parse_topic(message.topic).gateway_id
+                conn.execute(
+                    "INSERT INTO quarantine (received_at, topic, gateway_id, reason, detail, "
+                    "payload) VALUES (to_timestamp(%s), %s, %s, %s, %s, %s)",
+                    (
+                        message.received_at,
+                        message.topic,
+                        gateway_id,
+                        Reason.STORAGE_ERROR.value,
+                        f"{type(exc).__name__}: {exc}",
+                        message.payload,
+                    ),
+                )
+                conn.commit()
+                self.metrics.quarantined.labels(Reason.STORAGE_ERROR.value).inc()
+            start = end
+        self.stats.batches += 1
+
+    def _write_part(
+        self,
+        prepared: _Prepared,
+        conn: psycopg.Connection[tuple[object, ...]],
+        writer: ReadingWriter,
+        start: tuple[int, int, int],
+        end: tuple[int, int, int],
+        *,
+        last: bool,
+    ) -> None:
+        """Write a slice of the batch and commit; status and pending sensors go with the last."""
+        quarantine = prepared.quarantine[start[2] : end[2]]
+        written = writer.write(prepared.rows[start[0] : end[0]], prepared.extras[start[1] : end[1]])
         if quarantine:
             with conn.cursor() as cur:
                 cur.executemany(
@@ -441,17 +564,27 @@ class IngestWorker:
                     "(to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s)",
                     quarantine,
                 )
-        for gateway_id, online in status:
-            conn.execute(
-                "UPDATE gateways SET online = %s, last_seen = now() WHERE id = %s",
-                (online, gateway_id),
-            )
+        if last:
+            for sensor_id, gateway_id in prepared.pending:
+                # The gateway only if registered: an unknown gateway must not fail the batch.
+                conn.execute(
+                    "INSERT INTO sensors (id, kind, domain, gateway_id, status) "
+                    "SELECT %s, 'unknown', 'unknown', (SELECT id FROM gateways WHERE id = %s), "
+                    "'pending' ON CONFLICT (id) DO NOTHING",
+                    (sensor_id, gateway_id),
+                )
+            for gateway_id, online, live in prepared.status:
+                conn.execute(
+                    "UPDATE gateways SET online = %s, "
+                    "last_seen = CASE WHEN %s THEN now() ELSE last_seen END WHERE id = %s",
+                    (online, live, gateway_id),
+                )
         conn.commit()
-        self.stats.messages += len(batch.messages)
+        if last:
+            self.stats.messages += len(prepared.batch.messages)
         self.stats.stored += written.inserted
         self.stats.duplicates += written.duplicates
         self.stats.quarantined += len(quarantine)
-        self.stats.batches += 1
         metrics = self.metrics
         metrics.stored.inc(written.inserted)
         metrics.duplicates.inc(written.duplicates)

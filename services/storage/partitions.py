@@ -55,7 +55,10 @@ class PartitionSet:
         for (name,) in rows:
             suffix = str(name).removeprefix("readings_p")
             fmt = "%Y%m%dt%H%M" if "t" in suffix else "%Y%m%d"
-            start = datetime.strptime(suffix, fmt).replace(tzinfo=UTC).timestamp()
+            try:
+                start = datetime.strptime(suffix, fmt).replace(tzinfo=UTC).timestamp()
+            except ValueError:
+                continue  # not one of ours (a DBA's DEFAULT partition, say): leave it alone
             self.known.add(int(start // self.interval_s))
 
     def missing(self, times: Sequence[float]) -> set[int]:

@@ -122,3 +122,11 @@ def test_base_only_records_do_not_shift_the_indexes() -> None:
     pack = [{"bn": "fdr-1/", "bt": NOW}, {"n": "voltage", "v": 230}, {"n": "voltage", "v": 1}]
     salvaged = decode_salvaging(json.dumps(pack).encode(), NOW)
     assert [salvaged.original_index(i) for i in range(2)] == [1, 2]
+
+
+def test_a_pending_sensor_is_held_until_its_kind_is_set() -> None:
+    sensors = {
+        "new-1": Sensor(key=9, id="new-1", kind="unknown", gateway_id=None, status="pending")
+    }
+    result = validate("gw-a", [_record("new-1/voltage")], sensors, NOW)
+    assert [r.reason for r in result.rejects] == [Reason.SENSOR_PENDING]

@@ -269,3 +269,74 @@ def test_a_killed_worker_loses_and_doubles_nothing(
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(10)
+
+
+def test_unknown_sensors_can_be_registered_as_pending(
+    city: tuple[str, Conn], mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect
+) -> None:
+    url, conn = city
+    worker = IngestWorker(
+        WorkerConfig(
+            database_url=url,
+            mqtt_url=mqtt_broker.url,
+            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+            group=f"g{uuid.uuid4().hex[:8]}",
+            session_expiry_s=60,
+            register_unknown=True,
+        )
+    )
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop, ready.set), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(15)
+        time.sleep(0.2)
+        gateway = mqtt_connect(mqtt_broker)
+        payload = json.dumps([{"bn": "new-meter-7/", "n": "voltage", "u": "V", "v": 230}])
+        gateway.client.publish(topics.up_topic("gw-a"), payload.encode(), qos=1).wait_for_publish(
+            10
+        )
+        assert _wait_rows(conn, 1, table="quarantine") == 1
+        row = conn.execute(
+            "SELECT status, kind, gateway_id FROM sensors WHERE id = 'new-meter-7'"
+        ).fetchone()
+        assert row == ("pending", "unknown", "gw-a")
+        assert conn.execute("SELECT reason FROM quarantine").fetchone() == ("unknown_sensor",)
+    finally:
+        stop.set()
+        thread.join(15)
+
+
+def test_a_message_the_database_refuses_is_quarantined_and_its_batch_stored(
+    city: tuple[str, Conn],
+    start_worker: Callable[..., IngestWorker],
+    mqtt_broker: BrokerUnderTest,
+    mqtt_connect: MqttConnect,
+) -> None:
+    url, conn = city
+    # A rule validation knows nothing of (say, added by a DBA): PostgreSQL refuses the batch.
+    conn.execute("ALTER TABLE readings ADD CONSTRAINT no_123 CHECK (value <> 123.0)")
+    conn.commit()
+    start_worker(url)
+    gateway = mqtt_connect(mqtt_broker)
+    now = float(int(time.time()) - 60)
+    refused = _pack("fdr-1", now, 1, value=123.0)
+    # Good messages before and after the refused one, published together (one batch).
+    infos = [
+        gateway.client.publish(topics.up_topic("gw-a"), payload, qos=1)
+        for payload in (_pack("fdr-2", now, 5), refused, _pack("fdr-3", now, 5))
+    ]
+    for info in infos:
+        info.wait_for_publish(10)
+    assert _wait_rows(conn, 10) == 10
+    assert _wait_rows(conn, 1, table="quarantine") == 1
+    assert conn.execute("SELECT reason, gateway_id, payload FROM quarantine").fetchone() == (
+        "storage_error",
+        "gw-a",
+        refused,
+    )
+    # The worker is still there and storing.
+    gateway.client.publish(topics.up_topic("gw-a"), _pack("fdr-4", now, 5), qos=1).wait_for_publish(
+        10
+    )
+    assert _wait_rows(conn, 15) == 15
