@@ -3,21 +3,28 @@ sharing one subscription. Counts at both ends."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from gateway import topics
 from gateway.senml import Record, encode
-from services.devstack.postgres import EmbeddedPostgres
+from services.devstack.postgres import EmbeddedPostgres, free_port
 from services.ingest.worker import IngestWorker, WorkerConfig
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
 StartWorker = Callable[..., IngestWorker]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _register(url: str, sensors: int = 10) -> None:
@@ -186,3 +193,63 @@ def test_two_workers_split_a_stream_with_no_loss_and_no_duplicate(
         for w in workers
     )
     assert stored == 3000
+
+
+def test_nothing_is_acknowledged_before_its_commit(
+    make_database: Callable[[str], str], own_broker: BrokerUnderTest, mqtt_connect: MqttConnect
+) -> None:
+    """Hold the worker's commit with a lock, let it take the messages, kill it: a worker that
+    acknowledged on receipt would lose them; ours gets them again after a restart."""
+    require(own_broker, persistence=True)
+    url = make_database("partitioned")
+    _register(url)
+    port = free_port()
+    env = {**os.environ, "URBANPULSE_DATABASE_URL": url, "URBANPULSE_MQTT_URL": own_broker.url}
+    command = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "ingest",
+        "--client-id",
+        "ingest-held",
+        "--metrics-port",
+        str(port),
+    ]
+
+    def taken() -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as page:
+                text = page.read().decode()
+        except OSError:
+            return -1
+        for line in text.splitlines():
+            if line.startswith('urbanpulse_ingest_messages_total{channel="up"}'):
+                return float(line.split()[-1])
+        return 0
+
+    worker = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while taken() < 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # subscribed
+        with psycopg.connect(url) as lock:
+            lock.execute("LOCK TABLE readings IN EXCLUSIVE MODE")  # writes wait, reads don't
+            start = float(int(time.time()) - 600)
+            _publish(mqtt_connect, own_broker, [_pack(s, start) for s in range(10)])
+            while taken() < 10 and time.monotonic() < deadline + 10:
+                time.sleep(0.05)
+            assert taken() == 10  # the worker has them all, and cannot commit
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            lock.rollback()
+        assert _count(url) == 0
+        worker = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        assert _wait_for(url, 500) == 500
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
