@@ -143,6 +143,8 @@ class Mosquitto:
             # A crash loses what arrived since the last save; SIGTERM always saves.
             "autosave_interval 5",
             "queue_qos0_messages false",
+            # As deploy/: a pack past 1 MiB is refused at the broker, not buffered anywhere.
+            "max_packet_size 1048576",
             "set_tcp_nodelay true",
             "connection_messages true",
             "log_dest stderr",

@@ -16,6 +16,9 @@ from gateway.errors import SenMLError
 from gateway.senml import Record, decode
 
 _BASE_FIELDS = frozenset({"bn", "bt", "bu", "bv", "bs", "bver"})
+# Each cut re-decodes the rest of the pack: past this many bad records the pack is refused
+# whole (still kept, raw, in quarantine) rather than costing time quadratic in its size.
+MAX_BAD_RECORDS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,12 @@ def decode_salvaging(payload: bytes, received_at: float) -> Salvaged:
                 "which the records after it depend on)",
                 index=original[position],
                 field=current.field,
+            )
+        if len(bad) >= MAX_BAD_RECORDS:
+            raise SenMLError(
+                current.reason,
+                f"more than {MAX_BAD_RECORDS} bad records; the first: {bad[0].error.message}",
+                index=None,
             )
         bad.append(
             BadRecord(

@@ -130,3 +130,12 @@ def test_a_pending_sensor_is_held_until_its_kind_is_set() -> None:
     }
     result = validate("gw-a", [_record("new-1/voltage")], sensors, NOW)
     assert [r.reason for r in result.rejects] == [Reason.SENSOR_PENDING]
+
+
+def test_a_pack_with_too_many_bad_records_is_refused_whole() -> None:
+    pack = [{"bn": "fdr-1/", "bt": NOW, "n": "voltage", "v": 230}]
+    pack += [{"n": "voltage", "v": "bad", "t": i} for i in range(1, 150)]
+    with pytest.raises(SenMLError) as info:
+        decode_salvaging(json.dumps(pack).encode(), NOW)
+    assert info.value.index is None
+    assert "more than 100 bad records" in str(info.value)
