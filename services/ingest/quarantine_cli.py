@@ -23,7 +23,7 @@ from rich.text import Text
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
 from gateway.senml import Record
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
 from . import quarantine
@@ -43,19 +43,6 @@ ReasonOption = Annotated[Reason | None, typer.Option(help="only entries with thi
 DETAIL_WIDTH = 60  # characters of the detail shown in a list; `show` prints all of it
 _AGO = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _settings_and_url(database_url: str | None) -> tuple[Settings, str]:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        errors.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    url = database_url or settings.database_url
-    if not url:
-        errors.print("[red]no database: set URBANPULSE_DATABASE_URL or pass --database-url[/red]")
-        raise typer.Exit(2)
-    return settings, url
 
 
 @contextmanager
@@ -137,7 +124,7 @@ def list_(
     database_url: DatabaseOption = None,
 ) -> None:
     """List quarantined entries, newest first, and count them by reason."""
-    _, url = _settings_and_url(database_url)
+    _, url = settings_for_command(database_url)
     chosen = {"reason": reason.value if reason else None, "gateway": gateway, "sensor": sensor}
     start, end = _when(since, "--since"), _when(until, "--until")
     with _connect(url) as conn:
@@ -184,7 +171,7 @@ def show(
     database_url: DatabaseOption = None,
 ) -> None:
     """Show one entry: every field, the raw payload, and what decoding makes of it."""
-    _, url = _settings_and_url(database_url)
+    _, url = settings_for_command(database_url)
     with _connect(url) as conn:
         entry = quarantine.get(conn, entry_id)
     if entry is None:
@@ -285,7 +272,7 @@ def replay(
     if sensor is None and reason is None and not ids:
         errors.print("give at least one of --sensor, --reason, --id")
         raise typer.Exit(2)
-    settings, url = _settings_and_url(database_url)
+    settings, url = settings_for_command(database_url)
     policy = Policy(max_age_s=settings.retention.total_seconds())
     with _connect(url) as conn:
         result = quarantine.replay(

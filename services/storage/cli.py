@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import settings_for_command
 
 from . import migrate, partitions, rollups
 from .errors import StorageError
@@ -26,19 +26,6 @@ DatabaseOption = Annotated[
 ]
 
 
-def _settings_and_url(database_url: str | None) -> tuple[Settings, str]:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        errors.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    url = database_url or settings.database_url
-    if not url:
-        errors.print("[red]no database: set URBANPULSE_DATABASE_URL or pass --database-url[/red]")
-        raise typer.Exit(2)
-    return settings, url
-
-
 def _fail(exc: Exception) -> typer.Exit:
     errors.print(f"[red]{exc}[/red]")
     return typer.Exit(1)
@@ -47,7 +34,7 @@ def _fail(exc: Exception) -> typer.Exit:
 @app.command()
 def upgrade(database_url: DatabaseOption = None) -> None:
     """Apply pending migrations (choosing the storage mode on first run)."""
-    settings, url = _settings_and_url(database_url)
+    settings, url = settings_for_command(database_url)
     try:
         mode = migrate.upgrade(
             url,
@@ -63,7 +50,7 @@ def upgrade(database_url: DatabaseOption = None) -> None:
 @app.command()
 def status(database_url: DatabaseOption = None) -> None:
     """Say which storage mode runs and which migrations are pending."""
-    _, url = _settings_and_url(database_url)
+    _, url = settings_for_command(database_url)
     try:
         state = migrate.status(url)
     except (StorageError, psycopg.Error) as exc:
@@ -86,7 +73,7 @@ def status(database_url: DatabaseOption = None) -> None:
 @app.command("refresh-rollups")
 def refresh_rollups(database_url: DatabaseOption = None) -> None:
     """Bring the 1-minute, 1-hour and 1-day rollups up to date now."""
-    _, url = _settings_and_url(database_url)
+    _, url = settings_for_command(database_url)
     try:
         mode = migrate.status(url).mode
         if mode is None:
@@ -102,7 +89,7 @@ def refresh_rollups(database_url: DatabaseOption = None) -> None:
 @app.command()
 def maintain(database_url: DatabaseOption = None) -> None:
     """Create partitions ahead and drop those past retention (partition mode)."""
-    settings, url = _settings_and_url(database_url)
+    settings, url = settings_for_command(database_url)
     try:
         if migrate.status(url).mode != "partitioned":
             console.print("nothing to do: TimescaleDB's policies maintain chunks")

@@ -10,7 +10,7 @@ import psycopg
 import typer
 from rich.console import Console
 
-from services.settings import SettingsError, load_settings
+from services.settings import settings_for_command
 
 from .registry import ManifestError, load, read_manifest
 from .urls import libpq_url
@@ -33,14 +33,7 @@ def load_command(
     ] = None,
 ) -> None:
     """Register (or update) every row of the manifest, or none if any row is bad."""
-    try:
-        url = database_url or load_settings().database_url
-    except SettingsError as exc:
-        errors.print(str(exc))
-        raise typer.Exit(2) from None
-    if not url:
-        errors.print("no database: set URBANPULSE_DATABASE_URL or pass --database-url")
-        raise typer.Exit(2)
+    _, url = settings_for_command(database_url)
     try:
         text = sys.stdin.read() if manifest == "-" else Path(manifest).read_text()
     except OSError as exc:
