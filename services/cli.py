@@ -16,6 +16,10 @@ from typer.core import TyperGroup
 
 # name -> ("module:attribute" of a typer.Typer app, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "gateway": (
+        "gateway.cli:app",
+        "Run a field gateway: drivers to SenML packs, store-and-forward over MQTT.",
+    ),
     "senml": ("gateway.senml_cli:app", "Decode and check SenML packs (the field engineer's tool)."),
     "db": ("services.storage.cli:app", "Apply migrations, show the storage mode, refresh rollups."),
     "ingest": ("services.ingest.cli:app", "Run an ingestion worker: MQTT to the data layer."),

@@ -151,7 +151,7 @@ def test_the_gateway_modules_import_no_server_library() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["db", "ingest", "quarantine", "registry", "senml", "simulate", "up"]
+    "command", ["db", "gateway", "ingest", "quarantine", "registry", "senml", "simulate", "up"]
 )
 def test_every_subcommand_has_help(command: str) -> None:
     result = subprocess.run(
