@@ -99,6 +99,7 @@ class Counters:
     packs_refused: int = 0
     unencodable: int = 0
     bad_lines: int = 0
+    not_attached: int = 0  # readings of a sensor not in the gateway's list
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:
@@ -113,6 +114,7 @@ class GatewayApp:
     """One gateway process; :meth:`run` until the driver ends or :meth:`stop` is called."""
 
     def __init__(self, settings: GatewaySettings, driver: Driver) -> None:
+        self._attached = frozenset(settings.sensors)
         self.settings = settings
         self.driver = driver
         self.counters = Counters()
@@ -181,6 +183,16 @@ class GatewayApp:
     def _add(self, item: object) -> list[list[Record]]:
         assert isinstance(item, Record)
         self.counters.records_read += 1
+        if self._attached:
+            parts = split_name(item.name)
+            if parts is None or parts[0] not in self._attached:
+                # The broker would refuse nothing, but ingestion would quarantine it as another
+                # gateway's sensor: say so here, where the wiring can be fixed.
+                self.counters.not_attached += 1
+                logger.warning(
+                    "reading of %s: not a sensor of gateway %s", item.name, self.settings.gateway_id
+                )
+                return []
         return self.packer.add(item)
 
     def _read(self) -> None:

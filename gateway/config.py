@@ -54,6 +54,11 @@ class GatewaySettings(BaseSettings):
     )
 
     driver: str = Field(default="line", description="jsonl:PATH, line, or simulator[:CITY]")
+    sensors: list[str] = Field(
+        default_factory=list,
+        description="Sensor ids attached to this gateway; readings of others are counted and "
+        "logged, not published. Empty: every sensor the driver reads.",
+    )
     speed: float = Field(default=1.0, ge=0, description="Replay speed-up; 0 = as fast as possible")
 
     @field_validator("gateway_id")

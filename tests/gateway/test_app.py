@@ -296,3 +296,33 @@ def test_gateway_help_runs_without_the_server_libraries() -> None:
     result = _gateway_only("gateway", "--help")
     assert result.returncode == 0, result.stderr
     assert "--driver" in result.stdout
+
+
+def test_only_the_sensors_attached_to_the_gateway_are_published(
+    tmp_path: Path, mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect
+) -> None:
+    gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    subscriber = mqtt_connect(mqtt_broker, subscribe=up_topic(gateway_id))
+    path = tmp_path / "replay.jsonl"
+    expected = write_jsonl(path, sensors=3, readings=10)
+    settings = GatewaySettings(
+        gateway_id=gateway_id,
+        broker_url=mqtt_broker.url,
+        outbox_path=tmp_path / "outbox.sqlite",
+        pack_max_records=10,
+        status_file=None,
+        drain_timeout_s=10,
+        driver=f"jsonl:{path}",
+        speed=0,
+        sensors=["s1"],
+    )
+    gateway = GatewayApp(settings, open_driver(settings.driver, gateway_id, settings.speed))
+    gateway.run()
+    subscriber.wait_for(1)
+    time.sleep(0.3)
+    received = [r for m in subscriber.messages for r in decode(bytes(m.payload), time.time())]
+    assert sorted(r.time for r in received) == sorted(
+        r.time for r in expected if r.name == "s1/flow"
+    )
+    assert {r.name for r in received} == {"s1/flow"}
+    assert gateway.counters.not_attached == 20
