@@ -23,6 +23,7 @@ from psycopg.rows import class_row
 
 from gateway.errors import SenMLError
 from gateway.senml import Record
+from services.storage.modes import storage_mode
 from services.storage.writer import ExtraReading, Reading, ReadingWriter
 
 from .registry import SensorDirectory
@@ -201,7 +202,7 @@ def replay(
     now = time.time() if now is None else now
     policy = policy or Policy()
     # Both commit on construction, so they come before the replay's own transaction.
-    writer = ReadingWriter(conn, _storage_mode(conn))
+    writer = ReadingWriter(conn, storage_mode(conn))
     sensors = SensorDirectory(conn).snapshot
     result = ReplayResult()
     where, params = _where(reason=reason, sensor=sensor_id, ids=ids)
@@ -287,9 +288,3 @@ def _revalidate(
             f"time {record.time:.3f} is past the retention window now (before {oldest:.0f})",
         )
     return checked.rows, checked.extras
-
-
-def _storage_mode(conn: Conn) -> str:
-    row = conn.execute("SELECT value FROM storage_settings WHERE name = 'mode'").fetchone()
-    conn.commit()
-    return str(row[0]) if row else "partitioned"

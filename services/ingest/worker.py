@@ -34,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
+from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
 from services.storage.writer import ExtraReading, Reading, ReadingWriter
 
@@ -232,7 +233,7 @@ class IngestWorker:
         try:
             if conn is None or registry_conn is None:
                 return
-            mode = self._mode(conn)
+            mode = storage_mode(conn)
             writer = ReadingWriter(conn, mode)
             sensors = SensorDirectory(registry_conn)
             maintenance = Maintenance(
@@ -373,7 +374,7 @@ class IngestWorker:
                     raise _ShutdownError from None
                 conn.close()
                 conn = new
-                writer = ReadingWriter(conn, self._mode(conn))
+                writer = ReadingWriter(conn, storage_mode(conn))
             except psycopg.Error:
                 # Not the database being away but something in the batch that PostgreSQL
                 # refuses and validation did not foresee. Retrying as is would loop forever:
@@ -616,12 +617,6 @@ class IngestWorker:
                 stop.wait(delay)
                 delay = min(delay * 2, 2.0)
         return None
-
-    @staticmethod
-    def _mode(conn: psycopg.Connection[tuple[object, ...]]) -> str:
-        row = conn.execute("SELECT value FROM storage_settings WHERE name = 'mode'").fetchone()
-        conn.commit()
-        return str(row[0]) if row else "partitioned"
 
 
 def _q(
