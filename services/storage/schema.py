@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -231,3 +232,156 @@ storage_settings = Table(
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# --- Business and application layers (migration 0002) ------------------------------------------
+
+city_settings = Table(
+    "city_settings",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment="city-wide reference data the KPIs need: peak periods, grid renewable fraction, "
+    "timezone...",
+)
+
+kpi_targets = Table(
+    "kpi_targets",
+    metadata,
+    Column("kpi_id", Text, nullable=False),
+    Column(
+        "scope",
+        Text,
+        nullable=False,
+        comment="city: the whole city and every district without its own",
+    ),
+    Column("target", Double, nullable=False),
+    Column("warning", Double, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("kpi_id", "scope"),
+)
+
+kpi_baselines = Table(
+    "kpi_baselines",
+    metadata,
+    Column("kpi_id", Text, nullable=False),
+    Column("scope", Text, nullable=False, comment="city or a district id"),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("value", Double),
+    Column("coverage", Double),
+    Column("quality", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("recorded_by", Text),
+    PrimaryKeyConstraint("kpi_id", "scope"),
+    CheckConstraint("period_end > period_start", name="period"),
+)
+
+kpi_current = Table(
+    "kpi_current",
+    metadata,
+    Column("kpi_id", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("value", Double),
+    Column("rating", Text, nullable=False),
+    Column("body", JSONB, nullable=False, comment="the whole KPI value as the API serves it"),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("kpi_id", "scope", "period"),
+    comment="the current periods' KPI values, kept fresh by the monitor",
+)
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("subject", Text, nullable=False),
+    Column("kind", Text),
+    Column("quantity", Text),
+    Column("kpi_id", Text),
+    Column("district_id", Text, ForeignKey("districts.id")),
+    Column("condition", Text, nullable=False),
+    Column("threshold", Double),
+    Column("clear_threshold", Double, comment="hysteresis: the value that clears a raised alert"),
+    Column("duration_s", Double, nullable=False, server_default="0"),
+    Column("severity", Text, nullable=False, server_default="warning"),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("builtin", Boolean, nullable=False, server_default="false"),
+    Column("params", JSONB, nullable=False, server_default="{}"),
+    _ts(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("subject IN ('sensor', 'gateway', 'kpi')", name="subject"),
+    CheckConstraint("severity IN ('info', 'warning', 'critical')", name="severity"),
+    CheckConstraint("duration_s >= 0", name="duration"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("rule_id", Text, ForeignKey("alert_rules.id"), nullable=False),
+    Column("subject_id", Text, nullable=False),
+    Column("district_id", Text),
+    Column("domain", Text),
+    Column("state", Text, nullable=False, server_default="raised"),
+    Column("severity", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("value", Double),
+    Column("raised_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("acknowledged_by", Text),
+    Column("ack_comment", Text),
+    Column("cleared_at", DateTime(timezone=True)),
+    Column("cleared_by", Text, comment="who cleared it; null when the condition itself cleared"),
+    Column("clear_comment", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("state IN ('raised', 'acknowledged', 'cleared')", name="state"),
+)
+Index(
+    "uq_alerts_open",
+    alerts.c.rule_id,
+    alerts.c.subject_id,
+    unique=True,
+    postgresql_where=alerts.c.state != "cleared",
+)
+Index("ix_alerts_state_raised_at", alerts.c.state, alerts.c.raised_at)
+
+alert_conditions = Table(
+    "alert_conditions",
+    metadata,
+    Column("rule_id", Text, ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False),
+    Column("subject_id", Text, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("value", Double),
+    PrimaryKeyConstraint("rule_id", "subject_id"),
+    comment="conditions true now but not yet for the rule's minimum duration",
+)
+
+# The live stream's log. ``xid`` is the writing transaction: identity values are handed out
+# before commit, so a reader that has seen id n may later find a smaller id committed; it
+# therefore delivers only rows older than every transaction still running.
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column(
+        "xid",
+        BigInteger,
+        nullable=False,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+        comment="writing transaction: a reader delivers an id only once every older "
+        "transaction ended",
+    ),
+    Column("time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("type", Text, nullable=False),
+    Column("district_id", Text),
+    Column("domain", Text),
+    Column("sensor_id", Text),
+    Column("data", JSONB, nullable=False),
+    CheckConstraint("type IN ('readings', 'kpi', 'alert')", name="type"),
+)
+Index("ix_events_time", events.c.time)

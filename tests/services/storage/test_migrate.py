@@ -33,11 +33,12 @@ def _columns(url: str) -> dict[str, list[tuple[str, str]]]:
         }
 
 
-def test_status_of_an_empty_database_lists_the_pending_migration(empty_database: str) -> None:
+def test_status_of_an_empty_database_lists_the_pending_migrations(empty_database: str) -> None:
     status = migrate.status(empty_database)
     assert status.mode is None
     assert status.current is None
-    assert status.pending == (status.head,)
+    assert status.pending == ("0001", "0002")
+    assert status.pending[-1] == status.head
 
 
 def test_upgrade_without_timescaledb_chooses_partitions(empty_database: str) -> None:
