@@ -1,0 +1,133 @@
+"""The dependencies every route uses: a database connection, and the caller with a permission.
+
+    from services.api.deps import Conn, Principal, require, Reader
+
+    @router.get("/things")
+    def things(conn: Conn, principal: Reader) -> ...: ...
+
+- ``Conn``: a ``psycopg.Connection`` (tuple rows) from the app's pool; committed when the
+  endpoint returns normally, rolled back when it raises, before the response is sent.
+- ``require("read")`` is ``Annotated[Principal, Depends(...)]``: the caller, refused with 401
+  (no or bad key) or 403 (role lacks the permission). mypy does not accept a call in an
+  annotation, so typed code uses the aliases below (``Reader``, ``Streamer``, ``AlertWriter``,
+  ``RegistryWriter``, ``KeyAdmin``), which are exactly ``require(...)`` of each permission.
+
+Permissions: read, stream, alerts:write, registry:write, keys:admin; roles: operator = read,
+stream, alerts:write; engineer = operator + registry:write; service = read, stream; admin = all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, Request
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool
+
+from .auth import Authenticator, Principal
+from .keys import PERMISSIONS, ROLE_PERMISSIONS
+from .problems import Problem
+
+__all__ = [
+    "PERMISSIONS",
+    "ROLE_PERMISSIONS",
+    "AlertWriter",
+    "Conn",
+    "KeyAdmin",
+    "Principal",
+    "Reader",
+    "RegistryWriter",
+    "Streamer",
+    "get_conn",
+    "get_pool",
+    "require",
+]
+
+
+def get_pool(request: Request) -> ConnectionPool:
+    """The app's connection pool (made in the lifespan of ``services.api.app``)."""
+    pool: ConnectionPool = request.app.state.pool
+    return pool
+
+
+def get_conn(request: Request) -> Iterator[psycopg.Connection[TupleRow]]:
+    """A pooled connection for one request; the pool's context commits on a normal exit and
+    rolls back when the endpoint raised (FastAPI throws the exception into this generator)."""
+    with get_pool(request).connection() as conn:
+        yield conn
+
+
+# scope="function": the commit happens when the endpoint returns, before the response is
+# sent, so a client never sees 201 for a write that then fails to commit.
+Conn = Annotated[psycopg.Connection[TupleRow], Depends(get_conn, scope="function")]
+
+_AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="urbanpulse", charset="UTF-8"'}
+
+
+def _presented_key(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def current_principal(request: Request) -> Principal:
+    """The caller, or a 401 problem when no valid key was presented."""
+    token = _presented_key(request)
+    if token is None:
+        raise Problem(
+            401,
+            detail="an API key is needed: send it as X-API-Key or Authorization: Bearer",
+            headers=_AUTH_HEADERS,
+        )
+    authenticator: Authenticator = request.app.state.authenticator
+    principal = authenticator.authenticate(token)
+    if principal is None:
+        raise Problem(
+            401, detail="the API key is unknown, malformed or revoked", headers=_AUTH_HEADERS
+        )
+    request.state.principal = principal
+    return principal
+
+
+def permission(name: str) -> Callable[[Request], Principal]:
+    """A dependency callable returning the caller when its role grants ``name``."""
+    if name not in PERMISSIONS:
+        raise ValueError(f"unknown permission {name!r}; one of {', '.join(PERMISSIONS)}")
+
+    def check(request: Request) -> Principal:
+        principal = current_principal(request)
+        if not principal.can(name):
+            raise Problem(
+                403,
+                detail=f"role {principal.role!r} does not grant {name!r}",
+                permission=name,
+                role=principal.role,
+            )
+        return principal
+
+    check.__name__ = f"require_{name.replace(':', '_')}"
+    return check
+
+
+_CHECKS = {name: permission(name) for name in PERMISSIONS}
+
+
+def require(permission_name: str) -> Any:
+    """``Annotated[Principal, Depends(...)]`` for a parameter: the caller, who must hold
+    ``permission_name``. (Typed ``Any`` because it is used as a type; see the module doc.)"""
+    if permission_name not in _CHECKS:
+        raise ValueError(f"unknown permission {permission_name!r}; one of {', '.join(PERMISSIONS)}")
+    return Annotated[Principal, Depends(_CHECKS[permission_name])]
+
+
+Reader = Annotated[Principal, Depends(_CHECKS["read"])]
+Streamer = Annotated[Principal, Depends(_CHECKS["stream"])]
+AlertWriter = Annotated[Principal, Depends(_CHECKS["alerts:write"])]
+RegistryWriter = Annotated[Principal, Depends(_CHECKS["registry:write"])]
+KeyAdmin = Annotated[Principal, Depends(_CHECKS["keys:admin"])]
