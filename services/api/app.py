@@ -1,0 +1,116 @@
+"""The FastAPI application: ``create_app(settings)``, everything under ``/v1`` but operations.
+
+Nothing connects at import time: the connection pool is made in the lifespan, from the settings
+passed in (or loaded from the environment), so tests build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from services.settings import Settings, load_settings
+from services.storage.urls import libpq_url
+
+from . import problems
+from .auth import Authenticator
+from .metrics import ApiMetrics, MetricsMiddleware
+from .routes import alerts, health, kpis, quarantine, readings, registry, stream
+
+# Pool bounds. Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests
+# hold a connection for a few milliseconds, so ~10 connections serve a 2-core API; PostgreSQL's
+# default max_connections (100) then leaves room for ingestion workers and several replicas.
+# Two stay open so a quiet API answers its first request without a connect.
+POOL_MIN = 2
+POOL_MAX = 10
+# How long a request waits for a pooled connection before it is answered 503 (the database is
+# down or saturated), rather than hanging for psycopg_pool's default 30 s.
+POOL_TIMEOUT_S = 5.0
+
+DESCRIPTION = """
+UrbanPulse serves a smart sustainable city's sensor data: the registry of districts, gateways
+and sensors; readings, downsampled from rollups; KPIs and their targets; alerts; and a live
+stream.
+
+**Auth.** Every `/v1` endpoint needs an API key, sent as `X-API-Key: <id>.<secret>` (or
+`Authorization: Bearer <id>.<secret>`). Roles: *operator* (read, stream, alerts:write),
+*engineer* (operator + registry:write), *service* (read, stream), *admin* (everything). Keys
+are made with `urbanpulse keys create`.
+
+**Errors** are RFC 9457 problem details (`application/problem+json`); validation problems list
+each bad field in `errors`.
+
+**Pagination.** Lists return `{items, next_cursor}`; pass `cursor=<next_cursor>` for the next
+page until it is null.
+"""
+
+TAGS = [
+    {"name": "registry", "description": "Districts, gateways and sensors (engineers write)."},
+    {"name": "readings", "description": "A sensor's readings over a time range, downsampled."},
+    {"name": "quarantine", "description": "Input that could not be stored, for inspection."},
+    {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
+]
+
+
+def pool_for(settings: Settings) -> ConnectionPool:
+    if not settings.database_url:
+        raise ValueError("the API needs a database: set URBANPULSE_DATABASE_URL")
+    return ConnectionPool(
+        libpq_url(settings.database_url),
+        min_size=POOL_MIN,
+        max_size=POOL_MAX,
+        timeout=POOL_TIMEOUT_S,
+        # Do not wait for the first connections: the API starts (and /readyz says why it is
+        # not ready) while the database is still coming up.
+        open=False,
+        name="urbanpulse-api",
+        kwargs={"application_name": "urbanpulse-api"},
+    )
+
+
+async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
+    problem = problems.Problem(503, "Database unavailable", "the database did not answer in time")
+    return problems.problem_response(problem, request)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: from the environment)."""
+    settings = settings or load_settings()
+    pool = pool_for(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.open(wait=False)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="UrbanPulse API",
+        summary="Registry, readings, KPIs, alerts and live data of a smart sustainable city.",
+        description=DESCRIPTION,
+        version="1.0.0",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.authenticator = Authenticator(pool)
+    app.state.metrics = ApiMetrics()
+    app.state.head_revision = health.head_revision()
+
+    problems.install(app)
+    app.add_exception_handler(PoolTimeout, _on_database_down)
+    app.add_exception_handler(psycopg.OperationalError, _on_database_down)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
+
+    app.include_router(health.router)
+    for module in (registry, readings, quarantine, kpis, alerts, stream):
+        app.include_router(module.router, prefix="/v1")
+    return app

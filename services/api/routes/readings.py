@@ -1,0 +1,7 @@
+"""/v1 readings routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
