@@ -78,10 +78,10 @@ def copy_into(url: str, table: str, parts: list[list[Row]]) -> None:
             conn.commit()
 
 
-def idempotent(url: str, parts: list[list[Row]]) -> int:
+def idempotent(url: str, parts: list[list[Row]], live_events: bool = False) -> int:
     inserted = 0
     with psycopg.connect(libpq_url(url)) as conn:
-        writer = ReadingWriter(conn, "partitioned")
+        writer = ReadingWriter(conn, "partitioned", live_events=live_events)
         for part in parts:
             inserted += writer.write(part).inserted
             conn.commit()
@@ -166,6 +166,16 @@ def main() -> None:
         )
         results.append(
             ("idempotent, all duplicates", len(rows), timed(lambda: idempotent(url, parts)))
+        )
+
+        # What the live stream's event log (one event per batch of new rows) costs.
+        url = fresh_database(server, rows)
+        results.append(
+            (
+                "idempotent + live events, 1 connection",
+                len(rows),
+                timed(lambda: idempotent(url, parts, live_events=True)),
+            )
         )
 
         url = fresh_database(server, rows)

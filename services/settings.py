@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     retention: timedelta = Field(default=timedelta(days=400), description="raw readings kept")
     partition_interval: timedelta = Field(default=timedelta(days=1))
     partitions_ahead: int = Field(default=7, ge=1, le=366)
+    live_readings: bool = Field(
+        default=True,
+        description="ingestion logs each batch's new readings for the live stream (SSE)",
+    )
+    events_retention: timedelta = Field(
+        default=timedelta(hours=1), description="how far back a live-stream client may resume"
+    )
     data_dir: Path = Field(default=Path(".urbanpulse"), description="state of `urbanpulse up`")
 
     @field_validator("database_url")

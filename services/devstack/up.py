@@ -169,6 +169,8 @@ def _start_ingestion(
             client_id="urbanpulse-up-ingest",
             policy=Policy(max_age_s=settings.retention.total_seconds()),
             register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
+            live_events=settings.live_readings,
+            events_retention_s=settings.events_retention.total_seconds(),
         )
     )
     thread = threading.Thread(

@@ -72,6 +72,8 @@ def ingest(
             password=password,
             policy=Policy(max_age_s=settings.retention.total_seconds()),
             register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
+            live_events=settings.live_readings,
+            events_retention_s=settings.events_retention.total_seconds(),
         )
     )
     stop = threading.Event()

@@ -1,10 +1,11 @@
-"""The worker's companion loop: rollup refreshes and partition upkeep, on its own connection.
+"""The worker's companion loop: rollup refreshes, partition upkeep and the event log's pruning,
+on its own connection.
 
 It runs beside the writer so that the hot path never waits for a refresh. In partition mode it
 brings the rollup tables up to the current minute every ``rollup_every_s`` and keeps partitions
 created ahead and dropped past retention every ``maintain_every_s``; several workers may all run
 it, since the refresh and the partition work each take an advisory lock. In TimescaleDB mode the
-extension's policies do both, and this loop has nothing to do.
+extension's policies do both. In both modes it drops live-stream events past their retention.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 
 import psycopg
 
-from services.storage import partitions, rollups
+from services.storage import events, partitions, rollups
 from services.storage.urls import libpq_url
 
 from .metrics import IngestMetrics
@@ -31,18 +33,20 @@ class Maintenance:
         rollup_every_s: float,
         maintain_every_s: float,
         metrics: IngestMetrics,
+        *,
+        events_retention_s: float = 3600.0,
     ) -> None:
         self.database_url = database_url
         self.mode = mode
         self.rollup_every_s = rollup_every_s
         self.maintain_every_s = maintain_every_s
         self.metrics = metrics
+        self.events_retention = timedelta(seconds=events_retention_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
 
     def start(self) -> None:
-        if self.mode == "partitioned":
-            self._thread.start()
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -54,10 +58,13 @@ class Maintenance:
         while not self._stop.wait(self.rollup_every_s):
             try:
                 with psycopg.connect(libpq_url(self.database_url), connect_timeout=5) as conn:
-                    started = time.perf_counter()
-                    rollups.refresh(conn, self.mode)
-                    self.metrics.rollup_refresh_seconds.observe(time.perf_counter() - started)
-                if time.monotonic() >= next_maintain:
+                    if self.mode == "partitioned":
+                        started = time.perf_counter()
+                        rollups.refresh(conn, self.mode)
+                        self.metrics.rollup_refresh_seconds.observe(time.perf_counter() - started)
+                    events.prune(conn, self.events_retention)
+                    conn.commit()
+                if self.mode == "partitioned" and time.monotonic() >= next_maintain:
                     partitions.maintain(self.database_url)
                     next_maintain = time.monotonic() + self.maintain_every_s
             except psycopg.Error as exc:

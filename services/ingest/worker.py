@@ -70,6 +70,9 @@ class WorkerConfig:
     # Companion maintenance on its own connection: rollups (partition mode) and partitions.
     rollup_every_s: float = 60.0
     maintain_every_s: float = 3600.0
+    # Log each batch's new readings for the live stream, kept this long (services.storage.events).
+    live_events: bool = True
+    events_retention_s: float = 3600.0
 
 
 @dataclass(slots=True)
@@ -234,7 +237,7 @@ class IngestWorker:
             if conn is None or registry_conn is None:
                 return
             mode = storage_mode(conn)
-            writer = ReadingWriter(conn, mode)
+            writer = ReadingWriter(conn, mode, live_events=self.config.live_events)
             sensors = SensorDirectory(registry_conn)
             maintenance = Maintenance(
                 self.config.database_url,
@@ -242,6 +245,7 @@ class IngestWorker:
                 self.config.rollup_every_s,
                 self.config.maintain_every_s,
                 self.metrics,
+                events_retention_s=self.config.events_retention_s,
             )
             maintenance.start()
             # Decoding and validating batch N+1 (here) overlaps writing batch N (there):
@@ -374,7 +378,9 @@ class IngestWorker:
                     raise _ShutdownError from None
                 conn.close()
                 conn = new
-                writer = ReadingWriter(conn, storage_mode(conn))
+                writer = ReadingWriter(
+                    conn, storage_mode(conn), live_events=self.config.live_events
+                )
             except psycopg.Error:
                 # Not the database being away but something in the batch that PostgreSQL
                 # refuses and validation did not foresee. Retrying as is would loop forever:

@@ -33,7 +33,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 # Constraint names are deterministic so that migrations can refer to them.
 metadata = MetaData(
@@ -361,27 +361,26 @@ alert_conditions = Table(
     comment="conditions true now but not yet for the rule's minimum duration",
 )
 
-# The live stream's log. ``xid`` is the writing transaction: identity values are handed out
-# before commit, so a reader that has seen id n may later find a smaller id committed; it
-# therefore delivers only rows older than every transaction still running.
+# The live stream's log (services.storage.events).
 events = Table(
     "events",
     metadata,
     Column("id", BigInteger, Identity(always=False), primary_key=True),
-    Column(
-        "xid",
-        BigInteger,
-        nullable=False,
-        server_default=text("(pg_current_xact_id())::text::bigint"),
-        comment="writing transaction: a reader delivers an id only once every older "
-        "transaction ended",
-    ),
     Column("time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("type", Text, nullable=False),
     Column("district_id", Text),
     Column("domain", Text),
     Column("sensor_id", Text),
-    Column("data", JSONB, nullable=False),
+    Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column(
+        "sensor_keys",
+        ARRAY(Integer),
+        comment="readings events: the new rows as parallel arrays (native types cost the "
+        "writer least)",
+    ),
+    Column("quantity_keys", ARRAY(SmallInteger)),
+    Column("times", ARRAY(DateTime(timezone=True))),
+    Column("readings", ARRAY(Double)),
     CheckConstraint("type IN ('readings', 'kpi', 'alert')", name="type"),
 )
 Index("ix_events_time", events.c.time)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.rows import TupleRow
 
+from . import events
 from .partitions import PartitionSet, read_interval
 
 # PostgreSQL's binary COPY: signature, flags, header extension length; -1 fields ends it.
@@ -29,6 +30,21 @@ _COPY_TRAILER = struct.pack(">h", -1)
 # Row: 4 fields; timestamptz (int64 µs since 2000-01-01), int4, int2, float8, each length-prefixed.
 _ROW = struct.Struct(">hiqiiihid")
 _PG_EPOCH = 946_684_800.0
+
+_INSERT_READINGS = (
+    "INSERT INTO readings (time, sensor_key, quantity_key, value) "
+    "SELECT time, sensor_key, quantity_key, value FROM staging_readings "
+    "ON CONFLICT DO NOTHING"
+)
+# The new rows only (a redelivered duplicate is not news), as parallel arrays of native types:
+# bench/bench_write.py measured the same event as JSON arrays twice as costly to the writer
+# (float8 -> numeric conversions).
+_INSERT_READINGS_WITH_EVENT = (
+    "WITH new AS (" + _INSERT_READINGS + " RETURNING time, sensor_key, quantity_key, value) "
+    "INSERT INTO events (type, sensor_keys, quantity_keys, times, readings) SELECT 'readings', "
+    "array_agg(sensor_key), array_agg(quantity_key), array_agg(time), array_agg(value) "
+    "FROM new HAVING count(*) > 0 RETURNING cardinality(sensor_keys)"
+)
 
 # (time as Unix epoch seconds, sensor key, quantity key, value)
 Reading = tuple[float, int, int, float]
@@ -61,9 +77,13 @@ class ReadingWriter:
     connection of its own: the constructor commits.
     """
 
-    def __init__(self, conn: psycopg.Connection[TupleRow], mode: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[TupleRow], mode: str, *, live_events: bool = False
+    ) -> None:
         self.conn = conn
         self.mode = mode
+        # Also append each batch's new rows to the live stream's event log (storage.events).
+        self.live_events = live_events
         self._partitions: PartitionSet | None = None
         if mode == "partitioned":
             self._partitions = PartitionSet(read_interval(conn))
@@ -102,18 +122,23 @@ class ReadingWriter:
                     "FROM STDIN (FORMAT BINARY)"
                 ) as copy:
                     copy.write(encode_copy(rows))
-                cur.execute(
-                    "INSERT INTO readings (time, sensor_key, quantity_key, value) "
-                    "SELECT time, sensor_key, quantity_key, value FROM staging_readings "
-                    "ON CONFLICT DO NOTHING"
-                )
-                inserted += max(cur.rowcount, 0)
+                if self.live_events:
+                    inserted += self._insert_with_event(cur)
+                else:
+                    cur.execute(_INSERT_READINGS)
+                    inserted += max(cur.rowcount, 0)
                 if self._partitions is not None:
                     self._invalidate(cur, "staging_readings")
                 cur.execute("TRUNCATE staging_readings")
         if extras:
             inserted += self._write_extras(extras)
         return WriteResult(len(rows) + len(extras), inserted)
+
+    def _insert_with_event(self, cur: psycopg.Cursor[TupleRow]) -> int:
+        events.lock(self.conn)
+        cur.execute(_INSERT_READINGS_WITH_EVENT)
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
 
     def _write_extras(self, extras: Sequence[ExtraReading]) -> int:
         with self.conn.cursor() as cur:
