@@ -1,9 +1,69 @@
-"""KPI computations of the ict domain (see ../catalog.py)."""
+"""KPI computations of the ICT domain (see ../catalog.py): ICT-1, smart electricity meters
+reporting.
+
+ICT-1 measures the network's silence itself, so its sources are the registry's meters: every
+registered meter counts as used (a silent one is a measured "not reporting"), and the value is
+only missing when a scope has no meters at all. How complete the meters' readings were is in
+``detail`` (``reading_completeness``), not in the coverage: a KPI of reporting meters would
+otherwise be "insufficient" exactly when it is bad.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..model import Computation
+import psycopg
+from psycopg.rows import TupleRow
 
-COMPUTATIONS: Mapping[str, Computation] = {}
+from ..model import Computation, KpiQuery, KpiRow
+from ._sql import (
+    BUCKETS_CTE,
+    EXPECTED_READINGS,
+    SENSOR_EXPECTED,
+    WANTED_GROUP,
+    compose,
+    fetch_rows,
+    params,
+)
+
+_METERS_REPORTING = f"""
+WITH {BUCKETS_CTE},
+meters AS (
+    SELECT b.bucket_start, b.bucket_end, s.key, s.district_id,
+           {EXPECTED_READINGS} AS expected_readings
+    FROM buckets b JOIN sensors s ON s.kind = 'electricity_meter' AND {SENSOR_EXPECTED}
+),
+received AS (
+    -- readings per meter and quantity; a meter's reading sets are those of its fullest quantity
+    SELECT m.bucket_start, m.key, r.quantity_key, sum(r.count) AS n
+    FROM meters m JOIN {{rollup}} r
+      ON r.sensor_key = m.key AND r.bucket >= m.bucket_start AND r.bucket < m.bucket_end
+    GROUP BY 1, 2, 3
+),
+per_meter AS (
+    SELECT m.bucket_start, m.district_id, m.expected_readings, coalesce(max(rc.n), 0) AS n
+    FROM meters m LEFT JOIN received rc ON rc.bucket_start = m.bucket_start AND rc.key = m.key
+    GROUP BY m.bucket_start, m.key, m.district_id, m.expected_readings
+)
+SELECT bucket_start, district_id,
+       100.0 * count(*) FILTER (WHERE n > 0) / nullif(count(*), 0) AS value,
+       count(*) AS sources_used, count(*) AS sources_expected, NULL::float8 AS completeness,
+       jsonb_build_object(
+           'meters_reporting', count(*) FILTER (WHERE n > 0),
+           'meters_registered', count(*),
+           'reading_completeness',
+           sum(least(n, expected_readings)) / nullif(sum(expected_readings), 0)
+       ) AS detail
+FROM per_meter
+GROUP BY GROUPING SETS ((bucket_start, district_id), (bucket_start))
+HAVING {WANTED_GROUP}
+ORDER BY bucket_start, district_id NULLS LAST
+"""  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
+
+
+def meters_reporting(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
+    """ICT-1: % of registered smart electricity meters with at least one reading in the bucket."""
+    return fetch_rows(conn, compose(_METERS_REPORTING, query), params(query))
+
+
+COMPUTATIONS: Mapping[str, Computation] = {"ICT-1": meters_reporting}

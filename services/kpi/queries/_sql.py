@@ -1,0 +1,99 @@
+"""SQL pieces every KPI query shares: the buckets, the rollup to read, the sensors expected.
+
+A query built on these reads the buckets as ``buckets(bucket_start, bucket_end, observed_end)``
+(``observed_end`` is ``bucket_end`` capped at the transaction's ``now()``, so a period still
+running expects readings only up to now) and binds :func:`params` (named parameters
+``bucket_starts``, ``bucket_ends``, ``districts``). Rollup names come from :func:`rollup_for` and
+go into the text with ``psycopg.sql.Identifier``; every value is a bind parameter.
+
+The fragments refer to the registry row as ``s`` and the bucket as ``b``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from ..model import KpiQuery, KpiRow
+
+BUCKETS_CTE = """buckets AS (
+    SELECT bucket_start, bucket_end, least(bucket_end, now()) AS observed_end
+    FROM unnest(%(bucket_starts)s::timestamptz[], %(bucket_ends)s::timestamptz[])
+        AS given(bucket_start, bucket_end)
+)"""
+
+# The sensor counts in bucket b: commissioned (not pending), installed before the bucket's
+# observed end, not retired before its start (a retired sensor with no date is gone for good).
+SENSOR_EXPECTED = """(s.status <> 'pending'
+    AND NOT (s.status = 'retired' AND s.retired_at IS NULL)
+    AND (s.installed_at IS NULL OR s.installed_at < b.observed_end)
+    AND (s.retired_at IS NULL OR s.retired_at > b.bucket_start))"""
+
+# Seconds of bucket b during which sensor s was in service (0 when none).
+ACTIVE_SECONDS = """greatest(0.0, extract(epoch FROM
+    least(b.observed_end, coalesce(s.retired_at, 'infinity'::timestamptz))
+    - greatest(b.bucket_start, coalesce(s.installed_at, '-infinity'::timestamptz)))::float8)"""
+
+# Readings sensor s owed in bucket b at its nominal interval (KPIS.md "expected readings").
+EXPECTED_READINGS = f"({ACTIVE_SECONDS} / s.interval_s)"
+
+# HAVING clause of a query grouped by GROUPING SETS ((bucket_start, district_id), (bucket_start))
+# over a column named ``district_id``: keep the city row and the rows of the districts asked for,
+# never a group of sensors that belong to no district.
+WANTED_GROUP = """(grouping(district_id) = 1 OR (district_id IS NOT NULL
+    AND (%(districts)s::text[] IS NULL OR district_id = ANY(%(districts)s::text[]))))"""
+
+_ROLLUPS = (
+    ("readings_1d", timedelta(days=1)),
+    ("readings_1h", timedelta(hours=1)),
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rollup_for(query: KpiQuery) -> str:
+    """The coarsest rollup whose buckets tile every bucket of ``query`` exactly: ``readings_1d``
+    when all bounds are whole UTC days, ``readings_1h`` when whole hours, else ``readings_1m``."""
+    bounds = [moment for bucket in query.buckets for moment in bucket]
+    for name, width in _ROLLUPS:
+        if all((moment - _EPOCH) % width == timedelta(0) for moment in bounds):
+            return name
+    return "readings_1m"
+
+
+def params(query: KpiQuery, **extra: Any) -> dict[str, Any]:
+    """The named parameters of the shared fragments, plus the query's own."""
+    starts, ends = query.bucket_arrays()
+    districts = list(query.districts) if query.districts is not None else None
+    return {"bucket_starts": starts, "bucket_ends": ends, "districts": districts, **extra}
+
+
+def fetch_rows(
+    conn: psycopg.Connection[TupleRow],
+    statement: sql.Composed | sql.SQL | str,
+    values: dict[str, Any],
+) -> list[KpiRow]:
+    """Run a KPI query whose columns are (bucket_start, district_id, value, sources_used,
+    sources_expected, completeness, detail) and return its rows as :class:`KpiRow`."""
+    rows = conn.execute(statement, values).fetchall()
+    return [
+        KpiRow(
+            bucket=bucket,
+            district_id=district_id,
+            value=None if value is None else float(value),
+            sources_used=int(used or 0),
+            sources_expected=int(expected or 0),
+            completeness=None if completeness is None else float(completeness),
+            detail=dict(detail or {}),
+        )
+        for bucket, district_id, value, used, expected, completeness, detail in rows
+    ]
+
+
+def compose(template: str, query: KpiQuery) -> sql.Composed:
+    """``template`` with ``{rollup}`` replaced by the rollup :func:`rollup_for` picks (literal
+    braces in the SQL must be doubled)."""
+    return sql.SQL(template).format(rollup=sql.Identifier(rollup_for(query)))
