@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -53,28 +52,24 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
+from ._sql import BUCKETS_CTE, SENSOR_EXPECTED, WANTED_GROUP, fetch_rows, params, rollup_for
 
 # The share of expected readings that makes a station-day valid (KPIS.md, EU 2008/50/EC).
 VALID_DAY_SHARE = 0.75
+_DAY = timedelta(days=1)
+_HOUR = timedelta(hours=1)
+_NO_OFFSET = timedelta(0)
 
-# Buckets, the stations in service in each, and their local days cut at the bucket's edges, with
-# the readings each station-day should hold. Parameters: starts, ends, kind, tz.
-_STATION_DAYS = """
-WITH buckets AS (
-    SELECT b.bucket_start, b.bucket_end
-    FROM unnest(%(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS b (bucket_start, bucket_end)
-),
+# The stations in service in each bucket and their local days, cut at the bucket's edges, with
+# the readings each station-day owes (up to now, for a bucket still running).
+_STATION_DAYS = f"""
+WITH {BUCKETS_CTE},
 stations AS (
-    SELECT bk.bucket_start, bk.bucket_end, s.key, s.id, s.district_id, s.interval_s,
-           greatest(bk.bucket_start, s.installed_at) AS service_start,
-           least(bk.bucket_end, s.retired_at) AS service_end
-    FROM buckets AS bk
-    JOIN sensors AS s
-      ON s.kind = %(kind)s
-     AND (s.status IN ('active', 'maintenance')
-          OR (s.status = 'retired' AND s.retired_at IS NOT NULL))
-     AND (s.installed_at IS NULL OR s.installed_at < bk.bucket_end)
-     AND (s.retired_at IS NULL OR s.retired_at > bk.bucket_start)
+    SELECT b.bucket_start, b.bucket_end, s.key, s.id, s.district_id, s.interval_s,
+           greatest(b.bucket_start, s.installed_at) AS service_start,
+           least(b.observed_end, s.retired_at) AS service_end
+    FROM buckets AS b
+    JOIN sensors AS s ON s.kind = %(kind)s AND {SENSOR_EXPECTED}
 ),
 station_days AS (
     SELECT st.*, days.day_start, days.day_end,
@@ -93,41 +88,24 @@ station_days AS (
         ) AS local_day
     ) AS days
 )
-"""
+"""  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
-# Per station and bucket (station_values: bucket_start, id, district_id, value, delivered,
-# expected, valid_days) to one row per selected district and one for the city, worst station
-# first. Parameters: starts, ends, districts.
-_WORST_STATION_PER_SCOPE = """
-, scopes AS (
-    SELECT sv.bucket_start, sv.district_id, GROUPING(sv.district_id) = 1 AS is_city,
-           max(sv.value) AS value,
-           (array_agg(sv.id ORDER BY sv.value DESC) FILTER (WHERE sv.value IS NOT NULL))[1]
-               AS worst_station,
-           count(sv.value) AS sources_used,
-           count(*) AS sources_expected,
-           sum(sv.delivered) / nullif(sum(sv.expected), 0) AS completeness,
-           sum(sv.valid_days) AS valid_station_days
-    FROM station_values AS sv
-    GROUP BY GROUPING SETS ((sv.bucket_start, sv.district_id), (sv.bucket_start))
-),
-wanted AS (
-    SELECT id AS district_id FROM districts
-    WHERE %(districts)s::text[] IS NULL OR id = ANY(%(districts)s::text[])
-    UNION ALL
-    SELECT NULL
-)
-SELECT bk.bucket_start, w.district_id, sc.value,
-       coalesce(sc.sources_used, 0), coalesce(sc.sources_expected, 0), sc.completeness,
-       sc.worst_station, coalesce(sc.valid_station_days, 0)
-FROM buckets AS bk
-CROSS JOIN wanted AS w
-LEFT JOIN scopes AS sc
-       ON sc.bucket_start = bk.bucket_start
-      AND sc.is_city = (w.district_id IS NULL)
-      AND (sc.is_city OR sc.district_id = w.district_id)
-ORDER BY bk.bucket_start, w.district_id NULLS LAST
-"""
+# From station_values (bucket_start, id, district_id, value, valid_days, delivered, expected)
+# to one row per district asked for and one for the city: the worst station.
+_WORST_STATION_PER_SCOPE = f"""
+SELECT bucket_start, district_id, max(value) AS value,
+       count(value) AS sources_used, count(*) AS sources_expected,
+       sum(delivered) / nullif(sum(expected), 0) AS completeness,
+       jsonb_build_object(
+           'worst_station',
+           (array_agg(id ORDER BY value DESC) FILTER (WHERE value IS NOT NULL))[1],
+           'valid_station_days', sum(valid_days)
+       ) AS detail
+FROM station_values
+GROUP BY GROUPING SETS ((bucket_start, district_id), (bucket_start))
+HAVING {WANTED_GROUP}
+ORDER BY bucket_start, district_id NULLS LAST
+"""  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
 _AIR = """
 , day_means AS (
@@ -164,7 +142,7 @@ _NOISE = """
            10 * log(sum(r.count * power(10::float8, r.sum / r.count / 10)) / sum(r.count))
                AS level
     FROM station_days AS sd
-    JOIN readings_1m AS r
+    JOIN {rollup} AS r
       ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
      AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
     CROSS JOIN LATERAL (SELECT extract(hour FROM r.bucket AT TIME ZONE %(tz)s) AS local_hour) AS lh
@@ -201,58 +179,54 @@ station_values AS (
 """
 
 
-def _local_days_on_whole_hours(query: KpiQuery) -> bool:
-    """True when every bucket edge and the local midnights fall on whole UTC hours."""
+def local_day_rollup(query: KpiQuery) -> str:
+    """The coarsest rollup that tiles both the buckets of ``query`` and the local days inside
+    them: the daily rollup only where local days are UTC days, the hourly one where the city's
+    UTC offset is a whole number of hours throughout, else the minute rollup."""
+    rollup = rollup_for(query)
+    if rollup == "readings_1m":
+        return rollup
     zone = ZoneInfo(query.settings.timezone)
-    hour = timedelta(hours=1)
-    for start, end in query.buckets:
-        for moment in (start, end):
-            offset = moment.astimezone(zone).utcoffset() or timedelta(0)
-            if moment.timestamp() % 3600 or offset % hour:
-                return False
-    return True
+    # One sample a day finds every offset the zone takes in the period (none lasts under a day).
+    moments = [moment for bucket in query.buckets for moment in bucket]
+    moment = query.start
+    while moment < query.end:
+        moments.append(moment)
+        moment += _DAY
+    offsets = {moment.astimezone(zone).utcoffset() or _NO_OFFSET for moment in moments}
+    if offsets == {_NO_OFFSET}:
+        return rollup
+    if all(offset % _HOUR == _NO_OFFSET for offset in offsets):
+        return "readings_1h"
+    return "readings_1m"
 
 
 def _run(
     conn: psycopg.Connection[TupleRow],
     query: KpiQuery,
-    middle: sql.Composable,
+    per_station: str,
+    *,
+    rollup: str,
     kind: str,
     quantity: str,
 ) -> list[KpiRow]:
-    statement = sql.Composed([sql.SQL(_STATION_DAYS), middle, sql.SQL(_WORST_STATION_PER_SCOPE)])
-    starts, ends = query.bucket_arrays()
-    params: dict[str, Any] = {
-        "starts": starts,
-        "ends": ends,
-        "kind": kind,
-        "tz": query.settings.timezone,
-        "quantity": QUANTITIES[quantity].key,
-        "valid_share": VALID_DAY_SHARE,
-        "districts": list(query.districts) if query.districts is not None else None,
-    }
-    rows = conn.execute(statement, params).fetchall()
-    return [_row(row) for row in rows]
-
-
-def _row(row: tuple[Any, ...]) -> KpiRow:
-    bucket, district_id, value, used, expected, completeness, worst, valid_days = row
-    return KpiRow(
-        bucket=bucket,
-        district_id=district_id,
-        value=None if value is None else float(value),
-        sources_used=int(used),
-        sources_expected=int(expected),
-        completeness=None if completeness is None else float(completeness),
-        detail={"worst_station": worst, "valid_station_days": int(valid_days)},
+    template = sql.SQL(_STATION_DAYS + per_station + _WORST_STATION_PER_SCOPE)
+    statement = template.format(rollup=sql.Identifier(rollup))
+    values = params(
+        query,
+        kind=kind,
+        tz=query.settings.timezone,
+        quantity=QUANTITIES[quantity].key,
+        valid_share=VALID_DAY_SHARE,
     )
+    return fetch_rows(conn, statement, values)
 
 
 def _air(quantity: str) -> Computation:
     def compute(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
-        rollup = "readings_1h" if _local_days_on_whole_hours(query) else "readings_1m"
-        middle = sql.SQL(_AIR).format(rollup=sql.Identifier(rollup))
-        return _run(conn, query, middle, "air_quality", quantity)
+        return _run(
+            conn, query, _AIR, rollup=local_day_rollup(query), kind="air_quality", quantity=quantity
+        )
 
     compute.__name__ = f"air_{quantity}"
     compute.__doc__ = f"Worst valid station's mean {quantity} per district and for the city."
@@ -261,7 +235,8 @@ def _air(quantity: str) -> Computation:
 
 def noise_lden(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     """NOI-1: the loudest station's Lden per district and for the city."""
-    return _run(conn, query, sql.SQL(_NOISE), "noise", "laeq")
+    # Energy means need the minute rollup whatever the buckets (module docstring).
+    return _run(conn, query, _NOISE, rollup="readings_1m", kind="noise", quantity="laeq")
 
 
 COMPUTATIONS: Mapping[str, Computation] = {
