@@ -31,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "services.storage.registry_cli:app",
         "Register districts, gateways and sensors from a manifest.",
     ),
+    "api": ("services.api.cli:app", "Serve the HTTP API (FastAPI, under /v1)."),
+    "keys": ("services.api.keys_cli:app", "Create, list and revoke API keys."),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
     "simulate": (
         "simulators.cli:app",

@@ -20,7 +20,7 @@ from services.storage.urls import libpq_url
 from . import problems
 from .auth import Authenticator
 from .metrics import ApiMetrics, MetricsMiddleware
-from .routes import alerts, health, kpis, quarantine, readings, registry, stream
+from .routes import alerts, bulk, health, kpis, quarantine, readings, registry, stream
 
 # Pool bounds. Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests
 # hold a connection for a few milliseconds, so ~10 connections serve a 2-core API; PostgreSQL's
@@ -111,6 +111,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
 
     app.include_router(health.router)
-    for module in (registry, readings, quarantine, kpis, alerts, stream):
+    for module in (registry, bulk, readings, quarantine, kpis, alerts, stream):
         app.include_router(module.router, prefix="/v1")
     return app

@@ -11,6 +11,7 @@ about the internals.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -88,6 +89,19 @@ class Problem(Exception):  # noqa: N818 - named after the RFC's object, not "...
         return body
 
 
+def invalid(field: str, message: str) -> Problem:
+    """A 422 naming one bad input, shaped like a request-validation problem:
+    ``raise invalid("query.end", "must be after start")``."""
+    return invalid_all([(field, message)])
+
+
+def invalid_all(errors: Iterable[tuple[str, str]], detail: str | None = None) -> Problem:
+    """A 422 listing every ``(field, message)``; ``detail`` defaults to naming the fields."""
+    items = [{"field": f, "message": m} for f, m in errors]
+    names = ", ".join(dict.fromkeys(e["field"] for e in items))
+    return Problem(422, "Invalid request", detail or f"invalid input: {names}", errors=items)
+
+
 class FieldError(BaseModel):
     """One bad input: where it is and what is wrong with it."""
 
@@ -141,12 +155,8 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))} for e in exc.errors()
-    ]
-    names = ", ".join(sorted({e["field"] for e in errors}))
-    problem = Problem(422, "Invalid request", f"invalid input: {names}", errors=errors)
-    return problem_response(problem, request)
+    errors = [(_field(e.get("loc", ())), str(e.get("msg", ""))) for e in exc.errors()]
+    return problem_response(invalid_all(errors), request)
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,108 @@
-"""/v1 quarantine routes."""
+"""GET /v1/quarantine and /v1/quarantine/summary: what ingestion could not store, read-only.
+
+Payloads can be up to the broker's 1 MiB and binary, so a list shows a text preview of the
+first bytes (invalid UTF-8 replaced) and the full length; the raw bytes stay with
+``urbanpulse quarantine show``. Newest first, keyset-paginated by id.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Query
+from psycopg.rows import dict_row
+from pydantic import AwareDatetime, BaseModel, Field
+
+from ..deps import Conn, Reader
+from ..pagination import Cursor, Limit, Page, decode_cursor, page_of
+from ..problems import responses
+
+router = APIRouter(tags=["quarantine"])
+
+PREVIEW_BYTES = 512
+
+
+class QuarantineEntry(BaseModel):
+    id: int
+    received_at: datetime
+    topic: str = Field(examples=["ssc/v1/gw-centre-1/up"])
+    gateway_id: str | None
+    sensor_id: str | None
+    record_index: int | None = Field(description="index in the pack; null: the whole message")
+    reason: str = Field(examples=["unknown_sensor"])
+    detail: str
+    payload_preview: str = Field(description=f"the first {PREVIEW_BYTES} bytes as text")
+    payload_bytes: int
+    replayed_at: datetime | None
+
+
+class ReasonCount(BaseModel):
+    reason: str = Field(examples=["out_of_bounds"])
+    count: int = Field(examples=[12])
+
+
+class Summary(BaseModel):
+    since: datetime | None
+    total: int
+    reasons: list[ReasonCount]
+
+
+Since = Annotated[AwareDatetime | None, Query(description="received at or after")]
+
+
+@router.get("/quarantine", response_model=Page[QuarantineEntry], responses=responses(401, 403, 422))
+def list_quarantine(
+    conn: Conn,
+    _: Reader,
+    *,
+    reason: Annotated[str | None, Query(max_length=64)] = None,
+    gateway: Annotated[str | None, Query(max_length=64)] = None,
+    sensor: Annotated[str | None, Query(max_length=128)] = None,
+    since: Since = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[QuarantineEntry]:
+    """Quarantined messages and records, newest first."""
+    before = decode_cursor(cursor, int)
+    query = (
+        "SELECT id, received_at, topic, gateway_id, sensor_id, record_index, reason, detail, "
+        "substring(payload FROM 1 FOR %(preview)s) AS preview, length(payload) AS payload_bytes, "
+        "replayed_at "
+        "FROM quarantine WHERE (%(reason)s::text IS NULL OR reason = %(reason)s) "
+        "AND (%(gateway)s::text IS NULL OR gateway_id = %(gateway)s) "
+        "AND (%(sensor)s::text IS NULL OR sensor_id = %(sensor)s) "
+        "AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s) "
+        "AND (%(before)s::bigint IS NULL OR id < %(before)s) "
+        "ORDER BY id DESC LIMIT %(limit)s"
+    )
+    params = {
+        "preview": PREVIEW_BYTES,
+        "reason": reason,
+        "gateway": gateway,
+        "sensor": sensor,
+        "since": since,
+        "before": before,
+        "limit": limit + 1,
+    }
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    page, next_cursor = page_of(rows, limit, lambda r: r["id"])
+    items = [
+        QuarantineEntry(**r, payload_preview=bytes(r.pop("preview")).decode("utf-8", "replace"))
+        for r in page
+    ]
+    return Page[QuarantineEntry](items=items, next_cursor=next_cursor)
+
+
+@router.get("/quarantine/summary", response_model=Summary, responses=responses(401, 403, 422))
+def quarantine_summary(conn: Conn, _: Reader, since: Since = None) -> Summary:
+    """How many entries per reason (optionally since a time), most frequent first."""
+    rows = conn.execute(
+        "SELECT reason, count(*) FROM quarantine "
+        "WHERE %(since)s::timestamptz IS NULL OR received_at >= %(since)s "
+        "GROUP BY reason ORDER BY count(*) DESC, reason",
+        {"since": since},
+    ).fetchall()
+    reasons = [ReasonCount(reason=str(r), count=n) for r, n in rows]
+    return Summary(since=since, total=sum(r.count for r in reasons), reasons=reasons)

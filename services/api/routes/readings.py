@@ -1,7 +1,206 @@
-"""/v1 readings routes."""
+"""GET /v1/sensors/{id}/readings: one quantity of one sensor over a time range, downsampled.
+
+``resolution=auto`` picks the finest of raw, 1m, 1h, 1d that yields at most
+:data:`AUTO_POINTS` points (raw counted from the sensor's nominal interval), so a day of a
+minutely meter comes raw, a month from ``readings_1h`` and a year from ``readings_1d``: the
+query's cost follows the points returned, not the history stored. An explicit resolution is
+served as asked, up to :data:`MAX_POINTS`. Rollup points carry ``value`` = mean (sum/count),
+``min``, ``max`` and ``count``. Rollups are refreshed from a watermark, so the newest minutes
+may be missing from them until the next refresh; ``raw`` always has them.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import AwareDatetime, BaseModel, Field
+
+from gateway.kinds import KINDS, QUANTITIES
+
+from ..deps import Conn, Reader
+from ..problems import Problem, invalid, responses
+
+router = APIRouter(tags=["readings"])
+
+AUTO_POINTS = 2000
+# A hard cap on one answer (~5 MB of JSON): a client wanting more pages by time range.
+MAX_POINTS = 100_000
+DEFAULT_SPAN = timedelta(hours=24)
+
+
+class Resolution(StrEnum):
+    AUTO = "auto"
+    RAW = "raw"
+    MINUTE = "1m"
+    HOUR = "1h"
+    DAY = "1d"
+
+
+class Format(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+
+
+_WIDTH_S = {Resolution.MINUTE: 60, Resolution.HOUR: 3600, Resolution.DAY: 86400}
+_TABLE = {
+    Resolution.MINUTE: "readings_1m",
+    Resolution.HOUR: "readings_1h",
+    Resolution.DAY: "readings_1d",
+}
+
+
+class Point(BaseModel):
+    time: datetime = Field(description="reading time, or the bucket's start for rollups")
+    value: float = Field(description="the reading, or the bucket's mean")
+    min: float | None = None
+    max: float | None = None
+    count: int | None = None
+
+
+class Series(BaseModel):
+    sensor_id: str = Field(examples=["wm-0001"])
+    quantity: str = Field(examples=["index"])
+    unit: str = Field(examples=["m3"])
+    resolution: Resolution = Field(description="the resolution served (never auto)")
+    start: datetime
+    end: datetime
+    points: list[Point]
+
+
+def choose(requested: Resolution, span_s: float, interval_s: float) -> Resolution:
+    """The resolution to serve for a range of ``span_s`` seconds of a sensor reporting every
+    ``interval_s``: the finest one with at most AUTO_POINTS points (1d when none has)."""
+    if requested is not Resolution.AUTO:
+        return requested
+    if span_s / interval_s <= AUTO_POINTS:
+        return Resolution.RAW
+    for resolution in (Resolution.MINUTE, Resolution.HOUR):
+        if span_s / _WIDTH_S[resolution] <= AUTO_POINTS:
+            return resolution
+    return Resolution.DAY
+
+
+def expected_points(resolution: Resolution, span_s: float, interval_s: float) -> float:
+    return span_s / (interval_s if resolution is Resolution.RAW else _WIDTH_S[resolution])
+
+
+def _csv(points: list[Point], rollup: bool) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["time", "value", "min", "max", "count"] if rollup else ["time", "value"])
+    for p in points:
+        row: list[Any] = [p.time.isoformat(), repr(p.value)]
+        if rollup:
+            row += [repr(p.min), repr(p.max), p.count]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+@router.get(
+    "/sensors/{sensor_id}/readings",
+    response_model=Series,
+    responses={
+        **responses(401, 403, 404, 422),
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+    },
+)
+def get_readings(
+    conn: Conn,
+    _: Reader,
+    request: Request,
+    sensor_id: Annotated[str, Path(max_length=128, examples=["wm-0001"])],
+    *,
+    quantity: Annotated[
+        str | None,
+        Query(max_length=64, description="optional when the kind measures one quantity"),
+    ] = None,
+    start: Annotated[AwareDatetime | None, Query(description="default: end - 24 h")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
+    resolution: Resolution = Resolution.AUTO,
+    format: Annotated[
+        Format | None, Query(description="json or csv (or send Accept: text/csv)")
+    ] = None,
+) -> Any:
+    """Readings of one quantity in ``[start, end)``, oldest first."""
+    row = conn.execute(
+        "SELECT key, kind, interval_s FROM sensors WHERE id = %s", (sensor_id,)
+    ).fetchone()
+    if row is None:
+        raise Problem(404, detail=f"no sensor {sensor_id!r}")
+    sensor_key, kind_name, interval_s = int(row[0]), str(row[1]), float(row[2])
+    measured = list(KINDS[kind_name].quantities) if kind_name in KINDS else []
+    if quantity is None:
+        if len(measured) != 1:
+            raise invalid(
+                "query.quantity", f"required: a {kind_name} measures {', '.join(measured)}"
+            )
+        quantity = measured[0]
+    if quantity not in measured:
+        raise invalid(
+            "query.quantity",
+            f"a {kind_name} does not measure {quantity!r}; it measures {', '.join(measured)}",
+        )
+    end = end or datetime.now(UTC)
+    start = start or end - DEFAULT_SPAN
+    if end <= start:
+        raise invalid("query.end", "must be after start")
+    span_s = (end - start).total_seconds()
+    served = choose(resolution, span_s, interval_s)
+    if expected_points(served, span_s, interval_s) > MAX_POINTS:
+        raise invalid(
+            "query.resolution",
+            f"{served.value} over this range is more than {MAX_POINTS} points; "
+            "narrow the range or choose a coarser resolution (or auto)",
+        )
+    key = QUANTITIES[quantity].key
+    if served is Resolution.RAW:
+        rows = conn.execute(
+            "SELECT time, value FROM readings WHERE sensor_key = %s AND quantity_key = %s "
+            "AND time >= %s AND time < %s ORDER BY time LIMIT %s",
+            (sensor_key, key, start, end, MAX_POINTS + 1),
+        ).fetchall()
+        if len(rows) > MAX_POINTS:
+            # More readings than the nominal interval promised (a chatty sensor).
+            raise invalid(
+                "query.resolution", f"raw over this range is more than {MAX_POINTS} points"
+            )
+        points = [Point(time=t, value=v) for t, v in rows]
+    else:
+        rows = conn.execute(
+            f"SELECT bucket, sum / count, min, max, count FROM {_TABLE[served]} "  # noqa: S608 - table name from _TABLE
+            "WHERE sensor_key = %s AND quantity_key = %s AND bucket >= %s AND bucket < %s "
+            "ORDER BY bucket",
+            (sensor_key, key, _floor(start, served), end),
+        ).fetchall()
+        points = [Point(time=t, value=v, min=lo, max=hi, count=n) for t, v, lo, hi, n in rows]
+    wants_csv = format is Format.CSV or (
+        format is None and "text/csv" in request.headers.get("accept", "")
+    )
+    if wants_csv:
+        return Response(
+            _csv(points, served is not Resolution.RAW),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{sensor_id}-{quantity}.csv"'},
+        )
+    return Series(
+        sensor_id=sensor_id,
+        quantity=quantity,
+        unit=QUANTITIES[quantity].unit,
+        resolution=served,
+        start=start,
+        end=end,
+        points=points,
+    )
+
+
+def _floor(moment: datetime, resolution: Resolution) -> datetime:
+    """The start of the bucket holding ``moment`` (buckets are aligned on the epoch, UTC)."""
+    width = _WIDTH_S[resolution]
+    seconds = moment.timestamp()
+    return datetime.fromtimestamp(seconds - seconds % width, UTC)

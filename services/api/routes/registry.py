@@ -1,7 +1,438 @@
-"""/v1 registry routes."""
+"""/v1 districts, gateways and sensors: list, get, create, update, retire.
+
+Everyone with ``read`` reads; writes need ``registry:write`` (engineers, admins). Sensors and
+gateways are never deleted: ``DELETE`` retires them, like ``POST .../retire``, because their
+readings and KPI history keep referring to them. A reference to an unknown district or gateway
+is a 422 naming the field; a second create of an id is a 409.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-router = APIRouter()
+import psycopg
+from fastapi import APIRouter, Path, Query, Response, status
+from psycopg import sql
+from psycopg.rows import TupleRow, dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.kinds import KINDS, QUANTITIES
+from services.storage.registry import DistrictRow, GatewayRow
+
+from ..deps import Conn, Reader, RegistryWriter
+from ..models import (
+    District,
+    DistrictCreate,
+    DistrictUpdate,
+    Gateway,
+    GatewayCreate,
+    GatewayUpdate,
+    LastReading,
+    Sensor,
+    SensorCreate,
+    SensorDetail,
+    SensorUpdate,
+)
+from ..pagination import Cursor, Limit, Page, decode_cursor, page_of
+from ..problems import Problem, invalid, invalid_all, responses
+
+router = APIRouter(tags=["registry"])
+
+_READ = responses(401, 403, 422)
+_WRITE = responses(401, 403, 404, 409, 422)
+
+_DISTRICT_COLUMNS = list(District.model_fields)
+_GATEWAY_COLUMNS = list(Gateway.model_fields)
+_SENSOR_COLUMNS = list(Sensor.model_fields)
+_JSON_COLUMNS = {"boundary", "reference", "metadata"}
+# Raw readings newer than this answer "last value" before the 1-minute rollup catches up; older
+# ones come from the rollup's newest bucket (one index probe per quantity either way).
+_RAW_WINDOW = "15 minutes"
+
+SensorId = Annotated[str, Path(max_length=128, examples=["wm-0001"])]
+GatewayId = Annotated[str, Path(max_length=64, examples=["gw-centre-1"])]
+DistrictId = Annotated[str, Path(max_length=64, examples=["centre"])]
+Q = Annotated[
+    str | None, Query(max_length=100, description="substring of the id (or name), any case")
+]
+
+
+def _select(
+    conn: psycopg.Connection[TupleRow],
+    table: str,
+    columns: Sequence[str],
+    filters: dict[str, Any],
+    *,
+    q: str | None = None,
+    q_columns: Sequence[str] = ("id",),
+    after: str | None = None,
+    limit: int = 1,
+) -> list[dict[str, Any]]:
+    """Rows of ``table`` matching equality ``filters``, ``q`` and the keyset cursor, by id."""
+    where: list[sql.Composable] = [
+        sql.SQL("{} = %s").format(sql.Identifier(c)) for c, v in filters.items() if v is not None
+    ]
+    params: list[Any] = [v for v in filters.values() if v is not None]
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(
+            sql.SQL("({})").format(
+                sql.SQL(" OR ").join(
+                    sql.SQL("{} ILIKE %s").format(sql.Identifier(c)) for c in q_columns
+                )
+            )
+        )
+        params.extend([pattern] * len(q_columns))
+    if after is not None:
+        where.append(sql.SQL("id > %s"))
+        params.append(after)
+    query = sql.SQL("SELECT {} FROM {} {} ORDER BY id LIMIT %s").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Identifier(table),
+        sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, [*params, limit]).fetchall()
+
+
+def _one(
+    conn: psycopg.Connection[TupleRow], table: str, columns: Sequence[str], key: str, what: str
+) -> dict[str, Any]:
+    rows = _select(conn, table, columns, {"id": key})
+    if not rows:
+        raise Problem(404, detail=f"no {what} {key!r}")
+    return rows[0]
+
+
+def _exists(conn: psycopg.Connection[TupleRow], table: str, key: str) -> bool:
+    query = sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(sql.Identifier(table))
+    return conn.execute(query, (key,)).fetchone() is not None
+
+
+def _check_references(conn: psycopg.Connection[TupleRow], values: dict[str, Any]) -> None:
+    problems = [
+        (f"body.{column}", f"unknown {table[:-1]} {values[column]!r}")
+        for column, table in (("district_id", "districts"), ("gateway_id", "gateways"))
+        if values.get(column) is not None and not _exists(conn, table, values[column])
+    ]
+    if problems:
+        raise invalid_all(problems)
+
+
+def _insert(conn: psycopg.Connection[TupleRow], table: str, values: dict[str, Any]) -> None:
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(sql.Placeholder() * len(values)),
+    )
+    cursor = conn.execute(query, [_adapt(c, v) for c, v in values.items()])
+    if cursor.rowcount == 0:
+        raise Problem(409, detail=f"{table[:-1]} {values['id']!r} exists; PATCH it instead")
+
+
+def _update(
+    conn: psycopg.Connection[TupleRow], table: str, key: str, values: dict[str, Any]
+) -> None:
+    if not values:
+        return
+    query = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values),
+    )
+    conn.execute(query, [*(_adapt(c, v) for c, v in values.items()), key])
+
+
+def _adapt(column: str, value: Any) -> Any:
+    return Jsonb(value) if column in _JSON_COLUMNS and value is not None else value
+
+
+# --- districts --------------------------------------------------------------------------------
+
+
+@router.get("/districts", response_model=Page[District], responses=_READ)
+def list_districts(
+    conn: Conn, _: Reader, q: Q = None, cursor: Cursor = None, limit: Limit = 100
+) -> Page[District]:
+    """Districts by id; ``q`` matches id or name."""
+    rows = _select(
+        conn,
+        "districts",
+        _DISTRICT_COLUMNS,
+        {},
+        q=q,
+        q_columns=("id", "name"),
+        after=decode_cursor(cursor, str),
+        limit=limit + 1,
+    )
+    items, next_cursor = page_of(rows, limit, lambda r: r["id"])
+    return Page[District](items=[District(**r) for r in items], next_cursor=next_cursor)
+
+
+@router.get("/districts/{district_id}", response_model=District, responses=responses(401, 403, 404))
+def get_district(conn: Conn, _: Reader, district_id: DistrictId) -> District:
+    return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
+
+
+@router.post(
+    "/districts", response_model=District, status_code=status.HTTP_201_CREATED, responses=_WRITE
+)
+def create_district(
+    conn: Conn, _: RegistryWriter, body: DistrictCreate, response: Response
+) -> District:
+    values = DistrictRow.model_validate(body.model_dump()).model_dump()
+    _insert(conn, "districts", values)
+    response.headers["Location"] = f"/v1/districts/{body.id}"
+    return District(**_one(conn, "districts", _DISTRICT_COLUMNS, body.id, "district"))
+
+
+@router.patch("/districts/{district_id}", response_model=District, responses=_WRITE)
+def update_district(
+    conn: Conn, _: RegistryWriter, district_id: DistrictId, body: DistrictUpdate
+) -> District:
+    _one(conn, "districts", ["id"], district_id, "district")
+    values = body.model_dump(exclude_unset=True)
+    if values.get("name", "") is None:
+        raise invalid("body.name", "a district keeps a name")
+    if values.get("reference", {}) is None:
+        values["reference"] = {}
+    _update(conn, "districts", district_id, values)
+    return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
+
+
+# --- gateways ---------------------------------------------------------------------------------
+
+
+@router.get("/gateways", response_model=Page[Gateway], responses=_READ)
+def list_gateways(
+    conn: Conn,
+    _: Reader,
+    *,
+    district: Annotated[str | None, Query(max_length=64)] = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+    q: Q = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[Gateway]:
+    """Gateways by id, filtered by district and status (active, retired)."""
+    rows = _select(
+        conn,
+        "gateways",
+        _GATEWAY_COLUMNS,
+        {"district_id": district, "status": status_},
+        q=q,
+        after=decode_cursor(cursor, str),
+        limit=limit + 1,
+    )
+    items, next_cursor = page_of(rows, limit, lambda r: r["id"])
+    return Page[Gateway](items=[Gateway(**r) for r in items], next_cursor=next_cursor)
+
+
+@router.get("/gateways/{gateway_id}", response_model=Gateway, responses=responses(401, 403, 404))
+def get_gateway(conn: Conn, _: Reader, gateway_id: GatewayId) -> Gateway:
+    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
+
+
+@router.post(
+    "/gateways", response_model=Gateway, status_code=status.HTTP_201_CREATED, responses=_WRITE
+)
+def create_gateway(
+    conn: Conn, _: RegistryWriter, body: GatewayCreate, response: Response
+) -> Gateway:
+    values = GatewayRow.model_validate(body.model_dump()).model_dump()
+    _check_references(conn, values)
+    _insert(conn, "gateways", values)
+    response.headers["Location"] = f"/v1/gateways/{body.id}"
+    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, body.id, "gateway"))
+
+
+@router.patch("/gateways/{gateway_id}", response_model=Gateway, responses=_WRITE)
+def update_gateway(
+    conn: Conn, _: RegistryWriter, gateway_id: GatewayId, body: GatewayUpdate
+) -> Gateway:
+    current = _one(conn, "gateways", ["id", "status"], gateway_id, "gateway")
+    if current["status"] == "retired":
+        raise Problem(409, detail=f"gateway {gateway_id!r} is retired")
+    values = body.model_dump(exclude_unset=True)
+    if "metadata" in values and values["metadata"] is None:
+        values["metadata"] = {}
+    _check_references(conn, values)
+    _update(conn, "gateways", gateway_id, values)
+    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
+
+
+def _retire_gateway(conn: psycopg.Connection[TupleRow], gateway_id: str) -> Gateway:
+    _one(conn, "gateways", ["id"], gateway_id, "gateway")
+    attached = conn.execute(
+        "SELECT count(*) FROM sensors WHERE gateway_id = %s AND status <> 'retired'",
+        (gateway_id,),
+    ).fetchone()
+    if attached and attached[0]:
+        raise Problem(
+            409,
+            detail=f"gateway {gateway_id!r} still carries {attached[0]} sensor(s) not retired: "
+            "move or retire them first",
+            sensors=attached[0],
+        )
+    conn.execute("UPDATE gateways SET status = 'retired' WHERE id = %s", (gateway_id,))
+    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
+
+
+@router.post("/gateways/{gateway_id}/retire", response_model=Gateway, responses=_WRITE)
+def retire_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gateway:
+    """Retire a gateway (kept for the record) once no active sensor hangs off it."""
+    return _retire_gateway(conn, gateway_id)
+
+
+@router.delete("/gateways/{gateway_id}", response_model=Gateway, responses=_WRITE)
+def delete_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gateway:
+    """Same as ``POST .../retire``: gateways are never deleted."""
+    return _retire_gateway(conn, gateway_id)
+
+
+# --- sensors ----------------------------------------------------------------------------------
+
+
+@router.get("/sensors", response_model=Page[Sensor], responses=_READ)
+def list_sensors(
+    conn: Conn,
+    _: Reader,
+    *,
+    district: Annotated[str | None, Query(max_length=64, examples=["centre"])] = None,
+    kind: Annotated[str | None, Query(max_length=64, examples=["water_meter"])] = None,
+    domain: Annotated[str | None, Query(max_length=32, examples=["water"])] = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+    gateway: Annotated[str | None, Query(max_length=64)] = None,
+    q: Q = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[Sensor]:
+    """Sensors by id, filtered by district, kind, domain, status and gateway."""
+    rows = _select(
+        conn,
+        "sensors",
+        _SENSOR_COLUMNS,
+        {
+            "district_id": district,
+            "kind": kind,
+            "domain": domain,
+            "status": status_,
+            "gateway_id": gateway,
+        },
+        q=q,
+        after=decode_cursor(cursor, str),
+        limit=limit + 1,
+    )
+    items, next_cursor = page_of(rows, limit, lambda r: r["id"])
+    return Page[Sensor](items=[Sensor(**r) for r in items], next_cursor=next_cursor)
+
+
+def last_readings(
+    conn: psycopg.Connection[TupleRow], sensor_key: int, kind: str
+) -> list[LastReading]:
+    """The newest value per quantity of the kind: raw readings of the last minutes, else the
+    newest 1-minute bucket's ``last``."""
+    names = list(KINDS[kind].quantities) if kind in KINDS else []
+    if not names:
+        return []
+    rows = conn.execute(
+        "SELECT k.key, coalesce(r.time, m.last_time), coalesce(r.value, m.last) "
+        "FROM unnest(%(keys)s::int2[]) AS k(key) "
+        "LEFT JOIN LATERAL (SELECT time, value FROM readings WHERE sensor_key = %(s)s "
+        "  AND quantity_key = k.key AND time > now() - %(window)s::interval "
+        "  ORDER BY time DESC LIMIT 1) r ON true "
+        "LEFT JOIN LATERAL (SELECT last, last_time FROM readings_1m WHERE sensor_key = %(s)s "
+        "  AND quantity_key = k.key ORDER BY bucket DESC LIMIT 1) m ON true",
+        {"keys": [QUANTITIES[n].key for n in names], "s": sensor_key, "window": _RAW_WINDOW},
+    ).fetchall()
+    found = {key: (time, value) for key, time, value in rows}
+    result = []
+    for name in names:
+        time, value = found.get(QUANTITIES[name].key, (None, None))
+        result.append(
+            LastReading(quantity=name, unit=QUANTITIES[name].unit, value=value, time=time)
+        )
+    return result
+
+
+@router.get("/sensors/{sensor_id}", response_model=SensorDetail, responses=responses(401, 403, 404))
+def get_sensor(conn: Conn, _: Reader, sensor_id: SensorId) -> SensorDetail:
+    """A sensor with its status and the newest value of each quantity it measures."""
+    return _sensor_detail(conn, sensor_id)
+
+
+def _sensor_detail(conn: psycopg.Connection[TupleRow], sensor_id: str) -> SensorDetail:
+    row = _one(conn, "sensors", ["key", *_SENSOR_COLUMNS], sensor_id, "sensor")
+    key = row.pop("key")
+    return SensorDetail(**row, last=last_readings(conn, key, row["kind"]))
+
+
+def _sensor_values(values: dict[str, Any]) -> dict[str, Any]:
+    kind = values.get("kind")
+    if kind is not None:
+        domain = KINDS[kind].domain.value
+        if values.get("domain") not in (None, domain):
+            raise invalid("body.domain", f"a {kind} is in the {domain} domain")
+        values["domain"] = domain
+    return values
+
+
+@router.post(
+    "/sensors", response_model=SensorDetail, status_code=status.HTTP_201_CREATED, responses=_WRITE
+)
+def create_sensor(
+    conn: Conn, _: RegistryWriter, body: SensorCreate, response: Response
+) -> SensorDetail:
+    """Register a sensor; its domain follows its kind, its interval defaults to the kind's."""
+    values = _sensor_values(body.model_dump())
+    values["interval_s"] = values["interval_s"] or KINDS[body.kind].interval_s
+    if values["status"] == "retired":
+        raise invalid("body.status", "register a sensor active, pending or in maintenance")
+    _check_references(conn, values)
+    _insert(conn, "sensors", values)
+    response.headers["Location"] = f"/v1/sensors/{body.id}"
+    return _sensor_detail(conn, body.id)
+
+
+@router.patch("/sensors/{sensor_id}", response_model=SensorDetail, responses=_WRITE)
+def update_sensor(
+    conn: Conn, _: RegistryWriter, sensor_id: SensorId, body: SensorUpdate
+) -> SensorDetail:
+    """Change some fields of a sensor; a retired sensor stays as it was."""
+    current = _one(conn, "sensors", ["id", "status"], sensor_id, "sensor")
+    if current["status"] == "retired":
+        raise Problem(409, detail=f"sensor {sensor_id!r} is retired")
+    values = body.model_dump(exclude_unset=True)
+    for column in ("kind", "status", "interval_s"):
+        if column in values and values[column] is None:
+            raise invalid(f"body.{column}", "cannot be null")
+    if "kind" in values and values["kind"] not in KINDS:
+        raise invalid("body.kind", f"unknown kind; one of {', '.join(sorted(KINDS))}")
+    if "metadata" in values and values["metadata"] is None:
+        values["metadata"] = {}
+    _check_references(conn, values)
+    _update(conn, "sensors", sensor_id, _sensor_values(values))
+    return _sensor_detail(conn, sensor_id)
+
+
+def _retire_sensor(conn: psycopg.Connection[TupleRow], sensor_id: str) -> SensorDetail:
+    _one(conn, "sensors", ["id"], sensor_id, "sensor")
+    conn.execute(
+        "UPDATE sensors SET status = 'retired', retired_at = coalesce(retired_at, now()) "
+        "WHERE id = %s",
+        (sensor_id,),
+    )
+    return _sensor_detail(conn, sensor_id)
+
+
+@router.post("/sensors/{sensor_id}/retire", response_model=SensorDetail, responses=_WRITE)
+def retire_sensor(conn: Conn, _: RegistryWriter, sensor_id: SensorId) -> SensorDetail:
+    """Retire a sensor: it stays in the registry (its readings keep their meaning), marked
+    retired with the time; retiring again changes nothing."""
+    return _retire_sensor(conn, sensor_id)
+
+
+@router.delete("/sensors/{sensor_id}", response_model=SensorDetail, responses=_WRITE)
+def delete_sensor(conn: Conn, _: RegistryWriter, sensor_id: SensorId) -> SensorDetail:
+    """Same as ``POST .../retire``: sensors are never deleted."""
+    return _retire_sensor(conn, sensor_id)

@@ -1,0 +1,176 @@
+"""Request and response bodies of the registry routes.
+
+Create bodies are the manifest rows of ``services.storage.registry`` (the same checks as
+``urbanpulse registry load``), with examples for the OpenAPI schema; responses mirror the
+registry's columns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.storage.registry import DistrictRow, GatewayRow, SensorRow
+
+
+class DistrictCreate(DistrictRow):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"id": "centre", "name": "Centre", "population": 42000, "households": 19000}
+            ]
+        },
+    )
+
+
+class GatewayCreate(GatewayRow):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"id": "gw-centre-1", "district_id": "centre", "description": "roof"}]
+        },
+    )
+
+
+class SensorCreate(SensorRow):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "wm-0001",
+                    "kind": "water_meter",
+                    "gateway_id": "gw-centre-1",
+                    "district_id": "centre",
+                    "latitude": 45.07,
+                    "longitude": 7.68,
+                    "dma": "dma-1",
+                }
+            ]
+        },
+    )
+
+
+class _Update(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DistrictUpdate(_Update):
+    name: str | None = Field(default=None, min_length=1)
+    population: int | None = Field(default=None, ge=0)
+    households: int | None = Field(default=None, ge=0)
+    area_km2: float | None = Field(default=None, gt=0)
+    boundary: dict[str, Any] | None = None
+    reference: dict[str, Any] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"population": 43100}]}
+    )
+
+
+class GatewayUpdate(_Update):
+    district_id: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"description": "moved to the mast"}]}
+    )
+
+
+class SensorUpdate(_Update):
+    """Fields an engineer changes in the field; retiring has its own route."""
+
+    kind: str | None = Field(default=None, description="domain follows the kind")
+    gateway_id: str | None = None
+    district_id: str | None = None
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    unit: str | None = None
+    interval_s: float | None = Field(default=None, gt=0)
+    installed_at: datetime | None = None
+    status: Literal["active", "pending", "maintenance"] | None = None
+    feeder: str | None = None
+    customers_served: int | None = Field(default=None, ge=0)
+    dma: str | None = None
+    segment_length_m: float | None = Field(default=None, gt=0)
+    free_flow_speed: float | None = Field(default=None, gt=0)
+    road_class: str | None = None
+    lanes: int | None = Field(default=None, ge=1, le=16)
+    rated_max: float | None = None
+    metadata: dict[str, Any] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"status": "maintenance"}, {"latitude": 45.071}]},
+    )
+
+
+class District(BaseModel):
+    id: str
+    name: str
+    population: int | None
+    households: int | None
+    area_km2: float | None
+    boundary: dict[str, Any] | None
+    reference: dict[str, Any]
+    created_at: datetime
+
+
+class Gateway(BaseModel):
+    id: str
+    district_id: str | None
+    description: str | None
+    online: bool
+    last_seen: datetime | None
+    status: str = Field(examples=["active"])
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class Sensor(BaseModel):
+    id: str = Field(examples=["wm-0001"])
+    kind: str = Field(examples=["water_meter"])
+    domain: str = Field(examples=["water"])
+    gateway_id: str | None
+    district_id: str | None
+    latitude: float | None
+    longitude: float | None
+    unit: str | None
+    interval_s: float
+    installed_at: datetime | None
+    retired_at: datetime | None
+    status: str = Field(examples=["active"])
+    feeder: str | None
+    customers_served: int | None
+    dma: str | None
+    segment_length_m: float | None
+    free_flow_speed: float | None
+    road_class: str | None
+    lanes: int | None
+    rated_max: float | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class LastReading(BaseModel):
+    quantity: str = Field(examples=["index"])
+    unit: str = Field(examples=["m3"])
+    value: float | None = Field(description="null: nothing received yet")
+    time: datetime | None
+
+
+class SensorDetail(Sensor):
+    last: list[LastReading] = Field(
+        description="the newest value of each quantity the sensor's kind measures"
+    )
+
+
+class BulkResult(BaseModel):
+    dry_run: bool
+    districts: int = Field(examples=[2])
+    gateways: int = Field(examples=[4])
+    sensors: int = Field(examples=[120])

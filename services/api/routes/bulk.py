@@ -1,0 +1,167 @@
+"""POST /v1/registry/bulk: register many districts, gateways and sensors at once, all or nothing.
+
+The body is the manifest ``urbanpulse registry load`` reads (``application/json``) or a CSV of
+sensors (``text/csv``, header = column names). Both go through ``services.storage.registry``,
+so the API and the CLI accept and refuse exactly the same rows; one bad row refuses the whole
+body with a 422 listing every bad row. ``?dry_run=true`` runs the whole load, constraints
+included, and rolls it back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Depends, Query, Request
+
+from services.storage.registry import ManifestError, RowError, load
+
+from ..deps import Conn, RegistryWriter
+from ..models import BulkResult
+from ..problems import Problem, invalid_all, responses
+
+router = APIRouter(tags=["registry"])
+
+# 10 MiB holds a manifest of ~30,000 sensors, more than a field team registers at once; a
+# bigger body is refused before it is read into memory.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+_EXAMPLE = {
+    "districts": [{"id": "centre", "name": "Centre", "population": 42000}],
+    "gateways": [{"id": "gw-centre-1", "district_id": "centre"}],
+    "sensors": [
+        {
+            "id": "wm-0001",
+            "kind": "water_meter",
+            "gateway_id": "gw-centre-1",
+            "district_id": "centre",
+        }
+    ],
+}
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused with 413 past MAX_BODY_BYTES (declared or actually sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> Problem:
+    return Problem(413, detail=f"a bulk body may be at most {MAX_BODY_BYTES} bytes; split it")
+
+
+def _csv_manifest(data: bytes) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise invalid_all([("body", "CSV must be UTF-8")]) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise invalid_all([("body", "CSV needs a header line naming the columns")])
+    rows: list[dict[str, Any]] = []
+    errors: list[tuple[str, str]] = []
+    try:
+        for index, row in enumerate(reader):
+            if None in row:
+                errors.append((f"sensors[{index}]", "more values than header columns"))
+                continue
+            # An empty cell is an absent value, so the registry's defaults apply.
+            values: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
+            if "metadata" in values:
+                try:
+                    values["metadata"] = json.loads(values["metadata"])
+                except json.JSONDecodeError:
+                    errors.append((f"sensors[{index}].metadata", "must be a JSON object"))
+                    continue
+            rows.append(values)
+    except csv.Error as exc:
+        raise invalid_all([("body", f"not CSV: {exc}")]) from None
+    if errors:
+        raise invalid_all(errors, f"{len(errors)} bad row(s); nothing was registered")
+    return {"sensors": rows}
+
+
+def _report(errors: list[RowError]) -> Problem:
+    problem = invalid_all(
+        [(_where(e), e.message) for e in errors],
+        f"{len(errors)} bad row(s); nothing was registered",
+    )
+    problem.extensions["rows"] = [
+        {"section": e.section, "index": e.index, "field": e.field, "message": e.message}
+        for e in errors
+    ]
+    return problem
+
+
+def _where(error: RowError) -> str:
+    return f"{error.section}[{error.index}]" + (f".{error.field}" if error.field else "")
+
+
+@router.post(
+    "/registry/bulk",
+    response_model=BulkResult,
+    responses=responses(401, 403, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "additionalProperties": True},
+                    "example": _EXAMPLE,
+                },
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "id,kind,gateway_id,district_id,latitude,longitude\n"
+                    "wm-0001,water_meter,gw-centre-1,centre,45.07,7.68\n",
+                },
+            },
+        }
+    },
+)
+def bulk_register(
+    conn: Conn,
+    _: RegistryWriter,
+    request: Request,
+    body: Annotated[bytes, Depends(_body)],
+    dry_run: Annotated[bool, Query(description="check and roll back")] = False,
+) -> BulkResult:
+    """Register a manifest (JSON) or a CSV of sensors, all or nothing; rows are upserted by
+    id, so sending the same body twice changes nothing."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "text/csv":
+        manifest: Any = _csv_manifest(body)
+    elif media_type in ("application/json", ""):
+        try:
+            manifest = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise invalid_all([("body", f"not JSON: {exc}")]) from None
+    else:
+        raise Problem(415, detail="send application/json (a manifest) or text/csv (sensors)")
+    try:
+        result = load(conn, manifest)
+    except ManifestError as exc:
+        raise _report(exc.errors) from None
+    except psycopg.errors.IntegrityError as exc:
+        # A row the checks passed but a table constraint refused (the load rolled back).
+        diag = exc.diag.constraint_name or "a constraint"
+        raise invalid_all([("body", f"refused by {diag}: {exc.diag.message_primary}")]) from None
+    if dry_run:
+        conn.rollback()
+    return BulkResult(
+        dry_run=dry_run,
+        districts=result.districts,
+        gateways=result.gateways,
+        sensors=result.sensors,
+    )
