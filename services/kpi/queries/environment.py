@@ -60,23 +60,24 @@ _DAY = timedelta(days=1)
 _HOUR = timedelta(hours=1)
 _NO_OFFSET = timedelta(0)
 
-# The stations in service in each bucket and their local days, cut at the bucket's edges, with
-# the readings each station-day owes (up to now, for a bucket still running).
-_STATION_DAYS = f"""
+# The sensors of %(kind)s in service in each bucket and their local days (%(tz)s), cut at the
+# bucket's edges, with the readings each sensor-day owes (up to now, for a bucket still running):
+# the CTE ``sensor_days``. WST-1 (waste.py) counts container-days on it too.
+SENSOR_DAYS = f"""
 WITH {BUCKETS_CTE},
-stations AS (
+in_service AS (
     SELECT b.bucket_start, b.bucket_end, s.key, s.id, s.district_id, s.interval_s,
            greatest(b.bucket_start, s.installed_at) AS service_start,
            least(b.observed_end, s.retired_at) AS service_end
     FROM buckets AS b
     JOIN sensors AS s ON s.kind = %(kind)s AND {SENSOR_EXPECTED}
 ),
-station_days AS (
+sensor_days AS (
     SELECT st.*, days.day_start, days.day_end,
            greatest(extract(epoch FROM least(days.day_end, st.service_end)
                                        - greatest(days.day_start, st.service_start)), 0)
                / st.interval_s AS expected
-    FROM stations AS st
+    FROM in_service AS st
     CROSS JOIN LATERAL (
         SELECT greatest(st.bucket_start, local_day AT TIME ZONE %(tz)s) AS day_start,
                least(st.bucket_end, (local_day + interval '1 day') AT TIME ZONE %(tz)s)
@@ -111,7 +112,7 @@ _AIR = """
 , day_means AS (
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
            coalesce(sum(r.count), 0) AS delivered, sum(r.sum) / sum(r.count) AS mean
-    FROM station_days AS sd
+    FROM sensor_days AS sd
     LEFT JOIN {rollup} AS r
            ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
           AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
@@ -141,7 +142,7 @@ _NOISE = """
            sum(r.count) AS delivered,
            10 * log(sum(r.count * power(10::float8, r.sum / r.count / 10)) / sum(r.count))
                AS level
-    FROM station_days AS sd
+    FROM sensor_days AS sd
     JOIN {rollup} AS r
       ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
      AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
@@ -154,7 +155,7 @@ day_levels AS (
            max(p.level) FILTER (WHERE p.period = 'day') AS ld,
            max(p.level) FILTER (WHERE p.period = 'evening') AS le,
            max(p.level) FILTER (WHERE p.period = 'night') AS ln
-    FROM station_days AS sd
+    FROM sensor_days AS sd
     LEFT JOIN periods AS p
            ON p.bucket_start = sd.bucket_start AND p.id = sd.id AND p.day_start = sd.day_start
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
@@ -210,7 +211,7 @@ def _run(
     kind: str,
     quantity: str,
 ) -> list[KpiRow]:
-    template = sql.SQL(_STATION_DAYS + per_station + _WORST_STATION_PER_SCOPE)
+    template = sql.SQL(SENSOR_DAYS + per_station + _WORST_STATION_PER_SCOPE)
     statement = template.format(rollup=sql.Identifier(rollup))
     values = params(
         query,

@@ -1,9 +1,83 @@
-"""KPI computations of the waste domain (see ../catalog.py)."""
+"""KPI computations of the waste domain: WST-1, container overflow rate (see ../catalog.py).
+
+A container-day is one container's fill readings of one local day (``CitySettings.timezone``),
+cut at the edges of the requested bucket; it is observed when it holds at least one reading and
+overflowing when its maximum fill reached ``CitySettings.overflow_threshold``. WST-1 = 100 x
+overflowing container-days / observed container-days, per district and for the city. Fills
+above 1.2 never reach the rollups (ingest quarantines them as sensor faults), so one glitch
+cannot mark a day as overflowing.
+
+The daily maximum is the maximum of the rollup buckets inside the local day: the daily rollup
+only where local days are UTC days, else the hourly one (the minute one in a half-hour time
+zone), so a city east or west of Greenwich counts its own days, not UTC's, and the answer is
+exact either way.
+
+Coverage: ``sources_used`` = containers with at least one observed day, ``sources_expected`` =
+containers in service during the bucket; ``completeness`` = fill readings delivered (at most the
+expected number per container-day) / fill readings expected at the container's nominal interval.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..model import Computation
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
 
-COMPUTATIONS: Mapping[str, Computation] = {}
+from gateway.kinds import QUANTITIES
+
+from ..model import Computation, KpiQuery, KpiRow
+from ._sql import WANTED_GROUP, fetch_rows, params
+from .environment import SENSOR_DAYS, local_day_rollup
+
+_OVERFLOW_RATE = f"""
+, container_days AS (
+    SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
+           coalesce(sum(r.count), 0) AS delivered, max(r.max) AS max_fill
+    FROM sensor_days AS sd
+    LEFT JOIN {{rollup}} AS r
+           ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
+          AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
+    GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
+),
+containers AS (
+    SELECT bucket_start, id, district_id,
+           count(max_fill) AS observed_days,
+           count(*) FILTER (WHERE max_fill >= %(threshold)s) AS overflowing_days,
+           sum(least(delivered, expected)) AS delivered,
+           sum(expected) AS expected
+    FROM container_days
+    GROUP BY bucket_start, id, district_id
+)
+SELECT bucket_start, district_id,
+       100.0 * sum(overflowing_days) / nullif(sum(observed_days), 0) AS value,
+       count(*) FILTER (WHERE observed_days > 0) AS sources_used,
+       count(*) AS sources_expected,
+       sum(delivered) / nullif(sum(expected), 0) AS completeness,
+       jsonb_build_object(
+           'container_days_observed', sum(observed_days),
+           'container_days_overflowing', sum(overflowing_days)
+       ) AS detail
+FROM containers
+GROUP BY GROUPING SETS ((bucket_start, district_id), (bucket_start))
+HAVING {WANTED_GROUP}
+ORDER BY bucket_start, district_id NULLS LAST
+"""  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
+
+
+def container_overflow_rate(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
+    """WST-1: % of observed container-days whose maximum fill reached the overflow threshold."""
+    template = sql.SQL(SENSOR_DAYS + _OVERFLOW_RATE)
+    statement = template.format(rollup=sql.Identifier(local_day_rollup(query)))
+    values = params(
+        query,
+        kind="waste_container",
+        tz=query.settings.timezone,
+        quantity=QUANTITIES["fill"].key,
+        threshold=query.settings.overflow_threshold,
+    )
+    return fetch_rows(conn, statement, values)
+
+
+COMPUTATIONS: Mapping[str, Computation] = {"WST-1": container_overflow_rate}
