@@ -1,0 +1,284 @@
+"""Registry routes: create, read, update, retire; filters; cursor walks; bulk registration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from services.api.routes.bulk import MAX_BODY_BYTES
+from tests.services.api.conftest import auth
+
+Db = psycopg.Connection[tuple[object, ...]]
+
+
+@pytest.fixture
+def engineer(api_client: TestClient, api_keys: dict[str, str]) -> TestClient:
+    api_client.headers.update(auth(api_keys["engineer"]))
+    return api_client
+
+
+def _problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert {"type", "title", "status", "detail", "instance"} <= set(body)
+    assert body["status"] == status
+    return body
+
+
+def _fields(problem: dict[str, Any]) -> set[str]:
+    return {e["field"] for e in problem["errors"]}
+
+
+def _city(client: TestClient) -> None:
+    assert client.post("/v1/districts", json={"id": "d1", "name": "One"}).status_code == 201
+    assert client.post("/v1/gateways", json={"id": "gw1", "district_id": "d1"}).status_code == 201
+
+
+def test_sensor_lifecycle(engineer: TestClient, api_db: Db) -> None:
+    _city(engineer)
+    created = engineer.post(
+        "/v1/sensors",
+        json={"id": "wm-1", "kind": "water_meter", "gateway_id": "gw1", "district_id": "d1"},
+    )
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == "/v1/sensors/wm-1"
+    body = created.json()
+    assert (body["domain"], body["interval_s"], body["status"]) == ("water", 900.0, "active")
+    assert body["last"] == [{"quantity": "index", "unit": "m3", "value": None, "time": None}]
+
+    patched = engineer.patch("/v1/sensors/wm-1", json={"status": "maintenance", "dma": "A"})
+    assert patched.status_code == 200
+    assert (patched.json()["status"], patched.json()["dma"]) == ("maintenance", "A")
+
+    retired = engineer.delete("/v1/sensors/wm-1")
+    assert retired.status_code == 200
+    assert retired.json()["status"] == "retired"
+    assert retired.json()["retired_at"] is not None
+    # Never a hard delete: the row is still there, and retiring again keeps the first time.
+    again = engineer.post("/v1/sensors/wm-1/retire")
+    assert again.json()["retired_at"] == retired.json()["retired_at"]
+    assert api_db.execute("SELECT status FROM sensors WHERE id = 'wm-1'").fetchone() == ("retired",)
+    _problem(engineer.patch("/v1/sensors/wm-1", json={"dma": "B"}), 409)
+
+
+def test_create_conflicts_and_bad_references(engineer: TestClient) -> None:
+    _city(engineer)
+    _problem(engineer.post("/v1/districts", json={"id": "d1", "name": "Again"}), 409)
+    bad = _problem(
+        engineer.post(
+            "/v1/sensors",
+            json={"id": "s1", "kind": "noise", "gateway_id": "nope", "district_id": "nada"},
+        ),
+        422,
+    )
+    assert _fields(bad) == {"body.gateway_id", "body.district_id"}
+    wrong_domain = _problem(
+        engineer.post("/v1/sensors", json={"id": "s1", "kind": "noise", "domain": "water"}), 422
+    )
+    assert _fields(wrong_domain) == {"body.domain"}
+    unknown_kind = _problem(engineer.post("/v1/sensors", json={"id": "s1", "kind": "toaster"}), 422)
+    assert _fields(unknown_kind) == {"body.kind"}
+    bad_id = _problem(engineer.post("/v1/sensors", json={"id": "a/b", "kind": "noise"}), 422)
+    assert _fields(bad_id) == {"body.id"}
+    extra = _problem(engineer.patch("/v1/sensors/x", json={"colour": "red"}), 422)
+    assert _fields(extra) == {"body.colour"}
+
+
+def test_unknown_ids_are_404(engineer: TestClient) -> None:
+    for path in ("/v1/sensors/none", "/v1/gateways/none", "/v1/districts/none"):
+        problem = _problem(engineer.get(path), 404)
+        assert "none" in problem["detail"]
+    _problem(engineer.patch("/v1/sensors/none", json={"dma": "x"}), 404)
+    _problem(engineer.post("/v1/sensors/none/retire"), 404)
+    _problem(engineer.delete("/v1/gateways/none"), 404)
+
+
+def test_gateway_with_active_sensors_is_not_retired(engineer: TestClient) -> None:
+    _city(engineer)
+    engineer.post("/v1/sensors", json={"id": "s1", "kind": "noise", "gateway_id": "gw1"})
+    problem = _problem(engineer.post("/v1/gateways/gw1/retire"), 409)
+    assert problem["sensors"] == 1
+    engineer.post("/v1/sensors/s1/retire")
+    assert engineer.delete("/v1/gateways/gw1").json()["status"] == "retired"
+
+
+def test_filters(engineer: TestClient) -> None:
+    _city(engineer)
+    engineer.post("/v1/districts", json={"id": "d2", "name": "Two"})
+    for sensor in (
+        {"id": "noise-1", "kind": "noise", "district_id": "d1", "gateway_id": "gw1"},
+        {"id": "noise-2", "kind": "noise", "district_id": "d2"},
+        {"id": "wm-1", "kind": "water_meter", "district_id": "d1"},
+        {"id": "wm-2", "kind": "water_meter", "district_id": "d2", "status": "pending"},
+    ):
+        assert engineer.post("/v1/sensors", json=sensor).status_code == 201
+
+    def ids(query: str) -> list[str]:
+        response = engineer.get(f"/v1/sensors?{query}")
+        assert response.status_code == 200, response.text
+        return [s["id"] for s in response.json()["items"]]
+
+    assert ids("district=d1") == ["noise-1", "wm-1"]
+    assert ids("kind=water_meter") == ["wm-1", "wm-2"]
+    assert ids("domain=environment") == ["noise-1", "noise-2"]
+    assert ids("status=pending") == ["wm-2"]
+    assert ids("gateway=gw1") == ["noise-1"]
+    assert ids("q=WM") == ["wm-1", "wm-2"]
+    assert ids("q=%25") == []  # a LIKE wildcard is matched literally
+    assert ids("district=d2&kind=noise") == ["noise-2"]
+    names = engineer.get("/v1/districts?q=two").json()["items"]
+    assert [d["id"] for d in names] == ["d2"]
+
+
+@pytest.mark.parametrize("limit", [1, 7, 1000])
+def test_cursor_walk_returns_every_row_once(engineer: TestClient, api_db: Db, limit: int) -> None:
+    api_db.execute(
+        "INSERT INTO sensors (id, kind, domain) "
+        "SELECT 'n-' || lpad(i::text, 3, '0'), 'noise', 'environment' FROM generate_series(1, 23) i"
+    )
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = engineer.get("/v1/sensors", params=params).json()
+        seen.extend(s["id"] for s in page["items"])
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"n-{i:03d}" for i in range(1, 24)]
+    assert pages == -(-23 // limit)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "query.limit"),
+        ("limit=1001", "query.limit"),
+        ("limit=ten", "query.limit"),
+        ("cursor=not-a-cursor", "query.cursor"),
+        ("cursor=eyJhIjoxfQ", "query.cursor"),  # valid base64 JSON, not ours
+    ],
+)
+def test_bad_list_parameters_name_the_field(engineer: TestClient, query: str, field: str) -> None:
+    problem = _problem(engineer.get(f"/v1/sensors?{query}"), 422)
+    assert _fields(problem) == {field}
+    assert field in problem["detail"]
+
+
+MANIFEST = {
+    "districts": [{"id": "d1", "name": "One"}],
+    "gateways": [{"id": "gw1", "district_id": "d1"}],
+    "sensors": [
+        {"id": "wm-1", "kind": "water_meter", "gateway_id": "gw1", "district_id": "d1"},
+        {"id": "aq-1", "kind": "air_quality", "district_id": "d1"},
+    ],
+}
+
+
+def _count(db: Db, table: str) -> int:
+    row = db.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])  # type: ignore[call-overload]
+
+
+def test_bulk_json_dry_run_then_load(engineer: TestClient, api_db: Db) -> None:
+    dry = engineer.post("/v1/registry/bulk?dry_run=true", json=MANIFEST)
+    assert dry.status_code == 200, dry.text
+    assert dry.json() == {"dry_run": True, "districts": 1, "gateways": 1, "sensors": 2}
+    assert _count(api_db, "sensors") == 0
+    loaded = engineer.post("/v1/registry/bulk", json=MANIFEST)
+    assert loaded.json()["dry_run"] is False
+    assert _count(api_db, "sensors") == 2
+    # Idempotent: the same body again changes nothing.
+    assert engineer.post("/v1/registry/bulk", json=MANIFEST).status_code == 200
+    assert _count(api_db, "sensors") == 2
+
+
+def test_bulk_bad_rows_are_all_reported_and_nothing_is_stored(
+    engineer: TestClient, api_db: Db
+) -> None:
+    manifest = json.loads(json.dumps(MANIFEST))
+    manifest["sensors"] += [
+        {"id": "x-1", "kind": "toaster"},
+        {"id": "x-2", "kind": "noise", "gateway_id": "gw-missing"},
+    ]
+    manifest["gateways"].append({"id": "bad/id"})
+    problem = _problem(engineer.post("/v1/registry/bulk", json=manifest), 422)
+    assert _fields(problem) == {"sensors[2].kind", "gateways[1].id"}
+    assert {(r["section"], r["index"]) for r in problem["rows"]} == {
+        ("sensors", 2),
+        ("gateways", 1),
+    }
+    assert _count(api_db, "districts") == 0
+    # Once rows parse, references are checked against the manifest and the registry.
+    manifest["sensors"].pop(2)
+    manifest["gateways"].pop()
+    problem = _problem(engineer.post("/v1/registry/bulk", json=manifest), 422)
+    assert problem["errors"] == [
+        {"field": "sensors[2].gateway_id", "message": "unknown gateway 'gw-missing'"}
+    ]
+    assert _count(api_db, "sensors") == 0
+
+
+def test_bulk_csv(engineer: TestClient, api_db: Db) -> None:
+    engineer.post("/v1/registry/bulk", json={"districts": MANIFEST["districts"]})
+    csv_body = (
+        "id,kind,district_id,latitude,longitude,metadata\n"
+        'n-1,noise,d1,45.1,7.6,"{""mast"": 3}"\n'
+        "n-2,noise,d1,,,\n"
+    )
+    response = engineer.post(
+        "/v1/registry/bulk", content=csv_body, headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["sensors"] == 2
+    row = api_db.execute("SELECT latitude, metadata FROM sensors WHERE id = 'n-1'").fetchone()
+    assert row == (45.1, {"mast": 3})
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ("id,kind\nn-1,noise\nn-2,toaster\nn-3,noise,extra\n", {"sensors[2]"}),
+        ("id,kind\nn-1,noise\nn-2,toaster\n", {"sensors[1].kind"}),
+        ("id,kind,colour\nn-1,noise,red\n", {"sensors[0].colour"}),
+        ("id,latitude\nn-1,north\n", {"sensors[0].kind", "sensors[0].latitude"}),
+        ("", {"body"}),
+        (b"id,kind\n\xff\xfe,noise\n", {"body"}),
+    ],
+    ids=["too-many-values", "unknown-kind", "unknown-column", "bad-values", "empty", "not-utf8"],
+)
+def test_bulk_bad_csv(
+    engineer: TestClient, api_db: Db, body: str | bytes, fields: set[str]
+) -> None:
+    response = engineer.post(
+        "/v1/registry/bulk", content=body, headers={"Content-Type": "text/csv"}
+    )
+    assert _fields(_problem(response, 422)) == fields
+    assert _count(api_db, "sensors") == 0
+
+
+def test_bulk_refuses_bad_json_other_media_and_huge_bodies(engineer: TestClient) -> None:
+    problem = _problem(
+        engineer.post(
+            "/v1/registry/bulk", content=b"{not json", headers={"Content-Type": "application/json"}
+        ),
+        422,
+    )
+    assert _fields(problem) == {"body"}
+    _problem(
+        engineer.post("/v1/registry/bulk", content=b"x", headers={"Content-Type": "text/xml"}),
+        415,
+    )
+    huge = b"id,kind\n" + b"n,noise\n" * (MAX_BODY_BYTES // 8 + 1)
+    _problem(
+        engineer.post("/v1/registry/bulk", content=huge, headers={"Content-Type": "text/csv"}),
+        413,
+    )
