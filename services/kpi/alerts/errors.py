@@ -1,0 +1,60 @@
+"""Errors of the alert engine. ``AlertError`` is the base; each error carries its subject as data.
+
+Two families, so that an API maps them in one place: a request naming something that does not
+exist (``AlertNotFound``, ``RuleNotFound``: 404) and a request the current state refuses
+(``InvalidTransition``: 409); ``InvalidRule`` and ``InvalidArgument`` are bad input (422).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AlertError(Exception):
+    """Base of the alert engine's errors."""
+
+
+class AlertNotFound(AlertError, LookupError):  # noqa: N818 (the API's names)
+    """No alert has this id."""
+
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"no alert {alert_id}")
+        self.alert_id = alert_id
+
+
+class RuleNotFound(AlertError, LookupError):  # noqa: N818 (the API's names)
+    """No alert rule has this id."""
+
+    def __init__(self, rule_id: str) -> None:
+        super().__init__(f"no alert rule {rule_id!r}")
+        self.rule_id = rule_id
+
+
+class InvalidTransition(AlertError):  # noqa: N818 (the API's names)
+    """The alert's state does not allow the requested action (e.g. acknowledging a cleared one)."""
+
+    def __init__(self, alert_id: int, state: str, action: str) -> None:
+        super().__init__(f"alert {alert_id} is {state}: it cannot be {action}")
+        self.alert_id = alert_id
+        self.state = state
+        self.action = action
+
+
+class InvalidRule(AlertError, ValueError):  # noqa: N818 (the API's names)
+    """A rule definition is inconsistent; ``problems`` lists every reason, one a line."""
+
+    def __init__(self, rule_id: str | None, problems: Sequence[str]) -> None:
+        name = f"alert rule {rule_id!r}" if rule_id else "alert rule"
+        super().__init__(f"{name} is invalid:\n  " + "\n  ".join(problems))
+        self.rule_id = rule_id
+        self.problems = tuple(problems)
+
+
+class InvalidArgument(AlertError, ValueError):  # noqa: N818 (the API's names)
+    """A listing filter or an action's argument has a value outside its domain."""
+
+    def __init__(self, name: str, value: object, allowed: str) -> None:
+        super().__init__(f"{name}={value!r}: {allowed}")
+        self.name = name
+        self.value = value
+        self.allowed = allowed
