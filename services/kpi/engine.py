@@ -17,7 +17,7 @@ could be computed: a silent district is never rated good.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -345,7 +345,7 @@ def rate(
     return Rating.MISSED
 
 
-def _band(kpi: Kpi, scope: str, period_days: float, targets: dict[str, Band]) -> Band:
+def target_band(kpi: Kpi, scope: str, period_days: float, targets: Mapping[str, Band]) -> Band:
     """The district's override, else the city's, else the catalog's. ``kpi_targets`` holds one
     band per KPI, so an annual value of a KPI with its own annual band (the WHO annual means)
     keeps the catalog's annual band: a 24-hour override says nothing about annual means."""
@@ -382,7 +382,7 @@ def _value_of(
     recorded: dict[str, baselines.Baseline],
 ) -> KpiValue:
     days = _period_days(start, end)
-    band = _band(kpi, scope, days, targets)
+    band = target_band(kpi, scope, days, targets)
     coverage = coverage_of(row, kpi.threshold_for(days))
     rated = None if row.value is None else annualise(kpi, row.value, days)
     detail = dict(row.detail)
@@ -501,12 +501,20 @@ def _same(a: float | None, b: float | None) -> bool:
 
 
 def refresh_current(
-    conn: Conn, now: datetime | None = None, periods: Sequence[str] = CURRENT_PERIODS
+    conn: Conn,
+    now: datetime | None = None,
+    periods: Sequence[str] = CURRENT_PERIODS,
+    *,
+    kpi_ids: Iterable[str] | None = None,
 ) -> list[KpiValue]:
-    """Recompute the current ``periods`` of every computed KPI for every scope, upsert
-    ``kpi_current`` and write a ``kpi`` event for each value whose value or rating changed, in
-    one transaction (committed here). Returns the changed values."""
+    """Recompute the current ``periods`` of every computed KPI (or of ``kpi_ids``) for every
+    scope, upsert ``kpi_current`` and write a ``kpi`` event for each value whose value or rating
+    changed, in one transaction (committed here). Returns the changed values.
+
+    Freshness: the monitor calls this every minute, so ``kpi_current`` lags the rollups by at most
+    a minute (and the rollups lag the readings by at most another in partition mode)."""
     moment = now or datetime.now(UTC)
+    ids = [_kpi(k).id for k in kpi_ids] if kpi_ids is not None else computed_kpis()
     changed: list[KpiValue] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK,))
@@ -519,7 +527,7 @@ def refresh_current(
         }
         for period in periods:
             start, end = period_bounds(period, moment, timezone)
-            for kpi_id in computed_kpis():
+            for kpi_id in ids:
                 for value in compute(conn, kpi_id, start, end):
                     before = stored.get((kpi_id, value.scope, period))
                     body = value.as_dict()
