@@ -162,8 +162,11 @@ judged AS (
     FROM per_segment
 )
 SELECT bucket_start, district_id,
-       100 * coalesce(sum(length_km) FILTER (WHERE monitored), 0) / nullif(sum(length_km), 0)
-           AS value,
+       -- No value for a bucket nothing was owed in yet (one still to come).
+       CASE WHEN sum(expected) > 0
+            THEN 100 * coalesce(sum(length_km) FILTER (WHERE monitored), 0)
+                 / nullif(sum(length_km), 0)
+       END AS value,
        count(*) AS sources_used, count(*) AS sources_expected, NULL::float8 AS completeness,
        jsonb_build_object(
            'km_monitored', coalesce(sum(length_km) FILTER (WHERE monitored), 0),

@@ -212,3 +212,15 @@ def test_monitoring_coverage_follows_the_city_major_road_classes(city: City, db:
         ("north", 100.0, 1),
         (None, 100.0, 1),
     ]
+
+
+def test_monitoring_coverage_of_a_bucket_still_to_come_has_no_value(city: City, db: Conn) -> None:
+    _coverage_city(city)
+    tomorrow = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + DAY
+    rows = TRA_2(db, KpiQuery(buckets=[(tomorrow, tomorrow + HOUR)]))
+    # Nothing was owed yet, so nothing is "not monitored": no value rather than 0 %.
+    assert [(row.district_id, row.value) for row in rows] == [
+        ("north", None),
+        ("south", None),
+        (None, None),
+    ]
