@@ -22,15 +22,18 @@ Values per bucket:
   the energy mean of its valid daily Lden; district and city take the loudest station.
 
 Coverage per row: ``sources_used`` = stations with at least one valid station-day,
-``sources_expected`` = stations in service during the bucket (status active or maintenance, or
-retired after the bucket started; pending stations are not commissioned), ``completeness`` =
-readings delivered (at most the expected number per station-day) / readings expected.
+``sources_expected`` = stations in service during the bucket (``_sql.SENSOR_EXPECTED``: not
+pending, installed before it, not retired before it), ``completeness`` = readings delivered (at
+most the expected number per station-day) / readings expected. A bucket still running owes
+readings only up to now. A district without a station has no row (the engine reports it as
+insufficient data).
 
 Rollups and approximations:
 
-- AIR reads ``readings_1h`` (count and sum give exact means), which needs the bucket edges and
-  the local midnights on whole UTC hours; in a time zone with a half-hour offset (India,
-  Newfoundland...) or for buckets cut mid-hour it reads ``readings_1m`` instead.
+- AIR's means are exact (count and sum): it reads the coarsest rollup that tiles both the
+  buckets and the local days (:func:`local_day_rollup`): ``readings_1d`` where local days are
+  UTC days, ``readings_1h`` where the UTC offset is whole hours, ``readings_1m`` in a half-hour
+  zone (India, Newfoundland...) or for buckets cut mid-hour.
 - NOI-1 needs energy means, which the rollups do not hold: they keep the sum of dB values, and
   the mean of dB values understates the energy mean. It reads ``readings_1m`` and treats each
   minute's mean level as the level of each of its readings: exact for the noise kind's nominal
