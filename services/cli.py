@@ -33,6 +33,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "api": ("services.api.cli:app", "Serve the HTTP API (FastAPI, under /v1)."),
     "keys": ("services.api.keys_cli:app", "Create, list and revoke API keys."),
+    "kpi": (
+        "services.kpi.cli:app",
+        "Show KPI values, record baselines, set targets, refresh the current values.",
+    ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
     "simulate": (
         "simulators.cli:app",
