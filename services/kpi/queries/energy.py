@@ -43,11 +43,20 @@ feeders AS (
     SELECT DISTINCT s.key, s.interval_s
     FROM buckets b JOIN sensors s ON s.kind = 'feeder_meter' AND {SENSOR_EXPECTED}
 ),
+zero_spans AS (
+    -- coarse buckets in which a feeder saw a zero, so that a year's value reads the minutes of
+    -- the days with an outage, not all 525,600 of them
+    SELECT DISTINCT f.key, f.interval_s, r.first_time, r.last_time
+    FROM feeders f JOIN {{rollup}} r
+      ON r.sensor_key = f.key AND r.quantity_key IN (%(power)s, %(voltage)s)
+     AND r.bucket >= %(period_start)s AND r.bucket < %(period_end)s AND r.min <= 0
+),
 candidates AS (
     -- minutes in which a feeder saw a zero: the only ones that can be out
-    SELECT DISTINCT f.key, f.interval_s, m.bucket AS minute
-    FROM feeders f JOIN readings_1m m
-      ON m.sensor_key = f.key AND m.quantity_key IN (%(power)s, %(voltage)s)
+    SELECT DISTINCT z.key, z.interval_s, m.bucket AS minute
+    FROM zero_spans z JOIN readings_1m m
+      ON m.sensor_key = z.key AND m.quantity_key IN (%(power)s, %(voltage)s)
+     AND m.bucket >= date_bin('1 minute', z.first_time, '1970-01-01Z') AND m.bucket <= z.last_time
      AND m.bucket >= %(period_start)s AND m.bucket < %(period_end)s AND m.min <= 0
 ),
 out_minutes AS (
