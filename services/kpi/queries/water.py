@@ -165,9 +165,7 @@ ORDER BY bucket_start, district_id NULLS LAST
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
 
-def drinking_water_compliance(
-    conn: psycopg.Connection[TupleRow], query: KpiQuery
-) -> list[KpiRow]:
+def drinking_water_compliance(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     """WAT-2: % of complete quality reading sets inside the WHO limits."""
     return fetch_rows(
         conn,
