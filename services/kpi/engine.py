@@ -28,6 +28,8 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from services.storage import events
+
 from . import baseline as baselines
 from .catalog import KPIS, Band, Better, Kpi, TargetBasis
 from .model import CitySettings, KpiQuery, KpiRow
@@ -556,14 +558,12 @@ def refresh_current(
                         and before[1] == value.rating.value
                     ):
                         continue
-                    conn.execute(
-                        "INSERT INTO events (type, district_id, domain, data) "
-                        "VALUES ('kpi', %s, %s, %s)",
-                        (
-                            None if value.scope == CITY else value.scope,
-                            KPIS[kpi_id].domain.value,
-                            Jsonb({**body, "period": period}),
-                        ),
+                    events.append(
+                        conn,
+                        "kpi",
+                        {**body, "period": period},
+                        district_id=None if value.scope == CITY else value.scope,
+                        domain=KPIS[kpi_id].domain.value,
                     )
                     changed.append(value)
     return changed
