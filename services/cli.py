@@ -37,6 +37,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "services.kpi.cli:app",
         "Show KPI values, record baselines, set targets, refresh the current values.",
     ),
+    "alerts": (
+        "services.kpi.alerts_cli:app",
+        "List, acknowledge and clear alerts; alert rules; evaluate them.",
+    ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
     "simulate": (
         "simulators.cli:app",
