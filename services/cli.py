@@ -33,6 +33,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "api": ("services.api.cli:app", "Serve the HTTP API (FastAPI, under /v1)."),
     "keys": ("services.api.keys_cli:app", "Create, list and revoke API keys."),
+    "monitor": (
+        "services.kpi.monitor:cli",
+        "Keep the current KPI values fresh and evaluate the alert rules, every minute.",
+    ),
     "kpi": (
         "services.kpi.cli:app",
         "Show KPI values, record baselines, set targets, refresh the current values.",

@@ -1,0 +1,129 @@
+"""The monitor: keeps the current KPI values fresh and evaluates the alert rules, every minute.
+
+One loop per deployment is enough (each step takes an advisory lock, so a second copy only
+waits); ``urbanpulse monitor`` runs it alone, ``urbanpulse up`` runs it in a thread. Each round:
+
+1. ``engine.refresh_current``: the current day, month and year of every KPI for every scope,
+   into ``kpi_current`` (what the API serves), with a ``kpi`` event per changed value;
+2. ``alerts.evaluate``: every enabled rule, raising and clearing alerts with their events.
+
+The freshness bound of what the API serves is therefore the round interval plus the rollups' own
+lag (a minute in partition mode). The default rules are installed at start, never overwriting a
+city's edits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import psycopg
+import typer
+
+from services.logs import configure
+from services.settings import settings_for_command
+from services.storage.urls import libpq_url
+
+from . import engine
+from .alerts.defaults import install_defaults
+from .alerts.evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVERY_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    kpi_changed: int
+    raised: int
+    cleared: int
+    open_alerts: int
+    seconds: float
+
+
+def run_round(conn: psycopg.Connection[tuple[object, ...]]) -> Round:
+    """One round on ``conn`` (committed)."""
+    started = time.perf_counter()
+    changed = engine.refresh_current(conn)
+    result = evaluate(conn)
+    conn.commit()
+    return Round(
+        len(changed), result.raised, result.cleared, result.open, time.perf_counter() - started
+    )
+
+
+class Monitor:
+    """The loop, on its own connection, surviving database outages."""
+
+    def __init__(self, database_url: str, every_s: float = DEFAULT_EVERY_S) -> None:
+        self.database_url = database_url
+        self.every_s = every_s
+        self.rounds = 0
+        self.last: Round | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        installed = False
+        while not stop.is_set():
+            try:
+                with psycopg.connect(libpq_url(self.database_url), connect_timeout=5) as conn:
+                    if not installed:
+                        install_defaults(conn)
+                        conn.commit()
+                        installed = True
+                    while not stop.is_set():
+                        self.last = run_round(conn)
+                        self.rounds += 1
+                        log.info(
+                            "monitor round: %d KPI values changed, %d alerts raised, %d cleared, "
+                            "%d open (%.1f s)",
+                            self.last.kpi_changed,
+                            self.last.raised,
+                            self.last.cleared,
+                            self.last.open_alerts,
+                            self.last.seconds,
+                        )
+                        stop.wait(max(self.every_s - self.last.seconds, 1.0))
+            except psycopg.OperationalError as exc:
+                log.warning("monitor: database unavailable (%s); retrying", exc)
+                stop.wait(min(self.every_s, 10.0))
+            except Exception:
+                # Never let the loop die silently: KPIs and alerts would freeze with no one told.
+                log.exception("monitor round failed; retrying")
+                stop.wait(min(self.every_s, 10.0))
+
+
+cli = typer.Typer(help="Keep KPI values fresh and evaluate alert rules (the monitor loop).")
+
+
+@cli.callback(invoke_without_command=True)
+def monitor(
+    database_url: Annotated[
+        str | None, typer.Option(help="default: URBANPULSE_DATABASE_URL")
+    ] = None,
+    every: Annotated[float, typer.Option(min=1.0, help="seconds between rounds")] = DEFAULT_EVERY_S,
+    once: Annotated[bool, typer.Option(help="one round, print it, exit")] = False,
+) -> None:
+    """Run the monitor until interrupted (or one round with --once)."""
+    settings, url = settings_for_command(database_url)
+    configure(settings.log_level, settings.log_format.value)
+    if once:
+        with psycopg.connect(libpq_url(url)) as conn:
+            install_defaults(conn)
+            conn.commit()
+            result = run_round(conn)
+        typer.echo(
+            f"{result.kpi_changed} KPI values changed, {result.raised} alerts raised, "
+            f"{result.cleared} cleared, {result.open_alerts} open ({result.seconds:.1f} s)"
+        )
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        Monitor(url, every).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
