@@ -54,7 +54,7 @@ def test_install_evaluate_list_ack_and_clear(city: City, database_url: str) -> N
     code, out = _run(database_url, "show", str(alert_id))
     assert "cleared" in out
     assert "bin-1" not in _run(database_url, "list")[1]  # open alerts only
-    rows = [line for line in _run(database_url, "list", "--state", "all")[1].splitlines()]
+    rows = _run(database_url, "list", "--state", "all")[1].splitlines()
     assert len([row for row in rows if "bin-1" in row]) == 1
     code, out = _run(database_url, "show", "999999")
     assert (code, "no alert 999999" in out) == (1, True)

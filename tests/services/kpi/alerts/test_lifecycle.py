@@ -134,4 +134,4 @@ def test_list_filters_and_pages(city: City, install: Install) -> None:
     assert ids(limit=2, after_id=first_page[-1]) == [fires[3], fires[2]]
     for bad in ({"state": "done"}, {"severity": "fatal"}, {"limit": 0}, {"limit": 1001}):
         with pytest.raises(InvalidArgument):
-            list_alerts(db, **bad)  # type: ignore[arg-type]
+            list_alerts(db, **bad)
