@@ -21,15 +21,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
+import psycopg
 import typer
+import uvicorn
 from prometheus_client import start_http_server
 from rich.console import Console
 
 from gateway import topics
+from services.api.app import create_app
+from services.api.keys import create_key, find_key, verify_secret
 from services.ingest.validate import Policy
 from services.ingest.worker import IngestWorker, WorkerConfig
+from services.kpi.monitor import Monitor
 from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 from services.storage import migrate
+from services.storage.urls import libpq_url
 
 from .broker import start_broker
 from .city import start_city
@@ -84,6 +90,26 @@ def up(
     signal.signal(signal.SIGTERM, on_signal)
     with contextlib.ExitStack() as stack:
         rows = _start_services(stack, settings, base)
+        database_url, mqtt_url = rows[0][1], rows[2][1]
+        _start_monitor(stack, database_url)
+        rows.append(
+            (
+                "monitor",
+                "KPIs and alerts, every minute",
+                "current KPI values into kpi_current, default alert rules evaluated",
+            )
+        )
+        api_url, key = _start_api(stack, settings, base, database_url, mqtt_url)
+        rows += [
+            ("API", f"{api_url}/docs", f"OpenAPI at {api_url}/openapi.json; health at /healthz"),
+            (
+                "API key",
+                key,
+                f"admin, kept in {base / 'api-key'}; try: curl -H 'X-API-Key: {key}' "
+                f"{api_url}/v1/kpis/current",
+            ),
+            ("live stream", f"{api_url}/v1/stream", "Server-Sent Events, same key"),
+        ]
         if city:
             with console.status("registering and starting the simulated city"):
                 rows.append(
@@ -96,6 +122,7 @@ def up(
         env_file = base / "urbanpulse.env"
         env_file.write_text(
             f"URBANPULSE_DATABASE_URL={rows[0][1]}\nURBANPULSE_MQTT_URL={rows[2][1]}\n"
+            f"URBANPULSE_API_URL={api_url}\n"
         )
         rows.append(
             ("settings", str(env_file), f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status")
@@ -185,6 +212,66 @@ def _start_ingestion(
         console.print("[red]the ingestion worker did not subscribe within 30 s[/red]")
         raise typer.Exit(1)
     return f"http://127.0.0.1:{server.server_port}/metrics"
+
+
+def _start_monitor(stack: contextlib.ExitStack, database_url: str) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=Monitor(database_url).run, args=(stop,), name="monitor", daemon=True
+    )
+    thread.start()
+    stack.callback(thread.join, 15)
+    stack.callback(stop.set)
+
+
+def _start_api(
+    stack: contextlib.ExitStack, settings: Settings, base: Path, database_url: str, mqtt_url: str
+) -> tuple[str, str]:
+    """Serve the API in a thread; return its URL and an admin key (made once, kept in the data
+    directory, readable by its owner only)."""
+    port = _saved_port(base, "URBANPULSE_API_URL") or settings.api_port
+    if not _port_free(port):
+        port = 0
+    app = create_app(
+        settings.model_copy(update={"database_url": database_url, "mqtt_url": mqtt_url})
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    with console.status("starting the API"):
+        thread.start()
+        for _ in range(300):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.1)
+    if not server.started:
+        console.print("[red]the API did not start within 30 s[/red]")
+        raise typer.Exit(1)
+    stack.callback(thread.join, 15)
+    stack.callback(setattr, server, "should_exit", True)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{bound}", _admin_key(base, database_url)
+
+
+def _admin_key(base: Path, database_url: str) -> str:
+    path = base / "api-key"
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        if path.exists():
+            token = path.read_text().strip()
+            key_id, _, secret = token.partition(".")
+            stored = find_key(conn, key_id)
+            if (
+                stored is not None
+                and not stored.revoked
+                and verify_secret(secret, stored.secret_hash)
+            ):
+                return token
+        _, token = create_key(conn, "urbanpulse up (admin)", "admin")
+        conn.commit()
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
 
 
 def _saved_port(base: Path, variable: str) -> int | None:

@@ -66,6 +66,11 @@ def test_up_starts_everything_and_keeps_data_across_restarts(data_dir: Path) -> 
     database_url = settings["URBANPULSE_DATABASE_URL"]
     assert database_url in first.stdout
     assert settings["URBANPULSE_MQTT_URL"] in first.stdout
+    # The API's URL and the admin key it made are printed; the key works against the database.
+    assert settings["URBANPULSE_API_URL"] in first.stdout
+    key = (data_dir / "api-key").read_text().strip()
+    assert key in first.stdout
+    assert (data_dir / "api-key").stat().st_mode & 0o077 == 0
     # Everything it started is stopped again.
     assert not _listening(database_url)
     assert not _listening(settings["URBANPULSE_MQTT_URL"])
@@ -76,6 +81,7 @@ def test_up_starts_everything_and_keeps_data_across_restarts(data_dir: Path) -> 
         line.split("=", 1) for line in (data_dir / "urbanpulse.env").read_text().splitlines()
     )
     assert again["URBANPULSE_DATABASE_URL"] == database_url  # same port, same data
+    assert (data_dir / "api-key").read_text().strip() == key  # the same key, still valid
 
 
 def test_up_leaves_a_migrated_database(data_dir: Path) -> None:
