@@ -78,6 +78,19 @@ async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     return problems.problem_response(problem, request)
 
 
+async def _on_refused_by_database(request: Request, exc: Exception) -> JSONResponse:
+    # The last line behind the models' own checks: a value PostgreSQL refuses (out of an
+    # integer's range, a NUL in text, a constraint) is the sender's error, never a 500.
+    # PostgreSQL's primary message names the problem, not our internals.
+    assert isinstance(exc, psycopg.Error)
+    message = exc.diag.message_primary or type(exc).__name__
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        problem = problems.Problem(409, detail=f"conflicts with the registry: {message}")
+    else:
+        problem = problems.invalid_all([("body", message)], f"refused by the database: {message}")
+    return problems.problem_response(problem, request)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: from the environment)."""
     settings = settings or load_settings()
@@ -98,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Any route may fail unexpectedly or find the database gone; say so in every operation.
+        responses=problems.responses(500, 503),
     )
     app.state.settings = settings
     app.state.pool = pool
@@ -108,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.add_exception_handler(PoolTimeout, _on_database_down)
     app.add_exception_handler(psycopg.OperationalError, _on_database_down)
+    app.add_exception_handler(psycopg.DataError, _on_refused_by_database)
+    app.add_exception_handler(psycopg.IntegrityError, _on_refused_by_database)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
 
     app.include_router(health.router)

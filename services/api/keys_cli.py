@@ -58,7 +58,11 @@ def list_(
     except psycopg.Error as exc:
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    table = Table("id", "name", "role", "created", "last used", "revoked")
+    table = Table()
+    # The id is what `revoke` takes: never wrapped, so it can be copied whole.
+    table.add_column("id", no_wrap=True)
+    for heading in ("name", "role", "created", "last used", "revoked"):
+        table.add_column(heading)
     for key in found:
         table.add_row(
             key.id,

@@ -162,6 +162,10 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI answers 400 for a body that is not JSON at all; for clients it is one more
+        # bad input, reported like every other: a 422 naming the body.
+        return problem_response(invalid("body", "not valid JSON"), request)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no resource at {request.url.path}"
     elif exc.status_code == 405:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import psycopg
 from fastapi import APIRouter, Path, Query, Response, status
@@ -143,6 +144,11 @@ def _update(
     conn.execute(query, [*(_adapt(c, v) for c, v in values.items()), key])
 
 
+def _location(collection: str, key: str) -> str:
+    # Percent-encoded: a district id may hold any character, and headers carry only Latin-1.
+    return f"/v1/{collection}/{quote(key, safe='')}"
+
+
 def _adapt(column: str, value: Any) -> Any:
     return Jsonb(value) if column in _JSON_COLUMNS and value is not None else value
 
@@ -169,7 +175,9 @@ def list_districts(
     return Page[District](items=[District(**r) for r in items], next_cursor=next_cursor)
 
 
-@router.get("/districts/{district_id}", response_model=District, responses=responses(401, 403, 404))
+@router.get(
+    "/districts/{district_id}", response_model=District, responses=responses(401, 403, 404, 422)
+)
 def get_district(conn: Conn, _: Reader, district_id: DistrictId) -> District:
     return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
 
@@ -182,7 +190,7 @@ def create_district(
 ) -> District:
     values = DistrictRow.model_validate(body.model_dump()).model_dump()
     _insert(conn, "districts", values)
-    response.headers["Location"] = f"/v1/districts/{body.id}"
+    response.headers["Location"] = _location("districts", body.id)
     return District(**_one(conn, "districts", _DISTRICT_COLUMNS, body.id, "district"))
 
 
@@ -228,7 +236,9 @@ def list_gateways(
     return Page[Gateway](items=[Gateway(**r) for r in items], next_cursor=next_cursor)
 
 
-@router.get("/gateways/{gateway_id}", response_model=Gateway, responses=responses(401, 403, 404))
+@router.get(
+    "/gateways/{gateway_id}", response_model=Gateway, responses=responses(401, 403, 404, 422)
+)
 def get_gateway(conn: Conn, _: Reader, gateway_id: GatewayId) -> Gateway:
     return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
 
@@ -242,7 +252,7 @@ def create_gateway(
     values = GatewayRow.model_validate(body.model_dump()).model_dump()
     _check_references(conn, values)
     _insert(conn, "gateways", values)
-    response.headers["Location"] = f"/v1/gateways/{body.id}"
+    response.headers["Location"] = _location("gateways", body.id)
     return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, body.id, "gateway"))
 
 
@@ -355,7 +365,9 @@ def last_readings(
     return result
 
 
-@router.get("/sensors/{sensor_id}", response_model=SensorDetail, responses=responses(401, 403, 404))
+@router.get(
+    "/sensors/{sensor_id}", response_model=SensorDetail, responses=responses(401, 403, 404, 422)
+)
 def get_sensor(conn: Conn, _: Reader, sensor_id: SensorId) -> SensorDetail:
     """A sensor with its status and the newest value of each quantity it measures."""
     return _sensor_detail(conn, sensor_id)
@@ -390,7 +402,7 @@ def create_sensor(
         raise invalid("body.status", "register a sensor active, pending or in maintenance")
     _check_references(conn, values)
     _insert(conn, "sensors", values)
-    response.headers["Location"] = f"/v1/sensors/{body.id}"
+    response.headers["Location"] = _location("sensors", body.id)
     return _sensor_detail(conn, body.id)
 
 
