@@ -1,11 +1,15 @@
 """Who is calling: an API key checked against ``api_keys``, with a small cache of verified keys.
 
 Checking a secret costs one scrypt (~40 ms, 16 MiB), too much for every request, so a verified
-key is remembered in-process for :data:`CACHE_TTL_S` seconds, keyed by a SHA-256 of the whole
-presented key (the cache never holds a secret). Bound: a revoked key keeps working on a process
-that verified it for at most ``CACHE_TTL_S`` (5 s) more; a role change likewise. The cache holds
-at most :data:`CACHE_SIZE` keys, least recently used evicted first. Refusals are not cached, so
-a key registered a moment ago works at once.
+key is remembered in-process, keyed by a SHA-256 of the whole presented key (the cache never
+holds a secret). Every :data:`CACHE_TTL_S` seconds a remembered key is looked up again, by id
+only (the secret was proven once, and the fingerprint proves it is the same one), so a revoked
+key keeps working on a process for at most ``CACHE_TTL_S`` (5 s) more; a role change likewise.
+Only one thread verifies a given key at a time: under load, the requests that arrive while a
+key is being checked wait for that check rather than each paying a scrypt (bench/bench_api.py
+measured seconds of tail latency from that herd). The cache holds at most :data:`CACHE_SIZE`
+keys, least recently used evicted first. Refusals are not cached, so a key registered a moment
+ago works at once.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class Authenticator:
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
+        # One lock per key being checked (single flight), dropped when the check is done.
+        self._checking: dict[bytes, threading.Lock] = {}
 
     def authenticate(self, token: str) -> Principal | None:
         parts = keys.split_token(token)
@@ -64,24 +70,54 @@ class Authenticator:
             return None
         fingerprint = hashlib.sha256(token.strip().encode()).digest()
         now = time.monotonic()
-        with self._lock:
-            entry = self._cache.get(fingerprint)
-            if entry is not None and entry.expires > now:
-                self._cache.move_to_end(fingerprint)
-                principal: Principal | None = entry.principal
-            else:
-                self._cache.pop(fingerprint, None)
-                principal = None
+        principal = self._fresh(fingerprint, now)
         if principal is None:
-            principal = self._verify(*parts)
+            with self._lock:
+                check = self._checking.setdefault(fingerprint, threading.Lock())
+            with check:
+                # Another thread may have checked it while this one waited.
+                principal = self._fresh(fingerprint, time.monotonic())
+                if principal is None:
+                    principal = self._check(fingerprint, *parts)
+            with self._lock:
+                self._checking.pop(fingerprint, None)
             if principal is None:
                 return None
-            with self._lock:
-                self._cache[fingerprint] = _Entry(principal, now + self._ttl)
-                while len(self._cache) > self._size:
-                    self._cache.popitem(last=False)
         self._touch(principal.key_id, now)
         return principal
+
+    def _fresh(self, fingerprint: bytes, now: float) -> Principal | None:
+        with self._lock:
+            entry = self._cache.get(fingerprint)
+            if entry is None or entry.expires <= now:
+                return None
+            self._cache.move_to_end(fingerprint)
+            return entry.principal
+
+    def _check(self, fingerprint: bytes, key_id: str, secret: str) -> Principal | None:
+        with self._lock:
+            known = self._cache.get(fingerprint)
+        if known is not None:
+            principal = self._still_valid(known.principal)
+        else:
+            principal = self._verify(key_id, secret)
+        with self._lock:
+            if principal is None:
+                self._cache.pop(fingerprint, None)
+                return None
+            self._cache[fingerprint] = _Entry(principal, time.monotonic() + self._ttl)
+            self._cache.move_to_end(fingerprint)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _still_valid(self, principal: Principal) -> Principal | None:
+        """A key whose secret was verified before: is it still there, unrevoked, and which role?"""
+        with self._pool.connection() as conn:
+            stored = keys.find_key(conn, principal.key_id)
+        if stored is None or stored.revoked:
+            return None
+        return Principal(stored.id, stored.name, stored.role)
 
     def _verify(self, key_id: str, secret: str) -> Principal | None:
         with self._pool.connection() as conn:

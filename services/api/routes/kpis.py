@@ -155,25 +155,42 @@ def _kpi(kpi_id: str) -> Kpi:
 
 
 class _Cache:
-    """A small LRU of computed answers, each good for ``CACHE_TTL_S`` seconds."""
+    """A small LRU of computed answers, each good for ``CACHE_TTL_S`` seconds. One thread
+    computes a missing answer while the others asking the same question wait for it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[Any, ...], tuple[float, KpiValues]] = OrderedDict()
+        self._computing: dict[tuple[Any, ...], threading.Lock] = {}
 
-    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], KpiValues]) -> KpiValues:
-        now = time.monotonic()
+    def _fresh(self, key: tuple[Any, ...]) -> KpiValues | None:
         with self._lock:
             hit = self._entries.get(key)
-            if hit is not None and now - hit[0] < CACHE_TTL_S:
-                self._entries.move_to_end(key)
-                return hit[1]
-        answer = compute()
-        with self._lock:
-            self._entries[key] = (now, answer)
+            if hit is None or time.monotonic() - hit[0] >= CACHE_TTL_S:
+                return None
             self._entries.move_to_end(key)
-            while len(self._entries) > CACHE_ENTRIES:
-                self._entries.popitem(last=False)
+            return hit[1]
+
+    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], KpiValues]) -> KpiValues:
+        answer = self._fresh(key)
+        if answer is not None:
+            return answer
+        with self._lock:
+            flight = self._computing.setdefault(key, threading.Lock())
+        try:
+            with flight:
+                answer = self._fresh(key)
+                if answer is None:
+                    computed_at = time.monotonic()
+                    answer = compute()
+                    with self._lock:
+                        self._entries[key] = (computed_at, answer)
+                        self._entries.move_to_end(key)
+                        while len(self._entries) > CACHE_ENTRIES:
+                            self._entries.popitem(last=False)
+        finally:
+            with self._lock:
+                self._computing.pop(key, None)
         return answer
 
 
