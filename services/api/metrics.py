@@ -52,7 +52,14 @@ def route_template(app: Any, scope: Scope) -> str:
     """The template of the route that matches ``scope``, or ``unmatched``."""
     route = scope.get("route")
     if route is not None and hasattr(route, "path_format"):
-        return str(route.path_format)
+        template = str(route.path_format)
+        # FastAPI mounts an included router whole, so the matched route's template lacks the
+        # router's prefix (/v1): take it from the path, whose last segments the template
+        # matched one for one (none of our path parameters may contain '/').
+        path_parts = str(scope.get("path", "")).rstrip("/").split("/")
+        template_parts = template.rstrip("/").split("/")
+        prefix = "/".join(path_parts[: len(path_parts) - len(template_parts) + 1])
+        return prefix + template
     for candidate in getattr(getattr(app, "router", None), "routes", ()):
         match, _ = candidate.matches(scope)
         if match == Match.FULL:

@@ -1,0 +1,97 @@
+"""Quarantine routes: filters, newest-first cursor walk, payload preview, summary by reason."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from services.api.routes.quarantine import PREVIEW_BYTES
+from tests.services.api.conftest import auth
+
+Db = psycopg.Connection[tuple[object, ...]]
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def entries(api_db: Db) -> None:
+    rows = [
+        (T0 + timedelta(minutes=i), f"ssc/v1/gw{i % 2}/up", f"gw{i % 2}", f"s{i % 3}", reason, body)
+        for i, (reason, body) in enumerate(
+            [("unknown_sensor", b'[{"n":"s0"}]')] * 5
+            + [("out_of_bounds", b"\xff\xfe binary")] * 3
+            + [("not_senml", b"x" * 5000)] * 2
+        )
+    ]
+    with api_db.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO quarantine (received_at, topic, gateway_id, sensor_id, reason, payload) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+@pytest.fixture
+def operator(api_client: TestClient, api_keys: dict[str, str]) -> TestClient:
+    api_client.headers.update(auth(api_keys["operator"]))
+    return api_client
+
+
+@pytest.mark.usefixtures("entries")
+def test_walk_newest_first_each_entry_once(operator: TestClient) -> None:
+    seen: list[int] = []
+    params: dict[str, object] = {"limit": 3}
+    while True:
+        page = operator.get("/v1/quarantine", params=params).json()
+        seen.extend(e["id"] for e in page["items"])
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert len(seen) == 10
+    assert seen == sorted(seen, reverse=True)
+
+
+@pytest.mark.usefixtures("entries")
+def test_filters_and_preview(operator: TestClient) -> None:
+    def get(**params: object) -> list[dict[str, object]]:
+        response = operator.get("/v1/quarantine", params=params)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, object]] = response.json()["items"]
+        return items
+
+    assert len(get(reason="out_of_bounds")) == 3
+    assert {e["gateway_id"] for e in get(gateway="gw1")} == {"gw1"}
+    assert {e["sensor_id"] for e in get(sensor="s2")} == {"s2"}
+    assert len(get(since=(T0 + timedelta(minutes=8)).isoformat())) == 2
+    [big, *_] = get(reason="not_senml")
+    assert big["payload_bytes"] == 5000
+    assert big["payload_preview"] == "x" * PREVIEW_BYTES
+    [binary, *_] = get(reason="out_of_bounds")
+    assert binary["payload_preview"] == "\ufffd\ufffd binary"
+
+
+@pytest.mark.usefixtures("entries")
+def test_summary(operator: TestClient) -> None:
+    body = operator.get("/v1/quarantine/summary").json()
+    assert body["total"] == 10
+    assert body["reasons"] == [
+        {"reason": "unknown_sensor", "count": 5},
+        {"reason": "out_of_bounds", "count": 3},
+        {"reason": "not_senml", "count": 2},
+    ]
+    later = operator.get(
+        "/v1/quarantine/summary", params={"since": (T0 + timedelta(minutes=5)).isoformat()}
+    ).json()
+    assert later["reasons"] == [
+        {"reason": "out_of_bounds", "count": 3},
+        {"reason": "not_senml", "count": 2},
+    ]
+
+
+def test_bad_parameters(operator: TestClient) -> None:
+    for query, field in (("since=soon", "query.since"), ("cursor=WyJhIl0", "query.cursor")):
+        response = operator.get(f"/v1/quarantine?{query}")
+        assert response.status_code == 422
+        assert [e["field"] for e in response.json()["errors"]] == [field]
