@@ -6,6 +6,7 @@ passed in (or loaded from the environment), so tests build as many apps as they 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,7 +28,12 @@ from .routes import alerts, bulk, health, kpis, quarantine, readings, registry, 
 # default max_connections (100) then leaves room for ingestion workers and several replicas.
 # Two stay open so a quiet API answers its first request without a connect.
 POOL_MIN = 2
-POOL_MAX = 10
+POOL_MAX = 12
+# Requests that hold a connection for their whole run wait for one of these slots without
+# holding a thread (see services.api.deps); the other POOL_MAX - REQUEST_SLOTS connections stay
+# free for key checks, readiness probes and the live stream's polls, so those never wait on
+# requests that cannot finish.
+REQUEST_SLOTS = 10
 # How long a request waits for a pooled connection before it is answered 503 (the database is
 # down or saturated), rather than hanging for psycopg_pool's default 30 s.
 POOL_TIMEOUT_S = 5.0
@@ -116,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool = pool
+    app.state.connection_slots = asyncio.Semaphore(REQUEST_SLOTS)
     app.state.authenticator = Authenticator(pool)
     app.state.metrics = ApiMetrics()
     app.state.head_revision = health.head_revision()

@@ -18,7 +18,8 @@ stream, alerts:write; engineer = operator + registry:write; service = read, stre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 import psycopg
@@ -52,7 +53,24 @@ def get_pool(request: Request) -> ConnectionPool:
     return pool
 
 
-def get_conn(request: Request) -> Iterator[psycopg.Connection[TupleRow]]:
+async def connection_slot(request: Request) -> AsyncIterator[None]:
+    """Wait, without a thread, for the right to take a pooled connection.
+
+    Sync dependencies and endpoints share AnyIO's threadpool (40 threads). Were threads to wait
+    for the pool themselves, 40 concurrent requests could hold every thread waiting while the
+    few holding connections had no thread left to run their endpoint in: every request then
+    stalled until the pool's timeout (bench/bench_api.py measured exactly that at 50
+    connections). Waiting here, on the event loop, a request takes a thread only once a
+    connection is sure to be free.
+    """
+    slots: asyncio.Semaphore = request.app.state.connection_slots
+    async with slots:
+        yield
+
+
+def get_conn(
+    request: Request, _slot: Annotated[None, Depends(connection_slot, scope="function")]
+) -> Iterator[psycopg.Connection[TupleRow]]:
     """A pooled connection for one request; the pool's context commits on a normal exit and
     rolls back when the endpoint raised (FastAPI throws the exception into this generator)."""
     with get_pool(request).connection() as conn:

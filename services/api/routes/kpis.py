@@ -304,7 +304,7 @@ def catalog(_: Reader) -> list[CatalogEntry]:
     return [_entry(k) for k in KPIS.values()]
 
 
-@router.get("/kpis/current", response_model=CurrentValues, responses=responses(401, 403, 422))
+@router.get("/kpis/current", response_model=CurrentValues, responses=responses(401, 403, 404, 422))
 def current_values(
     conn: Conn,
     _: Reader,
