@@ -19,17 +19,20 @@ stream, alerts:write; engineer = operator + registry:write; service = read, stre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from .auth import Authenticator, Principal
 from .keys import PERMISSIONS, ROLE_PERMISSIONS
 from .problems import Problem
+
+T = TypeVar("T")
 
 __all__ = [
     "PERMISSIONS",
@@ -44,6 +47,7 @@ __all__ = [
     "get_conn",
     "get_pool",
     "require",
+    "with_connection",
 ]
 
 
@@ -77,6 +81,21 @@ def get_conn(
         yield conn
 
 
+async def with_connection(request: Request, work: Callable[[psycopg.Connection[TupleRow]], T]) -> T:
+    """Run ``work(conn)`` in a thread on a pooled connection, committed when it returns: for
+    ``async`` endpoints that need the database only sometimes (a cache miss), so their other
+    requests never leave the event loop. Takes a connection slot first, like :data:`Conn`."""
+    slots: asyncio.Semaphore = request.app.state.connection_slots
+    pool = get_pool(request)
+
+    def run() -> T:
+        with pool.connection() as conn:
+            return work(conn)
+
+    async with slots:
+        return await run_in_threadpool(run)
+
+
 # scope="function": the commit happens when the endpoint returns, before the response is
 # sent, so a client never sees 201 for a write that then fails to commit.
 Conn = Annotated[psycopg.Connection[TupleRow], Depends(get_conn, scope="function")]
@@ -94,8 +113,9 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
-def current_principal(request: Request) -> Principal:
-    """The caller, or a 401 problem when no valid key was presented."""
+async def current_principal(request: Request) -> Principal:
+    """The caller, or a 401 problem when no valid key was presented. A key checked in the last
+    seconds is answered on the event loop; checking one takes a thread (a query, maybe scrypt)."""
     token = _presented_key(request)
     if token is None:
         raise Problem(
@@ -104,7 +124,9 @@ def current_principal(request: Request) -> Principal:
             headers=_AUTH_HEADERS,
         )
     authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.authenticate(token)
+    principal = authenticator.cached(token)
+    if principal is None:
+        principal = await run_in_threadpool(authenticator.authenticate, token)
     if principal is None:
         raise Problem(
             401, detail="the API key is unknown, malformed or revoked", headers=_AUTH_HEADERS
@@ -113,13 +135,13 @@ def current_principal(request: Request) -> Principal:
     return principal
 
 
-def permission(name: str) -> Callable[[Request], Principal]:
+def permission(name: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency callable returning the caller when its role grants ``name``."""
     if name not in PERMISSIONS:
         raise ValueError(f"unknown permission {name!r}; one of {', '.join(PERMISSIONS)}")
 
-    def check(request: Request) -> Principal:
-        principal = current_principal(request)
+    async def check(request: Request) -> Principal:
+        principal = await current_principal(request)
         if not principal.can(name):
             raise Problem(
                 403,

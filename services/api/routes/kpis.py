@@ -17,14 +17,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
+from psycopg.rows import TupleRow
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.kpi import baseline as baselines
 from services.kpi import engine
 from services.kpi.catalog import KPIS, Kpi
 
-from ..deps import Conn, Reader
+from ..deps import Conn, Reader, with_connection
 from ..problems import Problem, invalid, responses
 
 router = APIRouter(tags=["kpis"])
@@ -163,7 +165,7 @@ class _Cache:
         self._entries: OrderedDict[tuple[Any, ...], tuple[float, KpiValues]] = OrderedDict()
         self._computing: dict[tuple[Any, ...], threading.Lock] = {}
 
-    def _fresh(self, key: tuple[Any, ...]) -> KpiValues | None:
+    def fresh(self, key: tuple[Any, ...]) -> KpiValues | None:
         with self._lock:
             hit = self._entries.get(key)
             if hit is None or time.monotonic() - hit[0] >= CACHE_TTL_S:
@@ -172,14 +174,14 @@ class _Cache:
             return hit[1]
 
     def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], KpiValues]) -> KpiValues:
-        answer = self._fresh(key)
+        answer = self.fresh(key)
         if answer is not None:
             return answer
         with self._lock:
             flight = self._computing.setdefault(key, threading.Lock())
         try:
             with flight:
-                answer = self._fresh(key)
+                answer = self.fresh(key)
                 if answer is None:
                     computed_at = time.monotonic()
                     answer = compute()
@@ -219,9 +221,8 @@ def _period(
     return engine.period_bounds(period or "month", at or datetime.now(UTC))
 
 
-def _values(
-    conn: Conn,
-    cache: _Cache,
+async def _values(
+    request: Request,
     kpi: Kpi,
     *,
     start: datetime,
@@ -230,7 +231,14 @@ def _values(
     districts: Sequence[str] | None,
     include_city: bool,
 ) -> KpiValues:
-    def compute() -> KpiValues:
+    """The answer from the cache, on the event loop; or computed once in a thread."""
+    cache = _cache_of(request)
+    key = (kpi.id, start, end, grain, tuple(sorted(districts)) if districts else None, include_city)
+    hit = cache.fresh(key)
+    if hit is not None:
+        return hit
+
+    def compute(conn: psycopg.Connection[TupleRow]) -> KpiValues:
         try:
             values = engine.compute(
                 conn,
@@ -256,12 +264,13 @@ def _values(
             values=[KpiValueModel.model_validate(v.as_dict()) for v in values],
         )
 
-    key = (kpi.id, start, end, grain, tuple(sorted(districts)) if districts else None, include_city)
-    return cache.get_or_compute(key, compute)
+    return await with_connection(
+        request, lambda conn: cache.get_or_compute(key, lambda: compute(conn))
+    )
 
 
 def _stored_current(
-    conn: Conn,
+    conn: psycopg.Connection[TupleRow],
     kpi: Kpi,
     *,
     period: str,
@@ -299,7 +308,7 @@ def _cache_headers(response: Response) -> None:
 
 
 @router.get("/kpis", response_model=list[CatalogEntry], responses=responses(401, 403))
-def catalog(_: Reader) -> list[CatalogEntry]:
+async def catalog(_: Reader) -> list[CatalogEntry]:
     """The KPI catalog: definitions, units, standards followed, default targets and bands."""
     return [_entry(k) for k in KPIS.values()]
 
@@ -326,7 +335,7 @@ def current_values(
 
 
 @router.get("/kpis/{kpi_id}", response_model=CatalogEntry, responses=responses(401, 403, 404))
-def catalog_entry(_: Reader, kpi_id: KpiId) -> CatalogEntry:
+async def catalog_entry(_: Reader, kpi_id: KpiId) -> CatalogEntry:
     """One KPI of the catalog."""
     return _entry(_kpi(kpi_id))
 
@@ -336,8 +345,7 @@ def catalog_entry(_: Reader, kpi_id: KpiId) -> CatalogEntry:
     response_model=KpiValues,
     responses=responses(401, 403, 404, 422),
 )
-def kpi_values(
-    conn: Conn,
+async def kpi_values(
     _: Reader,
     request: Request,
     response: Response,
@@ -357,19 +365,21 @@ def kpi_values(
     lower, upper = _period(period, at, start, end)
     _cache_headers(response)
     if start is None and at is None and (period or "month") in engine.CURRENT_PERIODS:
-        stored = _stored_current(
-            conn,
-            kpi,
-            period=period or "month",
-            start=lower,
-            districts=district,
-            include_city=city,
+        stored = await with_connection(
+            request,
+            lambda conn: _stored_current(
+                conn,
+                kpi,
+                period=period or "month",
+                start=lower,
+                districts=district,
+                include_city=city,
+            ),
         )
         if stored is not None:
             return stored
-    return _values(
-        conn,
-        _cache_of(request),
+    return await _values(
+        request,
         kpi,
         start=lower,
         end=upper,
@@ -384,8 +394,7 @@ def kpi_values(
     response_model=KpiValues,
     responses=responses(401, 403, 404, 422),
 )
-def kpi_series(
-    conn: Conn,
+async def kpi_series(
     _: Reader,
     request: Request,
     response: Response,
@@ -402,9 +411,8 @@ def kpi_series(
     if end <= start:
         raise invalid("query.end", "must be after start")
     _cache_headers(response)
-    return _values(
-        conn,
-        _cache_of(request),
+    return await _values(
+        request,
         kpi,
         start=start,
         end=end,

@@ -17,13 +17,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from psycopg.rows import TupleRow
 from pydantic import AwareDatetime, BaseModel, Field
 
 from gateway.kinds import KINDS, QUANTITIES
 
-from ..deps import Conn, Reader
+from ..deps import Reader, with_connection
 from ..problems import Problem, invalid, responses
 
 router = APIRouter(tags=["readings"])
@@ -110,8 +112,7 @@ def _csv(points: list[Point], rollup: bool) -> str:
         200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
     },
 )
-def get_readings(
-    conn: Conn,
+async def get_readings(
     _: Reader,
     request: Request,
     sensor_id: Annotated[str, Path(max_length=128, examples=["wm-0001"])],
@@ -128,6 +129,33 @@ def get_readings(
     ] = None,
 ) -> Any:
     """Readings of one quantity in ``[start, end)``, oldest first."""
+    # One thread hop for the whole request: the queries and the body are built in it.
+    return await with_connection(
+        request,
+        lambda conn: _read(
+            conn,
+            request,
+            sensor_id,
+            quantity=quantity,
+            start=start,
+            end=end,
+            resolution=resolution,
+            format=format,
+        ),
+    )
+
+
+def _read(
+    conn: psycopg.Connection[TupleRow],
+    request: Request,
+    sensor_id: str,
+    *,
+    quantity: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    resolution: Resolution,
+    format: Format | None,
+) -> Any:
     row = conn.execute(
         "SELECT key, kind, interval_s FROM sensors WHERE id = %s", (sensor_id,)
     ).fetchone()
