@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .auth import Authenticator, Principal
 from .keys import PERMISSIONS, ROLE_PERMISSIONS
@@ -46,6 +47,7 @@ __all__ = [
     "Streamer",
     "get_conn",
     "get_pool",
+    "read_connection",
     "require",
     "with_connection",
 ]
@@ -81,19 +83,43 @@ def get_conn(
         yield conn
 
 
-async def with_connection(request: Request, work: Callable[[psycopg.Connection[TupleRow]], T]) -> T:
+async def with_connection(
+    request: Request,
+    work: Callable[[psycopg.Connection[TupleRow]], T],
+    *,
+    read_only: bool = False,
+) -> T:
     """Run ``work(conn)`` in a thread on a pooled connection, committed when it returns: for
     ``async`` endpoints that need the database only sometimes (a cache miss), so their other
-    requests never leave the event loop. Takes a connection slot first, like :data:`Conn`."""
+    requests never leave the event loop. Takes a connection slot first, like :data:`Conn`.
+
+    ``read_only`` runs each query in its own implicit transaction (autocommit), which saves the
+    COMMIT round trip: a quarter of a readings request's time under load (py-spy).
+    """
     slots: asyncio.Semaphore = request.app.state.connection_slots
     pool = get_pool(request)
 
     def run() -> T:
         with pool.connection() as conn:
-            return work(conn)
+            if not read_only:
+                return work(conn)
+            conn.autocommit = True
+            try:
+                return work(conn)
+            finally:
+                conn.autocommit = False
 
     async with slots:
         return await run_in_threadpool(run)
+
+
+@asynccontextmanager
+async def read_connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+    """An autocommit connection from the app's async pool, for read-only ``async`` endpoints
+    that always query (no thread at all)."""
+    pool: AsyncConnectionPool = request.app.state.async_pool
+    async with pool.connection() as conn:
+        yield conn
 
 
 # scope="function": the commit happens when the endpoint returns, before the response is

@@ -367,7 +367,8 @@ async def kpi_values(
     if start is None and at is None and (period or "month") in engine.CURRENT_PERIODS:
         stored = await with_connection(
             request,
-            lambda conn: _stored_current(
+            read_only=True,
+            work=lambda conn: _stored_current(
                 conn,
                 kpi,
                 period=period or "month",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -25,7 +26,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from gateway.kinds import KINDS, QUANTITIES
 
-from ..deps import Reader, with_connection
+from ..deps import Reader, read_connection
 from ..problems import Problem, invalid, responses
 
 router = APIRouter(tags=["readings"])
@@ -129,10 +130,8 @@ async def get_readings(
     ] = None,
 ) -> Any:
     """Readings of one quantity in ``[start, end)``, oldest first."""
-    # One thread hop for the whole request: the queries and the body are built in it.
-    return await with_connection(
-        request,
-        lambda conn: _read(
+    async with read_connection(request) as conn:
+        return await _read(
             conn,
             request,
             sensor_id,
@@ -141,12 +140,41 @@ async def get_readings(
             end=end,
             resolution=resolution,
             format=format,
-        ),
+        )
+
+
+# sensor id -> (key, kind, interval) and when it was read. A sensor's key and kind never change
+# and its interval rarely does, so a short memory saves one query of the two a request makes.
+SENSOR_TTL_S = 10.0
+SENSORS_KEPT = 10_000
+
+
+async def _sensor(
+    conn: psycopg.AsyncConnection[TupleRow], request: Request, sensor_id: str
+) -> tuple[int, str, float]:
+    state = request.app.state
+    if not hasattr(state, "reading_sensors"):
+        state.reading_sensors = {}
+    known: dict[str, tuple[float, tuple[int, str, float]]] = state.reading_sensors
+    now = time.monotonic()
+    hit = known.get(sensor_id)
+    if hit is not None and now - hit[0] < SENSOR_TTL_S:
+        return hit[1]
+    cursor = await conn.execute(
+        "SELECT key, kind, interval_s FROM sensors WHERE id = %s", (sensor_id,)
     )
+    row = await cursor.fetchone()
+    if row is None:
+        raise Problem(404, detail=f"no sensor {sensor_id!r}")
+    sensor = (int(row[0]), str(row[1]), float(row[2]))
+    if len(known) >= SENSORS_KEPT:
+        known.clear()
+    known[sensor_id] = (now, sensor)
+    return sensor
 
 
-def _read(
-    conn: psycopg.Connection[TupleRow],
+async def _read(
+    conn: psycopg.AsyncConnection[TupleRow],
     request: Request,
     sensor_id: str,
     *,
@@ -156,12 +184,7 @@ def _read(
     resolution: Resolution,
     format: Format | None,
 ) -> Any:
-    row = conn.execute(
-        "SELECT key, kind, interval_s FROM sensors WHERE id = %s", (sensor_id,)
-    ).fetchone()
-    if row is None:
-        raise Problem(404, detail=f"no sensor {sensor_id!r}")
-    sensor_key, kind_name, interval_s = int(row[0]), str(row[1]), float(row[2])
+    sensor_key, kind_name, interval_s = await _sensor(conn, request, sensor_id)
     measured = list(KINDS[kind_name].quantities) if kind_name in KINDS else []
     if quantity is None:
         if len(measured) != 1:
@@ -188,11 +211,12 @@ def _read(
         )
     key = QUANTITIES[quantity].key
     if served is Resolution.RAW:
-        rows = conn.execute(
+        cursor = await conn.execute(
             "SELECT time, value FROM readings WHERE sensor_key = %s AND quantity_key = %s "
             "AND time >= %s AND time < %s ORDER BY time LIMIT %s",
             (sensor_key, key, start, end, MAX_POINTS + 1),
-        ).fetchall()
+        )
+        rows = await cursor.fetchall()
         if len(rows) > MAX_POINTS:
             # More readings than the nominal interval promised (a chatty sensor).
             raise invalid(
@@ -200,12 +224,13 @@ def _read(
             )
         points = [Point(time=t, value=v) for t, v in rows]
     else:
-        rows = conn.execute(
+        cursor = await conn.execute(
             f"SELECT bucket, sum / count, min, max, count FROM {_TABLE[served]} "  # noqa: S608 - table name from _TABLE
             "WHERE sensor_key = %s AND quantity_key = %s AND bucket >= %s AND bucket < %s "
             "ORDER BY bucket",
             (sensor_key, key, _floor(start, served), end),
-        ).fetchall()
+        )
+        rows = await cursor.fetchall()
         points = [Point(time=t, value=v, min=lo, max=hi, count=n) for t, v, lo, hi, n in rows]
     wants_csv = format is Format.CSV or (
         format is None and "text/csv" in request.headers.get("accept", "")
@@ -216,7 +241,7 @@ def _read(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{sensor_id}-{quantity}.csv"'},
         )
-    return Series(
+    series = Series(
         sensor_id=sensor_id,
         quantity=quantity,
         unit=QUANTITIES[quantity].unit,
@@ -225,6 +250,8 @@ def _read(
         end=end,
         points=points,
     )
+    # Serialised here, once: returned as a model, FastAPI would validate every point again.
+    return Response(series.model_dump_json(), media_type="application/json")
 
 
 def _floor(moment: datetime, resolution: Resolution) -> datetime:
