@@ -183,25 +183,19 @@ def database(data_dir: Path, readings: int) -> tuple[EmbeddedPostgres, str, dict
 
 
 def serve(url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    """The API as deployed: uvicorn's worker processes running ``create_app`` from settings."""
+    """The API as deployed: ``urbanpulse api --workers N``."""
     port = free_port()
     env = {**os.environ, "URBANPULSE_DATABASE_URL": url, "URBANPULSE_LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "uvicorn",
-            "services.api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
+            "services.cli",
+            "api",
             "--port",
             str(port),
             "--workers",
             str(workers),
-            "--no-access-log",
-            "--log-level",
-            "warning",
         ],
         env=env,
     )

@@ -19,8 +19,12 @@ app = typer.Typer(help="Serve the HTTP API (FastAPI under /v1).", no_args_is_hel
 def serve(
     host: Annotated[str | None, typer.Option(help="default: URBANPULSE_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: URBANPULSE_API_PORT")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="processes sharing the port (one per core)")
+    ] = 1,
 ) -> None:
-    """Run the API until interrupted (one process; run more behind a load balancer)."""
+    """Run the API until interrupted; ``--workers`` processes share the port (more machines:
+    replicas behind a load balancer, state lives in the database)."""
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -30,6 +34,18 @@ def serve(
         typer.echo("no database: set URBANPULSE_DATABASE_URL", err=True)
         raise typer.Exit(2)
     configure(settings.log_level, settings.log_format.value)
+    if workers > 1:
+        # Each worker process builds its app from the same settings (the environment).
+        uvicorn.run(
+            "services.api.app:create_app",
+            factory=True,
+            workers=workers,
+            host=host or settings.api_host,
+            port=settings.api_port if port is None else port,
+            log_config=None,
+            proxy_headers=True,
+        )
+        return
     uvicorn.run(
         create_app(settings),
         host=host or settings.api_host,
