@@ -230,8 +230,13 @@ def period_bounds(period: str, at: datetime, tz: str = "UTC") -> tuple[datetime,
     if period not in GRAINS:
         raise InvalidPeriod(f"period {period!r} is not one of {', '.join(GRAINS)}")
     zone = _zone(tz)
-    start = _floor(_aware(at, "at"), period, zone)
-    return start, _next(start, period, zone)
+    try:
+        start = _floor(_aware(at, "at"), period, zone)
+        return start, _next(start, period, zone)
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, InvalidPeriod):
+            raise
+        raise InvalidPeriod(f"the {period} around {at.isoformat()} is out of range") from None
 
 
 def buckets(
@@ -249,13 +254,21 @@ def buckets(
     zone = _zone(tz)
     result: list[tuple[datetime, datetime]] = []
     lower = start
-    boundary = _next(_floor(start, grain, zone), grain, zone)
-    while lower < end:
-        upper = min(boundary, end)
-        result.append((lower, upper))
-        if len(result) > MAX_BUCKETS:
-            raise InvalidPeriod(f"more than {MAX_BUCKETS} {grain} buckets; choose a coarser grain")
-        lower, boundary = upper, _next(boundary, grain, zone)
+    try:
+        boundary = _next(_floor(start, grain, zone), grain, zone)
+        while lower < end:
+            upper = min(boundary, end)
+            result.append((lower, upper))
+            if len(result) > MAX_BUCKETS:
+                raise InvalidPeriod(
+                    f"more than {MAX_BUCKETS} {grain} buckets; choose a coarser grain"
+                )
+            lower, boundary = upper, _next(boundary, grain, zone)
+    except (OverflowError, ValueError) as exc:
+        # Calendar arithmetic past year 9999 or before year 1: the caller's range, not a bug.
+        if isinstance(exc, InvalidPeriod):
+            raise
+        raise InvalidPeriod(f"{grain} buckets of this range run out of the calendar") from None
     return result
 
 
@@ -386,7 +399,14 @@ def _value_of(
     days = _period_days(start, end)
     band = target_band(kpi, scope, days, targets)
     coverage = coverage_of(row, kpi.threshold_for(days))
-    rated = None if row.value is None else annualise(kpi, row.value, days)
+    # A period still running holds only the outages so far: annualise what was observed, or
+    # day 3 of a month would be scaled as if it were the whole month, ten times too kind.
+    observed_days = _period_days(start, min(end, max(start, datetime.now(UTC))))
+    rated = (
+        None
+        if row.value is None or observed_days <= 0
+        else annualise(kpi, row.value, observed_days)
+    )
     detail = dict(row.detail)
     if kpi.target_basis is TargetBasis.YEAR and rated is not None:
         detail["annualised_value"] = rated
@@ -518,6 +538,7 @@ def refresh_current(
     moment = now or datetime.now(UTC)
     ids = [_kpi(k).id for k in kpi_ids] if kpi_ids is not None else computed_kpis()
     changed: list[KpiValue] = []
+    news: list[tuple[str, KpiValue, dict[str, Any]]] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK,))
         timezone = load_settings(conn).timezone
@@ -558,12 +579,16 @@ def refresh_current(
                         and before[1] == value.rating.value
                     ):
                         continue
-                    events.append(
-                        conn,
-                        "kpi",
-                        {**body, "period": period},
-                        district_id=None if value.scope == CITY else value.scope,
-                        domain=KPIS[kpi_id].domain.value,
-                    )
                     changed.append(value)
+                    news.append((period, value, body))
+        # Last, just before the commit: the events lock orders every producer's events, the
+        # ingestion writer's included, so it is held for the commit only, not the computing.
+        for period, value, body in news:
+            events.append(
+                conn,
+                "kpi",
+                {**body, "period": period},
+                district_id=None if value.scope == CITY else value.scope,
+                domain=KPIS[value.kpi_id].domain.value,
+            )
     return changed

@@ -10,8 +10,10 @@ values are handed out before commit, so on their own a transaction holding id 10
 after one holding id 11, and a reader that saw 11 first would never see 10. Producers therefore
 take a transaction-scoped advisory lock (:data:`EVENTS_LOCK`) before appending: event ids are
 then handed out in commit order (PostgreSQL makes a commit visible before it releases its locks).
-The price is that producers' transactions serialise from their first event to their commit,
-which for the ingestion writer is the commit itself.
+The price is that producers' transactions serialise from their first event to their commit, so
+every producer appends its events last, just before committing (the ingestion writer's batch, the
+KPI monitor's changed values, the alert engine's transitions): the lock is held for a commit,
+never for a computation.
 
 The log is short-lived by design: :func:`prune` drops events older than the retention, which
 bounds how far back a client may resume.

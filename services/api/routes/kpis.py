@@ -205,20 +205,41 @@ def _cache_of(request: Request) -> _Cache:
     return cache
 
 
-def _period(
-    period: Period | None, at: datetime | None, start: datetime | None, end: datetime | None
-) -> tuple[datetime, datetime]:
-    if start is not None or end is not None:
-        if period is not None or at is not None:
-            raise invalid("query.start", "give either period (and at) or start and end, not both")
-        if start is None or end is None:
-            raise invalid(
-                "query.start" if start is None else "query.end", "start and end go together"
-            )
-        if end <= start:
-            raise invalid("query.end", "must be after start")
-        return start, end
-    return engine.period_bounds(period or "month", at or datetime.now(UTC))
+def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    if start is None or end is None:
+        raise invalid("query.start" if start is None else "query.end", "start and end go together")
+    if end <= start:
+        raise invalid("query.end", "must be after start")
+    return start, end
+
+
+def _period_in_city(
+    conn: psycopg.Connection[TupleRow],
+    kpi: Kpi,
+    *,
+    period: str,
+    at: datetime | None,
+    districts: Sequence[str] | None,
+    include_city: bool,
+) -> tuple[datetime, datetime, KpiValues | None]:
+    """The period on the city's calendar (its timezone), and the monitor's stored values when
+    the period asked for is a current one it keeps."""
+    timezone = engine.load_settings(conn).timezone
+    try:
+        lower, upper = engine.period_bounds(period, at or datetime.now(UTC), timezone)
+    except engine.InvalidPeriod as exc:
+        raise invalid("query.at", str(exc)) from None
+    stored = None
+    if at is None and period in engine.CURRENT_PERIODS:
+        stored = _stored_current(
+            conn,
+            kpi,
+            period=period,
+            start=lower,
+            districts=districts,
+            include_city=include_city,
+        )
+    return lower, upper, stored
 
 
 async def _values(
@@ -362,17 +383,20 @@ async def kpi_values(
     the city: value, rating against its target (met, warning, missed, insufficient_data),
     coverage, and the baseline with the change since."""
     kpi = _kpi(kpi_id)
-    lower, upper = _period(period, at, start, end)
     _cache_headers(response)
-    if start is None and at is None and (period or "month") in engine.CURRENT_PERIODS:
-        stored = await with_connection(
+    if start is not None or end is not None:
+        if period is not None or at is not None:
+            raise invalid("query.start", "give either period (and at) or start and end, not both")
+        lower, upper = _range(start, end)
+    else:
+        lower, upper, stored = await with_connection(
             request,
             read_only=True,
-            work=lambda conn: _stored_current(
+            work=lambda conn: _period_in_city(
                 conn,
                 kpi,
                 period=period or "month",
-                start=lower,
+                at=at,
                 districts=district,
                 include_city=city,
             ),

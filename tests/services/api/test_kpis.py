@@ -122,6 +122,24 @@ def test_current_values_come_from_the_monitor(
     assert {v["scope"] for v in this_month["values"]} == {"d01", "d02", "city"}  # type: ignore[attr-defined]
 
 
+def test_the_current_month_is_the_citys_and_comes_from_the_monitor(
+    air: City, api_client: TestClient, api_keys: dict[str, str]
+) -> None:
+    air.setting("timezone", "Asia/Tokyo")
+    engine.refresh_current(air.conn)
+    stored = air.conn.execute(
+        "SELECT period_start, computed_at FROM kpi_current "
+        "WHERE kpi_id = 'AIR-1' AND scope = 'd01' AND period = 'month'"
+    ).fetchone()
+    assert stored is not None
+    body = _get(api_client, api_keys["operator"], "/v1/kpis/AIR-1/values", period="month")
+    tokyo_month, _ = engine.period_bounds("month", datetime.now(UTC), "Asia/Tokyo")
+    # Tokyo's month starts at 15:00 UTC the day before, not at midnight UTC.
+    assert datetime.fromisoformat(str(body["period_start"])) == tokyo_month == stored[0]
+    # Served from kpi_current: the monitor's computation time, not a new one.
+    assert datetime.fromisoformat(str(body["computed_at"])) == stored[1]
+
+
 def test_baseline_and_progress(air: City, api_client: TestClient, api_keys: dict[str, str]) -> None:
     baseline.set_baseline(air.conn, DAY2, DAY3, ["AIR-1"], recorded_by="test")
     recorded = api_client.get(
@@ -157,6 +175,18 @@ def test_baseline_and_progress(air: City, api_client: TestClient, api_keys: dict
         ),
         ("/v1/kpis/AIR-1/values", {"start": "2026-01-02T00:00:00"}, 422, "query.start"),
         ("/v1/kpis/AIR-1/values", {"district": "nowhere"}, 422, "query.district"),
+        (
+            "/v1/kpis/AIR-1/values",
+            {"period": "year", "at": "9999-06-01T00:00:00Z"},
+            422,
+            "query.at",
+        ),
+        (
+            "/v1/kpis/AIR-1/series",
+            {"start": "9999-01-01T00:00:00Z", "end": "9999-12-31T00:00:00Z", "grain": "year"},
+            422,
+            "query.grain",
+        ),
         ("/v1/kpis/AIR-1/series", {"start": "2026-01-01T00:00:00Z"}, 422, "query.end"),
         (
             "/v1/kpis/AIR-1/series",

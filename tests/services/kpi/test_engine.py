@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.kpi import engine
 from services.kpi.baseline import get_baselines, set_baseline
 from services.kpi.catalog import KPIS, Band, Better
 from services.kpi.engine import (
@@ -417,3 +418,29 @@ def test_bad_input(city: City, call: object, error: type[Exception], message: st
     with pytest.raises(error, match=message) as raised:
         call(city.conn)  # type: ignore[operator]
     assert isinstance(raised.value, ValueError)
+
+
+def test_a_running_period_is_annualised_over_what_was_observed() -> None:
+    """Day 3 of a 30-day period: an annual-target KPI scales the outages so far by 365 / 3, not
+    by 365 / 30 (which would rate a bad start ten times too kindly)."""
+    start = datetime.now(UTC) - timedelta(days=3)
+    row = KpiRow(start, None, 0.5, sources_used=1, sources_expected=1, completeness=1.0)
+    value = engine._value_of(  # the rating step alone, for a period still running
+        KPIS["ENE-1"],
+        row,
+        scope="city",
+        start=start,
+        end=start + timedelta(days=30),
+        targets={},
+        recorded={},
+    )
+    # 0.5 interruptions in 3 days -> 0.5 x 365 / 3 = 60.8 a year (target 1.0): missed.
+    assert value.detail["annualised_value"] == pytest.approx(0.5 * 365 / 3, rel=1e-3)
+    assert value.rating is Rating.MISSED
+
+
+def test_periods_past_the_calendar_are_invalid_not_errors() -> None:
+    with pytest.raises(InvalidPeriod):
+        period_bounds("year", datetime(9999, 6, 1, tzinfo=UTC))
+    with pytest.raises(InvalidPeriod):
+        buckets(datetime(9999, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "year")
