@@ -5,9 +5,10 @@ WAT-1 balances each district metered area (DMA, ``sensors.dma``): the system inp
 DMA inflow meters' mean flow times their active time; customer consumption is each customer
 meter's last minus first index in the bucket, scaled from the span between those readings to the
 bucket, counted only for meters with both indexes (a reading within one reporting interval of
-each edge of the bucket) and grossed up to all the DMA's meters. A DMA whose inflow is silent
-cannot be balanced, so its meters do not count as used. Coverage is the share of customer meters
-used (``KPIS.md``: 98 % needed); the inflow's completeness is in ``detail``.
+each edge of the bucket) and grossed up to all the DMA's meters. A DMA balances only when at
+least 98 % of its customer meters have both indexes (``KPIS.md``) and its inflow meter delivered
+at least 75 % of its readings; the meters of a DMA that does not balance do not count as used.
+Coverage is the share of customer meters used (98 % needed for a rating).
 
 WAT-2 judges reading sets: the pH, turbidity and free chlorine a quality station reported in the
 same minute (``readings_1m``: each minute's min and max must be inside the WHO limits). A set
@@ -24,6 +25,7 @@ from psycopg.rows import TupleRow
 
 from gateway.kinds import QUANTITIES
 
+from ..catalog import KPIS
 from ..model import Computation, KpiQuery, KpiRow
 from ._sql import (
     ACTIVE_SECONDS,
@@ -35,6 +37,10 @@ from ._sql import (
     fetch_rows,
     params,
 )
+
+# The inflow meter's share of its expected readings below which SIV is not integrated (the data
+# capture threshold the other KPIs use).
+INFLOW_COMPLETENESS_NEEDED = 0.75
 
 _NON_REVENUE_WATER = f"""
 WITH {BUCKETS_CTE},
@@ -86,14 +92,21 @@ per_dma AS (
     FROM per_sensor
     GROUP BY bucket_start, district_id, dma
 ),
+judged AS (
+    -- KPIS.md: a DMA balances only with >= 98 percent of its customer meters read at both ends, and
+    -- its inflow integrates only when the inflow meter delivered enough of the period.
+    SELECT *, (siv IS NOT NULL AND meters > 0
+               AND meters_read >= %(meters_needed)s * meters
+               AND coalesce(inflow_completeness, 0) >= %(inflow_needed)s) AS balances
+    FROM per_dma
+),
 balanced AS (
     SELECT bucket_start, district_id, dma, meters, inflow_completeness,
-           CASE WHEN siv IS NOT NULL AND meters_read > 0 THEN siv END AS siv,
-           CASE WHEN siv IS NOT NULL THEN meters_read ELSE 0 END AS meters_used,
-           -- meters without both indexes are estimated at the read meters' mean
-           CASE WHEN siv IS NOT NULL AND meters_read > 0
-                THEN consumed_read * meters / meters_read END AS consumed
-    FROM per_dma
+           CASE WHEN balances THEN siv END AS siv,
+           CASE WHEN balances THEN meters_read ELSE 0 END AS meters_used,
+           -- the few meters (under 2 percent) without both indexes are estimated at the read ones. mean
+           CASE WHEN balances THEN consumed_read * meters / meters_read END AS consumed
+    FROM judged
 ),
 totals AS (
     SELECT bucket_start, district_id,
@@ -121,7 +134,13 @@ def non_revenue_water(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> li
     return fetch_rows(
         conn,
         compose(_NON_REVENUE_WATER, query),
-        params(query, flow=QUANTITIES["flow"].key, index=QUANTITIES["index"].key),
+        params(
+            query,
+            flow=QUANTITIES["flow"].key,
+            index=QUANTITIES["index"].key,
+            meters_needed=KPIS["WAT-1"].coverage_threshold,
+            inflow_needed=INFLOW_COMPLETENESS_NEEDED,
+        ),
     )
 
 

@@ -84,8 +84,11 @@ def test_non_revenue_water_per_district_and_city(city: City) -> None:
 def test_non_revenue_water_needs_98_percent_of_meters(city: City) -> None:
     _network(city, d1_silent_meters=1)
     values = {v.scope: v for v in compute(city.conn, "WAT-1", DAY, NEXT_DAY)}
-    # d1 now has 51 meters, 49 with both indexes: 49 / 51 = 0.961 < 0.98.
-    assert values["d1"].coverage.ratio == pytest.approx(49 / 51)
+    # d1 now has 51 meters, 49 with both indexes: 49 / 51 = 0.961 < 0.98, so DMA A does not
+    # balance at all (KPIS.md judges each DMA): none of its meters count, no value.
+    assert values["d1"].value is None
+    assert values["d1"].coverage.ratio == 0.0
+    assert (values["d1"].coverage.sources_used, values["d1"].coverage.sources_expected) == (0, 51)
     assert values["d1"].rating is Rating.INSUFFICIENT_DATA
     # d2: 20 % with 10 of 10 meters: met (<= 20).
     assert values["d2"].rating is Rating.MET
