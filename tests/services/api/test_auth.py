@@ -11,12 +11,15 @@ from fastapi.testclient import TestClient
 
 from services.api.auth import Authenticator
 from services.api.keys import create_key, revoke_key
+from services.kpi.alerts.defaults import install_defaults
 from services.storage.registry import load
 from tests.services.api.conftest import auth
 
 ROLES = ("operator", "engineer", "service", "admin")
 READERS = set(ROLES)
 REGISTRARS = {"engineer", "admin"}
+ALERT_HANDLERS = {"operator", "engineer", "admin"}
+DAY = "start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z"
 
 # (method, path, json body or None, roles allowed). Write bodies are valid, so an allowed call
 # gets a 2xx; 404s would hide refusals, so the fixture city below has every id named here.
@@ -46,6 +49,18 @@ ENDPOINTS = [
     ("GET", "/v1/sensors/s1/readings", None, READERS),
     ("GET", "/v1/quarantine", None, READERS),
     ("GET", "/v1/quarantine/summary", None, READERS),
+    ("GET", "/v1/kpis", None, READERS),
+    ("GET", "/v1/kpis/AIR-1", None, READERS),
+    ("GET", "/v1/kpis/current", None, READERS),
+    ("GET", f"/v1/kpis/AIR-1/values?{DAY}", None, READERS),
+    ("GET", f"/v1/kpis/AIR-1/series?{DAY}&grain=hour", None, READERS),
+    ("GET", "/v1/kpis/AIR-1/baseline", None, READERS),
+    ("GET", "/v1/alerts", None, READERS),
+    ("GET", "/v1/alerts/1", None, READERS),
+    ("POST", "/v1/alerts/1/acknowledge", {"comment": "on it"}, ALERT_HANDLERS),
+    ("POST", "/v1/alerts/1/clear", {"comment": "done"}, ALERT_HANDLERS),
+    ("GET", "/v1/alert-rules", None, READERS),
+    ("GET", "/v1/alert-rules/waste-fire", None, READERS),
 ]
 
 CITY = {
@@ -62,6 +77,12 @@ CITY = {
 def city(api_db: psycopg.Connection[tuple[object, ...]]) -> None:
     api_db.autocommit = False
     load(api_db, CITY)
+    install_defaults(api_db)
+    # Alert 1, open, for the acknowledge and clear calls above.
+    api_db.execute(
+        "INSERT INTO alerts (id, rule_id, subject_id, district_id, severity, message) "
+        "VALUES (1, 'waste-fire', 's1', 'd1', 'critical', 'test')"
+    )
     api_db.commit()
     api_db.autocommit = True
 
