@@ -589,7 +589,9 @@ def database_only(url: str, rows: list[Reading], batch: int) -> tuple[Row, Row]:
         reset(conn)
         conn.execute("TRUNCATE unkeyed")
     with psycopg.connect(libpq_url(url)) as conn:
-        writer = ReadingWriter(conn, "partitioned")
+        # The same database work the worker does with its defaults: the live stream's event per
+        # batch included (URBANPULSE_LIVE_READINGS, on by default).
+        writer = ReadingWriter(conn, "partitioned", live_events=True)
         began = time.perf_counter()
         for part in parts:
             writer.write(part)
