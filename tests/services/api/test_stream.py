@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
+import httpx2 as httpx
 import psycopg
 import pytest
 import uvicorn
