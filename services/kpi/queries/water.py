@@ -104,7 +104,7 @@ balanced AS (
     SELECT bucket_start, district_id, dma, meters, inflow_completeness,
            CASE WHEN balances THEN siv END AS siv,
            CASE WHEN balances THEN meters_read ELSE 0 END AS meters_used,
-           -- the few meters (under 2 percent) without both indexes are estimated at the read ones. mean
+           -- meters (under 2 percent) without both indexes: estimated at the read meters mean
            CASE WHEN balances THEN consumed_read * meters / meters_read END AS consumed
     FROM judged
 ),
