@@ -91,14 +91,9 @@ def up(
     with contextlib.ExitStack() as stack:
         rows = _start_services(stack, settings, base)
         database_url, mqtt_url = rows[0][1], rows[2][1]
-        _start_monitor(stack, database_url)
-        rows.append(
-            (
-                "monitor",
-                "KPIs and alerts, every minute",
-                "current KPI values into kpi_current, default alert rules evaluated",
-            )
-        )
+        # After the city's backfill has reached the broker, and a minute later (one rollup
+        # refresh), so that its first round does not find every sensor silent.
+        first_round_after_s = 60.0 if city else 0.0
         api_url, key = _start_api(stack, settings, base, database_url, mqtt_url)
         rows += [
             ("API", f"{api_url}/docs", f"OpenAPI at {api_url}/openapi.json; health at /healthz"),
@@ -119,6 +114,14 @@ def up(
                         "urbanpulse simulate runs other cities; --no-city turns this off",
                     )
                 )
+        _start_monitor(stack, database_url, first_round_after_s)
+        rows.append(
+            (
+                "monitor",
+                "KPIs and alerts, every minute",
+                "current KPI values into kpi_current, default alert rules evaluated",
+            )
+        )
         env_file = base / "urbanpulse.env"
         env_file.write_text(
             f"URBANPULSE_DATABASE_URL={rows[0][1]}\nURBANPULSE_MQTT_URL={rows[2][1]}\n"
@@ -214,11 +217,10 @@ def _start_ingestion(
     return f"http://127.0.0.1:{server.server_port}/metrics"
 
 
-def _start_monitor(stack: contextlib.ExitStack, database_url: str) -> None:
+def _start_monitor(stack: contextlib.ExitStack, database_url: str, first_after_s: float) -> None:
     stop = threading.Event()
-    thread = threading.Thread(
-        target=Monitor(database_url).run, args=(stop,), name="monitor", daemon=True
-    )
+    monitor = Monitor(database_url, first_after_s=first_after_s)
+    thread = threading.Thread(target=monitor.run, args=(stop,), name="monitor", daemon=True)
     thread.start()
     stack.callback(thread.join, 15)
     stack.callback(stop.set)

@@ -60,14 +60,21 @@ def run_round(conn: psycopg.Connection[tuple[object, ...]]) -> Round:
 class Monitor:
     """The loop, on its own connection, surviving database outages."""
 
-    def __init__(self, database_url: str, every_s: float = DEFAULT_EVERY_S) -> None:
+    def __init__(
+        self, database_url: str, every_s: float = DEFAULT_EVERY_S, first_after_s: float = 0.0
+    ) -> None:
         self.database_url = database_url
         self.every_s = every_s
+        # A platform starting with its sensors (``urbanpulse up``) waits for the first readings
+        # and rollups, or its first round would find every sensor silent.
+        self.first_after_s = first_after_s
         self.rounds = 0
         self.last: Round | None = None
 
     def run(self, stop: threading.Event) -> None:
         installed = False
+        if stop.wait(self.first_after_s):
+            return
         while not stop.is_set():
             try:
                 with psycopg.connect(libpq_url(self.database_url), connect_timeout=5) as conn:

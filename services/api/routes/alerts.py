@@ -24,7 +24,7 @@ from services.kpi.alerts.model import Alert
 from services.kpi.alerts.rules import Rule, get_rule, load_rules
 
 from ..deps import AlertWriter, Conn, Principal, Reader
-from ..pagination import Cursor, Limit, Page, decode_cursor, page_of
+from ..pagination import MAX_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor, page_of
 from ..problems import Problem, invalid, responses
 
 router = APIRouter(tags=["alerts"])
@@ -68,12 +68,16 @@ def list_alerts(
             domain=domain,
             rule_id=rule,
             since=since,
-            limit=limit + 1,
+            # One more than the page tells whether another follows; the engine lists at most
+            # MAX_LIMIT, so a full page of that size ends with a cursor (maybe to an empty page).
+            limit=min(limit + 1, MAX_LIMIT),
             after_id=after,
         )
     except InvalidArgument as exc:
         raise invalid(f"query.{exc.name}", str(exc)) from None
     items, next_cursor = page_of(rows, limit, lambda a: a.id)
+    if next_cursor is None and len(rows) == MAX_LIMIT:
+        next_cursor = encode_cursor(rows[-1].id)
     return Page[Alert](items=items, next_cursor=next_cursor)
 
 

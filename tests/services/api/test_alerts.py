@@ -48,6 +48,10 @@ def test_list_filter_and_get(
         "/v1/alerts", params={"cursor": page["next_cursor"]}, headers=headers
     ).json()
     assert [a["id"] for a in page["items"] + rest["items"]] == [alerts["fire"], alerts["pressure"]]
+    # The largest page size works too (the engine's own bound is the same 1000).
+    widest = api_client.get("/v1/alerts", params={"limit": 1000}, headers=headers)
+    assert widest.status_code == 200, widest.text
+    assert len(widest.json()["items"]) == 2
     one = api_client.get(f"/v1/alerts/{alerts['fire']}", headers=headers).json()
     assert (one["rule_id"], one["state"]) == ("waste-fire", "raised")
 
