@@ -11,6 +11,7 @@ survives restarts. Stops cleanly on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import signal
@@ -19,7 +20,7 @@ import stat
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import psycopg
 import typer
@@ -82,6 +83,13 @@ def up(
         raise typer.Exit(2) from None
     base = (data_dir or settings.data_dir).absolute()
     base.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(base)
+    if lock is None:
+        console.print(
+            f"[red]another `urbanpulse up` is running on {base}; stop it first, or pass another "
+            "--data-dir[/red]"
+        )
+        raise typer.Exit(1)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -103,6 +111,7 @@ def up(
                 f"admin, kept in {base / 'api-key'}; try: curl -H 'X-API-Key: {key}' "
                 f"{api_url}/v1/kpis/current",
             ),
+            ("live page", f"{api_url}/live#key={key}", "KPIs today, open alerts, new readings"),
             ("live stream", f"{api_url}/v1/stream", "Server-Sent Events, same key"),
         ]
         if city:
@@ -215,6 +224,20 @@ def _start_ingestion(
         console.print("[red]the ingestion worker did not subscribe within 30 s[/red]")
         raise typer.Exit(1)
     return f"http://127.0.0.1:{server.server_port}/metrics"
+
+
+def _lock_data_dir(base: Path) -> TextIO | None:
+    """An exclusive lock on the data directory for this process's life (None: held elsewhere):
+    two platforms on one database directory and one set of gateway outboxes would fight."""
+    handle = (base / "up.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _start_monitor(stack: contextlib.ExitStack, database_url: str, first_after_s: float) -> None:

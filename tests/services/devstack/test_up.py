@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import socket
 import subprocess
@@ -97,3 +98,13 @@ def test_up_leaves_a_migrated_database(data_dir: Path) -> None:
             assert conn.execute("SELECT count(*) FROM quantities").fetchone()[0] > 0  # type: ignore[index]
     finally:
         server.stop()
+
+
+def test_a_second_up_on_the_same_data_directory_is_refused(data_dir: Path) -> None:
+    # Held as a running `urbanpulse up` holds it.
+    with (data_dir / "up.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = _up(data_dir)
+    assert second.returncode == 1
+    assert "another `urbanpulse up` is running" in second.stdout
+    assert not (data_dir / "postgres").exists()  # it started nothing
