@@ -72,11 +72,6 @@ class Kpi:
             return self.coverage_threshold
         return 0.90 if period_days >= 365 else 0.75
 
-    def band_for(self, period_days: float) -> Band:
-        if self.annual_band is not None and period_days >= 365:
-            return self.annual_band
-        return self.band
-
 
 _AIR_FOLLOWS = "WHO 2021 air quality guidelines; U4SSC air pollution; ISO 37120"
 _AIR_DEFINITION = (

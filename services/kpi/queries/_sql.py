@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
@@ -97,3 +98,64 @@ def compose(template: str, query: KpiQuery) -> sql.Composed:
     """``template`` with ``{rollup}`` replaced by the rollup :func:`rollup_for` picks (literal
     braces in the SQL must be doubled)."""
     return sql.SQL(template).format(rollup=sql.Identifier(rollup_for(query)))
+
+
+SERVICE_SPAN = """greatest(b.bucket_start, s.installed_at) AS service_start,
+           least(b.observed_end, s.retired_at) AS service_end"""
+"""A sensor's time in service within a bucket (up to now), as two columns."""
+
+_ONE_DAY = timedelta(days=1)
+_HOUR = timedelta(hours=1)
+_NO_OFFSET = timedelta(0)
+
+# The sensors of %(kind)s in service in each bucket and their local days (%(tz)s), cut at the
+# bucket's edges, with the readings each sensor-day owes (up to now, for a bucket still running):
+# the CTE ``sensor_days``: AIR and NOI count station-days on it, WST-1 container-days.
+SENSOR_DAYS = f"""
+WITH {BUCKETS_CTE},
+in_service AS (
+    SELECT b.bucket_start, b.bucket_end, s.key, s.id, s.district_id, s.interval_s,
+           {SERVICE_SPAN}
+    FROM buckets AS b
+    JOIN sensors AS s ON s.kind = %(kind)s AND {SENSOR_EXPECTED}
+),
+sensor_days AS (
+    SELECT st.*, days.day_start, days.day_end,
+           greatest(extract(epoch FROM least(days.day_end, st.service_end)
+                                       - greatest(days.day_start, st.service_start)), 0)
+               / st.interval_s AS expected
+    FROM in_service AS st
+    CROSS JOIN LATERAL (
+        SELECT greatest(st.bucket_start, local_day AT TIME ZONE %(tz)s) AS day_start,
+               least(st.bucket_end, (local_day + interval '1 day') AT TIME ZONE %(tz)s)
+                   AS day_end
+        FROM generate_series(
+            date_trunc('day', st.bucket_start AT TIME ZONE %(tz)s),
+            (st.bucket_end AT TIME ZONE %(tz)s) - interval '1 microsecond',
+            interval '1 day'
+        ) AS local_day
+    ) AS days
+)
+"""  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
+
+
+def local_day_rollup(query: KpiQuery) -> str:
+    """The coarsest rollup that tiles both the buckets of ``query`` and the local days inside
+    them: the daily rollup only where local days are UTC days, the hourly one where the city's
+    UTC offset is a whole number of hours throughout, else the minute rollup."""
+    rollup = rollup_for(query)
+    if rollup == "readings_1m":
+        return rollup
+    zone = ZoneInfo(query.settings.timezone)
+    # One sample a day finds every offset the zone takes in the period (none lasts under a day).
+    moments = [moment for bucket in query.buckets for moment in bucket]
+    moment = query.start
+    while moment < query.end:
+        moments.append(moment)
+        moment += _ONE_DAY
+    offsets = {moment.astimezone(zone).utcoffset() or _NO_OFFSET for moment in moments}
+    if offsets == {_NO_OFFSET}:
+        return rollup
+    if all(offset % _HOUR == _NO_OFFSET for offset in offsets):
+        return "readings_1h"
+    return "readings_1m"

@@ -31,7 +31,7 @@ insufficient data).
 Rollups and approximations:
 
 - AIR's means are exact (count and sum): it reads the coarsest rollup that tiles both the
-  buckets and the local days (:func:`local_day_rollup`): ``readings_1d`` where local days are
+  buckets and the local days (`_sql.local_day_rollup`): ``readings_1d`` where local days are
   UTC days, ``readings_1h`` where the UTC offset is whole hours, ``readings_1m`` in a half-hour
   zone (India, Newfoundland...) or for buckets cut mid-hour.
 - NOI-1 needs energy means, which the rollups do not hold: they keep the sum of dB values, and
@@ -45,8 +45,6 @@ Rollups and approximations:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
@@ -55,44 +53,11 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import BUCKETS_CTE, SENSOR_EXPECTED, WANTED_GROUP, fetch_rows, params, rollup_for
+from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, local_day_rollup, params
 
 # The share of expected readings that makes a station-day valid (KPIS.md, EU 2008/50/EC).
 VALID_DAY_SHARE = 0.75
-_DAY = timedelta(days=1)
-_HOUR = timedelta(hours=1)
-_NO_OFFSET = timedelta(0)
 
-# The sensors of %(kind)s in service in each bucket and their local days (%(tz)s), cut at the
-# bucket's edges, with the readings each sensor-day owes (up to now, for a bucket still running):
-# the CTE ``sensor_days``. WST-1 (waste.py) counts container-days on it too.
-SENSOR_DAYS = f"""
-WITH {BUCKETS_CTE},
-in_service AS (
-    SELECT b.bucket_start, b.bucket_end, s.key, s.id, s.district_id, s.interval_s,
-           greatest(b.bucket_start, s.installed_at) AS service_start,
-           least(b.observed_end, s.retired_at) AS service_end
-    FROM buckets AS b
-    JOIN sensors AS s ON s.kind = %(kind)s AND {SENSOR_EXPECTED}
-),
-sensor_days AS (
-    SELECT st.*, days.day_start, days.day_end,
-           greatest(extract(epoch FROM least(days.day_end, st.service_end)
-                                       - greatest(days.day_start, st.service_start)), 0)
-               / st.interval_s AS expected
-    FROM in_service AS st
-    CROSS JOIN LATERAL (
-        SELECT greatest(st.bucket_start, local_day AT TIME ZONE %(tz)s) AS day_start,
-               least(st.bucket_end, (local_day + interval '1 day') AT TIME ZONE %(tz)s)
-                   AS day_end
-        FROM generate_series(
-            date_trunc('day', st.bucket_start AT TIME ZONE %(tz)s),
-            (st.bucket_end AT TIME ZONE %(tz)s) - interval '1 microsecond',
-            interval '1 day'
-        ) AS local_day
-    ) AS days
-)
-"""  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
 # From station_values (bucket_start, id, district_id, value, valid_days, delivered, expected)
 # to one row per district asked for and one for the city: the worst station.
@@ -181,28 +146,6 @@ station_values AS (
     GROUP BY bucket_start, id, district_id
 )
 """
-
-
-def local_day_rollup(query: KpiQuery) -> str:
-    """The coarsest rollup that tiles both the buckets of ``query`` and the local days inside
-    them: the daily rollup only where local days are UTC days, the hourly one where the city's
-    UTC offset is a whole number of hours throughout, else the minute rollup."""
-    rollup = rollup_for(query)
-    if rollup == "readings_1m":
-        return rollup
-    zone = ZoneInfo(query.settings.timezone)
-    # One sample a day finds every offset the zone takes in the period (none lasts under a day).
-    moments = [moment for bucket in query.buckets for moment in bucket]
-    moment = query.start
-    while moment < query.end:
-        moments.append(moment)
-        moment += _DAY
-    offsets = {moment.astimezone(zone).utcoffset() or _NO_OFFSET for moment in moments}
-    if offsets == {_NO_OFFSET}:
-        return rollup
-    if all(offset % _HOUR == _NO_OFFSET for offset in offsets):
-        return "readings_1h"
-    return "readings_1m"
 
 
 def _run(

@@ -41,6 +41,7 @@ from ._sql import (
     BUCKETS_CTE,
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
+    SERVICE_SPAN,
     WANTED_GROUP,
     compose,
     fetch_rows,
@@ -80,8 +81,7 @@ peak_windows AS (
 segments AS (
     SELECT b.bucket_start, s.key, s.district_id, s.interval_s,
            s.segment_length_m AS length_m, s.free_flow_speed,
-           greatest(b.bucket_start, s.installed_at) AS service_start,
-           least(b.observed_end, s.retired_at) AS service_end
+           {SERVICE_SPAN}
     FROM buckets AS b
     JOIN sensors AS s ON s.kind = 'traffic_counter' AND {SENSOR_EXPECTED}
 ),

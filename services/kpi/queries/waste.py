@@ -28,8 +28,7 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import WANTED_GROUP, fetch_rows, params
-from .environment import SENSOR_DAYS, local_day_rollup
+from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, local_day_rollup, params
 
 _OVERFLOW_RATE = f"""
 , container_days AS (
