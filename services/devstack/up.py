@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, TextIO
@@ -269,7 +270,7 @@ def _start_api(
         for _ in range(300):
             if server.started or not thread.is_alive():
                 break
-            threading.Event().wait(0.1)
+            time.sleep(0.1)
     if not server.started:
         console.print("[red]the API did not start within 30 s[/red]")
         raise typer.Exit(1)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx2 as httpx
 import psycopg
@@ -139,24 +140,34 @@ def test_new_readings_stream_filtered_by_district(
         )
     )
     reader.start()
-    time.sleep(1.5)  # the stream starts after the newest event: write once it is open
-    _write(database_url, [(now, keys["air-d02-1"], 15, 12.0), (now, keys["wat-dma-d01-1"], 1, 0.5)])
-    _write(database_url, [(now + 60, keys["wat-dma-d01-1"], 1, 0.6)])
+    # A new subscriber starts after the newest event, and we cannot see when it has: write a
+    # batch (one reading in each district) every half second until one reaches it.
+    minute = 0
+    while reader.is_alive() and minute < 30:
+        at = now - 3600 + 60 * minute
+        _write(
+            database_url,
+            [(at, keys["air-d02-1"], 15, 12.0), (at, keys["wat-dma-d01-1"], 1, float(minute))],
+        )
+        minute += 1
+        reader.join(0.5)
     reader.join(15)
     assert len(received) == 1
     [message] = received
     assert message.event == "readings"
-    assert message.data["readings"] == [
-        {
-            "sensor_id": "wat-dma-d01-1",
-            "quantity": "flow",
-            "unit": "m3/s",
-            "time": message.data["readings"][0]["time"],  # type: ignore[index]
-            "value": 0.5,
-            "district_id": "d01",
-            "domain": "water",
-        }
-    ]
+    # Only d01's reading of the batch (the d02 one is filtered out), as the stream shapes it.
+    [reading] = message.data["readings"]  # type: ignore[misc]
+    assert reading == {
+        "sensor_id": "wat-dma-d01-1",
+        "quantity": "flow",
+        "unit": "m3/s",
+        "time": reading["time"],
+        "value": reading["value"],
+        "district_id": "d01",
+        "domain": "water",
+    }
+    written_at = datetime.fromisoformat(reading["time"]).timestamp()
+    assert reading["value"] == (written_at - (now - 3600)) / 60  # the batch it came with
 
 
 def test_resume_with_last_event_id_delivers_exactly_what_was_missed(
