@@ -8,17 +8,19 @@ came back before the pool notices.
 from __future__ import annotations
 
 import secrets
-import socket
 import ssl
-import struct
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import paho.mqtt.client as mqtt
 import psycopg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -72,55 +74,47 @@ def check_database(url: str | None, head: str) -> Check:
     return Check(ok=True, detail=f"at revision {current} (head)")
 
 
-def _connect_packet(client_id: str, username: str | None, password: str | None) -> bytes:
-    """An MQTT 3.1.1 CONNECT (clean session, keep-alive 5 s); every broker speaks 3.1.1."""
-
-    def field(text: str) -> bytes:
-        data = text.encode()
-        return struct.pack("!H", len(data)) + data
-
-    flags = 0x02 | (0x80 if username else 0) | (0x40 if username and password else 0)
-    body = field("MQTT") + bytes([4, flags]) + struct.pack("!H", 5) + field(client_id)
-    if username:
-        body += field(username)
-        if password:
-            body += field(password)
-    length = len(body)
-    encoded = bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        encoded.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes([0x10]) + bytes(encoded) + body
-
-
 def check_broker(settings: Settings) -> Check:
+    """CONNECT through paho-mqtt, the client every other part of the platform uses, so the probe
+    speaks MQTT as every broker we start or name expects (a hand-written packet read with one
+    ``recv(4)`` got no CONNACK from rumqttd)."""
     if not settings.mqtt_url:
         return Check(ok=False, detail="no broker configured")
     parts = urlsplit(settings.mqtt_url)
     tls = parts.scheme == "mqtts"
     host, port = parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883)
-    password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-    packet = _connect_packet(
-        f"urbanpulse-readyz-{secrets.token_hex(4)}", settings.mqtt_username, password
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"urbanpulse-readyz-{secrets.token_hex(4)}",
+        protocol=mqtt.MQTTv5,  # the platform speaks MQTT 5 (rumqttd serves 3.1.1 on another port)
     )
+    if settings.mqtt_username:
+        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+        client.username_pw_set(settings.mqtt_username, password)
+    if tls:
+        client.tls_set_context(ssl.create_default_context())
+    answers: list[ReasonCode] = []
+    client.on_connect = lambda _client, _userdata, _flags, reason, _props: answers.append(reason)
+    deadline = time.monotonic() + CHECK_TIMEOUT_S
     try:
-        with socket.create_connection((host, port), timeout=CHECK_TIMEOUT_S) as raw:
-            sock: socket.socket = (
-                ssl.create_default_context().wrap_socket(raw, server_hostname=host) if tls else raw
-            )
-            sock.sendall(packet)
-            connack = sock.recv(4)
-            if len(connack) == 4 and connack[0] == 0x20:
-                sock.sendall(b"\xe0\x00")  # DISCONNECT, so the broker logs no lost client
-    except OSError as exc:
+        client.connect(host, port, keepalive=5, clean_start=True)
+        while not answers and time.monotonic() < deadline:
+            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if answers and not answers[0].is_failure:
+            client.disconnect()  # so the broker logs no lost client
+            client.loop(timeout=0.05)  # sends it
+    except (OSError, ValueError) as exc:
         return Check(ok=False, detail=f"unreachable at {host}:{port}: {type(exc).__name__}")
-    if len(connack) != 4 or connack[0] != 0x20:
+    finally:
+        leftover = client.socket()  # a broker that never answered keeps the connection open
+        if leftover is not None:
+            leftover.close()
+    if not answers:
         return Check(ok=False, detail=f"{host}:{port} did not answer CONNECT with CONNACK")
-    if connack[3] != 0:
+    if answers[0].is_failure:
         # The broker is up but refuses our credentials: the live path through it is broken.
-        return Check(ok=False, detail=f"{host}:{port} refused CONNECT (return code {connack[3]})")
+        return Check(ok=False, detail=f"{host}:{port} refused CONNECT ({answers[0]})")
     return Check(ok=True, detail=f"CONNACK from {host}:{port}")
 
 
