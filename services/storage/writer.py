@@ -46,6 +46,27 @@ _INSERT_READINGS_WITH_EVENT = (
     "FROM new HAVING count(*) > 0 RETURNING cardinality(sensor_keys)"
 )
 
+# A staged reading whose key is already stored with another value (or twice in the batch with
+# two values): found only when the insert stored fewer rows than it was given, so the common
+# path (every row new) pays nothing; a redelivered batch pays one join of the staged rows.
+_CONFLICTS = (
+    "SELECT s.sensor_key, s.quantity_key, (extract(epoch FROM s.time) * 1000000)::int8, "
+    "{received}, {stored}, se.id, q.name "
+    "FROM {staging} s JOIN {table} r USING (sensor_key, quantity_key, time) "
+    "JOIN sensors se ON se.key = s.sensor_key JOIN quantities q ON q.key = s.quantity_key "
+    "WHERE ({stored}) IS DISTINCT FROM ({received})"
+)
+_CONFLICTS_READINGS = _CONFLICTS.format(
+    received="s.value", stored="r.value", staging="staging_readings", table="readings"
+)
+_EXTRA_VALUES = "{0}.value_string, {0}.value_bool, {0}.value_data, {0}.value_sum"
+_CONFLICTS_EXTRAS = _CONFLICTS.format(
+    received=_EXTRA_VALUES.format("s"),
+    stored=_EXTRA_VALUES.format("r"),
+    staging="staging_readings_extra",
+    table="readings_extra",
+)
+
 # (time as Unix epoch seconds, sensor key, quantity key, value)
 Reading = tuple[float, int, int, float]
 # (time, sensor key, quantity key, string, bool, data, sum): SenML values that are not a number
@@ -53,13 +74,33 @@ ExtraReading = tuple[float, int, int, str | None, bool | None, bytes | None, flo
 
 
 @dataclass(frozen=True, slots=True)
+class Conflict:
+    """A reading not stored because its key holds another value: the first write stays."""
+
+    sensor_key: int
+    quantity_key: int
+    time_us: int  # microseconds since the Unix epoch, as stored
+    received: object  # the value refused: a float, or (string, bool, data, sum) for an extra
+    stored: object  # the value kept, of the same shape
+    sensor_id: str
+    quantity: str
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     received: int
     inserted: int
+    conflicts: tuple[Conflict, ...] = ()
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.inserted
+        """Rows already stored with the same value (redeliveries, replays): not news."""
+        return self.received - self.inserted - len(self.conflicts)
+
+
+def time_us(epoch_seconds: float) -> int:
+    """A reading's time as stored (microseconds since the Unix epoch, as ``encode_copy``)."""
+    return round((epoch_seconds - _PG_EPOCH) * 1e6) + round(_PG_EPOCH) * 1_000_000
 
 
 def encode_copy(rows: Sequence[Reading]) -> bytes:
@@ -115,6 +156,7 @@ class ReadingWriter:
             times.extend(e[0] for e in extras)
             self._partitions.ensure(conn, self._partitions.missing(times))
         inserted = 0
+        conflicts: list[Conflict] = []
         if rows:
             with conn.cursor() as cur:
                 with cur.copy(
@@ -123,16 +165,25 @@ class ReadingWriter:
                 ) as copy:
                     copy.write(encode_copy(rows))
                 if self.live_events:
-                    inserted += self._insert_with_event(cur)
+                    new = self._insert_with_event(cur)
                 else:
                     cur.execute(_INSERT_READINGS)
-                    inserted += max(cur.rowcount, 0)
+                    new = max(cur.rowcount, 0)
+                inserted += new
+                if new < len(rows):
+                    conflicts.extend(self._conflicts(cur, _CONFLICTS_READINGS))
                 if self._partitions is not None:
                     self._invalidate(cur, "staging_readings")
                 cur.execute("TRUNCATE staging_readings")
         if extras:
-            inserted += self._write_extras(extras)
-        return WriteResult(len(rows) + len(extras), inserted)
+            new, extra_conflicts = self._write_extras(extras)
+            inserted += new
+            conflicts.extend(extra_conflicts)
+        return WriteResult(len(rows) + len(extras), inserted, tuple(conflicts))
+
+    @staticmethod
+    def _conflicts(cur: psycopg.Cursor[TupleRow], query: str) -> list[Conflict]:
+        return [Conflict(*row) for row in cur.execute(query).fetchall()]
 
     def _insert_with_event(self, cur: psycopg.Cursor[TupleRow]) -> int:
         events.lock(self.conn)
@@ -140,7 +191,7 @@ class ReadingWriter:
         row = cur.fetchone()
         return int(row[0]) if row else 0
 
-    def _write_extras(self, extras: Sequence[ExtraReading]) -> int:
+    def _write_extras(self, extras: Sequence[ExtraReading]) -> tuple[int, list[Conflict]]:
         with self.conn.cursor() as cur:
             with cur.copy(
                 "COPY staging_readings_extra (time, sensor_key, quantity_key, value_string, "
@@ -154,8 +205,16 @@ class ReadingWriter:
                 "ON CONFLICT DO NOTHING"
             )
             inserted = max(cur.rowcount, 0)
+            conflicts: list[Conflict] = []
+            if inserted < len(extras):
+                for k, q, t, *values, sensor_id, quantity in cur.execute(
+                    _CONFLICTS_EXTRAS
+                ).fetchall():
+                    conflicts.append(
+                        Conflict(k, q, t, tuple(values[:4]), tuple(values[4:]), sensor_id, quantity)
+                    )
             cur.execute("TRUNCATE staging_readings_extra")
-        return inserted
+        return inserted, conflicts
 
     @staticmethod
     def _invalidate(cur: psycopg.Cursor[object], staging: str) -> None:
