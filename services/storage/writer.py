@@ -47,22 +47,33 @@ _INSERT_READINGS_WITH_EVENT = (
 )
 
 # A staged reading whose key is already stored with another value (or twice in the batch with
-# two values): found only when the insert stored fewer rows than it was given, so the common
-# path (every row new) pays nothing; a redelivered batch pays one join of the staged rows.
+# two values): looked for only when the insert stored fewer rows than it was given, so the
+# common path (every row new) pays nothing. After the insert every staged key is stored, so the
+# stored row is found by one primary-key lookup per staged row (a subquery: as a join, the
+# planner, blind to the temporary table's size, hashed the whole readings table, 10x slower).
 _CONFLICTS = (
-    "SELECT s.sensor_key, s.quantity_key, (extract(epoch FROM s.time) * 1000000)::int8, "
-    "{received}, {stored}, se.id, q.name "
-    "FROM {staging} s JOIN {table} r USING (sensor_key, quantity_key, time) "
-    "JOIN sensors se ON se.key = s.sensor_key JOIN quantities q ON q.key = s.quantity_key "
+    "SELECT c.sensor_key, c.quantity_key, (extract(epoch FROM c.time) * 1000000)::int8, "
+    "{received}, {stored}, coalesce(se.id, c.sensor_key::text), "
+    "coalesce(q.name, c.quantity_key::text) "
+    "FROM (SELECT s.*, (SELECT ({stored_row}) FROM {table} r WHERE r.sensor_key = s.sensor_key "
+    "AND r.quantity_key = s.quantity_key AND r.time = s.time) AS stored FROM {staging} s) c "
+    "LEFT JOIN sensors se ON se.key = c.sensor_key "
+    "LEFT JOIN quantities q ON q.key = c.quantity_key "
     "WHERE ({stored}) IS DISTINCT FROM ({received})"
 )
 _CONFLICTS_READINGS = _CONFLICTS.format(
-    received="s.value", stored="r.value", staging="staging_readings", table="readings"
+    received="c.value",
+    stored="c.stored",
+    stored_row="r.value",
+    staging="staging_readings",
+    table="readings",
 )
-_EXTRA_VALUES = "{0}.value_string, {0}.value_bool, {0}.value_data, {0}.value_sum"
+_EXTRA_COLUMNS = ("value_string", "value_bool", "value_data", "value_sum")
+# The stored row whole (of type readings_extra), its value fields taken apart above.
 _CONFLICTS_EXTRAS = _CONFLICTS.format(
-    received=_EXTRA_VALUES.format("s"),
-    stored=_EXTRA_VALUES.format("r"),
+    received=", ".join(f"c.{name}" for name in _EXTRA_COLUMNS),
+    stored=", ".join(f"(c.stored).{name}" for name in _EXTRA_COLUMNS),
+    stored_row="r",
     staging="staging_readings_extra",
     table="readings_extra",
 )
