@@ -69,6 +69,7 @@ class Quarantined:
     topic: str
     payload: bytes
     entries: list[Rejected] = field(default_factory=list)
+    size: int | None = None  # of the message, when ``payload`` keeps only its start
 
 
 def bounded(entries: list[Rejected], max_entries: int) -> list[Rejected]:
@@ -116,7 +117,7 @@ def store(conn: Conn, messages: Sequence[Quarantined]) -> int:
             "INSERT INTO quarantine_messages (id, received_at, topic, bytes, payload) "
             "VALUES (%s, to_timestamp(%s), %s, %s, %s)",
             [
-                (i, m.received_at, m.topic, len(m.payload), m.payload)
+                (i, m.received_at, m.topic, m.size or len(m.payload), m.payload)
                 for i, m in zip(ids, messages, strict=True)
             ],
         )

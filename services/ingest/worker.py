@@ -483,7 +483,7 @@ class IngestWorker:
             return
         size = len(message.payload)
         if size > MAX_PACK_BYTES:
-            item.payload = message.payload[:MAX_PACK_BYTES]
+            item.payload, item.size = message.payload[:MAX_PACK_BYTES], size
             entries.append(
                 Rejected(
                     gateway_id,

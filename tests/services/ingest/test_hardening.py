@@ -21,9 +21,12 @@ from gateway import topics
 from gateway.limits import MAX_PACK_BYTES, MAX_PACK_RECORDS
 from gateway.senml import Record, encode
 from services.ingest import quarantine
+from services.ingest.cli import limits
 from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics
-from services.ingest.worker import IngestWorker, WorkerConfig
+from services.ingest.registry import SensorDirectory
+from services.ingest.worker import IngestWorker, WorkerConfig, _Batch, _Message
+from services.settings import SettingsError, load_settings
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -288,6 +291,69 @@ def test_the_brokers_we_ship_refuse_what_the_platform_refuses(
     assert f"max_packet_size {MAX_PACK_BYTES}" in text or (
         text.count(f"max_payload_size = {MAX_PACK_BYTES}") == 2
     )
+
+
+def test_a_pack_past_the_limit_is_refused_by_the_broker_and_the_rest_flows(
+    city: tuple[str, Conn],
+    start_worker: StartWorker,
+    mqtt_broker: BrokerUnderTest,
+    mqtt_connect: MqttConnect,
+    gateway_id: str,
+) -> None:
+    url, conn = city
+    worker = start_worker(url)
+    topic = topics.up_topic(gateway_id)
+    attacker = mqtt_connect(mqtt_broker)
+    attacker.client.publish(topic, b"[" + b" " * MAX_PACK_BYTES + b"]", qos=1)
+    now = float(int(time.time()))
+    _publish(mqtt_connect, mqtt_broker, topic, _voltages("fdr-0", now - 5, [230.0]))
+    _wait(lambda: worker.stats.stored >= 1)
+    time.sleep(0.5)  # the big one would have landed by now
+    assert worker.stats.messages == 1
+    assert quarantine.summary(conn) == {}
+
+
+def test_what_a_broker_lets_through_past_the_limits_is_one_entry(
+    city: tuple[str, Conn], gateway_id: str
+) -> None:
+    """A broker not configured as ours may carry a larger pack: the worker keeps one entry
+    and the first MAX_PACK_BYTES of it (straight through its decoding step and the store)."""
+    url, conn = city
+    worker = IngestWorker(WorkerConfig(database_url=url, mqtt_url="mqtt://127.0.0.1:1"))
+    now = time.time()
+    big = encode(
+        Record(name=f"ghost-{i}/voltage", time=now - 5, unit="V", value=1.0) for i in range(40_000)
+    )
+    assert len(big) > MAX_PACK_BYTES
+    batch = _Batch([_Message(1, 1, 1, topics.up_topic(gateway_id), big, now)])
+    prepared = worker._decode_and_validate(batch, SensorDirectory(conn))
+    quarantine.store(conn, prepared.quarantine)
+    conn.commit()
+    [entry] = quarantine.list_entries(conn)
+    assert (entry.reason, entry.record_index, entry.payload) == (
+        "pack_too_large",
+        None,
+        big[:MAX_PACK_BYTES],
+    )
+    assert _one(conn, "SELECT bytes FROM quarantine_messages") == len(big)
+
+
+def test_the_settings_reach_the_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("URBANPULSE_MAX_FUTURE_SKEW", "PT2S")
+    monkeypatch.setenv("URBANPULSE_QUARANTINE_MAX_ENTRIES_PER_MESSAGE", "20")
+    monkeypatch.setenv("URBANPULSE_QUARANTINE_RETENTION", "P7D")
+    monkeypatch.setenv("URBANPULSE_QUARANTINE_MAX_BYTES", "1000000")
+    config = WorkerConfig(database_url="", mqtt_url="", **limits(load_settings()))
+    assert (
+        config.policy.max_future_s,
+        config.max_entries_per_message,
+        config.quarantine_retention_s,
+        config.quarantine_max_bytes,
+    ) == (2.0, 20, 7 * 86400.0, 1_000_000)
+    monkeypatch.setenv("URBANPULSE_QUARANTINE_MAX_ENTRIES_PER_MESSAGE", "0")
+    with pytest.raises(SettingsError, match="URBANPULSE_QUARANTINE_MAX_ENTRIES_PER_MESSAGE"):
+        load_settings()
 
 
 # -- High: a spoofer must not pre-empt real readings --------------------------------------------
