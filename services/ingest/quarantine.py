@@ -140,6 +140,13 @@ def prune(conn: Conn, *, retention: timedelta, max_bytes: int) -> int:
     entries were all replayed going first. In the caller's transaction; returns how many
     messages went."""
     with conn.cursor() as cur:
+        # Every worker's maintenance loop prunes; one at a time, or two could each remove the
+        # same excess and together twice as much.
+        locked = cur.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtext('urbanpulse.quarantine.prune'))"
+        ).fetchone()
+        if not locked or not locked[0]:
+            return 0
         cur.execute("DELETE FROM quarantine_messages WHERE received_at < now() - %s", [retention])
         gone = max(cur.rowcount, 0)
         if max_bytes <= 0:
