@@ -7,6 +7,7 @@ Measured, each into a fresh table:
   idempotent     ReadingWriter: binary COPY to staging + INSERT ... ON CONFLICT DO NOTHING,
                  on 1 connection and on 2 connections (2 processes)
   idempotent_dup the same batches again (a full redelivery: every row a duplicate)
+  idempotent_conflict the same keys with other values (every row a conflict, found and returned)
   insert_per_row one INSERT per row, autocommit (what a naive ingestor does; fewer rows)
 plus the client-side cost of building the COPY stream (struct) against psycopg's row writer.
 
@@ -76,6 +77,11 @@ def copy_into(url: str, table: str, parts: list[list[Row]]) -> None:
             ) as copy:
                 copy.write(encode_copy(part))
             conn.commit()
+
+
+def shifted(parts: list[list[Row]]) -> list[list[Row]]:
+    """The same keys with other values: every row a conflict."""
+    return [[(t, s, q, v + 1.0) for t, s, q, v in part] for part in parts]
 
 
 def idempotent(url: str, parts: list[list[Row]], live_events: bool = False) -> int:
@@ -166,6 +172,10 @@ def main() -> None:
         )
         results.append(
             ("idempotent, all duplicates", len(rows), timed(lambda: idempotent(url, parts)))
+        )
+        other = shifted(parts)
+        results.append(
+            ("idempotent, all conflicts", len(rows), timed(lambda: idempotent(url, other)))
         )
 
         # What the live stream's event log (one event per batch of new rows) costs.

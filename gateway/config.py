@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from gateway.errors import TopicError
+from gateway.limits import MAX_PACK_RECORDS
 from gateway.outbox import Cap, CapPolicy
 from gateway.publisher import PublisherOptions, TLSOptions
 from gateway.topics import check_gateway_id
@@ -44,7 +45,7 @@ class GatewaySettings(BaseSettings):
     outbox_max_bytes: int | None = Field(default=64 * 1024 * 1024, ge=1)
     outbox_policy: CapPolicy = CapPolicy.DROP_OLDEST
 
-    pack_max_records: int = Field(default=100, ge=1)
+    pack_max_records: int = Field(default=100, ge=1, le=MAX_PACK_RECORDS)
     pack_max_age_s: float = Field(default=5.0, gt=0)
 
     status_file: Path | None = Path("gateway-status.json")

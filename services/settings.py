@@ -71,6 +71,25 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path(".urbanpulse"), description="state of `urbanpulse up`")
 
+    # --- Ingestion hardening (issue 11) ---------------------------------------------------
+    # How far ahead of the worker's clock a reading's time may be. Seconds, not minutes: with
+    # minutes a spoofer could store values ahead of the real ones (which then collide with
+    # them and are quarantined as conflicts, see services/storage/writer.py).
+    max_future_skew: timedelta = Field(
+        default=timedelta(seconds=10), description="a reading's time may be this far ahead"
+    )
+    # What one message may cost the quarantine: its rejected records each get an entry up to
+    # this many; the rest become one entry (reason too_many_rejects) counting them.
+    quarantine_max_entries_per_message: int = Field(default=500, ge=1, le=100_000)
+    # Pruned by the worker's maintenance loop: entries older than this go, and past the size
+    # (payload bytes) the oldest messages go, those whose entries were all replayed first.
+    quarantine_retention: timedelta = Field(
+        default=timedelta(days=30), description="quarantined messages kept this long"
+    )
+    quarantine_max_bytes: int = Field(
+        default=1024**3, ge=0, description="quarantined payload bytes kept (0: no limit)"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from gateway.limits import MAX_PACK_BYTES
+
 from .postgres import free_port
 
 # The lines of deploy/mosquitto/mosquitto.conf marked "guarantee" (a test keeps them equal).
@@ -143,8 +145,8 @@ class Mosquitto:
             # A crash loses what arrived since the last save; SIGTERM always saves.
             "autosave_interval 5",
             "queue_qos0_messages false",
-            # As deploy/: a pack past 1 MiB is refused at the broker, not buffered anywhere.
-            "max_packet_size 1048576",
+            # As deploy/: a pack past the platform's limit is refused at the broker.
+            f"max_packet_size {MAX_PACK_BYTES}",
             "set_tcp_nodelay true",
             "connection_messages true",
             "log_dest stderr",
@@ -207,7 +209,7 @@ listen = "127.0.0.1:{port}"
 next_connection_delay_ms = 1
     [v5.1.connections]
     connection_timeout_ms = 60000
-    max_payload_size = 1048576
+    max_payload_size = {max_packet_size}
     max_inflight_count = 1000
     dynamic_filters = true
 
@@ -217,7 +219,7 @@ listen = "127.0.0.1:{port_v4}"
 next_connection_delay_ms = 1
     [v4.1.connections]
     connection_timeout_ms = 60000
-    max_payload_size = 1048576
+    max_payload_size = {max_packet_size}
     max_inflight_count = 1000
     dynamic_filters = true
 """
@@ -243,7 +245,11 @@ class Rumqttd:
         ).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "rumqttd.toml"
-        config.write_text(_RUMQTTD_CONFIG.format(port=self.port, port_v4=self.port_v4))
+        config.write_text(
+            _RUMQTTD_CONFIG.format(
+                port=self.port, port_v4=self.port_v4, max_packet_size=MAX_PACK_BYTES
+            )
+        )
         self._broker = IotcoreBroker(config_path=str(config))
         self._running = False
 

@@ -32,7 +32,7 @@ from rich.console import Console
 from gateway import topics
 from services.api.app import create_app
 from services.api.keys import create_key, find_key, verify_secret
-from services.ingest.validate import Policy
+from services.ingest.cli import limits
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.monitor import Monitor
 from services.settings import Settings, SettingsError, UnknownSensors, load_settings
@@ -207,7 +207,7 @@ def _start_ingestion(
             database_url=database_url,
             mqtt_url=mqtt_url,
             client_id="urbanpulse-up-ingest",
-            policy=Policy(max_age_s=settings.retention.total_seconds()),
+            **limits(settings),
             register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
             live_events=settings.live_readings,
             events_retention_s=settings.events_retention.total_seconds(),

@@ -7,18 +7,32 @@ import signal
 import socket
 import threading
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from prometheus_client import start_http_server
 
 from services.logs import configure as configure_logging
-from services.settings import SettingsError, UnknownSensors, load_settings
+from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 
 from .validate import Policy
 from .worker import IngestWorker, WorkerConfig
 
 app = typer.Typer(help="Run an ingestion worker: MQTT to the data layer.")
+
+
+def limits(settings: Settings) -> dict[str, Any]:
+    """The worker's validation policy and quarantine bounds, from the settings (``urbanpulse
+    ingest`` and ``urbanpulse up`` build their workers alike)."""
+    return {
+        "policy": Policy(
+            max_future_s=settings.max_future_skew.total_seconds(),
+            max_age_s=settings.retention.total_seconds(),
+        ),
+        "max_entries_per_message": settings.quarantine_max_entries_per_message,
+        "quarantine_retention_s": settings.quarantine_retention.total_seconds(),
+        "quarantine_max_bytes": settings.quarantine_max_bytes,
+    }
 
 
 @app.callback(invoke_without_command=True)
@@ -70,7 +84,7 @@ def ingest(
             flush_ms=flush_ms,
             username=settings.mqtt_username,
             password=password,
-            policy=Policy(max_age_s=settings.retention.total_seconds()),
+            **limits(settings),
             register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
             live_events=settings.live_readings,
             events_retention_s=settings.events_retention.total_seconds(),

@@ -5,7 +5,8 @@ It runs beside the writer so that the hot path never waits for a refresh. In par
 brings the rollup tables up to the current minute every ``rollup_every_s`` and keeps partitions
 created ahead and dropped past retention every ``maintain_every_s``; several workers may all run
 it, since the refresh and the partition work each take an advisory lock. In TimescaleDB mode the
-extension's policies do both. In both modes it drops live-stream events past their retention.
+extension's policies do both. In both modes it drops live-stream events past their retention and
+prunes the quarantine by age and size (``quarantine.prune``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import psycopg
 from services.storage import events, partitions, rollups
 from services.storage.urls import libpq_url
 
+from . import quarantine
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class Maintenance:
         metrics: IngestMetrics,
         *,
         events_retention_s: float = 3600.0,
+        quarantine_retention_s: float = 30 * 86400.0,
+        quarantine_max_bytes: int = 1024**3,
     ) -> None:
         self.database_url = database_url
         self.mode = mode
@@ -42,6 +46,8 @@ class Maintenance:
         self.maintain_every_s = maintain_every_s
         self.metrics = metrics
         self.events_retention = timedelta(seconds=events_retention_s)
+        self.quarantine_retention = timedelta(seconds=quarantine_retention_s)
+        self.quarantine_max_bytes = quarantine_max_bytes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
 
@@ -64,6 +70,13 @@ class Maintenance:
                         self.metrics.rollup_refresh_seconds.observe(time.perf_counter() - started)
                     events.prune(conn, self.events_retention)
                     conn.commit()
+                    pruned = quarantine.prune(
+                        conn,
+                        retention=self.quarantine_retention,
+                        max_bytes=self.quarantine_max_bytes,
+                    )
+                    conn.commit()
+                    self.metrics.quarantine_pruned.inc(pruned)
                 if self.mode == "partitioned" and time.monotonic() >= next_maintain:
                     partitions.maintain(self.database_url)
                     next_maintain = time.monotonic() + self.maintain_every_s

@@ -21,6 +21,21 @@ class IngestMetrics:
             "records already stored (redeliveries, replays)",
             registry=r,
         )
+        self.conflicts = Counter(
+            "urbanpulse_ingest_records_conflict",
+            "records whose key was already stored with another value (kept; this one quarantined)",
+            registry=r,
+        )
+        self.retained_ignored = Counter(
+            "urbanpulse_ingest_retained_ignored",
+            "retained messages on an up topic, ignored (the broker sends them at every subscribe)",
+            registry=r,
+        )
+        self.quarantine_pruned = Counter(
+            "urbanpulse_ingest_quarantine_pruned",
+            "quarantined messages dropped by age or size",
+            registry=r,
+        )
         self.quarantined = Counter(
             "urbanpulse_ingest_quarantined",
             "records or messages quarantined",

@@ -1,10 +1,17 @@
-"""The quarantine an operator works with: list it, look at one entry, replay what was fixed.
+"""The quarantine: how the worker stores it, and what an operator does with it (list it, look at
+one entry, replay what was fixed), and its pruning.
 
 The worker quarantines a record (``record_index`` set) when validation refuses it and a whole
-message (``record_index`` NULL) when it is not SenML at all. Once the cause is fixed — the
-sensor registered, its kind corrected — :func:`replay` puts the quarantined records through the
-same decoding and the same validation the worker uses, and stores those that now pass in one
-transaction with marking them replayed: running it twice stores nothing twice.
+message (``record_index`` NULL) when it is not SenML at all. A message's raw bytes are stored
+once (``quarantine_messages``) however many of its records are refused, and one message makes
+at most ``max_entries`` entries plus one counting the rest (``too_many_rejects``): a pack of
+10,000 unknown sensors' records once made 10,000 rows each holding a copy of it, 4.5 GB.
+
+Once the cause is fixed — the sensor registered, its kind corrected — :func:`replay` puts the
+quarantined records through the same decoding and the same validation the worker uses, and
+stores those that now pass in one transaction with marking them replayed: running it twice
+stores nothing twice. A ``conflict`` stays: its reading's key holds another value, which only
+an operator may replace.
 
 No Typer here (``quarantine_cli.py`` is the shell); the caller owns the connection.
 """
@@ -14,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
@@ -24,7 +31,7 @@ from psycopg.rows import class_row
 from gateway.errors import SenMLError
 from gateway.senml import Record
 from services.storage.modes import storage_mode
-from services.storage.writer import ExtraReading, Reading, ReadingWriter
+from services.storage.writer import ExtraReading, Reading, ReadingWriter, time_us
 
 from .registry import SensorDirectory
 from .salvage import Salvaged, decode_salvaging
@@ -33,9 +40,133 @@ from .validate import Policy, Reason, Sensor, validate
 Conn = psycopg.Connection[tuple[object, ...]]
 
 _COLUMNS = sql.SQL(
-    "id, received_at, topic, gateway_id, sensor_id, record_index, reason, detail, payload, "
-    "replayed_at"
+    "q.id, q.received_at, q.topic, q.gateway_id, q.sensor_id, q.record_index, q.reason, "
+    "q.detail, m.payload, q.replayed_at, q.message_id"
 )
+_COLUMNS_NO_PAYLOAD = sql.SQL(
+    "q.id, q.received_at, q.topic, q.gateway_id, q.sensor_id, q.record_index, q.reason, "
+    "q.detail, ''::bytea AS payload, q.replayed_at, q.message_id"
+)
+_FROM = sql.SQL("quarantine q JOIN quarantine_messages m ON m.id = q.message_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One entry to make: a record (``index`` set) or the whole message (``index`` None)."""
+
+    gateway_id: str | None
+    sensor_id: str | None
+    index: int | None
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Quarantined:
+    """A message with what of it is quarantined; its bytes are stored once for all entries."""
+
+    received_at: float
+    topic: str
+    payload: bytes
+    entries: list[Rejected] = field(default_factory=list)
+    size: int | None = None  # of the message, when ``payload`` keeps only its start
+
+
+def bounded(entries: list[Rejected], max_entries: int) -> list[Rejected]:
+    """``entries`` when at most ``max_entries``; else the first ``max_entries`` and one whole-
+    message entry counting the rest by reason, so one message costs a bounded number of rows."""
+    if len(entries) <= max_entries:
+        return entries
+    rest = entries[max_entries:]
+    counts: dict[str, int] = {}
+    for entry in rest:
+        counts[entry.reason] = counts.get(entry.reason, 0) + 1
+    by_reason = ", ".join(f"{reason} {count}" for reason, count in counts.items())
+    first = next((e.index for e in rest if e.index is not None), None)
+    return [
+        *entries[:max_entries],
+        Rejected(
+            rest[0].gateway_id,
+            None,
+            None,
+            Reason.TOO_MANY_REJECTS,
+            f"{len(rest)} more rejected records not itemised ({by_reason})"
+            + (f"; the first at index {first}" if first is not None else "")
+            + f"; a message gets at most {max_entries} entries",
+        ),
+    ]
+
+
+def store(conn: Conn, messages: Sequence[Quarantined]) -> int:
+    """Insert each message once and its entries, in the caller's transaction; return the
+    number of entries. Two round trips for the whole batch, whatever its size: the ids are taken
+    from the sequence first so that entries can name their message without one insert each."""
+    messages = [m for m in messages if m.entries]
+    if not messages:
+        return 0
+    with conn.cursor() as cur:
+        ids = [
+            int(row[0])  # type: ignore[call-overload]
+            for row in cur.execute(
+                "SELECT nextval(pg_get_serial_sequence('quarantine_messages', 'id')) "
+                "FROM generate_series(1, %s)",
+                [len(messages)],
+            ).fetchall()
+        ]
+        cur.executemany(
+            "INSERT INTO quarantine_messages (id, received_at, topic, bytes, payload) "
+            "VALUES (%s, to_timestamp(%s), %s, %s, %s)",
+            [
+                (i, m.received_at, m.topic, m.size or len(m.payload), m.payload)
+                for i, m in zip(ids, messages, strict=True)
+            ],
+        )
+        entries = [
+            (i, m.received_at, m.topic, e.gateway_id, e.sensor_id, e.index, e.reason, e.detail)
+            for i, m in zip(ids, messages, strict=True)
+            for e in m.entries
+        ]
+        cur.executemany(
+            "INSERT INTO quarantine (message_id, received_at, topic, gateway_id, sensor_id, "
+            "record_index, reason, detail) VALUES (%s, to_timestamp(%s), %s, %s, %s, %s, %s, %s)",
+            entries,
+        )
+    return len(entries)
+
+
+def prune(conn: Conn, *, retention: timedelta, max_bytes: int) -> int:
+    """Drop messages (and, by cascade, their entries) received before ``retention`` ago; then,
+    while the payloads kept exceed ``max_bytes`` (0: no limit), the oldest messages, those whose
+    entries were all replayed going first. In the caller's transaction; returns how many
+    messages went."""
+    with conn.cursor() as cur:
+        # Every worker's maintenance loop prunes; one at a time, or two could each remove the
+        # same excess and together twice as much.
+        locked = cur.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtext('urbanpulse.quarantine.prune'))"
+        ).fetchone()
+        if not locked or not locked[0]:
+            return 0
+        cur.execute("DELETE FROM quarantine_messages WHERE received_at < now() - %s", [retention])
+        gone = max(cur.rowcount, 0)
+        if max_bytes <= 0:
+            return gone
+        total = cur.execute("SELECT coalesce(sum(bytes), 0) FROM quarantine_messages").fetchone()
+        over = int(total[0]) - max_bytes if total else 0  # type: ignore[call-overload]
+        if over <= 0:
+            return gone
+        # ``open``: some entry still waits for an operator; such messages go last.
+        cur.execute(
+            "WITH sized AS (SELECT id, bytes, EXISTS (SELECT 1 FROM quarantine q "
+            "WHERE q.message_id = m.id AND q.replayed_at IS NULL) AS open "
+            "FROM quarantine_messages m), "
+            "ordered AS (SELECT id, bytes, "
+            "sum(bytes) OVER (ORDER BY open, id ROWS UNBOUNDED PRECEDING) AS freed FROM sized) "
+            "DELETE FROM quarantine_messages WHERE id IN "
+            "(SELECT id FROM ordered WHERE freed - bytes < %s)",
+            [over],
+        )
+        return gone + max(cur.rowcount, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +181,9 @@ class Entry:
     record_index: int | None  # in the pack as it arrived; None: the whole message
     reason: str
     detail: str
-    payload: bytes  # the raw message, as it arrived
+    payload: bytes  # the raw message, as it arrived (shared by the entries of one message)
     replayed_at: datetime | None
+    message_id: int
 
 
 class StillBad(NamedTuple):
@@ -86,18 +218,18 @@ def _where(
     params: list[Any] = []
     for fragment, value in (
         # str(): a Reason member is sent as its code, whatever adapter psycopg picks for enums.
-        ("reason = %s", None if reason is None else str(reason)),
-        ("gateway_id = %s", gateway),
-        ("sensor_id = %s", sensor),
-        ("received_at >= %s", since),
-        ("received_at < %s", until),
-        ("id = ANY(%s)", list(ids) if ids is not None else None),
+        ("q.reason = %s", None if reason is None else str(reason)),
+        ("q.gateway_id = %s", gateway),
+        ("q.sensor_id = %s", sensor),
+        ("q.received_at >= %s", since),
+        ("q.received_at < %s", until),
+        ("q.id = ANY(%s)", list(ids) if ids is not None else None),
     ):
         if value is not None:
             clauses.append(sql.SQL(fragment))
             params.append(value)
     if not include_replayed:
-        clauses.append(sql.SQL("replayed_at IS NULL"))
+        clauses.append(sql.SQL("q.replayed_at IS NULL"))
     return sql.SQL(" AND ").join(clauses), params
 
 
@@ -124,8 +256,8 @@ def list_entries(
         until=until,
         include_replayed=include_replayed,
     )
-    query = sql.SQL("SELECT {} FROM quarantine WHERE {} ORDER BY id DESC LIMIT %s").format(
-        _COLUMNS, where
+    query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY q.id DESC LIMIT %s").format(
+        _COLUMNS, _FROM, where
     )
     with conn.cursor(row_factory=class_row(Entry)) as cur:
         return cur.execute(query, [*params, limit]).fetchall()
@@ -151,7 +283,7 @@ def summary(
         include_replayed=include_replayed,
     )
     query = sql.SQL(
-        "SELECT reason, count(*) FROM quarantine WHERE {} GROUP BY reason ORDER BY 2 DESC, 1"
+        "SELECT reason, count(*) FROM quarantine q WHERE {} GROUP BY reason ORDER BY 2 DESC, 1"
     ).format(where)
     rows = conn.execute(query, params).fetchall()
     return {str(reason_): int(count) for reason_, count in rows}  # type: ignore[call-overload]
@@ -159,7 +291,7 @@ def summary(
 
 def get(conn: Conn, entry_id: int) -> Entry | None:
     """The entry with this id, replayed or not; None when there is none."""
-    query = sql.SQL("SELECT {} FROM quarantine WHERE id = %s").format(_COLUMNS)
+    query = sql.SQL("SELECT {} FROM {} WHERE q.id = %s").format(_COLUMNS, _FROM)
     with conn.cursor(row_factory=class_row(Entry)) as cur:
         return cur.execute(query, [entry_id]).fetchone()
 
@@ -208,34 +340,73 @@ def replay(
     where, params = _where(reason=reason, sensor=sensor_id, ids=ids)
     try:
         row = conn.execute(
-            sql.SQL("SELECT count(*) FROM quarantine WHERE {} AND record_index IS NULL").format(
+            sql.SQL("SELECT count(*) FROM quarantine q WHERE {} AND record_index IS NULL").format(
                 where
             ),
             params,
         ).fetchone()
         result.skipped_whole_messages = int(row[0]) if row else 0  # type: ignore[call-overload]
         # SKIP LOCKED: a replay running concurrently owns its entries; this one leaves them be.
+        # The payloads come apart, once a message: its entries share them.
         query = sql.SQL(
-            "SELECT {} FROM quarantine WHERE {} AND record_index IS NOT NULL "
-            "ORDER BY id FOR UPDATE SKIP LOCKED"
-        ).format(_COLUMNS, where)
+            "SELECT {} FROM {} WHERE {} AND q.record_index IS NOT NULL "
+            "ORDER BY q.id FOR UPDATE OF q SKIP LOCKED"
+        ).format(_COLUMNS_NO_PAYLOAD, _FROM, where)
         with conn.cursor(row_factory=class_row(Entry)) as cur:
             entries = cur.execute(query, params).fetchall()
+        payloads: dict[int, bytes] = {
+            int(i): bytes(p)  # type: ignore[call-overload]
+            for i, p in conn.execute(
+                "SELECT id, payload FROM quarantine_messages WHERE id = ANY(%s)",
+                [sorted({e.message_id for e in entries})],
+            ).fetchall()
+        }
         rows: list[Reading] = []
         extras: list[ExtraReading] = []
         passed: list[int] = []
-        packs: dict[tuple[str, datetime, bytes], Salvaged | SenMLError] = {}
+        # A reading's key: the entries that carry it, with the value each would store.
+        keys: dict[tuple[int, int, int], list[tuple[int, object]]] = {}
+        packs: dict[int, Salvaged | SenMLError] = {}
         for entry in entries:
-            outcome = _revalidate(entry, sensors, policy, now, packs)
+            outcome = _revalidate(
+                entry,
+                payloads[entry.message_id],
+                sensors=sensors,
+                policy=policy,
+                now=now,
+                packs=packs,
+            )
             if isinstance(outcome, StillBad):
                 result.still_bad.append(outcome)
                 continue
             rows.extend(outcome[0])
             extras.extend(outcome[1])
             passed.append(entry.id)
+            carried: list[tuple[float, int, int, object]] = [(*r[:3], r[3]) for r in outcome[0]]
+            carried.extend((*e[:3], tuple(e[3:])) for e in outcome[1])
+            for t, sensor_key, quantity_key, received in carried:
+                keys.setdefault((time_us(t), sensor_key, quantity_key), []).append(
+                    (entry.id, received)
+                )
         written = writer.write(rows, extras)
+        # A reading whose key holds another value stays quarantined, as a conflict.
+        for c in written.conflicts:
+            carriers = keys.get((c.time_us, c.sensor_key, c.quantity_key), [])
+            entry_id = next((i for i, value in carriers if value == c.received), None)
+            if entry_id is not None and entry_id in passed:
+                passed.remove(entry_id)
+                result.still_bad.append(
+                    StillBad(
+                        entry_id,
+                        Reason.CONFLICT,
+                        f"{c.sensor_id}/{c.quantity} is stored with {c.stored!r} at that time",
+                    )
+                )
         if passed:
-            conn.execute("UPDATE quarantine SET replayed_at = now() WHERE id = ANY(%s)", [passed])
+            conn.execute(
+                "UPDATE quarantine SET replayed_at = now() WHERE id = ANY(%s)",
+                [passed],
+            )
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -248,21 +419,23 @@ def replay(
 
 def _revalidate(
     entry: Entry,
+    payload: bytes,
+    *,
     sensors: Mapping[str, Sensor],
     policy: Policy,
     now: float,
-    packs: dict[tuple[str, datetime, bytes], Salvaged | SenMLError],
+    packs: dict[int, Salvaged | SenMLError],
 ) -> tuple[list[Reading], list[ExtraReading]] | StillBad:
     assert entry.record_index is not None
     if entry.gateway_id is None:  # the worker never writes this; an edited row might
         return StillBad(entry.id, Reason.BAD_TOPIC, "no gateway: the topic was not understood")
     received_at = entry.received_at.timestamp()
     # The bad records of one message share its payload: decode it once per replay.
-    key = (entry.topic, entry.received_at, entry.payload)
+    key = entry.message_id
     pack = packs.get(key)
     if pack is None:
         try:
-            pack = decode_salvaging(entry.payload, received_at)
+            pack = decode_salvaging(payload, received_at)
         except SenMLError as exc:
             pack = exc
         packs[key] = pack

@@ -273,7 +273,10 @@ def replay(
         errors.print("give at least one of --sensor, --reason, --id")
         raise typer.Exit(2)
     settings, url = settings_for_command(database_url)
-    policy = Policy(max_age_s=settings.retention.total_seconds())
+    policy = Policy(
+        max_future_s=settings.max_future_skew.total_seconds(),
+        max_age_s=settings.retention.total_seconds(),
+    )
     with _connect(url) as conn:
         result = quarantine.replay(
             conn,

@@ -37,6 +37,12 @@ class Reason(StrEnum):
     BAD_STRING = "bad_string"
     # the batch: PostgreSQL refused it for a reason validation did not foresee
     STORAGE_ERROR = "storage_error"
+    # what one message may cost (gateway/limits.py, services/ingest/quarantine.py)
+    PACK_TOO_LARGE = "pack_too_large"  # more bytes than MAX_PACK_BYTES: the first kept
+    TOO_MANY_RECORDS = "too_many_records"  # records past MAX_PACK_RECORDS, not looked at
+    TOO_MANY_REJECTS = "too_many_rejects"  # rejected records past the per-message entries
+    # a reading whose key is stored with another value: the first stays, this one waits here
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +69,9 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    max_future_s: float = 300.0  # clock skew tolerated into the future
+    # Clock skew tolerated into the future. Seconds: minutes let a spoofer store values ahead
+    # of the real readings (URBANPULSE_MAX_FUTURE_SKEW).
+    max_future_s: float = 10.0
     max_age_s: float = 400 * 86400.0  # the retention window: older cannot be kept anyway
 
 

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -34,12 +35,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
+from gateway.limits import MAX_PACK_BYTES, MAX_PACK_RECORDS
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
-from services.storage.writer import ExtraReading, Reading, ReadingWriter
+from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
 
+from . import quarantine as quarantine_store
 from .maintenance import Maintenance
 from .metrics import IngestMetrics
+from .quarantine import Quarantined, Rejected, bounded
 from .registry import SensorDirectory
 from .salvage import decode_salvaging
 from .validate import Policy, Reason, Validator
@@ -73,6 +77,11 @@ class WorkerConfig:
     # Log each batch's new readings for the live stream, kept this long (services.storage.events).
     live_events: bool = True
     events_retention_s: float = 3600.0
+    # What one message may cost the quarantine, and how long and how much of it is kept
+    # (URBANPULSE_QUARANTINE_*; services/ingest/quarantine.py).
+    max_entries_per_message: int = 500
+    quarantine_retention_s: float = 30 * 86400.0
+    quarantine_max_bytes: int = 1024**3
 
 
 @dataclass(slots=True)
@@ -94,6 +103,8 @@ class Stats:
     quarantined: int = 0
     batches: int = 0
     database_errors: int = 0
+    conflicts: int = 0
+    retained_ignored: int = 0
 
 
 class _ShutdownError(Exception):  # control flow, never escapes run()
@@ -113,7 +124,9 @@ class _Prepared:
     batch: _Batch
     rows: list[Reading] = field(default_factory=list)
     extras: list[ExtraReading] = field(default_factory=list)
-    quarantine: list[tuple[object, ...]] = field(default_factory=list)
+    # One item per message with something quarantined, and that message's index in the batch.
+    quarantine: list[Quarantined] = field(default_factory=list)
+    quarantined_message: list[int] = field(default_factory=list)
     status: list[tuple[str, bool, bool]] = field(default_factory=list)  # id, online, seen now
     pending: set[tuple[str, str]] = field(default_factory=set)  # (sensor id, gateway id)
     # After each message: (rows, extras, quarantine) so far, to write messages one by one.
@@ -133,6 +146,7 @@ class IngestWorker:
         self._client = self._make_client()
         self._validator = Validator(config.policy)
         self._validator_version = -1
+        self._retained_logged = False
 
     # -- MQTT side (paho's network thread) ------------------------------------------------
 
@@ -246,6 +260,8 @@ class IngestWorker:
                 self.config.maintain_every_s,
                 self.metrics,
                 events_retention_s=self.config.events_retention_s,
+                quarantine_retention_s=self.config.quarantine_retention_s,
+                quarantine_max_bytes=self.config.quarantine_max_bytes,
             )
             maintenance.start()
             # Decoding and validating batch N+1 (here) overlaps writing batch N (there):
@@ -415,83 +431,125 @@ class IngestWorker:
     def _decode_and_validate(self, batch: _Batch, sensors: SensorDirectory) -> _Prepared:
         prepared = _Prepared(batch)
         rows, extras = prepared.rows, prepared.extras
-        quarantine, status = prepared.quarantine, prepared.status
-        for message in batch.messages:
+        for number, message in enumerate(batch.messages):
+            item = Quarantined(message.received_at, message.topic, message.payload)
             try:
-                try:
-                    parsed = topics.parse_topic(message.topic)
-                except TopicError as exc:
-                    quarantine.append(_q(message, None, None, Reason.BAD_TOPIC, str(exc)))
-                    continue
-                self.metrics.messages.labels(parsed.channel.value).inc()
-                if parsed.channel == topics.Channel.STATUS:
-                    text = message.payload.decode("utf-8", "replace").strip().lower()
-                    if text in ("online", "offline"):
-                        # A retained status is the broker's memory, not a sign of life.
-                        status.append((parsed.gateway_id, text == "online", not message.retained))
-                    else:
-                        quarantine.append(
-                            _q(
-                                message,
-                                parsed.gateway_id,
-                                None,
-                                Reason.BAD_STATUS,
-                                "status must be 'online' or 'offline'",
-                            )
-                        )
-                    continue
-                try:
-                    salvaged = decode_salvaging(message.payload, message.received_at)
-                except SenMLError as exc:
-                    quarantine.append(
-                        _q(
-                            message,
-                            parsed.gateway_id,
-                            exc.index,
-                            Reason.NOT_SENML,
-                            str(exc),
-                        )
-                    )
-                    continue
-                for bad in salvaged.bad:
-                    quarantine.append(
-                        _q(
-                            message,
-                            parsed.gateway_id,
-                            bad.index,
-                            Reason.NOT_SENML,
-                            str(bad.error),
-                        )
-                    )
-                sensors.ensure(salvaged.records)
-                if sensors.version != self._validator_version:
-                    self._validator.clear()
-                    self._validator_version = sensors.version
-                result = self._validator.validate(
-                    parsed.gateway_id, salvaged.records, sensors.snapshot, message.received_at
-                )
-                rows.extend(result.rows)
-                extras.extend(result.extras)
-                if self.config.register_unknown:
-                    prepared.pending.update(
-                        (r.sensor_id, parsed.gateway_id)
-                        for r in result.rejects
-                        if r.reason is Reason.UNKNOWN_SENSOR and r.sensor_id is not None
-                    )
-                for reject in result.rejects:
-                    quarantine.append(
-                        _q(
-                            message,
-                            parsed.gateway_id,
-                            salvaged.original_index(reject.index),
-                            reject.reason,
-                            reject.detail,
-                            sensor_id=reject.sensor_id,
-                        )
-                    )
+                self._take_message(message, item, prepared, sensors)
             finally:
-                prepared.ends.append((len(rows), len(extras), len(quarantine)))
+                if item.entries:
+                    prepared.quarantine.append(item)
+                    prepared.quarantined_message.append(number)
+                prepared.ends.append((len(rows), len(extras), len(prepared.quarantine)))
         return prepared
+
+    def _take_message(
+        self,
+        message: _Message,
+        item: Quarantined,
+        prepared: _Prepared,
+        sensors: SensorDirectory,
+    ) -> None:
+        """Decode and validate one message: its rows into ``prepared``, its rejects into
+        ``item``, at most ``max_entries_per_message`` of them itemised."""
+        entries = item.entries
+        try:
+            parsed = topics.parse_topic(message.topic)
+        except TopicError as exc:
+            entries.append(Rejected(None, None, None, Reason.BAD_TOPIC, str(exc)))
+            return
+        self.metrics.messages.labels(parsed.channel.value).inc()
+        gateway_id = parsed.gateway_id
+        if parsed.channel == topics.Channel.STATUS:
+            text = message.payload.decode("utf-8", "replace").strip().lower()
+            if text in ("online", "offline"):
+                # A retained status is the broker's memory, not a sign of life.
+                prepared.status.append((gateway_id, text == "online", not message.retained))
+            else:
+                entries.append(
+                    Rejected(
+                        gateway_id,
+                        None,
+                        None,
+                        Reason.BAD_STATUS,
+                        "status must be 'online' or 'offline'",
+                    )
+                )
+            return
+        if message.retained:
+            # The broker's copy of a pack someone published with the retain flag: it comes
+            # again at every (re)subscription, so it is never news (its first, live delivery
+            # carried no retain flag and was taken then).
+            self._ignore_retained(message)
+            return
+        size = len(message.payload)
+        if size > MAX_PACK_BYTES:
+            item.payload, item.size = message.payload[:MAX_PACK_BYTES], size
+            entries.append(
+                Rejected(
+                    gateway_id,
+                    None,
+                    None,
+                    Reason.PACK_TOO_LARGE,
+                    f"{size} bytes; a pack may hold {MAX_PACK_BYTES} (the first kept here)",
+                )
+            )
+            return
+        try:
+            salvaged = decode_salvaging(message.payload, message.received_at)
+        except SenMLError as exc:
+            entries.append(Rejected(gateway_id, None, exc.index, Reason.NOT_SENML, str(exc)))
+            return
+        for bad in salvaged.bad:
+            entries.append(Rejected(gateway_id, None, bad.index, Reason.NOT_SENML, str(bad.error)))
+        records = salvaged.records
+        excess: Rejected | None = None
+        if len(records) > MAX_PACK_RECORDS:
+            first = salvaged.original_index(MAX_PACK_RECORDS)
+            excess = Rejected(
+                gateway_id,
+                None,
+                None,
+                Reason.TOO_MANY_RECORDS,
+                f"{len(records)} records; a pack may hold {MAX_PACK_RECORDS}: those from index "
+                f"{first} on ({len(records) - MAX_PACK_RECORDS}) were not looked at",
+            )
+            records = records[:MAX_PACK_RECORDS]
+        sensors.ensure(records)
+        if sensors.version != self._validator_version:
+            self._validator.clear()
+            self._validator_version = sensors.version
+        result = self._validator.validate(
+            gateway_id, records, sensors.snapshot, message.received_at
+        )
+        prepared.rows.extend(result.rows)
+        prepared.extras.extend(result.extras)
+        if self.config.register_unknown:
+            prepared.pending.update(
+                (r.sensor_id, gateway_id)
+                for r in result.rejects
+                if r.reason is Reason.UNKNOWN_SENSOR and r.sensor_id is not None
+            )
+        original_index = salvaged.original_index
+        entries.extend(
+            Rejected(gateway_id, r.sensor_id, original_index(r.index), r.reason, r.detail)
+            for r in result.rejects
+        )
+        item.entries = bounded(entries, self.config.max_entries_per_message)
+        if excess is not None:
+            item.entries.append(excess)
+
+    def _ignore_retained(self, message: _Message) -> None:
+        self.stats.retained_ignored += 1
+        self.metrics.retained_ignored.inc()
+        if not self._retained_logged:
+            self._retained_logged = True
+            log.warning(
+                "ignoring a retained message on %s: readings are never retained, and a retained "
+                "pack comes again at every subscription (clear it by publishing an empty "
+                "retained message there); further ones are counted in "
+                "urbanpulse_ingest_retained_ignored",
+                message.topic,
+            )
 
     def _write(
         self,
@@ -500,14 +558,7 @@ class IngestWorker:
         writer: ReadingWriter,
     ) -> None:
         """The whole batch in one transaction."""
-        self._write_part(
-            prepared,
-            conn,
-            writer,
-            (0, 0, 0),
-            (len(prepared.rows), len(prepared.extras), len(prepared.quarantine)),
-            last=True,
-        )
+        self._write_part(prepared, conn, writer, range(len(prepared.ends)))
         self.stats.batches += 1
 
     def _write_each(
@@ -518,13 +569,9 @@ class IngestWorker:
     ) -> None:
         """Message by message, after PostgreSQL refused the batch: only the message it refuses
         again goes to quarantine, whole, with the error; the others are stored."""
-        start = (0, 0, 0)
-        for index, (message, end) in enumerate(
-            zip(prepared.batch.messages, prepared.ends, strict=True)
-        ):
-            last = index == len(prepared.ends) - 1
+        for index, message in enumerate(prepared.batch.messages):
             try:
-                self._write_part(prepared, conn, writer, start, end, last=last)
+                self._write_part(prepared, conn, writer, range(index, index + 1))
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -533,21 +580,19 @@ class IngestWorker:
                 gateway_id = None
                 with contextlib.suppress(TopicError):
                     gateway_id = topics.parse_topic(message.topic).gateway_id
-                conn.execute(
-                    "INSERT INTO quarantine (received_at, topic, gateway_id, reason, detail, "
-                    "payload) VALUES (to_timestamp(%s), %s, %s, %s, %s, %s)",
-                    (
-                        message.received_at,
-                        message.topic,
+                refused = Quarantined(message.received_at, message.topic, message.payload)
+                refused.entries.append(
+                    Rejected(
                         gateway_id,
-                        Reason.STORAGE_ERROR.value,
+                        None,
+                        None,
+                        Reason.STORAGE_ERROR,
                         f"{type(exc).__name__}: {exc}",
-                        message.payload,
-                    ),
+                    )
                 )
+                quarantine_store.store(conn, [refused])
                 conn.commit()
                 self.metrics.quarantined.labels(Reason.STORAGE_ERROR.value).inc()
-            start = end
         self.stats.batches += 1
 
     def _write_part(
@@ -555,22 +600,19 @@ class IngestWorker:
         prepared: _Prepared,
         conn: psycopg.Connection[tuple[object, ...]],
         writer: ReadingWriter,
-        start: tuple[int, int, int],
-        end: tuple[int, int, int],
-        *,
-        last: bool,
+        messages: range,
     ) -> None:
-        """Write a slice of the batch and commit; status and pending sensors go with the last."""
-        quarantine = prepared.quarantine[start[2] : end[2]]
+        """Write the batch's ``messages`` and commit; status and pending sensors go with the
+        last message of the batch."""
+        ends = prepared.ends
+        start = ends[messages.start - 1] if messages.start > 0 else (0, 0, 0)
+        end = ends[messages.stop - 1]
+        last = messages.stop == len(ends)
         written = writer.write(prepared.rows[start[0] : end[0]], prepared.extras[start[1] : end[1]])
-        if quarantine:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO quarantine (received_at, topic, gateway_id, sensor_id, "
-                    "record_index, reason, detail, payload) VALUES "
-                    "(to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s)",
-                    quarantine,
-                )
+        items = prepared.quarantine[start[2] : end[2]]
+        if written.conflicts:
+            items = self._with_conflicts(prepared, messages, items, written.conflicts)
+        quarantined = quarantine_store.store(conn, items)
         if last:
             for sensor_id, gateway_id in prepared.pending:
                 # The gateway only if registered: an unknown gateway must not fail the batch.
@@ -591,13 +633,82 @@ class IngestWorker:
             self.stats.messages += len(prepared.batch.messages)
         self.stats.stored += written.inserted
         self.stats.duplicates += written.duplicates
-        self.stats.quarantined += len(quarantine)
+        self.stats.conflicts += len(written.conflicts)
+        self.stats.quarantined += quarantined
         metrics = self.metrics
         metrics.stored.inc(written.inserted)
         metrics.duplicates.inc(written.duplicates)
+        metrics.conflicts.inc(len(written.conflicts))
         metrics.batch_records.observe(written.received)
-        for entry in quarantine:
-            metrics.quarantined.labels(entry[5]).inc()
+        for item in items:
+            for entry in item.entries:
+                metrics.quarantined.labels(entry.reason).inc()
+
+    def _with_conflicts(
+        self,
+        prepared: _Prepared,
+        messages: range,
+        items: list[Quarantined],
+        conflicts: tuple[Conflict, ...],
+    ) -> list[Quarantined]:
+        """``items`` with a ``conflict`` entry for each refused reading, under the message that
+        carried it (new items: ``prepared`` stays as it was, should this transaction be retried).
+
+        Only on this rare path is a message decoded again, to name the record's index."""
+        ends = prepared.ends
+        wanted: dict[tuple[int, int, int], list[Conflict]] = {}
+        for conflict in conflicts:
+            key = (conflict.time_us, conflict.sensor_key, conflict.quantity_key)
+            wanted.setdefault(key, []).append(conflict)
+        found: dict[int, list[Conflict]] = {}
+        for number in messages:
+            first = ends[number - 1] if number > 0 else (0, 0, 0)
+            rows = prepared.rows[first[0] : ends[number][0]]
+            extras = prepared.extras[first[1] : ends[number][1]]
+            keyed: list[tuple[float, int, int, object]] = [(r[0], r[1], r[2], r[3]) for r in rows]
+            keyed.extend((e[0], e[1], e[2], tuple(e[3:])) for e in extras)
+            for t, sensor_key, quantity_key, received in keyed:
+                matches = wanted.get((time_us(t), sensor_key, quantity_key))
+                if not matches:
+                    continue
+                for conflict in matches:
+                    if conflict.received == received:
+                        matches.remove(conflict)
+                        found.setdefault(number, []).append(conflict)
+                        break
+        by_message = dict(zip(prepared.quarantined_message, prepared.quarantine, strict=True))
+        result = [i for n, i in by_message.items() if n in messages and n not in found]
+        for number, refused in found.items():
+            message = prepared.batch.messages[number]
+            old = by_message.get(number)
+            item = Quarantined(message.received_at, message.topic, message.payload)
+            earlier = old.entries if old else []
+            item.entries = [*earlier, *self._conflict_entries(message, refused)]
+            result.append(item)
+        return result
+
+    def _conflict_entries(self, message: _Message, conflicts: list[Conflict]) -> list[Rejected]:
+        gateway_id = topics.parse_topic(message.topic).gateway_id
+        indexes: dict[tuple[str, int], int] = {}
+        with contextlib.suppress(SenMLError):
+            salvaged = decode_salvaging(message.payload, message.received_at)
+            for position, record in enumerate(salvaged.records):
+                indexes.setdefault(
+                    (record.name, time_us(record.time)), salvaged.original_index(position)
+                )
+        entries = [
+            Rejected(
+                gateway_id,
+                c.sensor_id,
+                indexes.get((f"{c.sensor_id}/{c.quantity}", c.time_us)),
+                Reason.CONFLICT,
+                f"{c.sensor_id}/{c.quantity} at {_iso(c.time_us)} is stored with "
+                f"{_shown(c.stored)}; this message says {_shown(c.received)}. The stored value "
+                "stays: an operator decides",
+            )
+            for c in conflicts
+        ]
+        return bounded(entries, self.config.max_entries_per_message)
 
     def _acknowledge(self, batch: _Batch) -> None:
         current = self._connection
@@ -625,22 +736,12 @@ class IngestWorker:
         return None
 
 
-def _q(
-    message: _Message,
-    gateway_id: str | None,
-    index: int | None,
-    reason: Reason,
-    detail: str,
-    *,
-    sensor_id: str | None = None,
-) -> tuple[object, ...]:
-    return (
-        message.received_at,
-        message.topic,
-        gateway_id,
-        sensor_id,
-        index,
-        reason.value,
-        detail,
-        message.payload,
-    )
+def _iso(microseconds: int) -> str:
+    return datetime.fromtimestamp(microseconds / 1e6, UTC).isoformat(timespec="microseconds")
+
+
+def _shown(value: object) -> str:
+    """A stored or received value for a conflict's detail: a number, or an extra's one field."""
+    if isinstance(value, tuple):
+        return next((repr(v) for v in value if v is not None), "nothing")
+    return repr(value)

@@ -178,6 +178,25 @@ readings_1m = _rollup("readings_1m")
 readings_1h = _rollup("readings_1h")
 readings_1d = _rollup("readings_1d")
 
+# Migration 0004: a quarantined message's bytes are stored once, in quarantine_messages; each
+# rejected record (or whole message) is a quarantine row referring to them.
+quarantine_messages = Table(
+    "quarantine_messages",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column(
+        "bytes",
+        Integer,
+        nullable=False,
+        comment="length of the message as it arrived (payload keeps at most the pack limit)",
+    ),
+    Column("payload", LargeBinary, nullable=False, comment="the raw message bytes"),
+    comment="the raw bytes of each quarantined message, once; quarantine rows refer to them",
+)
+Index("ix_quarantine_messages_received_at", quarantine_messages.c.received_at)
+
 quarantine = Table(
     "quarantine",
     metadata,
@@ -189,11 +208,18 @@ quarantine = Table(
     Column("record_index", Integer, comment="index in the pack; null: the whole message"),
     Column("reason", Text, nullable=False, comment="machine-readable reason code"),
     Column("detail", Text, nullable=False, server_default=""),
-    Column("payload", LargeBinary, nullable=False, comment="the raw message bytes"),
     Column("replayed_at", DateTime(timezone=True)),
+    Column(
+        "message_id",
+        BigInteger,
+        ForeignKey("quarantine_messages.id", ondelete="CASCADE"),
+        nullable=False,
+        comment="the message the entry comes from (its raw bytes)",
+    ),
 )
 Index("ix_quarantine_reason_time", quarantine.c.reason, quarantine.c.received_at)
 Index("ix_quarantine_sensor", quarantine.c.sensor_id)
+Index("ix_quarantine_message_id", quarantine.c.message_id)
 
 api_keys = Table(
     "api_keys",

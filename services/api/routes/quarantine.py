@@ -67,7 +67,10 @@ def list_quarantine(
     before = decode_cursor(cursor, int)
     query = (
         "SELECT id, received_at, topic, gateway_id, sensor_id, record_index, reason, detail, "
-        "substring(payload FROM 1 FOR %(preview)s) AS preview, length(payload) AS payload_bytes, "
+        # A message's bytes are stored once, in quarantine_messages, for all its entries.
+        "(SELECT substring(m.payload FROM 1 FOR %(preview)s) FROM quarantine_messages m "
+        "WHERE m.id = message_id) AS preview, "
+        "(SELECT m.bytes FROM quarantine_messages m WHERE m.id = message_id) AS payload_bytes, "
         "replayed_at "
         "FROM quarantine WHERE (%(reason)s::text IS NULL OR reason = %(reason)s) "
         "AND (%(gateway)s::text IS NULL OR gateway_id = %(gateway)s) "

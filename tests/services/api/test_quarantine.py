@@ -26,11 +26,14 @@ def entries(api_db: Db) -> None:
         )
     ]
     with api_db.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO quarantine (received_at, topic, gateway_id, sensor_id, reason, payload) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            rows,
-        )
+        for received_at, topic, gateway, sensor, reason, body in rows:
+            cur.execute(
+                "WITH m AS (INSERT INTO quarantine_messages (received_at, topic, bytes, payload) "
+                "VALUES (%s, %s, %s, %s) RETURNING id) "
+                "INSERT INTO quarantine (message_id, received_at, topic, gateway_id, sensor_id, "
+                "reason) SELECT id, %s, %s, %s, %s, %s FROM m",
+                (received_at, topic, len(body), body, received_at, topic, gateway, sensor, reason),
+            )
 
 
 @pytest.fixture

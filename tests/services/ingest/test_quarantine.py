@@ -54,7 +54,7 @@ def _register(conn: Conn, sensor: str, kind: str = "feeder_meter", gateway: str 
 
 def _ingest(conn: Conn, topic: str, payload: bytes, received_at: float) -> None:
     """One message through the worker's steps (services/ingest/worker.py, ``_write``)."""
-    rows: list[tuple[object, ...]] = []
+    item = quarantine.Quarantined(received_at, topic, payload)
 
     def q(
         gateway: str | None,
@@ -63,7 +63,7 @@ def _ingest(conn: Conn, topic: str, payload: bytes, received_at: float) -> None:
         detail: str,
         sensor: str | None = None,
     ) -> None:
-        rows.append((received_at, topic, gateway, sensor, index, reason.value, detail, payload))
+        item.entries.append(quarantine.Rejected(gateway, sensor, index, reason, detail))
 
     try:
         gateway = topics.parse_topic(topic).gateway_id
@@ -84,13 +84,7 @@ def _ingest(conn: Conn, topic: str, payload: bytes, received_at: float) -> None:
             ReadingWriter(conn, "partitioned").write(result.rows, result.extras)
             for r in result.rejects:
                 q(gateway, salvaged.original_index(r.index), r.reason, r.detail, r.sensor_id)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO quarantine (received_at, topic, gateway_id, sensor_id, "
-            "record_index, reason, detail, payload) VALUES "
-            "(to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s)",
-            rows,
-        )
+    quarantine.store(conn, [item])
     conn.commit()
 
 

@@ -172,8 +172,8 @@ def test_bad_input_is_quarantined_with_its_reason_and_the_rest_stored(
         gateway.client.publish(topic, payload, qos=1).wait_for_publish(10)
     assert _wait_rows(conn, 8, table="quarantine") == 8
     rows = conn.execute(
-        "SELECT topic, gateway_id, sensor_id, record_index, reason, payload "
-        "FROM quarantine ORDER BY id"
+        "SELECT q.topic, q.gateway_id, q.sensor_id, q.record_index, q.reason, m.payload "
+        "FROM quarantine q JOIN quarantine_messages m ON m.id = q.message_id ORDER BY q.id"
     ).fetchall()
     expected = {
         ("gw-a", None, None, "not_senml"),
@@ -330,7 +330,10 @@ def test_a_message_the_database_refuses_is_quarantined_and_its_batch_stored(
         info.wait_for_publish(10)
     assert _wait_rows(conn, 10) == 10
     assert _wait_rows(conn, 1, table="quarantine") == 1
-    assert conn.execute("SELECT reason, gateway_id, payload FROM quarantine").fetchone() == (
+    assert conn.execute(
+        "SELECT q.reason, q.gateway_id, m.payload "
+        "FROM quarantine q JOIN quarantine_messages m ON m.id = q.message_id"
+    ).fetchone() == (
         "storage_error",
         "gw-a",
         refused,

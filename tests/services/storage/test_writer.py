@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.storage.writer import ReadingWriter, encode_copy
+from services.storage.writer import Conflict, ReadingWriter, encode_copy, time_us
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -54,9 +54,45 @@ def test_a_batch_overlapping_an_earlier_one_adds_only_the_new_rows(db: Conn) -> 
     writer.write([(start + i, sensor, 1, 1.0) for i in range(100)])
     result = writer.write([(start + i, sensor, 1, 2.0) for i in range(50, 150)])
     db.commit()
-    assert (result.inserted, result.duplicates) == (50, 50)
+    # The 50 overlapping rows carry another value: conflicts, not duplicates.
+    assert (result.inserted, result.duplicates, len(result.conflicts)) == (50, 0, 50)
     # The first value written wins: a redelivery never rewrites a stored reading.
     assert db.execute("SELECT count(*), sum(value) FROM readings").fetchone() == (150, 200.0)
+    again = writer.write([(start + i, sensor, 1, 1.0) for i in range(100)])
+    assert (again.inserted, again.duplicates, again.conflicts) == (0, 100, ())
+
+
+def test_a_conflict_names_the_reading_and_both_values(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    moment = float(int(time.time())) + 0.25
+    writer.write([(moment, sensor, 1, 1.5)], [(moment, sensor, 1, "a", None, None, None)])
+    db.commit()
+    # Within one batch too: the first of two values stays, the second is a conflict.
+    result = writer.write(
+        [(moment + 1, sensor, 1, 3.0), (moment + 1, sensor, 1, 4.0), (moment, sensor, 1, 2.5)],
+        [(moment, sensor, 1, "b", None, None, None)],
+    )
+    db.commit()
+    micros = round(moment * 1e6)
+    assert (result.inserted, result.duplicates) == (1, 0)
+    assert sorted(result.conflicts, key=repr) == sorted(
+        [
+            Conflict(sensor, 1, micros, 2.5, 1.5, "wat-dma-0001", "flow"),
+            Conflict(sensor, 1, micros + 1_000_000, 4.0, 3.0, "wat-dma-0001", "flow"),
+            Conflict(
+                sensor,
+                1,
+                micros,
+                ("b", None, None, None),
+                ("a", None, None, None),
+                "wat-dma-0001",
+                "flow",
+            ),
+        ],
+        key=repr,
+    )
+    assert time_us(moment) == micros
 
 
 def test_duplicates_inside_one_batch_are_stored_once(db: Conn) -> None:
