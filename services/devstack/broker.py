@@ -106,7 +106,21 @@ def credentials(directory: Path, users: Iterable[str]) -> dict[str, str]:
     time and the same one after a restart (persistent sessions and gateway outboxes go on)."""
     path = directory / "credentials.json"
     directory.mkdir(parents=True, exist_ok=True)
-    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as exc:
+        raise BrokerError(f"{path} is not valid JSON ({exc})") from None
+    bad = [
+        name
+        for name, password in (known.items() if isinstance(known, dict) else [("", None)])
+        # ':' and line breaks would break Mosquitto's password file; '%' and '+' its ACL.
+        if not isinstance(password, str) or not password or not re.fullmatch(r"[^\s:#+%/]+", name)
+    ]
+    if bad:
+        raise BrokerError(
+            f"{path} must map user names (no spaces, ':', '#', '+', '%' or '/') to non-empty "
+            f"password strings; not so for {bad}"
+        )
     wanted = {user: known.get(user) or secrets.token_urlsafe(24) for user in users}
     merged = {**known, **wanted}
     if merged != known or path.stat().st_mode & 0o077:

@@ -49,7 +49,7 @@ from services.settings import Settings, SettingsError, UnknownSensors, load_sett
 from services.storage import migrate
 from services.storage.urls import libpq_url
 
-from .broker import INGEST_USER, credentials, start_broker
+from .broker import INGEST_USER, BrokerError, credentials, start_broker
 from .city import city_gateways, start_city
 from .postgres import EmbeddedPostgres, PostgresError
 
@@ -254,11 +254,15 @@ def _start_services(
     broker_note = "given by URBANPULSE_MQTT_URL"
     passwords: dict[str, str] | None = None
     if not mqtt_url:
-        passwords = credentials(base / "broker", [INGEST_USER, "api", *gateways])
-        with console.status("starting the MQTT broker"):
-            broker = start_broker(
-                base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL"), users=passwords
-            )
+        try:
+            passwords = credentials(base / "broker", [INGEST_USER, "api", *gateways])
+            with console.status("starting the MQTT broker"):
+                broker = start_broker(
+                    base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL"), users=passwords
+                )
+        except BrokerError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
         stack.callback(broker.stop)
         _say_leftover("MQTT broker", getattr(broker, "leftover_pid", None))
         mqtt_url = broker.url
