@@ -8,18 +8,33 @@ The fallback, rumqttd embedded in the ``iotcore`` wheel, serves MQTT 5 and 3.1.1
 ports) and shared subscriptions, but measured here (paho-mqtt 2.2, iotcore 0.4) it has no
 persistence, a fixed window of 100 unacknowledged messages, ignores session expiry, and drops a
 client that acknowledges out of order. ``capabilities`` says so, and tests that need more skip.
+
+Given ``users`` (name -> password, see ``credentials``), both refuse anonymous clients. Mosquitto
+also enforces ``ACL`` (the file ``deploy/mosquitto/acl``): a gateway publishes only under its own
+id, only the ``ingest`` user reads every gateway. rumqttd checks static passwords but has no ACL:
+any client with a password may publish or subscribe anywhere, so it listens on 127.0.0.1 only.
+
+A process that died without stopping its Mosquitto (``kill -9``) leaves it running on the
+persistence file; the next ``Mosquitto`` on the same directory stops it first (after checking
+from ``/proc`` that it is that directory's broker) and takes over its port. rumqttd needs no such
+care: iotcore's child process exits when its parent goes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +51,23 @@ GUARANTEE_SETTINGS = {
     "persistence": "true",
 }
 
+# deploy/mosquitto/acl, which production mounts; a copy here because a wheel install has no
+# deploy/ (tests/services/devstack/test_broker.py keeps the two equal).
+ACL = """\
+# A gateway publishes only under its own name (the MQTT username is the gateway id).
+pattern write ssc/v1/%u/up
+pattern write ssc/v1/%u/status
+pattern read ssc/v1/%u/down
+
+# Ingestion workers read every gateway's readings and status (shared subscriptions).
+user ingest
+topic read ssc/v1/+/up
+topic read ssc/v1/+/status
+topic read $share/ingest/ssc/v1/+/up
+topic read $share/ingest/ssc/v1/+/status
+"""
+INGEST_USER = "ingest"  # the name the ACL gives every gateway's topics to
+
 
 class BrokerError(RuntimeError):
     """The broker could not be started; the message says why and where its log is."""
@@ -49,6 +81,91 @@ class Capabilities:
     out_of_order_acks: bool
     # Shared subscriptions of persistent sessions survive a restart (Mosquitto >= 2.0.19).
     shared_subscriptions_persist: bool = False
+    acl: bool = False  # can restrict each user to its topics
+
+
+def mosquitto_password_hash(password: str, salt: bytes | None = None, iterations: int = 101) -> str:
+    """A password file entry's hash in the format Mosquitto 2 writes and reads (``$7$``:
+    PBKDF2-SHA512, a 12-byte salt, 101 iterations as ``mosquitto_passwd`` uses)."""
+    salt = os.urandom(12) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    encode = base64.b64encode
+    return f"$7${iterations}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, from the first byte on."""
+    scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.replace(scratch, path)
+
+
+def credentials(directory: Path, users: Iterable[str]) -> dict[str, str]:
+    """Every broker user and password: those of ``directory/credentials.json`` (mode 0600),
+    where a gateway of one's own may be added by hand, and ``users``, given a password the first
+    time and the same one after a restart (persistent sessions and gateway outboxes go on)."""
+    path = directory / "credentials.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as exc:
+        raise BrokerError(f"{path} is not valid JSON ({exc})") from None
+    bad = [
+        name
+        for name, password in (known.items() if isinstance(known, dict) else [("", None)])
+        # ':' and line breaks would break Mosquitto's password file; '%' and '+' its ACL.
+        if not isinstance(password, str) or not password or not re.fullmatch(r"[^\s:#+%/]+", name)
+    ]
+    if bad:
+        raise BrokerError(
+            f"{path} must map user names (no spaces, ':', '#', '+', '%' or '/') to non-empty "
+            f"password strings; not so for {bad}"
+        )
+    wanted = {user: known.get(user) or secrets.token_urlsafe(24) for user in users}
+    merged = {**known, **wanted}
+    if merged != known or path.stat().st_mode & 0o077:
+        _write_private(path, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    return merged
+
+
+def _cmdline(pid: int) -> list[str]:
+    """The argv of a live process; [] when it is gone, a zombie, or not ours to read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _stop_leftover_mosquitto(pid_file: Path, config: Path, timeout: float = 15.0) -> int | None:
+    """Stop the Mosquitto a dead process left running on this directory; return its pid.
+
+    Only a process whose command line is Mosquitto with this very config counts: a pid file
+    outlives its process, and the pid may since belong to something else.
+    """
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+    def ours() -> bool:
+        argv = _cmdline(pid)
+        return bool(argv) and Path(argv[0]).name == "mosquitto" and argv[1:] == ["-c", str(config)]
+
+    if not ours():
+        pid_file.unlink(missing_ok=True)
+        return None
+    os.kill(pid, signal.SIGTERM)  # it saves its persistence file on the way out
+    deadline = time.monotonic() + timeout
+    while ours():
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline += timeout
+        time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return pid
 
 
 class Broker(Protocol):
@@ -96,7 +213,7 @@ def _wait_closed(host: str, port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     kind = "mosquitto"
     capabilities = Capabilities(
-        persistence=True, window=1000, session_expiry=True, out_of_order_acks=True
+        persistence=True, window=1000, session_expiry=True, out_of_order_acks=True, acl=True
     )
     version: tuple[int, ...] = ()
 
@@ -106,16 +223,29 @@ class Mosquitto:
         port: int | None = None,
         executable: str | None = None,
         extra_config: str = "",
+        users: Mapping[str, str] | None = None,
     ) -> None:
-        """``extra_config``: lines appended to the generated config (e.g. a TLS listener)."""
+        """``extra_config``: lines appended to the generated config (e.g. a TLS listener).
+        ``users``: name -> password; given, anonymous clients are refused and ``ACL`` applies.
+
+        A broker left running on ``data_dir`` by a killed process is stopped here, and its port
+        is taken over unless ``port`` names another."""
         self.host = "127.0.0.1"
         self.extra_config = extra_config
-        self.port = port or free_port()
+        self.users = dict(users) if users is not None else None
         self._temporary = data_dir is None
         self.data_dir = Path(
             tempfile.mkdtemp(prefix="urbanpulse-mqtt-") if data_dir is None else data_dir
         ).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.data_dir / "mosquitto.conf"
+        self.pid_file = self.data_dir / "mosquitto.pid"
+        left_port = _listener_port(self.config)
+        self.leftover_pid = _stop_leftover_mosquitto(self.pid_file, self.config)
+        if self.leftover_pid is not None and left_port is not None:
+            _wait_closed(self.host, left_port)
+            port = port or left_port
+        self.port = port or free_port()
         found = executable or find_mosquitto()
         if found is None:
             raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -124,7 +254,6 @@ class Mosquitto:
         self.capabilities = replace(
             Mosquitto.capabilities, shared_subscriptions_persist=self.version >= (2, 0, 19)
         )
-        self.config = self.data_dir / "mosquitto.conf"
         self.log = self.data_dir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._write_config()
@@ -134,9 +263,19 @@ class Mosquitto:
         return f"mqtt://{self.host}:{self.port}"
 
     def _write_config(self) -> None:
+        if self.users is None:
+            access = ["allow_anonymous true"]
+        else:
+            passwd, acl = self.data_dir / "passwd", self.data_dir / "acl"
+            _write_private(
+                passwd,
+                "".join(f"{u}:{mosquitto_password_hash(p)}\n" for u, p in self.users.items()),
+            )
+            _write_private(acl, ACL)
+            access = ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}"]
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *access,
             # As root Mosquitto drops to the `mosquitto` user, which then cannot write its
             # persistence file into our directory: sessions would vanish at restart.
             f"user {'root' if os.geteuid() == 0 else os.environ.get('USER', 'nobody')}",
@@ -167,6 +306,9 @@ class Mosquitto:
                 stdout=log,
                 stderr=log,
             )
+        # Mosquitto writes a pid file only as a daemon; ours lets the next start find a broker
+        # whose parent was killed.
+        self.pid_file.write_text(f"{self._process.pid}\n")
         _wait_listening(self.host, self.port, self._process, timeout, self.log)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -180,6 +322,8 @@ class Mosquitto:
                 process.kill()
                 process.wait()
             _wait_closed(self.host, self.port)
+        if process is not None:
+            self.pid_file.unlink(missing_ok=True)
 
     def restart(self) -> None:
         self.stop()
@@ -233,7 +377,14 @@ class Rumqttd:
         persistence=False, window=100, session_expiry=False, out_of_order_acks=False
     )
 
-    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
+        """``users``: name -> password; given, clients without one of them are refused (there
+        is no ACL: each may still use any topic)."""
         from iotcore import Broker as IotcoreBroker
 
         self.host = "127.0.0.1"
@@ -245,11 +396,16 @@ class Rumqttd:
         ).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "rumqttd.toml"
-        config.write_text(
-            _RUMQTTD_CONFIG.format(
-                port=self.port, port_v4=self.port_v4, max_packet_size=MAX_PACK_BYTES
-            )
+        text = _RUMQTTD_CONFIG.format(
+            port=self.port, port_v4=self.port_v4, max_packet_size=MAX_PACK_BYTES
         )
+        if users is not None:
+            # JSON strings are valid TOML basic strings.
+            table = ", ".join(f"{json.dumps(u)} = {json.dumps(p)}" for u, p in users.items())
+            text = text.replace(
+                "dynamic_filters = true", f"dynamic_filters = true\n    auth = {{ {table} }}"
+            )
+        _write_private(config, text)  # it holds the passwords in clear
         self._broker = IotcoreBroker(config_path=str(config))
         self._running = False
 
@@ -292,10 +448,26 @@ def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
 
-def start_broker(data_dir: Path | None = None, port: int | None = None) -> Mosquitto | Rumqttd:
-    """Start Mosquitto if it is installed, else the embedded rumqttd; return it running."""
+def _listener_port(config: Path) -> int | None:
+    try:
+        match = re.search(r"^listener (\d+)", config.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def start_broker(
+    data_dir: Path | None = None,
+    port: int | None = None,
+    users: Mapping[str, str] | None = None,
+) -> Mosquitto | Rumqttd:
+    """Start Mosquitto if it is installed, else the embedded rumqttd; return it running.
+    ``users`` (name -> password): refuse anyone else (and apply ``ACL`` where the broker can)."""
     executable = find_mosquitto()
     broker: Mosquitto | Rumqttd
-    broker = Mosquitto(data_dir, port, executable) if executable else Rumqttd(data_dir, port)
+    if executable:
+        broker = Mosquitto(data_dir, port, executable, users=users)
+    else:
+        broker = Rumqttd(data_dir, port, users=users)
     broker.start()
     return broker

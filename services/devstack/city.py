@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,10 +24,22 @@ from simulators.runner import PublisherSink, Simulation, run
 BACKFILL_S = 86400.0  # a day of history, so dashboards show shapes at once
 
 
+def city_gateways(seed: int = 0) -> list[str]:
+    """The ids of the city's gateways: the broker's users before the city starts."""
+    return [gateway["id"] for gateway in build_manifest(small_city(), seed=seed).gateways]
+
+
 def start_city(
-    stack: contextlib.ExitStack, database_url: str, mqtt_url: str, state_dir: Path, seed: int = 0
+    stack: contextlib.ExitStack,
+    database_url: str,
+    mqtt_url: str,
+    state_dir: Path,
+    *,
+    seed: int = 0,
+    passwords: Mapping[str, str] | None = None,
 ) -> str:
-    """Register the city, start it in a thread (stopped by ``stack``); describe it."""
+    """Register the city, start it in a thread (stopped by ``stack``); describe it.
+    ``passwords``: each gateway's MQTT password, its id being the username."""
     manifest = build_manifest(small_city(), seed=seed)
     with psycopg.connect(libpq_url(database_url)) as conn:
         load(conn, manifest.json())
@@ -35,7 +48,11 @@ def start_city(
     sink = PublisherSink(
         state_dir,
         lambda gateway: PublisherOptions(
-            gateway_id=gateway, host=broker.hostname or "127.0.0.1", port=broker.port or 1883
+            gateway_id=gateway,
+            host=broker.hostname or "127.0.0.1",
+            port=broker.port or 1883,
+            username=gateway if passwords is not None else None,
+            password=passwords[gateway] if passwords is not None else None,
         ),
     )
     simulation = Simulation(manifest, seed=seed)

