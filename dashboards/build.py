@@ -32,6 +32,12 @@ def dashboards() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for make in BOARDS:
         model: dict[str, Any] = json.loads(json.dumps(make().build(), cls=JSONEncoder))
+        # Stable panel ids (the SDK leaves them unset): links and alerts refer to them.
+        next_id = 1
+        for panel in model.get("panels", []):
+            for item in (panel, *panel.get("panels", [])):
+                item["id"] = next_id
+                next_id += 1
         out[model["uid"]] = model
     return out
 

@@ -188,9 +188,7 @@ def energy() -> db.Dashboard:
                 thresholds=steps((None, RED), (180.0, GREEN)),
             )
         )
-        .with_panel(
-            chart("Feeder load", mean_sql("feeder_meter", "power", "s.feeder"), "watt")
-        )
+        .with_panel(chart("Feeder load", mean_sql("feeder_meter", "power", "s.feeder"), "watt"))
         .with_panel(
             chart(
                 "Solar generation per district",
@@ -359,12 +357,14 @@ ORDER BY s.id
 
 
 def environment() -> db.Dashboard:
-    board = (
-        _board("environment", "environment", "PM2.5, PM10 and NO2 against the WHO lines; noise.")
-        .with_variable(sensor_variable("station", "Air station", "air_quality"))
-    )
-    for kpi_id, qty, label in (("AIR-1", "pm25", "PM2.5"), ("AIR-2", "pm10", "PM10"),
-                               ("AIR-3", "no2", "NO2")):
+    board = _board(
+        "environment", "environment", "PM2.5, PM10 and NO2 against the WHO lines; noise."
+    ).with_variable(sensor_variable("station", "Air station", "air_quality"))
+    for kpi_id, qty, label in (
+        ("AIR-1", "pm25", "PM2.5"),
+        ("AIR-2", "pm10", "PM10"),
+        ("AIR-3", "no2", "NO2"),
+    ):
         kpi = KPIS[kpi_id]
         board = board.with_panel(
             chart(
@@ -376,14 +376,11 @@ def environment() -> db.Dashboard:
                     f"guideline ({kpi.band.target:g}) and our warning limit "
                     f"({kpi.band.warning:g}). The KPI {kpi_id} rates daily means."
                 ),
-                thresholds=steps((None, GREEN), (kpi.band.target, ORANGE),
-                                 (kpi.band.warning, RED)),
+                thresholds=steps((None, GREEN), (kpi.band.target, ORANGE), (kpi.band.warning, RED)),
             )
         )
     return (
-        board.with_panel(
-            table_panel("24-hour means per station", DAILY_MEANS_SQL).unit("conμgm3")
-        )
+        board.with_panel(table_panel("24-hour means per station", DAILY_MEANS_SQL).unit("conμgm3"))
         .with_panel(
             chart(
                 "Road noise (mean LAeq)",

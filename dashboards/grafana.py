@@ -10,8 +10,8 @@ Three steps, in Grafana's order (Grafana 11.6 sources):
    (quotes doubled); an explicit format such as ``${var:sqlstring}`` uses the format registry
    (each value quoted, ``'`` doubled, ``"`` backslashed, joined with commas);
 2. the backend's global substitutions (``pkg/tsdb/grafana-postgresql-datasource/sqleng/
-   sql_engine.go``, ``Interpolate``): ``$__interval_ms``, ``$__interval`` (``gtime.FormatInterval``),
-   ``$__unixEpochFrom()``, ``$__unixEpochTo()``;
+   sql_engine.go``, ``Interpolate``): ``$__interval_ms``, ``$__interval``
+   (``gtime.FormatInterval``), ``$__unixEpochFrom()``, ``$__unixEpochTo()``;
 3. the PostgreSQL macro engine (``.../grafana-postgresql-datasource/macros.go``): ``$__time``,
    ``$__timeEpoch``, ``$__timeFilter``, ``$__timeFrom``, ``$__timeTo``, ``$__timeGroup`` and
    ``$__timeGroupAlias`` (``time_bucket`` when the datasource has TimescaleDB on, else
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -74,7 +74,11 @@ def _sqlstring(value: str | Sequence[str]) -> str:
     return ",".join(one(v) for v in value)
 
 
-_FORMATS = {"sqlstring": _sqlstring, "csv": lambda v: v if isinstance(v, str) else ",".join(v)}
+def _csv(value: str | Sequence[str]) -> str:
+    return value if isinstance(value, str) else ",".join(value)
+
+
+_FORMATS: dict[str, Callable[[str | Sequence[str]], str]] = {"sqlstring": _sqlstring, "csv": _csv}
 
 
 def replace_variables(sql: str, variables: Mapping[str, Variable]) -> str:
@@ -99,8 +103,14 @@ def replace_variables(sql: str, variables: Mapping[str, Variable]) -> str:
 def format_interval(interval: timedelta) -> str:
     """gtime.FormatInterval: the largest whole unit."""
     ms = interval // timedelta(milliseconds=1)
-    for unit, size in (("y", 365 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000),
-                       ("m", 60_000), ("s", 1000), ("ms", 1)):
+    for unit, size in (
+        ("y", 365 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ):
         if ms >= size:
             return f"{ms // size}{unit}"
     return "1ms"
@@ -131,9 +141,7 @@ def _go_float(x: float) -> str:
     return str(int(x)) if x.is_integer() and abs(x) < 1e21 else repr(x)
 
 
-def _macro(
-    name: str, args: list[str], start: datetime, end: datetime, timescaledb: bool
-) -> str:
+def _macro(name: str, args: list[str], start: datetime, end: datetime, timescaledb: bool) -> str:
     if name in {"__time", "__timeEpoch", "__timeFilter", "__unixEpochFilter"} and not args[0]:
         raise InterpolationError(f"missing time column argument for macro {name}")
     if name == "__time":
@@ -158,8 +166,7 @@ def _macro(
             group = f"time_bucket('{seconds:.3f}s',{args[0]})"
         else:
             group = (
-                f"floor(extract(epoch from {args[0]})/{_go_float(seconds)})"
-                f"*{_go_float(seconds)}"
+                f"floor(extract(epoch from {args[0]})/{_go_float(seconds)})*{_go_float(seconds)}"
             )
         return group + ' AS "time"' if name.endswith("Alias") else group
     if name == "__unixEpochFilter":
@@ -201,10 +208,32 @@ def interpolate(
 
 
 # Grafana's rangeutil roundInterval steps, the interval a panel of ~1,000 points gets.
-_STEPS = [timedelta(seconds=s) for s in (
-    1, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600,
-    43200, 86400, 604800, 2592000,
-)]
+_STEPS = [
+    timedelta(seconds=s)
+    for s in (
+        1,
+        5,
+        10,
+        15,
+        20,
+        30,
+        60,
+        120,
+        300,
+        600,
+        900,
+        1200,
+        1800,
+        3600,
+        7200,
+        10800,
+        21600,
+        43200,
+        86400,
+        604800,
+        2592000,
+    )
+]
 
 
 def panel_interval(

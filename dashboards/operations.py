@@ -104,19 +104,25 @@ def build() -> db.Dashboard:
         .with_variable(domain_variable())
         .with_panel(
             stat_panel(
-                "Gateways online", GATEWAYS_ONLINE_SQL, "percentunit",
+                "Gateways online",
+                GATEWAYS_ONLINE_SQL,
+                "percentunit",
                 steps((None, RED), (0.9, ORANGE), (1.0, GREEN)),
             )
         )
         .with_panel(
             stat_panel(
-                "Acknowledgement lag (median, 90th percentile)", ACK_LAG_SQL, "s",
+                "Acknowledgement lag (median, 90th percentile)",
+                ACK_LAG_SQL,
+                "s",
                 steps((None, GREEN), (900, ORANGE), (3600, RED)),
             )
         )
         .with_panel(
             stat_panel(
-                "KPI values age (the monitor runs every minute)", KPI_AGE_SQL, "s",
+                "KPI values age (the monitor runs every minute)",
+                KPI_AGE_SQL,
+                "s",
                 steps((None, GREEN), (180, ORANGE), (600, RED)),
             )
         )

@@ -137,8 +137,13 @@ def bars(title: str, sql: str, unit: str, thresholds: db.ThresholdsConfig) -> ba
     )
 
 
-def status_map(title: str, sql: str, color_field: str, thresholds: db.ThresholdsConfig,
-               mappings: list[dm.ValueMapping] | None = None) -> geomap.Panel:
+def status_map(
+    title: str,
+    sql: str,
+    color_field: str,
+    thresholds: db.ThresholdsConfig,
+    mappings: list[dm.ValueMapping] | None = None,
+) -> geomap.Panel:
     """Markers at each row's latitude/longitude, coloured by ``color_field`` through
     ``thresholds`` (and named through ``mappings``)."""
     layer = (
@@ -245,6 +250,9 @@ def period_variable() -> db.CustomVariable:
         .values("day,month,year")
         .current(dm.VariableOption(selected=True, text="day", value="day"))
         .options(
-            [dm.VariableOption(selected=p == "day", text=p, value=p) for p in ("day", "month", "year")]
+            [
+                dm.VariableOption(selected=p == "day", text=p, value=p)
+                for p in ("day", "month", "year")
+            ]
         )
     )

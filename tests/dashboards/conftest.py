@@ -91,8 +91,10 @@ def seed(url: str, mode: str) -> datetime:
             "UPDATE gateways SET online = false, last_seen = now() - interval '2 hours' "
             "WHERE id = 'gw-d04-traffic'"
         )
-        for minutes, reason, sensor_id in ((50, "not_senml", None), (20, "unknown_sensor",
-                                                                     "wat-dma-d09-0001")):
+        for minutes, reason, sensor_id in (
+            (50, "not_senml", None),
+            (20, "unknown_sensor", "wat-dma-d09-0001"),
+        ):
             conn.execute(
                 "INSERT INTO quarantine (received_at, topic, gateway_id, sensor_id, reason, "
                 "detail, payload) VALUES (now() - make_interval(mins => %s), "

@@ -108,7 +108,8 @@ def _check(panel_type: str, target: dict[str, Any], cursor: psycopg.Cursor[Any])
     elif panel_type == "geomap":
         names = [n for n, _ in columns]
         for field in ("latitude", "longitude"):
-            assert field in names and columns[names.index(field)][1] in NUMERIC, field
+            assert field in names, field
+            assert columns[names.index(field)][1] in NUMERIC, field
         assert all(r[names.index("latitude")] is not None for r in rows)
     else:
         assert panel_type == "table", panel_type
@@ -159,8 +160,13 @@ def test_no_panel_reads_raw_readings() -> None:
 def test_every_dashboard_has_panels_and_every_panel_a_query() -> None:
     models = _committed()
     assert {m["uid"] for m in models} == {
-        "urbanpulse-city", "urbanpulse-water", "urbanpulse-energy", "urbanpulse-waste",
-        "urbanpulse-traffic", "urbanpulse-environment", "urbanpulse-operations",
+        "urbanpulse-city",
+        "urbanpulse-water",
+        "urbanpulse-energy",
+        "urbanpulse-waste",
+        "urbanpulse-traffic",
+        "urbanpulse-environment",
+        "urbanpulse-operations",
     }
     for model in models:
         for panel in build.panels(model):
