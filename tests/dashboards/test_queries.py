@@ -22,6 +22,7 @@ import pytest
 
 from dashboards import build
 from dashboards.grafana import Variable, interpolate, panel_interval
+from dashboards.sql import by_span
 from services.storage.urls import libpq_url
 
 from .conftest import SeededCity
@@ -172,3 +173,24 @@ def test_every_dashboard_has_panels_and_every_panel_a_query() -> None:
         for panel in build.panels(model):
             assert panel["targets"], panel["title"]
             assert panel["datasource"]["uid"] == "urbanpulse-postgres"
+
+
+@pytest.mark.parametrize(
+    ("span", "rollup"),
+    [
+        (timedelta(hours=6), "readings_1m"),
+        (timedelta(days=1), "readings_1m"),
+        (timedelta(days=1, minutes=1), "readings_1h"),
+        (timedelta(days=31), "readings_1h"),
+        (timedelta(days=45), "readings_1d"),
+        (timedelta(days=800), "readings_1d"),
+    ],
+)
+def test_exactly_one_rollup_serves_each_range(
+    seeded_city: SeededCity, span: timedelta, rollup: str
+) -> None:
+    sql = by_span("SELECT '{rollup}'::text AS chosen WHERE {span}")
+    end = datetime.now(UTC)
+    expanded = interpolate(sql, {}, end - span, end, MIN_INTERVAL)
+    with psycopg.connect(libpq_url(seeded_city.url)) as conn:
+        assert conn.execute(expanded).fetchall() == [(rollup,)]  # type: ignore[call-overload]
