@@ -39,8 +39,11 @@ def push(
 ) -> list[Pushed]:
     """Create the folder if missing, then save each dashboard in it (overwriting its previous
     version: the code is the source of truth)."""
-    from grafana_client.api import GrafanaApi  # noqa: PLC0415 - see the module docstring
-    from grafana_client.client import GrafanaClientError, GrafanaException  # noqa: PLC0415
+    try:
+        from grafana_client.api import GrafanaApi  # noqa: PLC0415 - see the module docstring
+        from grafana_client.client import GrafanaClientError, GrafanaException  # noqa: PLC0415
+    except ImportError as exc:
+        raise PushError("the push needs grafana-client", None, f"({exc.name} is missing)") from None
 
     api = GrafanaApi.from_url(url, credential=token, timeout=timeout)
     try:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from dashboards import build
 from dashboards.cli import app
+from services.cli import app as urbanpulse
 from services.kpi.catalog import KPIS
 
 
@@ -69,3 +70,9 @@ def test_building_never_loads_grafana_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_urbanpulse_dashboards_is_a_subcommand() -> None:
+    result = CliRunner().invoke(urbanpulse, ["dashboards", "build", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "7 dashboards up to date" in result.output
