@@ -23,11 +23,12 @@ from .sql import DISTRICTS, by_span, quantity
 
 # The mean of a quantity per bucket and per series (``{series}``), over the chosen rollup.
 _MEAN = (
-    "SELECT $__timeGroupAlias(r.bucket, $__interval), {series} AS metric, "
-    "sum(r.sum) / sum(r.count){scale} AS value "
-    "FROM {{rollup}} r JOIN sensors s ON s.key = r.sensor_key "
-    "WHERE {{span}} AND $__timeFilter(r.bucket) AND s.kind = '{kind}' AND {quantity} "
-    "AND s.district_id IN ({districts}){extra} "
+    "SELECT $__timeGroupAlias(r.bucket, $__interval), {series} AS metric,\n"
+    "       sum(r.sum) / sum(r.count){scale} AS value\n"
+    "FROM {{rollup}} r JOIN sensors s ON s.key = r.sensor_key\n"
+    "WHERE {{span}}\n"
+    "  AND $__timeFilter(r.bucket) AND s.kind = '{kind}' AND {quantity}\n"
+    "  AND s.district_id IN ({districts}){extra}\n"
     "GROUP BY 1, 2"
 )
 
