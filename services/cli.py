@@ -45,6 +45,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "services.kpi.alerts_cli:app",
         "List, acknowledge and clear alerts; alert rules; evaluate them.",
     ),
+    "dashboards": (
+        "dashboards.cli:app",
+        "Build the Grafana dashboards' JSON, check it, push it to Grafana.",
+    ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
     "simulate": (
         "simulators.cli:app",
@@ -67,7 +71,8 @@ class LazyGroup(TyperGroup):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] in {"gateway", "services", "simulators"}:
+            ours = {"gateway", "services", "simulators", "dashboards"}
+            if exc.name and exc.name.split(".")[0] in ours:
                 raise
             return typer.main.get_command(_missing_extra(cmd_name, target[1], str(exc.name)))
         command = typer.main.get_command(getattr(module, attribute))

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    # Grafana, for `urbanpulse dashboards push` (dashboards/push.py): the server's URL and a
+    # service-account token with the Editor role; the dashboards land in their folder.
+    grafana_url: str | None = Field(default=None, description="http(s):// URL of Grafana")
+    grafana_token: SecretStr | None = Field(default=None, description="service-account token")
+    grafana_folder: str = Field(default="UrbanPulse", description="folder the dashboards go to")
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line per bad variable."""
