@@ -53,7 +53,7 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, local_day_rollup, params
+from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, params, tiled
 
 # The share of expected readings that makes a station-day valid (KPIS.md, EU 2008/50/EC).
 VALID_DAY_SHARE = 0.75
@@ -81,9 +81,7 @@ _AIR = """
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
            coalesce(sum(r.count), 0) AS delivered, sum(r.sum) / sum(r.count) AS mean
     FROM sensor_days AS sd
-    LEFT JOIN {rollup} AS r
-           ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
-          AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
+    LEFT JOIN LATERAL {tiled} AS r ON true
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
 ),
 station_values AS (
@@ -158,7 +156,10 @@ def _run(
     quantity: str,
 ) -> list[KpiRow]:
     template = sql.SQL(SENSOR_DAYS + per_station + _WORST_STATION_PER_SCOPE)
-    statement = template.format(rollup=sql.Identifier(rollup))
+    statement = template.format(
+        rollup=sql.Identifier(rollup),
+        tiled=sql.SQL(tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s")),
+    )
     values = params(
         query,
         kind=kind,
@@ -171,9 +172,8 @@ def _run(
 
 def _air(quantity: str) -> Computation:
     def compute(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
-        return _run(
-            conn, query, _AIR, rollup=local_day_rollup(query), kind="air_quality", quantity=quantity
-        )
+        # The rollup rows come from _sql.tiled; {rollup} names no table in _AIR.
+        return _run(conn, query, _AIR, rollup="readings_1m", kind="air_quality", quantity=quantity)
 
     compute.__name__ = f"air_{quantity}"
     compute.__doc__ = f"Worst valid station's mean {quantity} per district and for the city."

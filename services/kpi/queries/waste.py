@@ -28,16 +28,15 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, local_day_rollup, params
+from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, params, tiled
 
 _OVERFLOW_RATE = f"""
 , container_days AS (
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
            coalesce(sum(r.count), 0) AS delivered, max(r.max) AS max_fill
     FROM sensor_days AS sd
-    LEFT JOIN {{rollup}} AS r
-           ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
-          AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
+    LEFT JOIN LATERAL {tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s")} AS r
+           ON true
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
 ),
 containers AS (
@@ -67,8 +66,7 @@ ORDER BY bucket_start, district_id NULLS LAST
 
 def container_overflow_rate(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     """WST-1: % of observed container-days whose maximum fill reached the overflow threshold."""
-    template = sql.SQL(SENSOR_DAYS + _OVERFLOW_RATE)
-    statement = template.format(rollup=sql.Identifier(local_day_rollup(query)))
+    statement = sql.SQL(SENSOR_DAYS + _OVERFLOW_RATE).format()
     values = params(
         query,
         kind="waste_container",
