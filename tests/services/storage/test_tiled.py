@@ -92,8 +92,8 @@ def test_tiles_aggregate_as_the_raw_readings(
     source = rollups.tiled(
         "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", "%(quantity)s"
     )
-    tiled = db.execute(_AGGREGATES.format(source=source), values).fetchone()  # type: ignore[arg-type]
-    raw = db.execute(_RAW, values).fetchone()  # type: ignore[arg-type]
+    tiled = db.execute(_AGGREGATES.format(source=source), values).fetchone()
+    raw = db.execute(_RAW, values).fetchone()
     assert tiled is not None
     assert raw is not None
     count, total, low, high, first, last, _rows = tiled
@@ -107,7 +107,7 @@ def test_tiles_aggregate_as_the_raw_readings(
 def test_whole_days_come_from_the_daily_rollup(db: Db, sensor: int) -> None:
     values = {"sensor": sensor, "lo": DAY0, "hi": DAY0 + timedelta(days=3)}
     source = rollups.tiled("%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz")
-    row = db.execute(_AGGREGATES.format(source=source), values).fetchone()  # type: ignore[arg-type]
+    row = db.execute(_AGGREGATES.format(source=source), values).fetchone()
     assert row is not None
     assert row[-1] == 3  # three day rows
     # Off by 30 s at each end: 23 hours + 59 minutes + the raw readings of the cut minute at the
@@ -117,7 +117,7 @@ def test_whole_days_come_from_the_daily_rollup(db: Db, sensor: int) -> None:
         "lo": DAY0 + 30 * S,
         "hi": DAY0 + timedelta(days=2, hours=7, seconds=30),
     }
-    row = db.execute(_AGGREGATES.format(source=source), values).fetchone()  # type: ignore[arg-type]
+    row = db.execute(_AGGREGATES.format(source=source), values).fetchone()
     assert row is not None
     # Rows: the raw readings of 30-59 s of the first minute (at 35, 42, 49, 56 s), minutes
     # 1-59 and hours 1-23 of the first day, the second day whole, hours 0-6 of the third day,
