@@ -30,10 +30,9 @@ insufficient data).
 
 Rollups and approximations:
 
-- AIR's means are exact (count and sum): it reads the coarsest rollup that tiles both the
-  buckets and the local days (`_sql.local_day_rollup`): ``readings_1d`` where local days are
-  UTC days, ``readings_1h`` where the UTC offset is whole hours, ``readings_1m`` in a half-hour
-  zone (India, Newfoundland...) or for buckets cut mid-hour.
+- AIR's means are exact (count and sum): each station-day reads the coarsest rollups that tile
+  it (`_sql.tiled`): ``readings_1d`` for its whole UTC days, ``readings_1h`` and
+  ``readings_1m`` at its edges (a local day in a zone off UTC), raw readings for a cut minute.
 - NOI-1 needs energy means, which the rollups do not hold: they keep the sum of dB values, and
   the mean of dB values understates the energy mean. It reads ``readings_1m`` and treats each
   minute's mean level as the level of each of its readings: exact for the noise kind's nominal

@@ -7,10 +7,9 @@ overflowing container-days / observed container-days, per district and for the c
 above 1.2 never reach the rollups (ingest quarantines them as sensor faults), so one glitch
 cannot mark a day as overflowing.
 
-The daily maximum is the maximum of the rollup buckets inside the local day: the daily rollup
-only where local days are UTC days, else the hourly one (the minute one in a half-hour time
-zone), so a city east or west of Greenwich counts its own days, not UTC's, and the answer is
-exact either way.
+The daily maximum is the maximum of the rollup rows that tile the local day (`_sql.tiled`:
+whole UTC days, then hours, minutes and a cut minute's raw readings), so a city east or west of
+Greenwich counts its own days, not UTC's, and the answer is exact either way.
 
 Coverage: ``sources_used`` = containers with at least one observed day, ``sources_expected`` =
 containers in service during the bucket; ``completeness`` = fill readings delivered (at most the
