@@ -90,6 +90,45 @@ class Settings(BaseSettings):
         default=1024**3, ge=0, description="quarantined payload bytes kept (0: no limit)"
     )
 
+    # --- API request bounds (issue 10): what one request may cost the database. A statement
+    # running past its class's timeout is cancelled by PostgreSQL and answered 504; a range
+    # longer than its limit is refused 422 before any query. Timeouts are per statement.
+    api_statement_timeout_readings: timedelta = Field(
+        default=timedelta(seconds=10),
+        gt=timedelta(0),
+        description="statement timeout of /v1/sensors/{id}/readings",
+    )
+    api_statement_timeout_kpis: timedelta = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="statement timeout of a KPI computed for /v1/kpis (values, series)",
+    )
+    api_statement_timeout_other: timedelta = Field(
+        default=timedelta(seconds=60),
+        gt=timedelta(0),
+        description="statement timeout of every other API request (registry loads included)",
+    )
+    api_max_span_raw: timedelta = Field(
+        default=timedelta(days=31), gt=timedelta(0), description="longest range of raw readings"
+    )
+    api_max_span_1m: timedelta = Field(
+        default=timedelta(days=62), gt=timedelta(0), description="longest range of 1m readings"
+    )
+    api_max_span_1h: timedelta = Field(
+        default=timedelta(days=3660), gt=timedelta(0), description="longest range of 1h readings"
+    )
+    api_max_span_1d: timedelta = Field(
+        default=timedelta(days=36600), gt=timedelta(0), description="longest range of 1d readings"
+    )
+    api_kpi_max_span: timedelta = Field(
+        default=timedelta(days=3660),
+        gt=timedelta(0),
+        description="longest range of a KPI value or series",
+    )
+    api_kpi_max_buckets: int = Field(
+        default=1000, ge=1, le=10_000, description="most buckets of a KPI series"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:

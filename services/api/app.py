@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from services.storage.urls import libpq_url
 
 from . import problems
 from .auth import Authenticator
+from .deps import statement_timeout_ms
 from .metrics import ApiMetrics, MetricsMiddleware
 from .routes import alerts, bulk, health, kpis, live, quarantine, readings, registry, stream
 
@@ -76,7 +78,12 @@ def async_pool_for(settings: Settings) -> AsyncConnectionPool:
         timeout=POOL_TIMEOUT_S,
         open=False,
         name="urbanpulse-api-async",
-        kwargs={"application_name": "urbanpulse-api", "autocommit": True},
+        # This pool serves only the readings endpoint: its statement timeout is that class's.
+        kwargs={
+            "application_name": "urbanpulse-api",
+            "autocommit": True,
+            "options": _timeout_option(settings.api_statement_timeout_readings),
+        },
     )
 
 
@@ -92,12 +99,45 @@ def pool_for(settings: Settings) -> ConnectionPool:
         # not ready) while the database is still coming up.
         open=False,
         name="urbanpulse-api",
-        kwargs={"application_name": "urbanpulse-api"},
+        # KPI computations raise it for their transaction (routes/kpis.py); the rest keep this.
+        kwargs={
+            "application_name": "urbanpulse-api",
+            "options": _timeout_option(settings.api_statement_timeout_other),
+        },
     )
+
+
+def _timeout_option(timeout: timedelta) -> str:
+    return f"-c statement_timeout={statement_timeout_ms(timeout)}"
+
+
+def statement_timeout_of(path: str, settings: Settings) -> tuple[str, timedelta]:
+    """The request class of ``path`` (the setting's suffix) and its statement timeout."""
+    if path.startswith("/v1/kpis/") and path.endswith(("/values", "/series")):
+        return "KPIS", settings.api_statement_timeout_kpis
+    if path.startswith("/v1/sensors/") and path.endswith("/readings"):
+        return "READINGS", settings.api_statement_timeout_readings
+    return "OTHER", settings.api_statement_timeout_other
 
 
 async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     problem = problems.Problem(503, "Database unavailable", "the database did not answer in time")
+    return problems.problem_response(problem, request)
+
+
+async def _on_statement_timeout(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL stopped the statement at its timeout: the database is up, the question was too
+    # big. Say which limit, and what to ask instead.
+    name, timeout = statement_timeout_of(request.url.path, request.app.state.settings)
+    setting = f"URBANPULSE_API_STATEMENT_TIMEOUT_{name}"
+    seconds = timeout.total_seconds()
+    problem = problems.Problem(
+        504,
+        "Query timed out",
+        f"the query ran past the statement timeout of {seconds:g} s ({setting}) and was "
+        "stopped; narrow the range (or choose a coarser grain or resolution) and ask again",
+        limit={"setting": setting, "seconds": seconds},
+    )
     return problems.problem_response(problem, request)
 
 
@@ -139,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         lifespan=lifespan,
         # Any route may fail unexpectedly or find the database gone; say so in every operation.
-        responses=problems.responses(500, 503),
+        responses=problems.responses(500, 503, 504),
     )
     app.state.settings = settings
     app.state.pool = pool
@@ -152,6 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.add_exception_handler(PoolTimeout, _on_database_down)
     app.add_exception_handler(psycopg.OperationalError, _on_database_down)
+    # A subclass of OperationalError: the more specific handler wins.
+    app.add_exception_handler(psycopg.errors.QueryCanceled, _on_statement_timeout)
     app.add_exception_handler(psycopg.DataError, _on_refused_by_database)
     app.add_exception_handler(psycopg.IntegrityError, _on_refused_by_database)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 import psycopg
@@ -49,8 +50,14 @@ __all__ = [
     "get_pool",
     "read_connection",
     "require",
+    "statement_timeout_ms",
     "with_connection",
 ]
+
+
+def statement_timeout_ms(timeout: timedelta) -> int:
+    """PostgreSQL's ``statement_timeout`` in milliseconds (at least 1: 0 would mean none)."""
+    return max(1, round(timeout.total_seconds() * 1000))
 
 
 def get_pool(request: Request) -> ConnectionPool:

@@ -47,6 +47,7 @@ _TYPE_BY_STATUS = {
     422: "validation",
     500: "internal",
     503: "unavailable",
+    504: "timeout",
 }
 
 

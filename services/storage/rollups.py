@@ -53,6 +53,73 @@ GROUP BY 1, sensor_key, quantity_key
 Range = tuple[datetime, datetime]
 
 
+# (rollup, its bucket width, the next coarser width): a row of a level is a tile of [lo, hi)
+# when its bucket lies inside the range and the coarser bucket around it does not.
+_LEVELS = (
+    ("readings_1d", "1 day", None),
+    ("readings_1h", "1 hour", "1 day"),
+    ("readings_1m", "1 minute", "1 hour"),
+)
+_ROLLUP_COLUMNS = (
+    "bucket, sensor_key, quantity_key, count, sum, min, max, first, last, first_time, last_time"
+)
+_RAW_COLUMNS = (
+    "time AS bucket, sensor_key, quantity_key, 1::bigint AS count, value AS sum, value AS min, "
+    "value AS max, value AS first, value AS last, time AS first_time, time AS last_time"
+)
+
+
+def _floor_sql(moment: str, width: str) -> str:
+    return f"date_bin('{width}', {moment}, '1970-01-01Z')"
+
+
+def _ceil_sql(moment: str, width: str) -> str:
+    # The first bucket boundary at or after the moment (microseconds are the finest time).
+    return (
+        f"date_bin('{width}', {moment} + interval '{width}' - interval '1 microsecond', "
+        "'1970-01-01Z')"
+    )
+
+
+def tiled(sensor: str, lo: str, hi: str, quantity: str | None = None) -> str:
+    """A LATERAL subquery of the rollup rows of sensor ``sensor`` that tile ``[lo, hi)``
+    exactly: ``readings_1d`` for the whole UTC days inside, ``readings_1h`` for the whole hours
+    left at either edge, ``readings_1m`` for the whole minutes left, and the raw readings of a
+    partial minute (as one-reading rows). Each reading of the range is in exactly one row, so
+    sum/count, min/max and first/last by time over the rows are those of the raw readings.
+
+    ``sensor``, ``lo`` and ``hi`` are SQL expressions (columns of the rows it is joined to);
+    ``quantity``, when given, is the right side of ``quantity_key = ...`` (a bind parameter, a
+    CASE, or ``ANY(ARRAY[...])``). Use it as ``JOIN LATERAL {tiled(...)} AS r ON true``. Every
+    branch is an index range scan of the rollup's key, whatever the bounds.
+    """
+    wanted = f" AND t.quantity_key = {quantity}" if quantity is not None else ""
+    legs = []
+    for table, width, coarser in _LEVELS:
+        # The table names are this module's; the rest, the caller's column expressions.
+        select = f"SELECT {_ROLLUP_COLUMNS} FROM {table} AS t WHERE t.sensor_key = "
+        base = (
+            f"{select}{sensor}{wanted}"
+            f" AND t.bucket >= {lo} AND t.bucket <= {hi} - interval '{width}'"
+        )
+        if coarser is None:
+            legs.append(base)
+            continue
+        # Left edge: buckets before the first whole coarser bucket; right edge: those from the
+        # last one's end on (never before the left edge's end, so the two never overlap).
+        legs.append(f"{base} AND t.bucket < {_ceil_sql(lo, coarser)}")
+        legs.append(
+            f"{base} AND t.bucket >= greatest({_floor_sql(hi, coarser)}, {_ceil_sql(lo, coarser)})"
+        )
+    raw = f"SELECT {_RAW_COLUMNS} FROM readings AS t WHERE t.sensor_key = {sensor}{wanted}"
+    legs.append(f"{raw} AND t.time >= {lo} AND t.time < least({hi}, {_ceil_sql(lo, '1 minute')})")
+    legs.append(
+        f"{raw} AND t.time >= greatest({_floor_sql(hi, '1 minute')}, {_ceil_sql(lo, '1 minute')})"
+        f" AND t.time < {hi}"
+    )
+    return "(" + "\n    UNION ALL ".join(legs) + ")"
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshResult:
     watermark: datetime | None

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -25,8 +25,9 @@ from pydantic import AwareDatetime, BaseModel, Field
 from services.kpi import baseline as baselines
 from services.kpi import engine
 from services.kpi.catalog import KPIS, Kpi
+from services.settings import Settings
 
-from ..deps import Conn, Reader, with_connection
+from ..deps import Conn, Reader, statement_timeout_ms, with_connection
 from ..problems import Problem, invalid, responses
 
 router = APIRouter(tags=["kpis"])
@@ -213,6 +214,42 @@ def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, date
     return start, end
 
 
+def _days(span: timedelta) -> str:
+    return f"{span.total_seconds() / 86400:g} days"
+
+
+def _check_bounds(settings: Settings, start: datetime, end: datetime, grain: str | None) -> None:
+    """Refuse, before any query, a range or a series larger than the settings allow."""
+    limit = settings.api_kpi_max_span
+    if end - start > limit:
+        problem = invalid(
+            "query.start",
+            f"a KPI covers at most {_days(limit)} (URBANPULSE_API_KPI_MAX_SPAN); this range "
+            f"covers {_days(end - start)}: narrow it",
+        )
+        problem.extensions["limit"] = {
+            "setting": "URBANPULSE_API_KPI_MAX_SPAN",
+            "seconds": limit.total_seconds(),
+        }
+        raise problem
+    if grain is None:
+        return
+    most = settings.api_kpi_max_buckets
+    # Counted on UTC's calendar: the city's differs by at most the one bucket a shift moves.
+    try:
+        count: int | None = len(engine.buckets(start, end, grain, "UTC"))
+    except engine.InvalidPeriod:
+        count = None  # more than the engine ever makes, or off the calendar
+    if count is None or count > most:
+        problem = invalid(
+            "query.grain",
+            f"a series has at most {most} buckets (URBANPULSE_API_KPI_MAX_BUCKETS); this one "
+            f"has {'more' if count is None else count}: choose a coarser grain or narrow the range",
+        )
+        problem.extensions["limit"] = {"setting": "URBANPULSE_API_KPI_MAX_BUCKETS", "buckets": most}
+        raise problem
+
+
 def _period_in_city(
     conn: psycopg.Connection[TupleRow],
     kpi: Kpi,
@@ -253,6 +290,9 @@ async def _values(
     include_city: bool,
 ) -> KpiValues:
     """The answer from the cache, on the event loop; or computed once in a thread."""
+    settings: Settings = request.app.state.settings
+    _check_bounds(settings, start, end, grain)
+    timeout_ms = statement_timeout_ms(settings.api_statement_timeout_kpis)
     cache = _cache_of(request)
     key = (kpi.id, start, end, grain, tuple(sorted(districts)) if districts else None, include_city)
     hit = cache.fresh(key)
@@ -260,6 +300,8 @@ async def _values(
         return hit
 
     def compute(conn: psycopg.Connection[TupleRow]) -> KpiValues:
+        # For this transaction only: the pooled connection keeps the default of other requests.
+        conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(timeout_ms),))
         try:
             values = engine.compute(
                 conn,

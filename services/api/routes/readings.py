@@ -7,6 +7,12 @@ query's cost follows the points returned, not the history stored. An explicit re
 served as asked, up to :data:`MAX_POINTS`. Rollup points carry ``value`` = mean (sum/count),
 ``min``, ``max`` and ``count``. Rollups are refreshed from a watermark, so the newest minutes
 may be missing from them until the next refresh; ``raw`` always has them.
+
+A bucket cut by ``start`` or ``end`` holds only its readings inside ``[start, end)`` (the first
+one is stamped ``start``): it is aggregated from the coarsest rollups that tile that piece
+exactly (``services.storage.rollups.tiled``), so a year off the hour costs what a year on whole
+days costs. Each resolution has a longest range (``URBANPULSE_API_MAX_SPAN_RAW``, ``_1M``,
+``_1H``, ``_1D``); a longer one is refused with 422 before any query.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from psycopg.rows import TupleRow
 from pydantic import AwareDatetime, BaseModel, Field
 
 from gateway.kinds import KINDS, QUANTITIES
+from services.settings import Settings
+from services.storage.rollups import tiled
 
 from ..deps import Reader, read_connection
 from ..problems import Problem, invalid, responses
@@ -36,6 +44,7 @@ AUTO_POINTS = 2000
 # A hard cap on one answer (~5 MB of JSON): a client wanting more pages by time range.
 MAX_POINTS = 100_000
 DEFAULT_SPAN = timedelta(hours=24)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Resolution(StrEnum):
@@ -88,6 +97,40 @@ def choose(requested: Resolution, span_s: float, interval_s: float) -> Resolutio
         if span_s / _WIDTH_S[resolution] <= AUTO_POINTS:
             return resolution
     return Resolution.DAY
+
+
+def max_span(settings: Settings, resolution: Resolution) -> timedelta:
+    """The longest range served at ``resolution`` (never auto)."""
+    return {
+        Resolution.RAW: settings.api_max_span_raw,
+        Resolution.MINUTE: settings.api_max_span_1m,
+        Resolution.HOUR: settings.api_max_span_1h,
+        Resolution.DAY: settings.api_max_span_1d,
+    }[resolution]
+
+
+def span_problem(
+    settings: Settings, served: Resolution, start: datetime, end: datetime
+) -> Problem | None:
+    """The 422 refusing a range longer than ``served`` allows, naming the limit; else None."""
+    limit = max_span(settings, served)
+    if end - start <= limit:
+        return None
+    setting = f"URBANPULSE_API_MAX_SPAN_{served.value.upper()}"
+    coarsest = served is Resolution.DAY
+    problem = invalid(
+        "query.start" if coarsest else "query.resolution",
+        f"{served.value} readings cover at most {_days(limit)} ({setting}); this range covers "
+        f"{_days(end - start)}: narrow it"
+        + ("" if coarsest else " or choose a coarser resolution"),
+    )
+    problem.extensions["limit"] = {"setting": setting, "seconds": limit.total_seconds()}
+    return problem
+
+
+def _days(span: timedelta) -> str:
+    days = span.total_seconds() / 86400
+    return f"{days:g} days" if days >= 1 else f"{span.total_seconds():g} s"
 
 
 def expected_points(resolution: Resolution, span_s: float, interval_s: float) -> float:
@@ -204,6 +247,9 @@ async def _read(
         raise invalid("query.end", "must be after start")
     span_s = (end - start).total_seconds()
     served = choose(resolution, span_s, interval_s)
+    refused = span_problem(request.app.state.settings, served, start, end)
+    if refused is not None:
+        raise refused
     if expected_points(served, span_s, interval_s) > MAX_POINTS:
         raise invalid(
             "query.resolution",
@@ -225,10 +271,15 @@ async def _read(
             )
     else:
         cursor = await conn.execute(
-            f"SELECT bucket, sum / count, min, max, count FROM {_TABLE[served]} "  # noqa: S608 - table name from _TABLE
-            "WHERE sensor_key = %s AND quantity_key = %s AND bucket >= %s AND bucket < %s "
-            "ORDER BY bucket",
-            (sensor_key, key, _floor(start, served), end),
+            _rollup_statement(served),
+            {
+                "sensor": sensor_key,
+                "quantity": key,
+                "start": start,
+                "end": end,
+                "whole_start": _ceil(start, served),
+                "whole_end": _floor(end, served),
+            },
         )
         rows = await cursor.fetchall()
     wants_csv = format is Format.CSV or (
@@ -281,8 +332,43 @@ def _json(
     return Response(json.dumps(body, allow_nan=False), media_type="application/json")
 
 
+# A piece of a bucket cut by start or end, stamped with the piece's start: its readings from
+# the rollups that tile it (an empty piece gives no row).
+_PIECE = (
+    "SELECT {lo}, sum(r.sum) / sum(r.count), min(r.min), max(r.max), sum(r.count)::bigint "
+    "FROM {tiles} AS r HAVING sum(r.count) > 0"
+)
+
+
+def _rollup_statement(served: Resolution) -> str:
+    """The points at ``served`` over [start, end): whole buckets from its rollup, the cut
+    buckets at either edge tiled (the left piece ends where whole buckets start or at end; the
+    right one starts where whole buckets end, never before the left piece's end)."""
+    left_hi = "least(%(whole_start)s::timestamptz, %(end)s::timestamptz)"
+    right_lo = "greatest(%(whole_end)s::timestamptz, %(whole_start)s::timestamptz)"
+    left = _PIECE.format(
+        lo="%(start)s::timestamptz",
+        tiles=tiled("%(sensor)s", "%(start)s::timestamptz", left_hi, "%(quantity)s"),
+    )
+    right = _PIECE.format(
+        lo=right_lo,
+        tiles=tiled("%(sensor)s", right_lo, "%(end)s::timestamptz", "%(quantity)s"),
+    )
+    whole = (
+        f"SELECT bucket, sum / count, min, max, count FROM {_TABLE[served]} "  # noqa: S608 - table name from _TABLE
+        "WHERE sensor_key = %(sensor)s AND quantity_key = %(quantity)s "
+        "AND bucket >= %(whole_start)s AND bucket < %(whole_end)s"
+    )
+    return f"{left}\nUNION ALL {whole}\nUNION ALL {right}\nORDER BY 1"
+
+
+def _ceil(moment: datetime, resolution: Resolution) -> datetime:
+    floor = _floor(moment, resolution)
+    return floor if floor == moment else floor + timedelta(seconds=_WIDTH_S[resolution])
+
+
 def _floor(moment: datetime, resolution: Resolution) -> datetime:
     """The start of the bucket holding ``moment`` (buckets are aligned on the epoch, UTC)."""
-    width = _WIDTH_S[resolution]
-    seconds = moment.timestamp()
-    return datetime.fromtimestamp(seconds - seconds % width, UTC)
+    # Exact to the microsecond (a float timestamp is not, far from 1970).
+    width = timedelta(seconds=_WIDTH_S[resolution])
+    return _EPOCH + ((moment - _EPOCH) // width) * width

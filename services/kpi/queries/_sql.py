@@ -6,6 +6,10 @@ running expects readings only up to now) and binds :func:`params` (named paramet
 ``bucket_starts``, ``bucket_ends``, ``districts``). Rollup names come from :func:`rollup_for` and
 go into the text with ``psycopg.sql.Identifier``; every value is a bind parameter.
 
+A query reads rollup rows of a sensor over a range with :func:`tiled`, which answers any range
+from the coarsest rollups that tile it exactly (whole UTC days, then hours, then minutes, then
+the raw readings of a partial minute), so bounds off the hour cost what whole days cost.
+
 The fragments refer to the registry row as ``s`` and the bucket as ``b``.
 """
 
@@ -18,6 +22,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
+
+# Re-exported: the queries take it from here with the other fragments.
+from services.storage.rollups import tiled as tiled  # noqa: PLC0414 (explicit re-export)
 
 from ..model import KpiQuery, KpiRow
 

@@ -34,7 +34,10 @@ from ._sql import (
     compose,
     fetch_rows,
     params,
+    tiled,
 )
+
+_FEEDER_QUANTITIES = "ANY(ARRAY[%(power)s, %(voltage)s])"
 
 _INTERRUPTIONS = f"""
 WITH {BUCKETS_CTE},
@@ -47,9 +50,13 @@ zero_spans AS (
     -- coarse buckets in which a feeder saw a zero, so that a year's value reads the minutes of
     -- the days with an outage, not all 525,600 of them
     SELECT DISTINCT f.key, f.interval_s, r.first_time, r.last_time
-    FROM feeders f JOIN {{rollup}} r
-      ON r.sensor_key = f.key AND r.quantity_key IN (%(power)s, %(voltage)s)
-     AND r.bucket >= %(period_start)s AND r.bucket < %(period_end)s AND r.min <= 0
+    FROM feeders f
+    CROSS JOIN LATERAL {
+    tiled(
+        "f.key", "%(period_start)s::timestamptz", "%(period_end)s::timestamptz", _FEEDER_QUANTITIES
+    )
+} r
+    WHERE r.min <= 0
 ),
 candidates AS (
     -- minutes in which a feeder saw a zero: the only ones that can be out
@@ -93,9 +100,8 @@ served AS (
 ),
 received AS (
     SELECT f.bucket_start, f.key, r.quantity_key, sum(r.count) AS n
-    FROM served f JOIN {{rollup}} r
-      ON r.sensor_key = f.key AND r.bucket >= f.bucket_start AND r.bucket < f.bucket_end
-     AND r.quantity_key IN (%(power)s, %(voltage)s)
+    FROM served f
+    CROSS JOIN LATERAL {tiled("f.key", "f.bucket_start", "f.bucket_end", _FEEDER_QUANTITIES)} r
     GROUP BY 1, 2, 3
 ),
 per_feeder AS (
@@ -186,9 +192,8 @@ register_reads AS (
            (array_agg(r.last ORDER BY r.last_time DESC))[1]
                - (array_agg(r.first ORDER BY r.first_time))[1] AS delta,
            extract(epoch FROM max(r.last_time) - min(r.first_time))::float8 AS span_s
-    FROM registers g JOIN {{rollup}} r
-      ON r.sensor_key = g.key AND r.quantity_key = %(energy)s
-     AND r.bucket >= g.bucket_start AND r.bucket < g.bucket_end
+    FROM registers g
+    CROSS JOIN LATERAL {tiled("g.key", "g.bucket_start", "g.bucket_end", "%(energy)s")} r
     GROUP BY 1, 2
 ),
 energies AS (

@@ -30,10 +30,9 @@ insufficient data).
 
 Rollups and approximations:
 
-- AIR's means are exact (count and sum): it reads the coarsest rollup that tiles both the
-  buckets and the local days (`_sql.local_day_rollup`): ``readings_1d`` where local days are
-  UTC days, ``readings_1h`` where the UTC offset is whole hours, ``readings_1m`` in a half-hour
-  zone (India, Newfoundland...) or for buckets cut mid-hour.
+- AIR's means are exact (count and sum): each station-day reads the coarsest rollups that tile
+  it (`_sql.tiled`): ``readings_1d`` for its whole UTC days, ``readings_1h`` and
+  ``readings_1m`` at its edges (a local day in a zone off UTC), raw readings for a cut minute.
 - NOI-1 needs energy means, which the rollups do not hold: they keep the sum of dB values, and
   the mean of dB values understates the energy mean. It reads ``readings_1m`` and treats each
   minute's mean level as the level of each of its readings: exact for the noise kind's nominal
@@ -53,7 +52,7 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, local_day_rollup, params
+from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, params, tiled
 
 # The share of expected readings that makes a station-day valid (KPIS.md, EU 2008/50/EC).
 VALID_DAY_SHARE = 0.75
@@ -81,9 +80,7 @@ _AIR = """
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
            coalesce(sum(r.count), 0) AS delivered, sum(r.sum) / sum(r.count) AS mean
     FROM sensor_days AS sd
-    LEFT JOIN {rollup} AS r
-           ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
-          AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
+    LEFT JOIN LATERAL {tiled} AS r ON true
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
 ),
 station_values AS (
@@ -158,7 +155,10 @@ def _run(
     quantity: str,
 ) -> list[KpiRow]:
     template = sql.SQL(SENSOR_DAYS + per_station + _WORST_STATION_PER_SCOPE)
-    statement = template.format(rollup=sql.Identifier(rollup))
+    statement = template.format(
+        rollup=sql.Identifier(rollup),
+        tiled=sql.SQL(tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s")),
+    )
     values = params(
         query,
         kind=kind,
@@ -171,9 +171,8 @@ def _run(
 
 def _air(quantity: str) -> Computation:
     def compute(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
-        return _run(
-            conn, query, _AIR, rollup=local_day_rollup(query), kind="air_quality", quantity=quantity
-        )
+        # The rollup rows come from _sql.tiled; {rollup} names no table in _AIR.
+        return _run(conn, query, _AIR, rollup="readings_1m", kind="air_quality", quantity=quantity)
 
     compute.__name__ = f"air_{quantity}"
     compute.__doc__ = f"Worst valid station's mean {quantity} per district and for the city."

@@ -24,6 +24,7 @@ from ._sql import (
     compose,
     fetch_rows,
     params,
+    tiled,
 )
 
 _METERS_REPORTING = f"""
@@ -36,8 +37,7 @@ meters AS (
 received AS (
     -- readings per meter and quantity; a meter's reading sets are those of its fullest quantity
     SELECT m.bucket_start, m.key, r.quantity_key, sum(r.count) AS n
-    FROM meters m JOIN {{rollup}} r
-      ON r.sensor_key = m.key AND r.bucket >= m.bucket_start AND r.bucket < m.bucket_end
+    FROM meters m CROSS JOIN LATERAL {tiled("m.key", "m.bucket_start", "m.bucket_end")} r
     GROUP BY 1, 2, 3
 ),
 per_meter AS (

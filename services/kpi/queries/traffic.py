@@ -46,6 +46,7 @@ from ._sql import (
     compose,
     fetch_rows,
     params,
+    tiled,
 )
 
 # The share of expected intervals a major segment's counter must deliver (KPIS.md TRA-2).
@@ -152,9 +153,8 @@ per_segment AS (
     SELECT sg.bucket_start, sg.district_id, sg.length_km, sg.expected,
            coalesce(sum(r.count), 0) AS delivered
     FROM segments AS sg
-    LEFT JOIN {{rollup}} AS r
-           ON r.sensor_key = sg.key AND r.quantity_key = %(count)s
-          AND r.bucket >= sg.bucket_start AND r.bucket < sg.bucket_end
+    LEFT JOIN LATERAL {tiled("sg.key", "sg.bucket_start", "sg.bucket_end", "%(count)s")} AS r
+           ON true
     GROUP BY sg.bucket_start, sg.key, sg.district_id, sg.length_km, sg.expected
 ),
 judged AS (

@@ -7,10 +7,9 @@ overflowing container-days / observed container-days, per district and for the c
 above 1.2 never reach the rollups (ingest quarantines them as sensor faults), so one glitch
 cannot mark a day as overflowing.
 
-The daily maximum is the maximum of the rollup buckets inside the local day: the daily rollup
-only where local days are UTC days, else the hourly one (the minute one in a half-hour time
-zone), so a city east or west of Greenwich counts its own days, not UTC's, and the answer is
-exact either way.
+The daily maximum is the maximum of the rollup rows that tile the local day (`_sql.tiled`:
+whole UTC days, then hours, minutes and a cut minute's raw readings), so a city east or west of
+Greenwich counts its own days, not UTC's, and the answer is exact either way.
 
 Coverage: ``sources_used`` = containers with at least one observed day, ``sources_expected`` =
 containers in service during the bucket; ``completeness`` = fill readings delivered (at most the
@@ -28,16 +27,15 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, local_day_rollup, params
+from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, params, tiled
 
 _OVERFLOW_RATE = f"""
 , container_days AS (
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
            coalesce(sum(r.count), 0) AS delivered, max(r.max) AS max_fill
     FROM sensor_days AS sd
-    LEFT JOIN {{rollup}} AS r
-           ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
-          AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
+    LEFT JOIN LATERAL {tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s")} AS r
+           ON true
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
 ),
 containers AS (
@@ -67,8 +65,7 @@ ORDER BY bucket_start, district_id NULLS LAST
 
 def container_overflow_rate(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     """WST-1: % of observed container-days whose maximum fill reached the overflow threshold."""
-    template = sql.SQL(SENSOR_DAYS + _OVERFLOW_RATE)
-    statement = template.format(rollup=sql.Identifier(local_day_rollup(query)))
+    statement = sql.SQL(SENSOR_DAYS + _OVERFLOW_RATE).format()
     values = params(
         query,
         kind="waste_container",

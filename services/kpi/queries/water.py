@@ -36,11 +36,14 @@ from ._sql import (
     compose,
     fetch_rows,
     params,
+    tiled,
 )
 
 # The inflow meter's share of its expected readings below which SIV is not integrated (the data
 # capture threshold the other KPIs use).
 INFLOW_COMPLETENESS_NEEDED = 0.75
+
+_WATER_QUANTITY = "CASE w.kind WHEN 'water_inflow' THEN %(flow)s ELSE %(index)s END"
 
 _NON_REVENUE_WATER = f"""
 WITH {BUCKETS_CTE},
@@ -56,10 +59,8 @@ reads AS (
            (array_agg(r.first ORDER BY r.first_time))[1] AS first_index,
            (array_agg(r.last ORDER BY r.last_time DESC))[1] AS last_index,
            min(r.first_time) AS first_time, max(r.last_time) AS last_time
-    FROM water_sensors w JOIN {{rollup}} r
-      ON r.sensor_key = w.key
-     AND r.quantity_key = CASE w.kind WHEN 'water_inflow' THEN %(flow)s ELSE %(index)s END
-     AND r.bucket >= w.bucket_start AND r.bucket < w.bucket_end
+    FROM water_sensors w
+    CROSS JOIN LATERAL {tiled("w.key", "w.bucket_start", "w.bucket_end", _WATER_QUANTITY)} r
     GROUP BY 1, 2
 ),
 per_sensor AS (

@@ -1,0 +1,126 @@
+"""rollups.tiled: any range, whatever its bounds, aggregates exactly as the raw readings do.
+
+One sensor reads every 7 s over three days (a step that is no divisor of a minute, so minute,
+hour and day buckets all start and end between readings) with values that rise and fall, so
+min, max, first and last each sit somewhere different. For ranges cut on the day, the hour,
+the minute, the second and the microsecond, the tiles' count, sum, min, max, first and last
+(by time) equal the same aggregates over ``readings``; and the range's rows come from the
+coarsest rollups (a whole day is one ``readings_1d`` row, not 1440 minutes).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from gateway.kinds import QUANTITIES
+from services.storage import rollups
+from services.storage.modes import storage_mode
+from services.storage.writer import ReadingWriter
+
+Db = psycopg.Connection[tuple[object, ...]]
+
+DAY0 = (datetime.now(UTC) - timedelta(days=5)).replace(hour=0, minute=0, second=0, microsecond=0)
+STEP = timedelta(seconds=7)
+
+
+def _value(i: int) -> float:
+    # A wave plus a slow drift: no two neighbouring buckets share their min, max, first or last.
+    return round(50 + 40 * math.sin(i / 97.0) + i / 1000.0, 6)
+
+
+@pytest.fixture
+def sensor(db: Db) -> int:
+    row = db.execute(
+        "INSERT INTO sensors (id, kind, domain, interval_s) "
+        "VALUES ('air-t-1', 'air_quality', 'environment', 7) RETURNING key"
+    ).fetchone()
+    assert row is not None
+    key = int(str(row[0]))
+    pm25 = QUANTITIES["pm25"].key
+    count = int(timedelta(days=3) / STEP)
+    rows = [((DAY0 + i * STEP).timestamp(), key, pm25, _value(i)) for i in range(count)]
+    db.commit()
+    mode = storage_mode(db)
+    ReadingWriter(db, mode).write(rows)
+    db.commit()
+    rollups.refresh(db, mode, now=DAY0 + timedelta(days=3, minutes=1))
+    return key
+
+
+_AGGREGATES = """
+SELECT sum(count)::bigint, sum(sum), min(min), max(max),
+       (array_agg(first ORDER BY first_time))[1], (array_agg(last ORDER BY last_time DESC))[1],
+       count(*)
+FROM {source} AS r
+"""
+
+_RAW = """
+SELECT count(*), sum(value), min(value), max(value),
+       (array_agg(value ORDER BY time))[1], (array_agg(value ORDER BY time DESC))[1]
+FROM readings
+WHERE sensor_key = %(sensor)s AND quantity_key = %(quantity)s AND time >= %(lo)s AND time < %(hi)s
+"""
+
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+S = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"),
+    [
+        (DAY0, DAY0 + timedelta(days=3)),  # whole days only
+        (DAY0 + 5 * H, DAY0 + timedelta(days=2, hours=7)),  # whole hours
+        (DAY0 + 5 * H + 17 * M, DAY0 + timedelta(days=2, hours=7, minutes=43)),  # whole minutes
+        (DAY0 + 5 * H + 17 * M + 30 * S, DAY0 + timedelta(days=2, hours=7, seconds=3)),
+        (DAY0 + 23 * H + 59 * M + 59 * S, DAY0 + timedelta(days=1, seconds=1)),  # over midnight
+        (DAY0 + 10 * H + 3 * S, DAY0 + 10 * H + 40 * S),  # inside one minute
+        (DAY0 + 10 * H + 1 * M, DAY0 + 11 * H + 2 * M),  # an hour and two minutes, no whole day
+        (DAY0 + timedelta(microseconds=1), DAY0 + timedelta(days=3, microseconds=-1)),
+        (DAY0 - timedelta(days=1, minutes=3), DAY0 + timedelta(days=4, seconds=9)),  # past the data
+        (DAY0 + 5 * H, DAY0 + 5 * H),  # empty
+    ],
+)
+def test_tiles_aggregate_as_the_raw_readings(
+    db: Db, sensor: int, lo: datetime, hi: datetime
+) -> None:
+    values = {"sensor": sensor, "quantity": QUANTITIES["pm25"].key, "lo": lo, "hi": hi}
+    source = rollups.tiled(
+        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", "%(quantity)s"
+    )
+    tiled = db.execute(_AGGREGATES.format(source=source), values).fetchone()
+    raw = db.execute(_RAW, values).fetchone()
+    assert tiled is not None
+    assert raw is not None
+    count, total, low, high, first, last, _rows = tiled
+    if raw[0] == 0:
+        assert count is None
+        return
+    assert (count, low, high, first, last) == (raw[0], raw[2], raw[3], raw[4], raw[5])
+    assert total == pytest.approx(raw[1], rel=1e-12)
+
+
+def test_whole_days_come_from_the_daily_rollup(db: Db, sensor: int) -> None:
+    values = {"sensor": sensor, "lo": DAY0, "hi": DAY0 + timedelta(days=3)}
+    source = rollups.tiled("%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz")
+    row = db.execute(_AGGREGATES.format(source=source), values).fetchone()
+    assert row is not None
+    assert row[-1] == 3  # three day rows
+    # Off by 30 s at each end: 23 hours + 59 minutes + the raw readings of the cut minute at the
+    # start, one day, and 7 hours + 0 minutes + the cut minute's readings at the end.
+    values = {
+        "sensor": sensor,
+        "lo": DAY0 + 30 * S,
+        "hi": DAY0 + timedelta(days=2, hours=7, seconds=30),
+    }
+    row = db.execute(_AGGREGATES.format(source=source), values).fetchone()
+    assert row is not None
+    # Rows: the raw readings of 30-59 s of the first minute (at 35, 42, 49, 56 s), minutes
+    # 1-59 and hours 1-23 of the first day, the second day whole, hours 0-6 of the third day,
+    # and its 7:00 minute's readings before 7:00:30 (at 7 s steps from midnight: 7 h is 198,000 s
+    # from DAY0, so 198,002, 198,009, 198,016 and 198,023 s).
+    assert row[-1] == (4 + 59 + 23) + 1 + (7 + 4)
