@@ -96,10 +96,13 @@ def seed(url: str, mode: str) -> datetime:
             (20, "unknown_sensor", "wat-dma-d09-0001"),
         ):
             conn.execute(
+                "WITH message AS (INSERT INTO quarantine_messages (received_at, topic, bytes, "
+                "payload) VALUES (now() - make_interval(mins => %(minutes)s), "
+                "'ssc/v1/gw-d01-water/up', 1, '\\x7b'::bytea) RETURNING id, received_at, topic) "
                 "INSERT INTO quarantine (received_at, topic, gateway_id, sensor_id, reason, "
-                "detail, payload) VALUES (now() - make_interval(mins => %s), "
-                "'ssc/v1/gw-d01-water/up', 'gw-d01-water', %s, %s, '', '\\x7b'::bytea)",
-                (minutes, sensor_id, reason),
+                "detail, message_id) SELECT received_at, topic, 'gw-d01-water', %(sensor)s, "
+                "%(reason)s, '', id FROM message",
+                {"minutes": minutes, "sensor": sensor_id, "reason": reason},
             )
         conn.commit()
 
