@@ -22,12 +22,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import topics
+from gateway.config import GatewaySettings
 from gateway.outbox import Outbox
 from gateway.publisher import Publisher, PublisherOptions
 from gateway.receipts import PackId
 from gateway.senml import Record, encode
 from services.devstack.broker import Mosquitto
+from services.ingest.cli import limits
 from services.ingest.worker import IngestWorker, WorkerConfig
+from services.settings import load_settings
 from services.storage import ledger
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, Subscriber, require
 
@@ -303,3 +306,17 @@ def test_packs_acknowledged_by_a_broker_killed_before_its_save_are_stored_once(
     finally:
         publisher.stop()
         publisher.outbox.close()
+
+
+def test_the_receipt_settings_reach_the_worker_and_the_gateway(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("URBANPULSE_PACK_LEDGER_RETENTION", "PT6H")
+    monkeypatch.setenv("URBANPULSE_RECEIPTS", "false")
+    config = WorkerConfig(database_url="", mqtt_url="", **limits(load_settings()))
+    assert (config.ledger_retention_s, config.receipts) == (6 * 3600.0, False)
+    monkeypatch.setenv("URBANPULSE_GATEWAY_RECEIPT_TIMEOUT_S", "5")
+    monkeypatch.setenv("URBANPULSE_GATEWAY_RECEIPT_FALLBACK_S", "50")
+    options = GatewaySettings().publisher_options()
+    assert (options.receipts, options.receipt_timeout, options.receipt_fallback) == (True, 5, 50)
