@@ -320,3 +320,29 @@ def test_the_receipt_settings_reach_the_worker_and_the_gateway(
     monkeypatch.setenv("URBANPULSE_GATEWAY_RECEIPT_FALLBACK_S", "50")
     options = GatewaySettings().publisher_options()
     assert (options.receipts, options.receipt_timeout, options.receipt_fallback) == (True, 5, 50)
+
+
+def test_packs_acknowledged_by_the_embedded_broker_then_lost_in_its_restart_are_stored_once(
+    tmp_path: Path,
+    city: tuple[str, Conn, str],
+    embedded_broker: BrokerUnderTest,
+    start_worker: Callable[..., tuple[IngestWorker, threading.Event]],
+) -> None:
+    """rumqttd keeps nothing: packs it acknowledged while the worker was away die with it."""
+    assert embedded_broker.handle is not None
+    url, conn, gateway_id = city
+    publisher = _publisher(embedded_broker, gateway_id, tmp_path / "outbox.sqlite")
+    try:
+        for n in range(4):
+            publisher.put(_pack(gateway_id, 10 * n, 10, sensor=n))
+        assert publisher.wait_until(lambda h: h.acknowledged >= 4, 10)
+        embedded_broker.handle.restart()
+        start_worker(url, embedded_broker)
+        assert publisher.wait_until(lambda h: h.outbox_depth == 0, 30), publisher.health()
+        time.sleep(0.5)
+        assert _count(conn) == 40
+        assert _count(conn, "SELECT count(*) FROM pack_ledger") == 4
+        assert publisher.health().connects >= 2
+    finally:
+        publisher.stop()
+        publisher.outbox.close()
