@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     receipts: bool = Field(
         default=True, description="ingestion sends gateways receipts on ssc/v1/<id>/down"
     )
+    direct_copy: bool = Field(
+        default=True,
+        description="ingestion COPYs batches straight into readings (staging + ON CONFLICT "
+        "only when the key refuses a batch)",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -34,6 +34,7 @@ def limits(settings: Settings) -> dict[str, Any]:
         "quarantine_max_bytes": settings.quarantine_max_bytes,
         "ledger_retention_s": settings.pack_ledger_retention.total_seconds(),
         "receipts": settings.receipts,
+        "direct_copy": settings.direct_copy,
     }
 
 

@@ -94,6 +94,9 @@ class WorkerConfig:
     ledger_retention_s: float = 86400.0
     # Publish receipts on ssc/v1/<gateway>/down after each commit (False: an older platform).
     receipts: bool = True
+    # COPY each batch straight into readings, falling back to staging + ON CONFLICT when the
+    # key refuses it (services/storage/writer.py; bench/bench_write.py measures both).
+    direct_copy: bool = True
 
 
 @dataclass(slots=True)
@@ -271,7 +274,9 @@ class IngestWorker:
             if conn is None or registry_conn is None:
                 return
             mode = storage_mode(conn)
-            writer = ReadingWriter(conn, mode, live_events=self.config.live_events)
+            writer = ReadingWriter(
+                conn, mode, live_events=self.config.live_events, direct=self.config.direct_copy
+            )
             sensors = SensorDirectory(registry_conn)
             maintenance = Maintenance(
                 self.config.database_url,
@@ -416,7 +421,10 @@ class IngestWorker:
                 conn.close()
                 conn = new
                 writer = ReadingWriter(
-                    conn, storage_mode(conn), live_events=self.config.live_events
+                    conn,
+                    storage_mode(conn),
+                    live_events=self.config.live_events,
+                    direct=self.config.direct_copy,
                 )
             except psycopg.Error:
                 # Not the database being away but something in the batch that PostgreSQL

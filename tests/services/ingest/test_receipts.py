@@ -314,8 +314,13 @@ def test_the_receipt_settings_reach_the_worker_and_the_gateway(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("URBANPULSE_PACK_LEDGER_RETENTION", "PT6H")
     monkeypatch.setenv("URBANPULSE_RECEIPTS", "false")
+    monkeypatch.setenv("URBANPULSE_DIRECT_COPY", "false")
     config = WorkerConfig(database_url="", mqtt_url="", **limits(load_settings()))
-    assert (config.ledger_retention_s, config.receipts) == (6 * 3600.0, False)
+    assert (config.ledger_retention_s, config.receipts, config.direct_copy) == (
+        6 * 3600.0,
+        False,
+        False,
+    )
     monkeypatch.setenv("URBANPULSE_GATEWAY_RECEIPT_TIMEOUT_S", "5")
     monkeypatch.setenv("URBANPULSE_GATEWAY_RECEIPT_FALLBACK_S", "50")
     options = GatewaySettings().publisher_options()
