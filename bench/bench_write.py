@@ -8,6 +8,10 @@ Measured, each into a fresh table:
                  on 1 connection and on 2 connections (2 processes)
   idempotent_dup the same batches again (a full redelivery: every row a duplicate)
   idempotent_conflict the same keys with other values (every row a conflict, found and returned)
+  direct         ReadingWriter(direct=True): COPY straight into readings under a savepoint,
+                 staging + ON CONFLICT only for a batch the key refuses (issue 15); then the
+                 same batches again (every batch refused, so every one falls back: the worst
+                 case, which the pack ledger keeps from happening for gateways' resends)
   insert_per_row one INSERT per row, autocommit (what a naive ingestor does; fewer rows)
 plus the client-side cost of building the COPY stream (struct) against psycopg's row writer.
 
@@ -84,10 +88,12 @@ def shifted(parts: list[list[Row]]) -> list[list[Row]]:
     return [[(t, s, q, v + 1.0) for t, s, q, v in part] for part in parts]
 
 
-def idempotent(url: str, parts: list[list[Row]], live_events: bool = False) -> int:
+def idempotent(
+    url: str, parts: list[list[Row]], live_events: bool = False, direct: bool = False
+) -> int:
     inserted = 0
     with psycopg.connect(libpq_url(url)) as conn:
-        writer = ReadingWriter(conn, "partitioned", live_events=live_events)
+        writer = ReadingWriter(conn, "partitioned", live_events=live_events, direct=direct)
         for part in parts:
             inserted += writer.write(part).inserted
             conn.commit()
@@ -176,6 +182,30 @@ def main() -> None:
         other = shifted(parts)
         results.append(
             ("idempotent, all conflicts", len(rows), timed(lambda: idempotent(url, other)))
+        )
+
+        url = fresh_database(server, rows)
+        results.append(
+            (
+                "direct, 1 connection",
+                len(rows),
+                timed(lambda: idempotent(url, parts, direct=True)),
+            )
+        )
+        results.append(
+            (
+                "direct, all duplicates (fallback)",
+                len(rows),
+                timed(lambda: idempotent(url, parts, direct=True)),
+            )
+        )
+        url = fresh_database(server, rows)
+        results.append(
+            (
+                "direct + live events, 1 connection",
+                len(rows),
+                timed(lambda: idempotent(url, parts, live_events=True, direct=True)),
+            )
         )
 
         # What the live stream's event log (one event per batch of new rows) costs.

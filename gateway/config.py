@@ -54,6 +54,19 @@ class GatewaySettings(BaseSettings):
         default=30.0, ge=0, description="When a finite driver ends: how long to wait for PUBACKs."
     )
 
+    receipts: bool = Field(
+        default=True,
+        description="Keep packs until the platform's receipt (issue 15); false: until PUBACK.",
+    )
+    receipt_timeout_s: float = Field(
+        default=30.0, gt=0, description="Send a pack again when its receipt is this late."
+    )
+    receipt_fallback_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="No receipt ever this long after the first PUBACK: delete on PUBACK.",
+    )
+
     driver: str = Field(default="line", description="jsonl:PATH, line, or simulator[:CITY]")
     sensors: list[str] = Field(
         default_factory=list,
@@ -126,4 +139,7 @@ class GatewaySettings(BaseSettings):
             username=username,
             password=password,
             tls=tls,
+            receipts=self.receipts,
+            receipt_timeout=self.receipt_timeout_s,
+            receipt_fallback=self.receipt_fallback_s,
         )

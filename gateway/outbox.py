@@ -1,10 +1,12 @@
-"""The gateway's on-disk outbox: encoded SenML packs waiting for the broker's PUBACK.
+"""The gateway's on-disk outbox: encoded SenML packs waiting for the platform's receipt.
 
-Every pack is written here before it is published and deleted only once the broker acknowledged
-it (``ARCHITECTURE.md``, "The wire contract"), so a broker outage, a network cut or a gateway
-restart loses nothing. Packs carry a sequence number that only ever grows (SQLite
-``AUTOINCREMENT``: a number is never given twice, even after the newest row was deleted), and
-:meth:`Outbox.peek` returns them in that order, which is the order they are published in.
+Every pack is written here before it is published and deleted only once the platform's receipt
+says it is stored (``ARCHITECTURE.md``, "The wire contract"; or, talking to a platform without
+receipts, once the broker acknowledged it), so a broker crash, a network cut or a gateway
+restart loses nothing. The file also keeps a random stream id, made with it, that names its
+numbering on the wire (``gateway.receipts``). Packs carry a sequence number that only ever
+grows (SQLite ``AUTOINCREMENT``: a number is never given twice, even after the newest row was
+deleted), and :meth:`Outbox.peek` returns them in that order, the order they are published in.
 
 Durability, chosen per kind of write (SQLite in WAL mode):
 
@@ -36,6 +38,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -54,15 +57,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 1
-_SCHEMA = """
+# 2 adds ``meta`` (the stream id); a version 1 file is upgraded in place when opened.
+_SCHEMA_VERSION = 2
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     created_at REAL NOT NULL
 )
-"""
+""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
 
 
 class OutboxError(Exception):
@@ -181,6 +188,9 @@ class Outbox:
         self._depth: int = depth
         self._bytes: int = total
         self._last_seq: int = last
+        self.stream: str = self._acks.execute(
+            "SELECT value FROM meta WHERE key = 'stream'"
+        ).fetchone()[0]
         self._put = self._deleted = self._dropped = self._dropped_bytes = self._refused = 0
 
     def _take_file_lock(self) -> int:
@@ -201,10 +211,16 @@ class Outbox:
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
+        if version not in (0, 1, _SCHEMA_VERSION):
             conn.close()
             raise OutboxError(f"outbox {self.path} has schema {version}, not {_SCHEMA_VERSION}")
-        conn.execute(_SCHEMA)
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        # The stream id names this file's numbering (gateway.receipts): made once, kept for the
+        # file's life; a new file is a new stream, so its seq 1 is not taken for the old one's.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('stream', ?)", (uuid.uuid4().hex,)
+        )
         conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         return conn
 
@@ -349,6 +365,40 @@ class Outbox:
             self._deleted += 1
             self._changed.notify_all()
             return True
+
+    def get(self, seq: int) -> Entry | None:
+        """Pack ``seq``, or None when it is gone (receipted, acknowledged or dropped)."""
+        with self._lock:
+            self._check_open()
+            row = self._acks.execute(
+                "SELECT seq, topic, payload, created_at FROM outbox WHERE seq = ?", (seq,)
+            ).fetchone()
+        return None if row is None else Entry(row[0], row[1], bytes(row[2]), row[3])
+
+    def first_seq(self) -> int:
+        """The lowest sequence still waiting; ``last_seq() + 1`` when the outbox is empty."""
+        with self._lock:
+            self._check_open()
+            row = self._acks.execute("SELECT min(seq) FROM outbox").fetchone()
+            return self._last_seq + 1 if row[0] is None else int(row[0])
+
+    def delete_range(self, lo: int, hi: int) -> int:
+        """Delete the packs ``lo..hi`` (inclusive: a receipt's range); return how many were
+        there. Packs already gone are skipped: a receipt may come twice."""
+        with self._lock:
+            self._check_open()
+            count, size = self._acks.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
+                " WHERE seq BETWEEN ? AND ?",
+                (lo, hi),
+            ).fetchone()
+            if count:
+                self._acks.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (lo, hi))
+                self._depth -= count
+                self._bytes -= size
+                self._deleted += count
+                self._changed.notify_all()
+            return int(count)
 
     def depth(self) -> int:
         """The number of packs waiting."""

@@ -1,11 +1,21 @@
-"""Publishes the outbox to the broker: QoS 1, in order, deleting a pack only on its PUBACK.
+"""Publishes the outbox to the broker: QoS 1, in order, deleting a pack only on its receipt.
 
 One thread owns the connection. For each connection it makes a new paho client (MQTT 5,
 callback API 2) and replays the outbox from its oldest pack, keeping at most ``window`` packs
-unacknowledged; a pack leaves the outbox only in ``on_publish`` for its message id, that is once
-the broker has taken responsibility for it. A new client per connection, rather than paho's own
-reconnect, makes the outbox the only record of what is unacknowledged: paho's in-memory queue
-would resend the same packs a second time on top of the replay.
+unacknowledged by the broker. Every pack carries its identity (outbox stream and sequence) in
+MQTT 5 user properties (``gateway.receipts`` says why there). A new client per connection,
+rather than paho's own reconnect, makes the outbox the only record of what is outstanding:
+paho's in-memory queue would resend the same packs a second time on top of the replay.
+
+Receipts (issue 15): a broker's PUBACK is not proof of storage (Mosquitto saves every
+``autosave_interval``, rumqttd never), so PUBACK only frees the pack's place in the window; the
+pack leaves the outbox when the platform's receipt on ``ssc/v1/<gateway_id>/down`` names it. A
+pack with no receipt ``receipt_timeout`` after its PUBACK is sent again (the ledger makes the
+copy harmless), and so is everything in the outbox at each new connection. A platform that
+never sends receipts (older than receipts) would make the outbox grow for ever: when no receipt
+at all has come ``receipt_fallback`` after the first PUBACK, the publisher logs a warning and
+deletes on PUBACK as before, until a receipt shows up. Once a receipt was seen it never falls
+back on its own: a platform that goes quiet then is down, and that is when the outbox matters.
 
 Order: packs are published in sequence order on one connection and the broker forwards a
 client's QoS 1 messages in the order it received them, so the first arrival of each pack keeps
@@ -22,6 +32,7 @@ Imports nothing from ``services``: this runs on the field device.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import ssl
@@ -34,15 +45,36 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.outbox import Outbox
-from gateway.topics import check_gateway_id, status_topic, up_topic
+from gateway.outbox import Entry, Outbox
+from gateway.receipts import PackId, ReceiptError, decode_receipt
+from gateway.topics import check_gateway_id, down_topic, status_topic, up_topic
 
-__all__ = ["Health", "Publisher", "PublisherOptions", "TLSOptions", "backoff_delay"]
+__all__ = [
+    "Health",
+    "Publisher",
+    "PublisherOptions",
+    "ReceiptMode",
+    "TLSOptions",
+    "backoff_delay",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class ReceiptMode(enum.StrEnum):
+    """When the publisher deletes a pack from the outbox."""
+
+    WAITING = "waiting"
+    """No receipt seen yet: keep packs, fall back to PUBACK after ``receipt_fallback``."""
+    RECEIPTS = "receipts"
+    """The platform sends receipts: a pack leaves the outbox on its receipt."""
+    PUBACK = "puback"
+    """On the broker's PUBACK (receipts off, or the platform sent none)."""
+
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -99,6 +131,14 @@ class PublisherOptions:
     """For the TCP and TLS handshakes and again for the CONNACK."""
     goodbye_timeout: float = 5.0
     """How long :meth:`Publisher.stop` waits for outstanding PUBACKs and the offline status."""
+    receipts: bool = True
+    """Keep packs until the platform's receipt; False: delete on PUBACK (no platform behind)."""
+    receipt_timeout: float = 30.0
+    """A pack acknowledged by the broker but not receipted this long later is sent again. Far
+    above the platform's normal lag (a flush, 50 ms, plus a database commit), so a busy platform
+    is not flooded with copies; well below Mosquitto's 10 s autosave being the only loss."""
+    receipt_fallback: float = 120.0
+    """With no receipt ever, delete on PUBACK this long after the first one (older platform)."""
 
     def __post_init__(self) -> None:
         check_gateway_id(self.gateway_id)
@@ -106,6 +146,8 @@ class PublisherOptions:
             raise ValueError(f"window must be at least 1, got {self.window}")
         if not 0 < self.backoff_initial <= self.backoff_max:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
+        if self.receipt_timeout <= 0 or self.receipt_fallback <= 0:
+            raise ValueError("receipt_timeout and receipt_fallback must be above 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +171,19 @@ class Health:
     """Packs the outbox cap dropped (policy ``drop_oldest``)."""
     refused_by_cap: int
     """Packs the outbox cap refused (policy ``refuse_newest``, or too large)."""
+    receipt_mode: str
+    """``waiting``, ``receipts`` or ``puback`` (:class:`ReceiptMode`)."""
+    awaiting_receipt: int
+    """Packs the broker acknowledged whose receipt has not come yet."""
+    receipted: int
+    """Packs deleted on a receipt since start."""
+    resent: int
+    """Packs sent again because their receipt did not come within ``receipt_timeout``."""
+    last_receipt_at: float | None
+    receipt_lag_s: float | None
+    """Publish to receipt, for the newest pack of the last receipt."""
+    oldest_unreceipted_s: float | None
+    """How long ago the oldest pack awaiting its receipt was acknowledged by the broker."""
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -171,9 +226,20 @@ class Publisher:
         self._connects = 0
         self._acknowledged = 0
         self._refused_by_broker = 0
+        self._mode = ReceiptMode.WAITING if options.receipts else ReceiptMode.PUBACK
+        self._waiting_since: float | None = None  # first PUBACK while no receipt was seen
+        self._receipted = 0
+        self._resent = 0
+        self._last_receipt_at: float | None = None
+        self._receipt_lag: float | None = None
+        self.down_topic = down_topic(options.gateway_id)
         # One connection's state, touched only by the publisher thread (paho runs the callbacks
         # inside client.loop(), which that thread calls).
         self._in_flight: dict[int, int] = {}  # mid -> seq
+        # Sent on this connection and not receipted: seq -> when last sent (monotonic).
+        self._sent_at: dict[int, float] = {}
+        # Of those, acknowledged by the broker: seq -> when (monotonic), in PUBACK order.
+        self._awaiting: dict[int, float] = {}
         self._cursor = 0  # highest seq handed to this connection
         self._limit = options.window
         self._acked_since_pump = False
@@ -213,6 +279,7 @@ class Publisher:
     def health(self) -> Health:
         stats = self.outbox.stats()
         with self._state:
+            oldest = next(iter(self._awaiting.values()), None)
             return Health(
                 gateway_id=self.options.gateway_id,
                 connected=self._connected,
@@ -227,6 +294,13 @@ class Publisher:
                 refused_by_broker=self._refused_by_broker,
                 dropped=stats.dropped,
                 refused_by_cap=stats.refused,
+                receipt_mode=self._mode.value,
+                awaiting_receipt=len(self._awaiting),
+                receipted=self._receipted,
+                resent=self._resent,
+                last_receipt_at=self._last_receipt_at,
+                receipt_lag_s=self._receipt_lag,
+                oldest_unreceipted_s=None if oldest is None else time.monotonic() - oldest,
             )
 
     def wait_until(self, predicate: Callable[[Health], bool], timeout: float) -> bool:
@@ -296,12 +370,17 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _session(self, client: mqtt.Client) -> None:
         """One connection, from CONNECT until it is lost or the publisher stops."""
         self._in_flight.clear()
-        self._cursor = 0  # replay from the oldest pack: whatever is still there is unacknowledged
+        with self._state:
+            self._sent_at.clear()
+            self._awaiting.clear()
+        # Replay from the oldest pack: whatever is still there has no receipt (or no PUBACK).
+        self._cursor = 0
         self._limit = self.options.window
         client.connect(
             self.options.host, self.options.port, self.options.keepalive, clean_start=True
@@ -330,11 +409,80 @@ class Publisher:
         self._kick.clear()
         self._acked_since_pump = False
         self._next_poll = now + _POLL_INTERVAL
-        entries = self.outbox.peek(room, after=self._cursor)
+        self._after_receipt_wait(now)
+        oldest = self.outbox.first_seq()
+        room -= self._resend_overdue(client, room, now, oldest)
+        entries = self.outbox.peek(room, after=self._cursor) if room > 0 else []
         for entry in entries:
-            info = client.publish(entry.topic, entry.payload, qos=1)
-            self._in_flight[info.mid] = entry.seq
+            self._send(client, entry, oldest, now)
             self._cursor = entry.seq
+
+    def _send(self, client: mqtt.Client, entry: Entry, oldest: int, now: float) -> None:
+        seq = entry.seq
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = PackId(self.outbox.stream, seq, min(oldest, seq)).properties()
+        info = client.publish(entry.topic, entry.payload, qos=1, properties=properties)
+        self._in_flight[info.mid] = seq
+        with self._state:
+            self._sent_at[seq] = now
+
+    def _resend_overdue(self, client: mqtt.Client, room: int, now: float, oldest: int) -> int:
+        """Send again (up to ``room``) the packs whose receipt is ``receipt_timeout`` late."""
+        if self._mode is ReceiptMode.PUBACK:
+            return 0
+        due = now - self.options.receipt_timeout
+        overdue: list[int] = []
+        for seq, acked in self._awaiting.items():
+            if acked > due or len(overdue) >= room:
+                break  # in PUBACK order: the rest are younger
+            overdue.append(seq)
+        sent = 0
+        for seq in overdue:
+            with self._state:
+                del self._awaiting[seq]
+            entry = self.outbox.get(seq)
+            if entry is None:  # the cap dropped it meanwhile
+                with self._state:
+                    self._sent_at.pop(seq, None)
+                continue
+            self._send(client, entry, oldest, now)
+            sent += 1
+        if sent:
+            with self._state:
+                self._resent += sent
+            logger.warning(
+                "publisher %s: no receipt %.0fs after the broker acknowledged them: "
+                "sending %d packs again (from seq %d)",
+                self.options.gateway_id,
+                self.options.receipt_timeout,
+                sent,
+                overdue[0],
+            )
+        return sent
+
+    def _after_receipt_wait(self, now: float) -> None:
+        """Fall back to PUBACK when the platform never sent a receipt (module docstring)."""
+        since = self._waiting_since
+        if self._mode is not ReceiptMode.WAITING or since is None:
+            return
+        if now - since < self.options.receipt_fallback:
+            return
+        with self._state:
+            self._mode = ReceiptMode.PUBACK
+            awaiting = list(self._awaiting)
+            self._awaiting.clear()
+            for seq in awaiting:
+                self._sent_at.pop(seq, None)
+        for seq in awaiting:
+            self.outbox.delete(seq)
+        logger.warning(
+            "publisher %s: no receipt on %s %.0fs after the first PUBACK: the platform seems "
+            "not to send receipts (older than them?). Deleting packs on the broker's PUBACK "
+            "from now on, so a broker crash may lose what it acknowledged and had not saved",
+            self.options.gateway_id,
+            self.down_topic,
+            self.options.receipt_fallback,
+        )
 
     def _goodbye(self, client: mqtt.Client) -> None:
         """Wait (bounded) for outstanding PUBACKs, say offline, disconnect."""
@@ -372,6 +520,10 @@ class Publisher:
         receive_maximum = getattr(properties, "ReceiveMaximum", 65_535)
         self._limit = max(1, min(self.options.window, receive_maximum - 1))
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        if self.options.receipts:
+            # Before any pack goes out (the pump runs after this callback), so no receipt for
+            # this connection's packs is published before we listen.
+            client.subscribe(self.down_topic, qos=1)
         with self._state:
             self._connected = True
             self._connects += 1
@@ -417,10 +569,61 @@ class Publisher:
                 self._refused_by_broker += 1
             self._record_error(f"broker refused pack {seq}: {reason}", logging.ERROR)
             return
-        self.outbox.delete(seq)
         with self._state:
             self._acknowledged += 1
             self._last_publish_at = time.time()
+            if self._mode is not ReceiptMode.PUBACK:
+                if seq in self._sent_at:  # not receipted already (a receipt can beat a PUBACK)
+                    now = time.monotonic()
+                    self._awaiting[seq] = now
+                    if self._waiting_since is None:
+                        self._waiting_since = now
+                self._state.notify_all()
+                return
+            self._sent_at.pop(seq, None)
+        self.outbox.delete(seq)
+        with self._state:
+            self._state.notify_all()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self.down_topic:
+            return
+        try:
+            receipt = decode_receipt(bytes(message.payload))
+        except ReceiptError as exc:
+            self._record_error(f"malformed message on {message.topic}: {exc.reason}")
+            return
+        if receipt is None:
+            logger.info(
+                "publisher %s: ignoring a down message of another kind", self.options.gateway_id
+            )
+            return
+        if receipt.stream != self.outbox.stream:
+            # A receipt for this gateway's previous outbox file: its packs are gone already.
+            logger.info(
+                "publisher %s: receipt for stream %s, not ours",
+                self.options.gateway_id,
+                receipt.stream,
+            )
+            return
+        deleted = sum(self.outbox.delete_range(lo, hi) for lo, hi in receipt.ranges)
+        now = time.monotonic()
+        with self._state:
+            if self._mode is not ReceiptMode.RECEIPTS:
+                if self._mode is ReceiptMode.PUBACK:
+                    logger.warning(
+                        "publisher %s: receipts arrive again: keeping packs until their receipt",
+                        self.options.gateway_id,
+                    )
+                self._mode = ReceiptMode.RECEIPTS
+            newest: float | None = None
+            for seq in [s for s in self._sent_at if s in receipt]:
+                newest = self._sent_at.pop(seq)
+                self._awaiting.pop(seq, None)
+            if newest is not None:
+                self._receipt_lag = now - newest
+            self._receipted += deleted
+            self._last_receipt_at = time.time()
             self._state.notify_all()
 
     def _record_error(self, message: str, level: int = logging.WARNING) -> None:

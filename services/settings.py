@@ -89,6 +89,20 @@ class Settings(BaseSettings):
     quarantine_max_bytes: int = Field(
         default=1024**3, ge=0, description="quarantined payload bytes kept (0: no limit)"
     )
+    # Receipts and the pack ledger (issue 15). Ledger rows below each gateway's oldest pack are
+    # pruned as soon as it moves on; this bounds the rest (gateways gone, outboxes replaced).
+    # Forgetting a row is safe: the readings key still absorbs a pack that comes again.
+    pack_ledger_retention: timedelta = Field(
+        default=timedelta(days=1), description="pack ledger rows kept at most this long"
+    )
+    receipts: bool = Field(
+        default=True, description="ingestion sends gateways receipts on ssc/v1/<id>/down"
+    )
+    direct_copy: bool = Field(
+        default=True,
+        description="ingestion COPYs batches straight into readings (staging + ON CONFLICT "
+        "only when the key refuses a batch)",
+    )
 
     # --- API request bounds (issue 10): what one request may cost the database. A statement
     # running past its class's timeout is cancelled by PostgreSQL and answered 504; a range

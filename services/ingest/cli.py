@@ -32,6 +32,9 @@ def limits(settings: Settings) -> dict[str, Any]:
         "max_entries_per_message": settings.quarantine_max_entries_per_message,
         "quarantine_retention_s": settings.quarantine_retention.total_seconds(),
         "quarantine_max_bytes": settings.quarantine_max_bytes,
+        "ledger_retention_s": settings.pack_ledger_retention.total_seconds(),
+        "receipts": settings.receipts,
+        "direct_copy": settings.direct_copy,
     }
 
 

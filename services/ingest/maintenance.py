@@ -6,7 +6,8 @@ brings the rollup tables up to the current minute every ``rollup_every_s`` and k
 created ahead and dropped past retention every ``maintain_every_s``; several workers may all run
 it, since the refresh and the partition work each take an advisory lock. In TimescaleDB mode the
 extension's policies do both. In both modes it drops live-stream events past their retention and
-prunes the quarantine by age and size (``quarantine.prune``).
+prunes the quarantine by age and size (``quarantine.prune``) and the pack ledger below each
+gateway's oldest pack and by age (``ledger.prune``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import timedelta
 
 import psycopg
 
-from services.storage import events, partitions, rollups
+from services.storage import events, ledger, partitions, rollups
 from services.storage.urls import libpq_url
 
 from . import quarantine
@@ -39,6 +40,7 @@ class Maintenance:
         events_retention_s: float = 3600.0,
         quarantine_retention_s: float = 30 * 86400.0,
         quarantine_max_bytes: int = 1024**3,
+        ledger_retention_s: float = 86400.0,
     ) -> None:
         self.database_url = database_url
         self.mode = mode
@@ -48,6 +50,7 @@ class Maintenance:
         self.events_retention = timedelta(seconds=events_retention_s)
         self.quarantine_retention = timedelta(seconds=quarantine_retention_s)
         self.quarantine_max_bytes = quarantine_max_bytes
+        self.ledger_retention = timedelta(seconds=ledger_retention_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
 
@@ -77,6 +80,8 @@ class Maintenance:
                     )
                     conn.commit()
                     self.metrics.quarantine_pruned.inc(pruned)
+                    self.metrics.ledger_pruned.inc(ledger.prune(conn, self.ledger_retention))
+                    conn.commit()
                 if self.mode == "partitioned" and time.monotonic() >= next_maintain:
                     partitions.maintain(self.database_url)
                     next_maintain = time.monotonic() + self.maintain_every_s

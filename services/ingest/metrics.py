@@ -36,6 +36,21 @@ class IngestMetrics:
             "quarantined messages dropped by age or size",
             registry=r,
         )
+        self.packs_replayed = Counter(
+            "urbanpulse_ingest_packs_replayed",
+            "numbered packs found in the pack ledger (stored before): nothing written",
+            registry=r,
+        )
+        self.ledger_pruned = Counter(
+            "urbanpulse_ingest_ledger_pruned",
+            "pack ledger rows dropped (below a gateway's oldest pack, or by age)",
+            registry=r,
+        )
+        self.receipts_sent = Counter(
+            "urbanpulse_ingest_receipts_sent",
+            "receipts published on gateways' down topics",
+            registry=r,
+        )
         self.quarantined = Counter(
             "urbanpulse_ingest_quarantined",
             "records or messages quarantined",

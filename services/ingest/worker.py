@@ -8,6 +8,12 @@ in one transaction, commits, and only then acknowledges the messages, in the ord
 A crash at any point before the commit loses nothing (the broker redelivers) and a crash after
 it doubles nothing (writes are idempotent on (sensor, quantity, time)).
 
+Numbered packs (``gateway.receipts``: the gateway's outbox stream and sequence in MQTT 5 user
+properties) are claimed in the pack ledger (``services.storage.ledger``) in the same
+transaction: a pack already there (a redelivery, a gateway's resend) writes nothing. After the
+commit, each gateway gets one receipt per flush on its down topic naming the packs now stored,
+so it may delete them from its outbox. Unnumbered packs (third-party devices) go as before.
+
 Acknowledgements carry the message id of the connection that received them: after a reconnect
 the broker redelivers what was not acknowledged, so messages of an older connection are stored
 (idempotently) but never acknowledged with a stale id.
@@ -21,7 +27,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -36,6 +42,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
 from gateway.limits import MAX_PACK_BYTES, MAX_PACK_RECORDS
+from gateway.receipts import PackId, ReceiptError, encode_receipt, pack_id
+from services.storage import ledger
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
 from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
@@ -82,6 +90,13 @@ class WorkerConfig:
     max_entries_per_message: int = 500
     quarantine_retention_s: float = 30 * 86400.0
     quarantine_max_bytes: int = 1024**3
+    # Pack ledger rows older than this go even when the gateway did not move on (issue 15).
+    ledger_retention_s: float = 86400.0
+    # Publish receipts on ssc/v1/<gateway>/down after each commit (False: an older platform).
+    receipts: bool = True
+    # COPY each batch straight into readings, falling back to staging + ON CONFLICT when the
+    # key refuses it (services/storage/writer.py; bench/bench_write.py measures both).
+    direct_copy: bool = True
 
 
 @dataclass(slots=True)
@@ -93,6 +108,7 @@ class _Message:
     payload: bytes
     received_at: float
     retained: bool = False
+    properties: list[tuple[str, str]] | None = None  # MQTT 5 user properties
 
 
 @dataclass(slots=True)
@@ -105,6 +121,8 @@ class Stats:
     database_errors: int = 0
     conflicts: int = 0
     retained_ignored: int = 0
+    packs_replayed: int = 0  # numbered packs found in the ledger: nothing written
+    receipts: int = 0
 
 
 class _ShutdownError(Exception):  # control flow, never escapes run()
@@ -131,6 +149,10 @@ class _Prepared:
     pending: set[tuple[str, str]] = field(default_factory=set)  # (sensor id, gateway id)
     # After each message: (rows, extras, quarantine) so far, to write messages one by one.
     ends: list[tuple[int, int, int]] = field(default_factory=list)
+    # Per message: (gateway id, identity) of a numbered pack, else None.
+    ids: list[tuple[str, PackId] | None] = field(default_factory=list)
+    # Numbered packs committed (stored now or before): (gateway id, stream) -> seqs.
+    done: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
 
 class IngestWorker:
@@ -226,6 +248,7 @@ class IngestWorker:
             bytes(message.payload),
             time.time(),
             message.retain,
+            getattr(message.properties, "UserProperty", None),
         )
         # Back-pressure: wait here while the writer is behind; stop waiting on shutdown
         # (the message is not acknowledged, so the broker redelivers it).
@@ -251,7 +274,9 @@ class IngestWorker:
             if conn is None or registry_conn is None:
                 return
             mode = storage_mode(conn)
-            writer = ReadingWriter(conn, mode, live_events=self.config.live_events)
+            writer = ReadingWriter(
+                conn, mode, live_events=self.config.live_events, direct=self.config.direct_copy
+            )
             sensors = SensorDirectory(registry_conn)
             maintenance = Maintenance(
                 self.config.database_url,
@@ -262,6 +287,7 @@ class IngestWorker:
                 events_retention_s=self.config.events_retention_s,
                 quarantine_retention_s=self.config.quarantine_retention_s,
                 quarantine_max_bytes=self.config.quarantine_max_bytes,
+                ledger_retention_s=self.config.ledger_retention_s,
             )
             maintenance.start()
             # Decoding and validating batch N+1 (here) overlaps writing batch N (there):
@@ -395,7 +421,10 @@ class IngestWorker:
                 conn.close()
                 conn = new
                 writer = ReadingWriter(
-                    conn, storage_mode(conn), live_events=self.config.live_events
+                    conn,
+                    storage_mode(conn),
+                    live_events=self.config.live_events,
+                    direct=self.config.direct_copy,
                 )
             except psycopg.Error:
                 # Not the database being away but something in the batch that PostgreSQL
@@ -407,7 +436,20 @@ class IngestWorker:
                 log.exception("batch refused by the database; writing it message by message")
                 whole = False
         self._acknowledge(prepared.batch)
+        self._send_receipts(prepared)
         return conn, writer
+
+    def _send_receipts(self, prepared: _Prepared) -> None:
+        """One receipt per gateway stream for the whole flush, after its commit."""
+        if not self.config.receipts:
+            return
+        for (gateway_id, stream), seqs in prepared.done.items():
+            # QoS 1; a receipt lost anyway only makes the gateway resend, and the ledger
+            # answers the copy with another receipt.
+            self._client.publish(topics.down_topic(gateway_id), encode_receipt(stream, seqs), 1)
+            self.stats.receipts += 1
+            self.metrics.receipts_sent.inc()
+        prepared.done.clear()
 
     def _prepare(self, batch: _Batch, sensors: SensorDirectory, stop: threading.Event) -> _Prepared:
         """Decode and validate; retry registry lookups while the database is away."""
@@ -432,6 +474,7 @@ class IngestWorker:
         prepared = _Prepared(batch)
         rows, extras = prepared.rows, prepared.extras
         for number, message in enumerate(batch.messages):
+            prepared.ids.append(self._pack_id(message))
             item = Quarantined(message.received_at, message.topic, message.payload)
             try:
                 self._take_message(message, item, prepared, sensors)
@@ -441,6 +484,25 @@ class IngestWorker:
                     prepared.quarantined_message.append(number)
                 prepared.ends.append((len(rows), len(extras), len(prepared.quarantine)))
         return prepared
+
+    @staticmethod
+    def _pack_id(message: _Message) -> tuple[str, PackId] | None:
+        if message.retained or not message.properties:
+            return None
+        try:
+            parsed = topics.parse_topic(message.topic)
+        except TopicError:
+            return None
+        if parsed.channel is not topics.Channel.UP:
+            return None
+        try:
+            identity = pack_id(message.properties)
+        except ReceiptError as exc:
+            # The pack itself may be fine: store it unnumbered (no ledger, no receipt; the
+            # gateway resends and the readings key absorbs it) rather than refuse readings.
+            log.warning("pack on %s has a malformed identity, taken unnumbered: %s", parsed, exc)
+            return None
+        return None if identity is None else (parsed.gateway_id, identity)
 
     def _take_message(
         self,
@@ -590,8 +652,11 @@ class IngestWorker:
                         f"{type(exc).__name__}: {exc}",
                     )
                 )
-                quarantine_store.store(conn, [refused])
+                replayed = self._claim(prepared, conn, range(index, index + 1))
+                if not replayed:
+                    quarantine_store.store(conn, [refused])
                 conn.commit()
+                self._done(prepared, range(index, index + 1))
                 self.metrics.quarantined.labels(Reason.STORAGE_ERROR.value).inc()
         self.stats.batches += 1
 
@@ -608,10 +673,18 @@ class IngestWorker:
         start = ends[messages.start - 1] if messages.start > 0 else (0, 0, 0)
         end = ends[messages.stop - 1]
         last = messages.stop == len(ends)
-        written = writer.write(prepared.rows[start[0] : end[0]], prepared.extras[start[1] : end[1]])
-        items = prepared.quarantine[start[2] : end[2]]
+        replayed = self._claim(prepared, conn, messages)
+        kept: Sequence[int] = messages
+        if replayed:
+            kept = [n for n in messages if n not in replayed]
+            rows, extras, items = self._without(prepared, kept)
+        else:
+            rows = prepared.rows[start[0] : end[0]]
+            extras = prepared.extras[start[1] : end[1]]
+            items = prepared.quarantine[start[2] : end[2]]
+        written = writer.write(rows, extras)
         if written.conflicts:
-            items = self._with_conflicts(prepared, messages, items, written.conflicts)
+            items = self._with_conflicts(prepared, kept, items, written.conflicts)
         quarantined = quarantine_store.store(conn, items)
         if last:
             for sensor_id, gateway_id in prepared.pending:
@@ -629,6 +702,9 @@ class IngestWorker:
                     (online, live, gateway_id),
                 )
         conn.commit()
+        self._done(prepared, messages)
+        self.stats.packs_replayed += len(replayed)
+        self.metrics.packs_replayed.inc(len(replayed))
         if last:
             self.stats.messages += len(prepared.batch.messages)
         self.stats.stored += written.inserted
@@ -644,10 +720,61 @@ class IngestWorker:
             for entry in item.entries:
                 metrics.quarantined.labels(entry.reason).inc()
 
+    @staticmethod
+    def _claim(
+        prepared: _Prepared, conn: psycopg.Connection[tuple[object, ...]], messages: Iterable[int]
+    ) -> set[int]:
+        """Claim the numbered packs among ``messages`` in the ledger; return the numbers of those
+        stored before (a message twice in one batch counts once: its first copy is new)."""
+        keys: dict[tuple[str, str, int], list[int]] = {}
+        oldest: dict[tuple[str, str, int], int] = {}
+        for number in messages:
+            found = prepared.ids[number]
+            if found is not None:
+                gateway_id, identity = found
+                key = (gateway_id, identity.stream, identity.seq)
+                keys.setdefault(key, []).append(number)
+                oldest[key] = identity.oldest
+        if not keys:
+            return set()
+        new = ledger.claim(conn, [(*key, oldest[key]) for key in keys])
+        replayed: set[int] = set()
+        for key, numbers in keys.items():
+            replayed.update(numbers if key not in new else numbers[1:])
+        return replayed
+
+    @staticmethod
+    def _done(prepared: _Prepared, messages: Iterable[int]) -> None:
+        for number in messages:
+            found = prepared.ids[number]
+            if found is not None:
+                gateway_id, identity = found
+                prepared.done.setdefault((gateway_id, identity.stream), []).append(identity.seq)
+
+    @staticmethod
+    def _without(
+        prepared: _Prepared, kept: Sequence[int]
+    ) -> tuple[list[Reading], list[ExtraReading], list[Quarantined]]:
+        """The rows, extras and quarantine items of the messages ``kept`` only."""
+        ends = prepared.ends
+        rows: list[Reading] = []
+        extras: list[ExtraReading] = []
+        for number in kept:
+            first = ends[number - 1] if number > 0 else (0, 0, 0)
+            rows.extend(prepared.rows[first[0] : ends[number][0]])
+            extras.extend(prepared.extras[first[1] : ends[number][1]])
+        wanted = set(kept)
+        items = [
+            item
+            for number, item in zip(prepared.quarantined_message, prepared.quarantine, strict=True)
+            if number in wanted
+        ]
+        return rows, extras, items
+
     def _with_conflicts(
         self,
         prepared: _Prepared,
-        messages: range,
+        messages: Sequence[int],
         items: list[Quarantined],
         conflicts: tuple[Conflict, ...],
     ) -> list[Quarantined]:

@@ -221,6 +221,26 @@ Index("ix_quarantine_reason_time", quarantine.c.reason, quarantine.c.received_at
 Index("ix_quarantine_sensor", quarantine.c.sensor_id)
 Index("ix_quarantine_message_id", quarantine.c.message_id)
 
+# Migration 0007: numbered packs stored, so a pack seen again writes nothing (issue 15;
+# services/storage/ledger.py).
+pack_ledger = Table(
+    "pack_ledger",
+    metadata,
+    Column("gateway_id", Text, nullable=False),
+    Column("stream", Text, nullable=False, comment="the gateway outbox file's random id"),
+    Column("seq", BigInteger, nullable=False),
+    Column(
+        "oldest",
+        BigInteger,
+        nullable=False,
+        comment="lowest seq the gateway still held when it sent this pack: rows below are pruned",
+    ),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("gateway_id", "stream", "seq", name="pk_pack_ledger"),
+    comment="numbered packs stored (readings or quarantine), so a pack seen again writes nothing",
+)
+Index("ix_pack_ledger_stored_at", pack_ledger.c.stored_at)
+
 api_keys = Table(
     "api_keys",
     metadata,

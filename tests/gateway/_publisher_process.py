@@ -29,6 +29,7 @@ def main(argv: list[str]) -> None:
         window=int(window),
         backoff_initial=0.05,
         backoff_max=0.5,
+        receipts=False,  # no platform behind the tests that use this
     )
     publisher = Publisher(outbox, options)
     publisher.start()

@@ -214,6 +214,7 @@ def test_end_to_end_every_record_arrives_exactly_once(
         status_file=status_file,
         status_interval_s=0.2,
         drain_timeout_s=10,
+        receipts=False,  # a bare broker: no platform sends receipts
         driver=f"jsonl:{path}",
         speed=0,
     )
@@ -252,6 +253,7 @@ def test_the_gateway_command_stops_cleanly_on_sigterm(
         "URBANPULSE_GATEWAY_OUTBOX_PATH": str(tmp_path / "outbox.sqlite"),
         "URBANPULSE_GATEWAY_STATUS_FILE": str(status_file),
         "URBANPULSE_GATEWAY_PACK_MAX_AGE_S": "3600",
+        "URBANPULSE_GATEWAY_RECEIPTS": "false",  # a bare broker: no platform sends receipts
         "PATH": "/usr/bin:/bin",
     }
     process = subprocess.Popen(
@@ -312,6 +314,7 @@ def test_only_the_sensors_attached_to_the_gateway_are_published(
         pack_max_records=10,
         status_file=None,
         drain_timeout_s=10,
+        receipts=False,  # a bare broker: no platform sends receipts
         driver=f"jsonl:{path}",
         speed=0,
         sensors=["s1"],

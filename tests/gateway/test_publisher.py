@@ -100,6 +100,9 @@ def options_for(broker: BrokerUnderTest, gateway: str, **overrides: object) -> P
         "backoff_initial": 0.05,
         "backoff_max": 0.5,
         "goodbye_timeout": 2.0,
+        # These tests are about the broker link alone (no platform sends receipts here);
+        # tests/gateway/test_receipts.py covers receipts.
+        "receipts": False,
     }
     settings.update(overrides)
     return PublisherOptions(**settings)  # type: ignore[arg-type]

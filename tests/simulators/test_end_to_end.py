@@ -28,6 +28,7 @@ def test_a_few_simulated_minutes_arrive_whole(
             backoff_initial=0.05,
             backoff_max=0.5,
             goodbye_timeout=2.0,
+            receipts=False,  # a bare broker: no platform sends receipts
         )
 
     sink = PublisherSink(tmp_path, options)

@@ -192,3 +192,57 @@ def test_extreme_doubles_survive_the_round_trip(db: Conn, value: float) -> None:
     ReadingWriter(db, _mode(db)).write([(float(int(time.time())), sensor, 1, value)])
     db.commit()
     assert db.execute("SELECT value FROM readings").fetchone() == (value,)
+
+
+def test_the_direct_path_copies_new_rows_with_their_event_and_invalidations(db: Conn) -> None:
+    sensor = _sensor(db)
+    mode = _mode(db)
+    writer = ReadingWriter(db, mode, live_events=True, direct=True)
+    start = float(int(time.time()) // 3600 * 3600 - 3 * 3600) + 0.125  # spans 2 whole hours
+    rows = [(start + i * 3.5, sensor, 1, i / 3) for i in range(2000)]
+    result = writer.write(rows)
+    db.commit()
+    assert (result.inserted, result.duplicates, result.conflicts) == (2000, 0, ())
+    assert (writer.direct_batches, writer.fallback_batches) == (1, 0)
+    stored = db.execute(
+        "SELECT extract(epoch FROM time)::float8, sensor_key, quantity_key, value FROM readings "
+        "ORDER BY time"
+    ).fetchall()
+    assert stored == rows
+    (keys, quantities, times, values) = db.execute(
+        "SELECT sensor_keys, quantity_keys, times, readings FROM events WHERE type = 'readings'"
+    ).fetchone()  # type: ignore[misc]
+    assert keys == [sensor] * 2000
+    assert quantities == [1] * 2000
+    assert [t.timestamp() for t in times] == [r[0] for r in rows]  # type: ignore[attr-defined]
+    assert values == [r[3] for r in rows]
+    if mode == "partitioned":
+        spans: dict[int, list[float]] = {}
+        for t, *_ in rows:
+            spans.setdefault(int(t // 3600), []).append(t)
+        invalidated = db.execute(
+            "SELECT extract(epoch FROM lo)::float8, extract(epoch FROM hi)::float8 "
+            "FROM rollup_invalidations ORDER BY lo"
+        ).fetchall()
+        assert invalidated == [(min(v), max(v)) for _, v in sorted(spans.items())]
+
+
+def test_the_direct_path_falls_back_when_the_key_refuses_the_batch(db: Conn) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db), live_events=True, direct=True)
+    start = float(int(time.time()) - 600)
+    writer.write([(start + i, sensor, 1, 1.0) for i in range(100)])
+    db.commit()
+    # 50 already stored with another value, 50 with the same value, 50 new.
+    batch = [(start + i, sensor, 1, 2.0) for i in range(50)]
+    batch += [(start + i, sensor, 1, 1.0) for i in range(50, 100)]
+    batch += [(start + i, sensor, 1, 1.0) for i in range(100, 150)]
+    result = writer.write(batch)
+    db.commit()
+    assert (writer.direct_batches, writer.fallback_batches) == (1, 1)
+    assert (result.inserted, result.duplicates, len(result.conflicts)) == (50, 50, 50)
+    assert db.execute("SELECT count(*), sum(value) FROM readings").fetchone() == (150, 150.0)
+    # The live stream got each new reading once: 100 from the first batch, 50 from the second.
+    assert db.execute(
+        "SELECT sum(cardinality(times)) FROM events WHERE type = 'readings'"
+    ).fetchone() == (150,)
