@@ -65,6 +65,10 @@ topic read ssc/v1/+/up
 topic read ssc/v1/+/status
 topic read $share/ingest/ssc/v1/+/up
 topic read $share/ingest/ssc/v1/+/status
+
+# Ingestion answers each gateway's packs with receipts on its down topic (issue 15); a gateway
+# reads only its own (the pattern above).
+topic write ssc/v1/+/down
 """
 INGEST_USER = "ingest"  # the name the ACL gives every gateway's topics to
 
