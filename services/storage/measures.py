@@ -73,19 +73,29 @@ def measure(raw: Any, attribute: Attribute) -> float:
     """``raw`` in ``attribute``'s canonical unit; MeasureError saying why it cannot be."""
     number, unit = split(raw)
     try:
-        value = attribute.to_canonical(number, unit)
+        # 12 significant digits: "95 %" is stored 0.95, not 0.9500000000000001.
+        value = float(f"{attribute.to_canonical(number, unit):.12g}")
     except KeyError:
         raise MeasureError(
             f"unit {unit!r} is not accepted; one of {', '.join(attribute.units())}"
         ) from None
     if not attribute.bounds.contains(value):
-        given = f"{number:g} {unit or attribute.unit}"
-        shown = given if unit in (None, attribute.unit) else f"{given} = {value:g} {attribute.unit}"
+        given = f"{number:g}{_label(unit or attribute.unit)}"
+        shown = (
+            given
+            if unit in (None, attribute.unit)
+            else f"{given} = {value:g}{_label(attribute.unit)}"
+        )
         hint = (
-            f"; a number without a unit is in {attribute.unit}: give the unit if you meant "
+            f"; a number without a unit is in{_label(attribute.unit)}: give the unit if you meant "
             f"another (one of {', '.join(attribute.units())})"
             if unit is None
             else ""
         )
         raise MeasureError(f"{shown} is implausible: expected {attribute.plausible}{hint}")
     return value
+
+
+def _label(unit: str) -> str:
+    # SenML's "/" (a ratio) reads badly after a number.
+    return " (ratio)" if unit == "/" else f" {unit}"

@@ -32,6 +32,7 @@ from gateway.kinds import ATTRIBUTES, KINDS, SensorKind, rating_of
 from gateway.names import is_valid_sensor_id
 from gateway.topics import is_valid_gateway_id
 
+from .city_settings import check_reference
 from .measures import MEASURE_SCHEMA, MeasureError, measure
 
 # A registry number with a physical unit: a number in the canonical unit, "50 km/h" or
@@ -91,6 +92,12 @@ class DistrictRow(_Row):
     @classmethod
     def _area(cls, value: Any) -> float | None:
         return measured("area_km2", value)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The district's overrides of city settings (peak periods...), parsed like the city's.
+        return check_reference(value)
 
 
 class GatewayRow(_Row):

@@ -19,6 +19,7 @@ from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 from gateway.kinds import KINDS, QUANTITIES
+from services.storage.city_settings import check_reference
 from services.storage.registry import (
     DistrictRow,
     GatewayRow,
@@ -210,6 +211,11 @@ def update_district(
         raise invalid("body.name", "a district keeps a name")
     if values.get("reference", {}) is None:
         values["reference"] = {}
+    if "reference" in values:
+        try:
+            values["reference"] = check_reference(values["reference"])
+        except ValueError as exc:
+            raise invalid("body.reference", str(exc)) from None
     if "area_km2" in values:
         try:
             values["area_km2"] = measured("area_km2", values["area_km2"])
