@@ -5,8 +5,9 @@ holds the segment's length, free-flow speed and road class.
 TRA-1 looks only at the weekday peak windows (local time in ``CitySettings.timezone``, Monday
 to Friday; public holidays are not known and count as weekdays): a segment's district's own
 (``reference.peak_periods``, set with ``urbanpulse district set``) where it has them, else the
-city's ``CitySettings.peak_periods``; the city figure sums every segment over its own windows. Over every minute of those windows in which a segment counted vehicles (n > 0) and
-reported a speed v > 0, it adds n L / v (the vehicle time spent) and n L / v_free (the same at
+city's ``CitySettings.peak_periods``; the city figure sums every segment over its own windows.
+Over every minute of those windows in which a segment counted vehicles (n > 0) and reported a
+speed v > 0, it adds n L / v (the vehicle time spent) and n L / v_free (the same at
 free flow); the index is the ratio of the two sums, so busy minutes and long segments weigh
 most. It reads ``readings_1m``: one row a minute carries the vehicles counted (sum of the count
 readings) and the mean speed (sum / count of the speed readings). At the counter's nominal
