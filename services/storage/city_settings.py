@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import time
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
@@ -279,8 +279,7 @@ class Value:
 
     name: str
     value: Any
-    # "default", "city" or "district"
-    source: str
+    source: Literal["default", "city", "district"]
 
 
 def city_values(conn: Conn) -> list[Value]:

@@ -70,7 +70,7 @@ def _raw(text: str) -> Any:
 
 
 def _refused(name: str, message: str) -> typer.Exit:
-    errors.print(f"{name}: {message}", markup=False)
+    errors.print(f"{name}: {message}", markup=False, soft_wrap=True)
     return typer.Exit(2)
 
 
