@@ -31,6 +31,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "services.storage.registry_cli:app",
         "Register districts, gateways and sensors from a manifest.",
     ),
+    "city": (
+        "services.storage.settings_cli:city_app",
+        "Show and set the city settings the KPIs use (timezone, peak periods, thresholds).",
+    ),
+    "district": (
+        "services.storage.settings_cli:district_app",
+        "Show and set a district's overrides of the city settings.",
+    ),
     "api": ("services.api.cli:app", "Serve the HTTP API (FastAPI, under /v1)."),
     "keys": ("services.api.keys_cli:app", "Create, list and revoke API keys."),
     "monitor": (

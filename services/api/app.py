@@ -23,7 +23,18 @@ from . import problems
 from .auth import Authenticator
 from .deps import statement_timeout_ms
 from .metrics import ApiMetrics, MetricsMiddleware
-from .routes import alerts, bulk, health, kpis, live, quarantine, readings, registry, stream
+from .routes import (
+    alerts,
+    bulk,
+    health,
+    kpi_settings,
+    kpis,
+    live,
+    quarantine,
+    readings,
+    registry,
+    stream,
+)
 
 # Pool bounds. Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests
 # hold a connection for a few milliseconds, so ~10 connections serve a 2-core API; PostgreSQL's
@@ -200,6 +211,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(live.router)
-    for module in (registry, bulk, readings, quarantine, kpis, alerts, stream):
+    for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
         app.include_router(module.router, prefix="/v1")
     return app

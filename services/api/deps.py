@@ -12,8 +12,9 @@
   annotation, so typed code uses the aliases below (``Reader``, ``Streamer``, ``AlertWriter``,
   ``RegistryWriter``, ``KeyAdmin``), which are exactly ``require(...)`` of each permission.
 
-Permissions: read, stream, alerts:write, registry:write, keys:admin; roles: operator = read,
-stream, alerts:write; engineer = operator + registry:write; service = read, stream; admin = all.
+Permissions: read, stream, alerts:write, registry:write, keys:admin, settings:write; roles:
+operator = read, stream, alerts:write; engineer = operator + registry:write; service = read,
+stream; admin = all (keys:admin and settings:write are admin's alone).
 """
 
 from __future__ import annotations
@@ -204,3 +205,4 @@ Streamer = Annotated[Principal, Depends(_CHECKS["stream"])]
 AlertWriter = Annotated[Principal, Depends(_CHECKS["alerts:write"])]
 RegistryWriter = Annotated[Principal, Depends(_CHECKS["registry:write"])]
 KeyAdmin = Annotated[Principal, Depends(_CHECKS["keys:admin"])]
+SettingsWriter = Annotated[Principal, Depends(_CHECKS["settings:write"])]

@@ -18,7 +18,16 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import TupleRow
 
-PERMISSIONS = ("read", "stream", "alerts:write", "registry:write", "keys:admin")
+PERMISSIONS = (
+    "read",
+    "stream",
+    "alerts:write",
+    "registry:write",
+    "keys:admin",
+    # City settings (services.storage.city_settings): admins only; a district's overrides are
+    # registry data (registry:write).
+    "settings:write",
+)
 
 _OPERATOR = frozenset({"read", "stream", "alerts:write"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {

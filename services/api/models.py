@@ -8,11 +8,17 @@ registry's columns.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from gateway.kinds import KINDS
+from services.storage.measures import MEASURE_SCHEMA
 from services.storage.registry import DistrictRow, GatewayRow, SensorRow
+
+# A number with an optional unit, converted and checked by the route (the unit of rated_max
+# depends on the sensor's kind, which a PATCH may not carry).
+RawMeasure = Annotated[float | str | dict[str, Any] | None, WithJsonSchema(MEASURE_SCHEMA)]
 
 
 class DistrictCreate(DistrictRow):
@@ -62,7 +68,7 @@ class DistrictUpdate(_Update):
     name: str | None = Field(default=None, min_length=1)
     population: int | None = Field(default=None, ge=0)
     households: int | None = Field(default=None, ge=0)
-    area_km2: float | None = Field(default=None, gt=0)
+    area_km2: RawMeasure = None
     boundary: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
 
@@ -90,22 +96,30 @@ class SensorUpdate(_Update):
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     unit: str | None = None
-    interval_s: float | None = Field(default=None, gt=0)
+    interval_s: RawMeasure = None
     installed_at: datetime | None = None
     status: Literal["active", "pending", "maintenance"] | None = None
     feeder: str | None = None
     customers_served: int | None = Field(default=None, ge=0)
     dma: str | None = None
-    segment_length_m: float | None = Field(default=None, gt=0)
-    free_flow_speed: float | None = Field(default=None, gt=0)
+    segment_length_m: RawMeasure = None
+    free_flow_speed: RawMeasure = None
     road_class: str | None = None
     lanes: int | None = Field(default=None, ge=1, le=16)
-    rated_max: float | None = None
+    rated_max: RawMeasure = None
+    smart: bool | None = None
     metadata: dict[str, Any] | None = None
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"status": "maintenance"}, {"latitude": 45.071}]},
+        json_schema_extra={
+            "examples": [
+                {"status": "maintenance"},
+                {"latitude": 45.071},
+                {"free_flow_speed": "50 km/h"},
+                {"smart": False},
+            ]
+        },
     )
 
 
@@ -152,8 +166,18 @@ class Sensor(BaseModel):
     road_class: str | None
     lanes: int | None
     rated_max: float | None
+    smart: bool | None = Field(
+        description="a smart meter (ICT-1); null for a sensor that is not a meter"
+    )
     metadata: dict[str, Any]
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _kind_default(self) -> Sensor:
+        # A meter registered before the column existed (or by plain SQL) is its kind's default.
+        if self.smart is None and self.kind in KINDS:
+            self.smart = KINDS[self.kind].smart
+        return self
 
 
 class LastReading(BaseModel):

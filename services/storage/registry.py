@@ -13,16 +13,66 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
-from gateway.kinds import KINDS
+from gateway.kinds import ATTRIBUTES, KINDS, SensorKind, rating_of
 from gateway.names import is_valid_sensor_id
 from gateway.topics import is_valid_gateway_id
+
+from .city_settings import check_reference
+from .measures import MEASURE_SCHEMA, MeasureError, measure
+
+# A registry number with a physical unit: a number in the canonical unit, "50 km/h" or
+# {"value": 50, "unit": "km/h"} (see .measures), stored converted to the canonical unit.
+Measured = Annotated[float | None, WithJsonSchema(MEASURE_SCHEMA)]
+
+# Kinds that are meters, smart or not (ICT-1).
+METER_KINDS = tuple(name for name, kind in KINDS.items() if kind.smart is not None)
+
+
+def measured(name: str, value: Any) -> float | None:
+    """A unit-free attribute (``ATTRIBUTES``) in its canonical unit; ValueError saying why not."""
+    if value is None:
+        return None
+    try:
+        return measure(value, ATTRIBUTES[name])
+    except MeasureError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def rated(kind: SensorKind, value: Any) -> float | None:
+    """A sensor's ``rated_max`` in the canonical unit of its kind's rating; ValueError if not."""
+    if value is None:
+        return None
+    rating = rating_of(kind)
+    if rating is None:
+        raise ValueError(f"a {kind.name} sensor has no rating")
+    try:
+        return measure(value, rating)
+    except MeasureError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_smart(kind: SensorKind, value: bool | None) -> bool | None:
+    """``value`` when the kind is a meter; ValueError when a non-meter is said to be smart."""
+    if value is not None and kind.smart is None:
+        raise ValueError(
+            f"only meters ({', '.join(METER_KINDS)}) are smart or not; a {kind.name} is not"
+        )
+    return value
 
 
 class _Row(BaseModel):
@@ -34,9 +84,20 @@ class DistrictRow(_Row):
     name: str = Field(min_length=1)
     population: int | None = Field(default=None, ge=0)
     households: int | None = Field(default=None, ge=0)
-    area_km2: float | None = Field(default=None, gt=0)
+    area_km2: Measured = None
     boundary: dict[str, Any] | None = None
     reference: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("area_km2", mode="before")
+    @classmethod
+    def _area(cls, value: Any) -> float | None:
+        return measured("area_km2", value)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The district's overrides of city settings (peak periods...), parsed like the city's.
+        return check_reference(value)
 
 
 class GatewayRow(_Row):
@@ -62,18 +123,41 @@ class SensorRow(_Row):
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     unit: str | None = None
-    interval_s: float | None = Field(default=None, gt=0)
+    interval_s: Measured = None
     installed_at: datetime | None = None
     status: str = "active"
     feeder: str | None = None
     customers_served: int | None = Field(default=None, ge=0)
     dma: str | None = None
-    segment_length_m: float | None = Field(default=None, gt=0)
-    free_flow_speed: float | None = Field(default=None, gt=0)
+    segment_length_m: Measured = None
+    free_flow_speed: Measured = None
     road_class: str | None = None
     lanes: int | None = Field(default=None, ge=1, le=16)
-    rated_max: float | None = None
+    rated_max: Measured = None
+    smart: bool | None = Field(
+        default=None,
+        description="a meter that reads itself and reports (ICT-1); default: the kind's",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("interval_s", "segment_length_m", "free_flow_speed", mode="before")
+    @classmethod
+    def _measured(cls, value: Any, info: ValidationInfo) -> float | None:
+        assert info.field_name is not None
+        return measured(info.field_name, value)
+
+    @field_validator("rated_max", mode="before")
+    @classmethod
+    def _rated(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = KINDS.get(str(info.data.get("kind")))
+        # Without a valid kind the unit is unknown; the kind's own error says why.
+        return value if kind is None else rated(kind, value)
+
+    @field_validator("smart")
+    @classmethod
+    def _smart(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        kind = KINDS.get(str(info.data.get("kind")))
+        return value if kind is None else check_smart(kind, value)
 
     @field_validator("id")
     @classmethod
@@ -217,6 +301,7 @@ def load(conn: psycopg.Connection[TupleRow], manifest: Any) -> LoadResult:
             values = s.model_dump(exclude={"metadata"})
             values["domain"] = kind.domain.value
             values["interval_s"] = s.interval_s or kind.interval_s
+            values["smart"] = kind.smart if s.smart is None else s.smart
             columns = [*values, "metadata"]
             conn.execute(
                 f"INSERT INTO sensors ({', '.join(columns)}) VALUES "  # noqa: S608 - model's own field names

@@ -112,6 +112,11 @@ sensors = Table(
     Column("road_class", Text, comment="major, minor... (TRA-2)"),
     Column("lanes", SmallInteger, comment="lanes a traffic counter covers"),
     Column("rated_max", Double, comment="rated maximum in the canonical unit, when set"),
+    Column(
+        "smart",
+        Boolean,
+        comment="a meter that reports by itself (ICT-1); null: the kind's default",
+    ),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     CheckConstraint("status IN ('active', 'pending', 'maintenance', 'retired')", name="status"),
     CheckConstraint("interval_s > 0", name="interval"),
@@ -221,7 +226,7 @@ Index("ix_quarantine_reason_time", quarantine.c.reason, quarantine.c.received_at
 Index("ix_quarantine_sensor", quarantine.c.sensor_id)
 Index("ix_quarantine_message_id", quarantine.c.message_id)
 
-# Migration 0007: numbered packs stored, so a pack seen again writes nothing (issue 15;
+# Migration 0005: numbered packs stored, so a pack seen again writes nothing (issue 15;
 # services/storage/ledger.py).
 pack_ledger = Table(
     "pack_ledger",

@@ -2,10 +2,12 @@
 coverage (see ../catalog.py). Each traffic counter stands for one road segment: its registry row
 holds the segment's length, free-flow speed and road class.
 
-TRA-1 looks only at the weekday peak windows (``CitySettings.peak_periods``, local time in
-``CitySettings.timezone``, Monday to Friday; public holidays are not known and count as
-weekdays). Over every minute of those windows in which a segment counted vehicles (n > 0) and
-reported a speed v > 0, it adds n L / v (the vehicle time spent) and n L / v_free (the same at
+TRA-1 looks only at the weekday peak windows (local time in ``CitySettings.timezone``, Monday
+to Friday; public holidays are not known and count as weekdays): a segment's district's own
+(``reference.peak_periods``, set with ``urbanpulse district set``) where it has them, else the
+city's ``CitySettings.peak_periods``; the city figure sums every segment over its own windows.
+Over every minute of those windows in which a segment counted vehicles (n > 0) and reported a
+speed v > 0, it adds n L / v (the vehicle time spent) and n L / v_free (the same at
 free flow); the index is the ratio of the two sums, so busy minutes and long segments weigh
 most. It reads ``readings_1m``: one row a minute carries the vehicles counted (sum of the count
 readings) and the mean speed (sum / count of the speed readings). At the counter's nominal
@@ -54,14 +56,26 @@ MONITORED_SHARE = 0.75
 
 _TRAVEL_TIME_INDEX = f"""
 WITH {BUCKETS_CTE},
+-- Peak windows per set: a district's own (reference.peak_periods) under its id, the city's
+-- under '' (no district id is empty).
+district_peaks AS (
+    SELECT d.id AS peak_set, (p.value ->> 0)::time AS peak_start, (p.value ->> 1)::time AS peak_end
+    FROM districts AS d
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(d.reference -> 'peak_periods') = 'array'
+             THEN d.reference -> 'peak_periods' ELSE '[]'::jsonb END
+    ) AS p (value)
+),
 peaks AS (
-    SELECT p.peak_start, p.peak_end
+    SELECT peak_set, peak_start, peak_end FROM district_peaks
+    UNION ALL
+    SELECT '', p.peak_start, p.peak_end
     FROM unnest(%(peak_starts)s::time[], %(peak_ends)s::time[]) AS p (peak_start, peak_end)
 ),
 -- Every weekday peak window of each bucket, cut at its edges; a window ending at or before its
 -- start runs past midnight, so the series starts a day early to catch the one that ends inside.
 peak_windows AS (
-    SELECT b.bucket_start, w.window_start, w.window_end
+    SELECT b.bucket_start, p.peak_set, w.window_start, w.window_end
     FROM buckets AS b
     CROSS JOIN LATERAL generate_series(
         date_trunc('day', b.bucket_start AT TIME ZONE %(tz)s) - interval '1 day',
@@ -82,6 +96,8 @@ peak_windows AS (
 segments AS (
     SELECT b.bucket_start, s.key, s.district_id, s.interval_s,
            s.segment_length_m AS length_m, s.free_flow_speed,
+           CASE WHEN EXISTS (SELECT 1 FROM district_peaks AS dp WHERE dp.peak_set = s.district_id)
+                THEN s.district_id ELSE '' END AS peak_set,
            {SERVICE_SPAN}
     FROM buckets AS b
     JOIN sensors AS s ON s.kind = 'traffic_counter' AND {SENSOR_EXPECTED}
@@ -92,7 +108,7 @@ segment_windows AS (
                                        - greatest(pw.window_start, sg.service_start)), 0)
                / sg.interval_s AS expected
     FROM segments AS sg
-    JOIN peak_windows AS pw ON pw.bucket_start = sg.bucket_start
+    JOIN peak_windows AS pw ON pw.bucket_start = sg.bucket_start AND pw.peak_set = sg.peak_set
 ),
 window_traffic AS (
     SELECT sw.bucket_start, sw.key, sw.window_start,

@@ -2,7 +2,9 @@
 
 A container-day is one container's fill readings of one local day (``CitySettings.timezone``),
 cut at the edges of the requested bucket; it is observed when it holds at least one reading and
-overflowing when its maximum fill reached ``CitySettings.overflow_threshold``. WST-1 = 100 x
+overflowing when its maximum fill reached the overflow threshold: its district's
+(``reference.overflow_threshold``, set with ``urbanpulse district set``) where the district has
+one, else the city's ``CitySettings.overflow_threshold``. WST-1 = 100 x
 overflowing container-days / observed container-days, per district and for the city. Fills
 above 1.2 never reach the rollups (ingest quarantines them as sensor faults), so one glitch
 cannot mark a day as overflowing.
@@ -39,13 +41,18 @@ _OVERFLOW_RATE = f"""
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
 ),
 containers AS (
-    SELECT bucket_start, id, district_id,
-           count(max_fill) AS observed_days,
-           count(*) FILTER (WHERE max_fill >= %(threshold)s) AS overflowing_days,
-           sum(least(delivered, expected)) AS delivered,
-           sum(expected) AS expected
-    FROM container_days
-    GROUP BY bucket_start, id, district_id
+    SELECT cd.bucket_start, cd.id, cd.district_id,
+           count(cd.max_fill) AS observed_days,
+           -- the district's threshold where it sets one, else the city's (KPIS.md "registry")
+           count(*) FILTER (
+               WHERE cd.max_fill >= coalesce((d.reference ->> 'overflow_threshold')::float8,
+                                             %(threshold)s)
+           ) AS overflowing_days,
+           sum(least(cd.delivered, cd.expected)) AS delivered,
+           sum(cd.expected) AS expected
+    FROM container_days AS cd
+    LEFT JOIN districts AS d ON d.id = cd.district_id
+    GROUP BY cd.bucket_start, cd.id, cd.district_id
 )
 SELECT bucket_start, district_id,
        100.0 * sum(overflowing_days) / nullif(sum(observed_days), 0) AS value,

@@ -21,6 +21,10 @@ def engineer(api_client: TestClient, api_keys: dict[str, str]) -> TestClient:
     return api_client
 
 
+def _pairs(rows: list[tuple[object, ...]]) -> dict[object, object]:
+    return {row[0]: row[1] for row in rows}
+
+
 def _problem(response: Any, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -282,3 +286,82 @@ def test_bulk_refuses_bad_json_other_media_and_huge_bodies(engineer: TestClient)
         engineer.post("/v1/registry/bulk", content=huge, headers={"Content-Type": "text/csv"}),
         413,
     )
+
+
+def test_sensor_quantities_take_a_unit_and_implausible_ones_are_refused(
+    engineer: TestClient, api_db: Db
+) -> None:
+    _city(engineer)
+    counter = {"id": "tc-1", "kind": "traffic_counter", "district_id": "d1"}
+    # 50 meant as km/h, read as m/s (180 km/h): refused, naming the field and the range.
+    refused = _problem(engineer.post("/v1/sensors", json={**counter, "free_flow_speed": 50}), 422)
+    assert _fields(refused) == {"body.free_flow_speed"}
+    assert "implausible" in refused["errors"][0]["message"]
+    assert "5 to 150 km/h" in refused["errors"][0]["message"]
+    assert _count(api_db, "sensors") == 0
+
+    created = engineer.post(
+        "/v1/sensors",
+        json={
+            **counter,
+            "free_flow_speed": "50 km/h",
+            "segment_length_m": {"value": 0.8, "unit": "km"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["free_flow_speed"] == pytest.approx(50 / 3.6)
+    assert created.json()["segment_length_m"] == pytest.approx(800.0)
+    assert created.json()["smart"] is None  # not a meter
+
+    patched = engineer.patch(
+        "/v1/sensors/tc-1", json={"free_flow_speed": {"value": 30, "unit": "km/h"}}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["free_flow_speed"] == pytest.approx(30 / 3.6)
+    bad = _problem(
+        engineer.patch("/v1/sensors/tc-1", json={"free_flow_speed": 50, "rated_max": "3 kW"}), 422
+    )
+    assert _fields(bad) == {"body.free_flow_speed", "body.rated_max"}
+    row = api_db.execute("SELECT free_flow_speed FROM sensors WHERE id = 'tc-1'").fetchone()
+    assert row is not None
+    assert row[0] == pytest.approx(30 / 3.6)
+
+
+def test_smart_is_set_read_and_changed_through_the_api(engineer: TestClient, api_db: Db) -> None:
+    _city(engineer)
+    meter = {"id": "em-1", "kind": "electricity_meter", "district_id": "d1"}
+    created = engineer.post("/v1/sensors", json={**meter, "rated_max": "15 kW"})
+    assert created.status_code == 201, created.text
+    # The kind's default (catalog): an electricity meter is smart.
+    assert (created.json()["smart"], created.json()["rated_max"]) == (True, 15000.0)
+    patched = engineer.patch("/v1/sensors/em-1", json={"smart": False})
+    assert patched.json()["smart"] is False
+    assert engineer.get("/v1/sensors/em-1").json()["smart"] is False
+    refused = _problem(
+        engineer.post("/v1/sensors", json={"id": "n-1", "kind": "noise", "smart": True}), 422
+    )
+    assert _fields(refused) == {"body.smart"}
+    assert _problem(engineer.patch("/v1/sensors/em-1", json={"rated_max": "60 kW"}), 422)
+
+
+def test_bulk_csv_takes_units_and_smart(engineer: TestClient, api_db: Db) -> None:
+    engineer.post("/v1/registry/bulk", json={"districts": MANIFEST["districts"]})
+    csv_body = (
+        "id,kind,district_id,free_flow_speed,smart\n"
+        "tc-1,traffic_counter,d1,50 km/h,\n"
+        "em-1,electricity_meter,d1,,false\n"
+    )
+    response = engineer.post(
+        "/v1/registry/bulk", content=csv_body, headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    rows = _pairs(api_db.execute("SELECT id, coalesce(free_flow_speed, 0) FROM sensors").fetchall())
+    assert rows["tc-1"] == pytest.approx(50 / 3.6)
+    smart = api_db.execute("SELECT smart FROM sensors WHERE id = 'em-1'").fetchone()
+    assert smart == (False,)
+    refused = engineer.post(
+        "/v1/registry/bulk",
+        content="id,kind,free_flow_speed\ntc-2,traffic_counter,50\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert _fields(_problem(refused, 422)) == {"sensors[0].free_flow_speed"}

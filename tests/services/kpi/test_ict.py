@@ -81,3 +81,28 @@ def test_hourly_series_and_only_the_districts_asked_for(city: City) -> None:
     # 03:00 is also em-6's hour: 3 of 4.
     assert city_values[3] == pytest.approx(75.0)
     assert city_values[13] == pytest.approx(25.0)
+
+
+def test_only_smart_meters_count_in_the_numerator_over_all_meters(city: City) -> None:
+    city.district("d1")
+    smart = city.sensor("em-s1", "electricity_meter", "d1", smart=True)
+    city.sensor("em-s2", "electricity_meter", "d1", smart=True)  # smart, silent
+    manual = city.sensor("em-m1", "electricity_meter", "d1", smart=False)  # read by hand
+    city.sensor("em-m2", "electricity_meter", "d1", smart=False)  # not smart, silent
+    legacy = city.sensor("em-l1", "electricity_meter", "d1")  # smart unset: the kind's default
+    city.write(
+        [
+            (smart, "energy", NOON, 1.0),
+            (manual, "energy", NOON, 2.0),
+            (legacy, "energy", NOON, 3.0),
+        ]
+    )
+    (d1, whole) = meters_reporting(city.conn, KpiQuery([(DAY, NEXT_DAY)]))
+    # Numerator: smart meters with a reading = em-s1 and em-l1 (unset is smart) = 2; em-m1
+    # reports but is not smart. Denominator: every meter in service = 5. 100 * 2 / 5 = 40 %.
+    # Counting every reporting meter as smart (the old query) gives 3 / 5 = 60 %.
+    assert d1.value == pytest.approx(40.0)
+    assert whole.value == pytest.approx(40.0)
+    assert d1.detail["meters_reporting"] == 2
+    assert d1.detail["smart_meters"] == 3
+    assert d1.detail["meters_registered"] == 5

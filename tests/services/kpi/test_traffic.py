@@ -224,3 +224,30 @@ def test_monitoring_coverage_of_a_bucket_still_to_come_has_no_value(city: City, 
         ("south", None),
         (None, None),
     ]
+
+
+def test_a_districts_peak_periods_override_the_citys(city: City, db: Conn) -> None:
+    # The city's peak is 08:00-08:10 (PEAK); north sets 09:00-09:10 in its reference (registry).
+    city.district("north", peak_periods=[["09:00", "09:10"]])
+    city.district("south")
+    n1 = city.sensor(
+        "tra-n1", "traffic_counter", "north", segment_length_m=1000, free_flow_speed=20
+    )
+    s1 = city.sensor(
+        "tra-s1", "traffic_counter", "south", segment_length_m=1000, free_flow_speed=20
+    )
+    # Both segments: 10 vehicles a minute at 10 m/s from 08:00 to 08:10 (index 2: 1000 s a
+    # minute over 500 s at free flow) and at 20 m/s, free flow, from 09:00 to 09:10 (index 1).
+    for key in (n1, s1):
+        _minutes(city, key, D1 + 8 * HOUR, 10, 10, 10.0)
+        _minutes(city, key, D1 + 9 * HOUR, 10, 10, 20.0)
+    got = {
+        row.district_id: row for row in TRA_1(db, KpiQuery(buckets=[(D1, D1 + DAY)], settings=PEAK))
+    }
+    # north judges its own window 09:00-09:10: 10 x 500 s / 10 x 500 s = 1.0.
+    # south keeps the city's 08:00-08:10: 10 x 1000 s / 10 x 500 s = 2.0.
+    # city: (5000 + 10000) / (5000 + 5000) = 1.5, each segment over its own district's windows.
+    assert got["north"].value == pytest.approx(1.0)
+    assert got["south"].value == pytest.approx(2.0)
+    assert got[None].value == pytest.approx(1.5)
+    assert _summary(got["north"]) == (1, 1, 1.0)

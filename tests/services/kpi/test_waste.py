@@ -103,3 +103,20 @@ def test_container_days_are_local_days(city: City, db: Conn) -> None:
     row = WST_1(db, query)[-1]
     assert row.value == pytest.approx(50.0)
     assert row.detail == {"container_days_observed": 2, "container_days_overflowing": 1}
+
+
+def test_a_districts_overflow_threshold_overrides_the_citys(city: City, db: Conn) -> None:
+    # north sets 0.8 in its reference data (registry); south keeps the city's 1.0.
+    city.district("north", overflow_threshold=0.8)
+    city.district("south")
+    n1 = city.sensor("wst-n1", "waste_container", "north", interval_s=3600)
+    n2 = city.sensor("wst-n2", "waste_container", "north", interval_s=3600)
+    s1 = city.sensor("wst-s1", "waste_container", "south", interval_s=3600)
+    _hourly(city, n1, D1, _ramp(0.85))  # 0.85 >= 0.8: overflowing in north
+    _hourly(city, n2, D1, _ramp(0.7))  # under 0.8
+    _hourly(city, s1, D1, _ramp(0.85))  # 0.85 < 1.0: not overflowing in south
+    got = {row.district_id: row.value for row in WST_1(db, KpiQuery(buckets=[(D1, D2)]))}
+    # north: 1 of 2 container-days -> 50 %. south: 0 of 1 -> 0 %. city: each container judged
+    # by its own district's threshold, 1 of 3 -> 33.3 %. (With the city's 1.0 everywhere,
+    # north would be 0 %; with 0.8 everywhere, south 100 %.)
+    assert got == {"north": pytest.approx(50.0), "south": 0.0, None: pytest.approx(100 / 3)}

@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[3]
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
+def _pairs(rows: list[tuple[object, ...]]) -> dict[object, object]:
+    return {row[0]: row[1] for row in rows}
+
+
 def _manifest() -> dict[str, Any]:
     return {
         "districts": [
@@ -150,3 +154,90 @@ def test_the_command_loads_a_file_and_reports_bad_rows(database_url: str, tmp_pa
     assert refused.returncode == 2
     assert "sensors[1].kind" in refused.stderr
     assert "nothing was loaded" in refused.stderr
+
+
+def _traffic_manifest(**segment: Any) -> dict[str, Any]:
+    manifest = _manifest()
+    manifest["sensors"].append(
+        {"id": "tra-d01-01", "kind": "traffic_counter", "district_id": "d01", **segment}
+    )
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("given", "stored_m_s"),
+    [
+        pytest.param(13.9, 13.9, id="bare-number-is-m/s"),
+        pytest.param("50 km/h", 50 / 3.6, id="string-with-unit"),
+        pytest.param({"value": 50, "unit": "km/h"}, 50 / 3.6, id="object-with-unit"),
+        pytest.param("13.9", 13.9, id="csv-cell-without-unit"),
+    ],
+)
+def test_registry_quantities_take_a_unit_and_are_stored_canonical(
+    db: Conn, given: Any, stored_m_s: float
+) -> None:
+    load(db, _traffic_manifest(free_flow_speed=given, segment_length_m="1.2 km"))
+    row = db.execute(
+        "SELECT free_flow_speed, segment_length_m FROM sensors WHERE id = 'tra-d01-01'"
+    ).fetchone()
+    assert row is not None
+    assert row[0] == pytest.approx(stored_m_s)
+    assert row[1] == pytest.approx(1200.0)
+
+
+@pytest.mark.parametrize(
+    ("segment", "field", "reason"),
+    [
+        # 50 meant as km/h but read as m/s is 180 km/h: refused, and the refusal says the unit.
+        pytest.param({"free_flow_speed": 50}, "free_flow_speed", "50 m/s is implausible", id="50"),
+        pytest.param({"free_flow_speed": "50 mph"}, "free_flow_speed", "'mph'", id="bad-unit"),
+        pytest.param({"free_flow_speed": "fast"}, "free_flow_speed", "not a number", id="text"),
+        pytest.param(
+            {"free_flow_speed": "300 km/h"}, "free_flow_speed", "5 to 150 km/h", id="300-km/h"
+        ),
+        pytest.param({"segment_length_m": "80 km"}, "segment_length_m", "1 m to 50 km", id="long"),
+        pytest.param({"interval_s": 0}, "interval_s", "1 s to 1 day", id="interval"),
+        pytest.param({"rated_max": 5}, "rated_max", "has no rating", id="unrated-kind"),
+    ],
+)
+def test_an_implausible_quantity_is_refused_with_its_field_and_reason(
+    db: Conn, segment: dict[str, Any], field: str, reason: str
+) -> None:
+    with pytest.raises(ManifestError) as info:
+        load(db, _traffic_manifest(**segment))
+    (error,) = info.value.errors
+    assert (error.section, error.index, error.field) == ("sensors", 2, field)
+    assert reason in error.message
+    db.rollback()
+    assert db.execute("SELECT count(*) FROM sensors").fetchone() == (0,)
+
+
+def test_a_rating_takes_the_unit_of_the_kinds_rated_quantity(db: Conn) -> None:
+    manifest = _manifest()
+    manifest["sensors"][0]["rated_max"] = "2 MW"
+    with pytest.raises(ManifestError) as info:
+        load(db, manifest)
+    assert "one of W, kW" in info.value.errors[0].message
+    db.rollback()
+    manifest["sensors"][0]["rated_max"] = "2000 kW"
+    manifest["sensors"][1]["rated_max"] = {"value": 300, "unit": "l/s"}
+    load(db, manifest)
+    rows = _pairs(db.execute("SELECT id, rated_max FROM sensors").fetchall())
+    assert rows == {"ene-fdr-d01-01": 2e6, "wat-dma-d01-01": pytest.approx(0.3)}
+
+
+def test_smart_is_a_registry_attribute_of_meters_defaulting_by_kind(db: Conn) -> None:
+    manifest = _manifest()
+    manifest["sensors"] += [
+        {"id": "em-1", "kind": "electricity_meter", "district_id": "d01"},
+        {"id": "em-2", "kind": "electricity_meter", "district_id": "d01", "smart": False},
+    ]
+    load(db, manifest)
+    rows = _pairs(db.execute("SELECT id, smart FROM sensors").fetchall())
+    # The kind catalog's default: electricity meters are smart; a feeder is no meter (null).
+    assert rows == {"em-1": True, "em-2": False, "ene-fdr-d01-01": None, "wat-dma-d01-01": None}
+    manifest["sensors"][0]["smart"] = True
+    with pytest.raises(ManifestError) as info:
+        load(db, manifest)
+    assert str(info.value.errors[0]).startswith("sensors[0].smart: ")
+    assert "only meters" in info.value.errors[0].message

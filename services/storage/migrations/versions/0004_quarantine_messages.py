@@ -6,7 +6,7 @@ raw bytes once and ``quarantine`` (one row per rejected record, or per whole mes
 it. Existing entries are moved over, one message per distinct (time, topic, payload).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-05
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -3,7 +3,7 @@
 A plain table in both storage modes: it holds each gateway's packs awaiting receipt (pruned
 below the oldest pack the gateway still holds, and by age), thousands of rows, not history.
 
-Revision ID: 0007
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-05
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0007"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
