@@ -136,12 +136,14 @@ def _registers(city: City) -> None:
         return (t - DAY).total_seconds() / 60
 
     # fe1: 1 kWh a minute; pv1: 0.5 kWh every 5 min; fe2: 0.5 kWh a minute (registers start
-    # at arbitrary indexes, as real ones do).
-    city.series(fe1, "energy", DAY, NEXT_DAY, step_s=60, refresh=False,
+    # at arbitrary indexes, as real ones do). Each is read at 00:00 on both days: the day's
+    # boundaries need no interpolation.
+    end = NEXT_DAY + timedelta(seconds=1)
+    city.series(fe1, "energy", DAY, end, step_s=60, refresh=False,
                 value=lambda t: 5e9 + minutes(t) * kwh)  # fmt: skip
-    city.series(pv1, "energy", DAY, NEXT_DAY, step_s=300, refresh=False,
+    city.series(pv1, "energy", DAY, end, step_s=300, refresh=False,
                 value=lambda t: 7e8 + minutes(t) / 5 * 0.5 * kwh)  # fmt: skip
-    city.series(fe2, "energy", DAY, NEXT_DAY, step_s=60,
+    city.series(fe2, "energy", DAY, end, step_s=60,
                 value=lambda t: minutes(t) * 0.5 * kwh)  # fmt: skip
 
 
@@ -149,9 +151,8 @@ def test_renewable_share_from_cumulative_registers(city: City) -> None:
     _registers(city)
     query = KpiQuery([(DAY, NEXT_DAY)], settings=load_settings(city.conn))
     rows = {r.district_id: r for r in renewable_share(city.conn, query)}
-    # fe1: readings 00:00..23:59, last - first = 1439 kWh over 86340 s, scaled to the day:
-    #   1439 x 86400 / 86340 = 1440 kWh. pv1: 00:00..23:55, 287 x 0.5 = 143.5 kWh over 86100 s
-    #   -> 144 kWh. fe2: 0.5 x 1440 = 720 kWh.
+    # Index at the end (00:00 the next day) - index at the start (00:00):
+    #   fe1: 1440 minutes x 1 kWh = 1440 kWh; pv1: 288 x 0.5 = 144 kWh; fe2: 0.5 x 1440 = 720 kWh.
     # d1 (f_grid = city's 0.2): (144 + 0.2 x 1440) / (1440 + 144) = 432 / 1584 = 27.27 %
     # d2 (its own f_grid 0.5): (0 + 0.5 x 720) / 720 = 50 %
     # city: (144 + 288 + 360) / (1440 + 144 + 720) = 792 / 2304 = 34.375 %

@@ -27,14 +27,14 @@ def _seconds(t: datetime) -> float:
 
 def _meters(city: City, district: str, dma: str, count: int, rate: float, *, silent: int = 0,
             half_day: int = 0) -> None:  # fmt: skip
-    """``count`` customer meters consuming ``rate`` m3/s each, read every 15 min all day; the
-    last ``half_day`` of them stop at noon (no index at the end) and ``silent`` more never
-    report."""
+    """``count`` customer meters consuming ``rate`` m3/s each, read every 15 min all day and at
+    00:00 the next day (the reading that brackets the day's end); the last ``half_day`` of them
+    stop at noon (no index at the end) and ``silent`` more never report."""
     for n in range(count + silent):
         key = city.sensor(f"wm-{dma}-{n}", "water_meter", district, dma=dma)
         if n >= count:
             continue
-        end = NOON if n >= count - half_day else NEXT_DAY
+        end = NOON if n >= count - half_day else NEXT_DAY + timedelta(seconds=1)
         city.series(key, "index", DAY, end, step_s=900, refresh=False,
                     value=lambda t, n=n: 100.0 * n + rate * _seconds(t))  # fmt: skip
 
@@ -60,9 +60,10 @@ def _network(city: City, *, d1_silent_meters: int = 0) -> None:
 def test_non_revenue_water_per_district_and_city(city: City) -> None:
     _network(city)
     rows = {r.district_id: r for r in non_revenue_water(city.conn, KpiQuery([(DAY, NEXT_DAY)]))}
-    # d1: SIV = 0.01 m3/s x 86400 s = 864 m3. Each meter read all day: last - first =
-    #   1e-4 x 85500 s (00:00 to 23:45), scaled to the day: 1e-4 x 86400 = 8.64 m3. 49 meters
-    #   have both indexes: 49 x 8.64 = 423.36 m3, grossed up to 50 meters: 432 m3.
+    # d1: SIV = 0.01 m3/s x 86400 s = 864 m3. Each meter read at 00:00 on both days: index at
+    #   the end - index at the start = 1e-4 x 86400 = 8.64 m3. 49 meters have both indexes (the
+    #   one stopped at noon has no reading bracketing midnight): 49 x 8.64 = 423.36 m3, grossed
+    #   up to 50 meters: 432 m3.
     #   NRW = 100 (864 - 432) / 864 = 50 %; meters used 49 of 50.
     assert rows["d1"].detail["siv_m3"] == pytest.approx(864)
     assert rows["d1"].detail["consumption_m3"] == pytest.approx(432)
