@@ -153,3 +153,45 @@ def test_drinking_water_compliance_rated(city: City) -> None:
     assert values["d2"].coverage.quality is Quality.PARTIAL
     assert values["d3"].rating is Rating.INSUFFICIENT_DATA  # 100 % of a twelfth of the day
     assert values["city"].rating is Rating.INSUFFICIENT_DATA  # 552 / 864 = 0.64 < 0.75
+
+
+def _daytime(t: datetime) -> float:
+    """Seconds of use up to ``t`` for water used only from 06:00 to 22:00."""
+    return min(max(_seconds(t), 6 * 3600.0), 22 * 3600.0) - 6 * 3600.0
+
+
+def test_non_revenue_water_with_water_used_only_by_day(city: City) -> None:
+    city.district("d1")
+    # DMA D: inflow 0.04 m3/s from 06:00 to 22:00, nothing at night, read every minute.
+    inflow = city.sensor("wi-d", "water_inflow", "d1", dma="D")
+    city.series(inflow, "flow", DAY, NEXT_DAY, step_s=60, refresh=False,
+                value=lambda t: 0.04 if _at(6) <= t < _at(22) else 0.0)  # fmt: skip
+    # 50 customer meters at 4e-4 m3/s each while water is used, read every 15 min at :07, :22,
+    # :37 and :52 from 23:07 the day before to 00:52 the day after; the last one falls silent
+    # after 23:52 (nothing brackets midnight at the day's end).
+    for n in range(50):
+        key = city.sensor(f"wm-d-{n}", "water_meter", "d1", dma="D")
+        end = _at(23, 53) if n == 49 else NEXT_DAY + timedelta(minutes=53)
+        city.series(key, "index", DAY - timedelta(minutes=53), end, step_s=900, refresh=False,
+                    value=lambda t, n=n: 10.0 * n + 4e-4 * _daytime(t))  # fmt: skip
+    city.refresh()
+    (row,) = [r for r in non_revenue_water(city.conn, KpiQuery([(DAY, NEXT_DAY)])) if r.district_id]
+    # SIV = 0.04 x 57600 s = 2304 m3. Each meter's index is flat around midnight, so the index
+    # interpolated at each boundary is exact: 4e-4 x 57600 = 23.04 m3 a meter. 49 meters read,
+    # 49 / 50 = 98 %: the DMA balances, grossed up to 50 meters: C = 50 x 23.04 = 1152 m3;
+    # NRW = 100 (2304 - 1152) / 2304 = 50 %.
+    # (Last - first stretched to the day gave 23.04 x 86400 / 85500 = 23.2825 m3 a meter for all
+    # 50 meters, C = 1164.1, NRW 49.47 %: the night's zero use spread over the day.)
+    assert row.detail["siv_m3"] == pytest.approx(2304)
+    assert row.detail["consumption_m3"] == pytest.approx(1152)
+    assert row.value == pytest.approx(50.0)
+    assert (row.sources_used, row.sources_expected) == (49, 50)
+    # Hour by hour, 12:00-13:00: SIV 0.04 x 3600 = 144 m3, C = 50 x 4e-4 x 3600 = 72 m3: 50 %.
+    hours = [(_at(h), _at(h) + timedelta(hours=1)) for h in range(24)]
+    by_hour = {
+        r.bucket.hour: r for r in non_revenue_water(city.conn, KpiQuery(hours)) if r.district_id
+    }
+    assert by_hour[12].value == pytest.approx(50.0)
+    # 01:00-02:00: no inflow and no use: nothing to balance.
+    assert by_hour[1].detail["siv_m3"] == 0.0
+    assert by_hour[1].value is None
