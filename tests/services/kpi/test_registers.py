@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.kinds import QUANTITIES
+from services.kpi.catalog import KPIS
 from services.kpi.model import KpiQuery
 from services.kpi.queries._registers import REGISTER_INDEXES, REGISTER_SPAN, TOLERANCE_INTERVALS
 from services.kpi.queries._sql import BUCKETS_CTE, SENSOR_EXPECTED, params
@@ -195,3 +196,8 @@ def test_a_running_bucket_ends_at_the_last_reading(city: City) -> None:
     city.write([(key, "index", t, 10.0 + n) for n, t in enumerate(times)])
     bucket = (now - timedelta(minutes=40), now + timedelta(minutes=20))
     assert _indexes(city, KpiQuery([bucket]))["wm-now"] == pytest.approx((11 + 7 / 15, 14.0))
+
+
+@pytest.mark.parametrize("kpi_id", ["WAT-1", "ENE-3"])
+def test_the_catalog_states_the_tolerance_the_queries_use(kpi_id: str) -> None:
+    assert f"within {TOLERANCE_INTERVALS:g} reporting intervals" in KPIS[kpi_id].definition
