@@ -193,7 +193,7 @@ registers AS (
 ),
 register_spans AS (
     SELECT bucket_start, key, %(energy)s::smallint AS quantity_key, interval_s,
-           span_start, span_end, start_bracketed, end_bracketed
+           span_start, span_end, start_bracketed, end_bracketed, end_running
     FROM registers
 ),
 {REGISTER_INDEXES},

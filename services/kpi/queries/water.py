@@ -9,8 +9,8 @@ indexes and grossed up to all the DMA's meters. A DMA balances only when at leas
 customer meters have both indexes (``KPIS.md``) and its inflow meter delivered at least 75 % of
 its readings; the meters of a DMA that does not balance do not count as used. Coverage is the
 share of customer meters used (98 % needed for a rating). In a bucket still running, the index
-"at the end" is a meter's last reading (no later one exists yet), up to one interval before the
-inflow's now.
+"at the end" is the index now, carried on from a meter's last reading at its latest rate, so
+that consumption and the inflow cover the same time.
 
 WAT-2 judges reading sets: the pH, turbidity and free chlorine a quality station reported in the
 same minute (``readings_1m``: each minute's min and max must be inside the WHO limits). A set
@@ -57,7 +57,7 @@ water_sensors AS (
 ),
 register_spans AS (
     SELECT bucket_start, key, %(index)s::smallint AS quantity_key, interval_s,
-           span_start, span_end, start_bracketed, end_bracketed
+           span_start, span_end, start_bracketed, end_bracketed, end_running
     FROM water_sensors WHERE kind = 'water_meter'
 ),
 {REGISTER_INDEXES},

@@ -184,18 +184,39 @@ def test_boundary_inside_a_minute(city: City) -> None:
     assert _indexes(city, KpiQuery([bucket]))["wm-20"] == pytest.approx((1000.04, 1001.84))
 
 
-def test_a_running_bucket_ends_at_the_last_reading(city: City) -> None:
+def test_a_running_bucket_ends_now_at_the_latest_rate(city: City) -> None:
     city.district("d1")
     key = city.sensor("wm-now", "water_meter", "d1", dma="A")
     now = datetime.now(UTC)
-    # Read 62, 47, 32, 17 and 2 min ago (indexes 10 to 14); the bucket began 40 min ago and runs
-    # for 20 min more. Its start lies between the readings of 47 and 32 min ago (11 and 12):
-    # 11 + 1 x 7/15 = 11.4667; its end is now, where no later reading can exist yet, so the
-    # index there is the last reading's, 14.
+    # Read 62, 47, 32, 17 and 2 min ago (indexes 10 to 14, 1 m3 every 15 min); the bucket
+    # began 40 min ago and runs for 20 min more. Its start lies between the readings of 47 and
+    # 32 min ago (11 and 12): 11 + 1 x 7/15 = 11.4667. Its end is now, where no later reading
+    # can exist yet: the last reading carried on at the rate since the one before,
+    # 14 + 1 x 2/15 = 14.1333 (plus 1/900 m3 a second the query starts after ``now``).
     times = [now - timedelta(minutes=m) for m in (62, 47, 32, 17, 2)]
     city.write([(key, "index", t, 10.0 + n) for n, t in enumerate(times)])
     bucket = (now - timedelta(minutes=40), now + timedelta(minutes=20))
-    assert _indexes(city, KpiQuery([bucket]))["wm-now"] == pytest.approx((11 + 7 / 15, 14.0))
+    start, end = _indexes(city, KpiQuery([bucket]))["wm-now"]
+    assert start == pytest.approx(11 + 7 / 15)
+    assert end == pytest.approx(14 + 2 / 15, abs=5 / 900)  # the query runs within 5 s
+
+
+def test_a_running_bucket_of_a_retired_or_new_register(city: City) -> None:
+    city.district("d1")
+    now = datetime.now(UTC)
+    times = [now - timedelta(minutes=m) for m in (62, 47, 32, 17, 2)]
+    # Retired a minute ago: its end is the retirement, the last reading as it is (14).
+    retired = city.sensor("wm-retired", "water_meter", "d1", dma="A", status="retired",
+                          retired_at=now - timedelta(minutes=1))  # fmt: skip
+    # First read 2 min ago, no reading before it within the tolerance: no rate to carry it on,
+    # unread at the end.
+    new = city.sensor("wm-new", "water_meter", "d1", dma="A")
+    city.write([(retired, "index", t, 10.0 + n) for n, t in enumerate(times)]
+               + [(new, "index", times[-1], 3.0)])  # fmt: skip
+    bucket = (now - timedelta(minutes=40), now + timedelta(minutes=20))
+    indexes = _indexes(city, KpiQuery([bucket]))
+    assert indexes["wm-retired"] == pytest.approx((11 + 7 / 15, 14.0))
+    assert indexes["wm-new"] == (None, None)
 
 
 @pytest.mark.parametrize("kpi_id", ["WAT-1", "ENE-3"])

@@ -195,3 +195,29 @@ def test_non_revenue_water_with_water_used_only_by_day(city: City) -> None:
     # 01:00-02:00: no inflow and no use: nothing to balance.
     assert by_hour[1].detail["siv_m3"] == 0.0
     assert by_hour[1].value is None
+
+
+def test_non_revenue_water_of_a_period_still_running(city: City) -> None:
+    city.district("d1")
+    now = datetime.now(UTC)
+    # DMA R: inflow 0.01 m3/s read every minute until a minute ago; 10 meters using 5e-4 m3/s
+    # each, read every 15 min, the last time 2 min ago. The period began 30 min ago and ends in
+    # 30 min.
+    inflow = city.sensor("wi-r", "water_inflow", "d1", dma="R")
+    city.write([(inflow, "flow", now - timedelta(minutes=m), 0.01) for m in range(1, 91)],
+               refresh=False)  # fmt: skip
+    for n in range(10):
+        key = city.sensor(f"wm-r-{n}", "water_meter", "d1", dma="R")
+        times = [now - timedelta(minutes=2 + 15 * k) for k in range(6)]
+        city.write([(key, "index", t, 50.0 * n + 5e-4 * (t - now).total_seconds() + 5.0)
+                    for t in times], refresh=False)  # fmt: skip
+    city.refresh()
+    period = (now - timedelta(minutes=30), now + timedelta(minutes=30))
+    (row,) = [r for r in non_revenue_water(city.conn, KpiQuery([period])) if r.district_id]
+    # Over the 30-odd minutes observed (t s up to the query's now): SIV = 0.01 t; each meter's
+    # index interpolated at the start and carried on to now at its rate: C = 10 x 5e-4 t =
+    # 0.005 t; NRW = 100 (0.01 - 0.005) / 0.01 = 50 %, whatever t is. (Stopping the meters at
+    # their last reading, 2 min short of now, would give 100 x (0.01 - 0.005 x 28/30)/0.01
+    # = 53.3 %; in the first minutes of a day, 100 %.)
+    assert row.value == pytest.approx(50.0, abs=1e-6)
+    assert (row.sources_used, row.sources_expected) == (10, 10)
