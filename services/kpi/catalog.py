@@ -83,7 +83,8 @@ _AIR_DEFINITION = (
 _REGISTER_INDEX = (
     "A register's index at the start or end of a period is interpolated from the readings "
     "that bracket that moment (the next period's first reading included); a register without "
-    "a reading on each side within 3 reporting intervals of it is unread."
+    "a reading on each side within 3 reporting intervals of it is unread. In a period still "
+    "running, the index now is the last reading carried on at the register's latest rate."
 )
 # Which feeders SAIFI and SAIDI can judge (issue 10).
 _FEEDERS_JUDGED = (
