@@ -79,6 +79,19 @@ _AIR_DEFINITION = (
     "its worst valid station; a longer period takes the mean of valid station-days."
 )
 
+# How a cumulative register's index at a period boundary is read (WAT-1, ENE-3; issue 10).
+_REGISTER_INDEX = (
+    "A register's index at the start or end of a period is interpolated from the readings "
+    "that bracket that moment (the next period's first reading included); a register without "
+    "a reading on each side within 3 reporting intervals of it is unread. In a period still "
+    "running, the index now is the last reading carried on at the register's latest rate."
+)
+# Which feeders SAIFI and SAIDI can judge (issue 10).
+_FEEDERS_JUDGED = (
+    "Customers of feeders that cannot be judged (no power or voltage reading in the period) "
+    "leave both the numerator and the denominator and show in the coverage."
+)
+
 _CATALOG: tuple[Kpi, ...] = (
     Kpi(
         id="WAT-1",
@@ -90,7 +103,7 @@ _CATALOG: tuple[Kpi, ...] = (
         definition=(
             "SIV = integral of DMA inflow over the period; C = sum over customer meters of "
             "(index at end - index at start); 100 (SIV - C) / SIV. Needs at least 98 % of the "
-            "DMA's customer meters with both indexes."
+            "DMA's customer meters with both indexes. " + _REGISTER_INDEX
         ),
         unit="%",
         better=Better.LOWER,
@@ -140,7 +153,7 @@ _CATALOG: tuple[Kpi, ...] = (
         definition=(
             "Sustained interruptions (feeder power or voltage at zero for at least 5 minutes; "
             "shorter ones are momentary and excluded): sum of customers interrupted divided by "
-            "customers served (customers per feeder from the registry)."
+            "customers served (customers per feeder from the registry). " + _FEEDERS_JUDGED
         ),
         unit="interruptions/customer",
         better=Better.LOWER,
@@ -156,8 +169,8 @@ _CATALOG: tuple[Kpi, ...] = (
         subdimension="Electricity supply",
         follows='IEEE 1366; U4SSC "Electricity system outage time" (CAIDI = SAIDI / SAIFI)',
         definition=(
-            "Sum of (customers interrupted x minutes of sustained interruption) divided by "
-            "customers served; CAIDI = SAIDI / SAIFI is reported alongside."
+            "Sum of (customers interrupted x minutes) divided by customers served; "
+            "CAIDI = SAIDI / SAIFI is reported alongside. " + _FEEDERS_JUDGED
         ),
         unit="min",
         better=Better.LOWER,
@@ -174,7 +187,8 @@ _CATALOG: tuple[Kpi, ...] = (
         follows="U4SSC renewable energy consumption; ISO 37120",
         definition=(
             "(E_pv + f_grid E_feeder) / (E_feeder + E_pv), energies from cumulative registers; "
-            "f_grid is the grid's renewable fraction from the city settings (default 0)."
+            "f_grid = the grid's renewable fraction from the registry (default 0). "
+            + _REGISTER_INDEX
         ),
         unit="%",
         better=Better.HIGHER,

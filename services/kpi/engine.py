@@ -349,9 +349,12 @@ def rate(
         return Rating.INSUFFICIENT_DATA
 
     def within(limit: float) -> bool:
+        # A value a rounding error away from the limit is on it: sums of float readings put a
+        # district at exactly 20 % a few ulps either side, and the rating must not flip on that.
+        slack = _SAME_VALUE_REL * max(abs(limit), 1.0)
         if better is Better.LOWER:
-            return value < limit if strict else value <= limit
-        return value > limit if strict else value >= limit
+            return value < limit - slack if strict else value <= limit + slack
+        return value > limit + slack if strict else value >= limit - slack
 
     if within(band.target):
         return Rating.MET

@@ -10,9 +10,15 @@ from its first out reading to its last plus one interval; it is sustained when t
 bucket it began in, and is clipped to the period asked for. Customers per feeder come from the
 registry (``sensors.customers_served`` of the feeder meter).
 
-Energies come from cumulative registers: a register's energy in a bucket is its last minus its
-first reading, scaled from the span between them to the sensor's active time (a steady load's
-energy is then exact, readings falling short of the bucket's edges or not).
+Customers served count only the feeders that can be judged: a feeder meter without a single
+power or voltage reading in the bucket says nothing about its interruptions, so its customers
+leave both the numerator and the denominator (rather than diluting SAIFI and SAIDI as customers
+never interrupted); they are reported in the detail (``customers_not_judged``) and the feeder in
+the coverage (sources used / expected).
+
+Energies come from cumulative registers: a register's energy in a bucket is its index at the end
+minus its index at the start, each interpolated at the boundary from the readings that bracket it
+(``_registers.py``); a register without both indexes is unread and adds no energy.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
+from ._registers import REGISTER_INDEXES, REGISTER_SPAN, TOLERANCE_INTERVALS
 from ._sql import (
-    ACTIVE_SECONDS,
     BUCKETS_CTE,
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
@@ -117,10 +123,13 @@ per_feeder AS (
              f.expected_readings
 ),
 indices AS (
+    -- a feeder judged is one that reported power or voltage in the bucket: only its customers
+    -- are served customers (numerator and denominator alike)
     SELECT bucket_start, district_id,
-           sum(customers)::float8 AS customers_served,
-           sum(customers * sustained)::float8 AS customer_interruptions,
-           sum(customers * seconds / 60.0)::float8 AS customer_minutes,
+           sum(customers) FILTER (WHERE n > 0)::float8 AS customers_served,
+           coalesce(sum(customers) FILTER (WHERE n = 0), 0)::float8 AS customers_not_judged,
+           sum(customers * sustained) FILTER (WHERE n > 0)::float8 AS customer_interruptions,
+           sum(customers * seconds / 60.0) FILTER (WHERE n > 0)::float8 AS customer_minutes,
            sum(momentary)::int AS momentary_interruptions,
            sum(sustained)::int AS sustained_interruptions,
            count(*) FILTER (WHERE n > 0) AS sources_used, count(*) AS sources_expected,
@@ -134,6 +143,7 @@ SELECT bucket_start, district_id,
        sources_used, sources_expected, completeness,
        jsonb_build_object(
            'customers_served', customers_served,
+           'customers_not_judged', customers_not_judged,
            'customer_interruptions', customer_interruptions,
            'customer_minutes', customer_minutes,
            'sustained_interruptions', sustained_interruptions,
@@ -179,29 +189,33 @@ def saidi(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
 _RENEWABLE_SHARE = f"""
 WITH {BUCKETS_CTE},
 registers AS (
-    SELECT b.bucket_start, b.bucket_end, s.key, s.kind, s.district_id,
-           {EXPECTED_READINGS} AS expected_readings, {ACTIVE_SECONDS} AS active_s,
+    SELECT b.bucket_start, b.bucket_end, s.key, s.kind, s.district_id, s.interval_s,
+           {EXPECTED_READINGS} AS expected_readings, {REGISTER_SPAN},
            coalesce((d.reference ->> 'grid_renewable_fraction')::float8, %(f_grid)s)
                AS f_grid
     FROM buckets b
     JOIN sensors s ON s.kind IN ('feeder_meter', 'solar_inverter') AND {SENSOR_EXPECTED}
     LEFT JOIN districts d ON d.id = s.district_id
 ),
-register_reads AS (
-    SELECT g.bucket_start, g.key, sum(r.count) AS n,
-           (array_agg(r.last ORDER BY r.last_time DESC))[1]
-               - (array_agg(r.first ORDER BY r.first_time))[1] AS delta,
-           extract(epoch FROM max(r.last_time) - min(r.first_time))::float8 AS span_s
+register_spans AS (
+    SELECT bucket_start, key, %(energy)s::smallint AS quantity_key, interval_s,
+           span_start, span_end, start_bracketed, end_bracketed, end_running
+    FROM registers
+),
+{REGISTER_INDEXES},
+received AS (
+    SELECT g.bucket_start, g.key, sum(r.count) AS n
     FROM registers g
     CROSS JOIN LATERAL {tiled("g.key", "g.bucket_start", "g.bucket_end", "%(energy)s")} r
     GROUP BY 1, 2
 ),
 energies AS (
     SELECT g.bucket_start, g.district_id, g.kind, g.f_grid, g.expected_readings,
-           coalesce(rd.n, 0) AS n,
-           CASE WHEN rd.span_s > 0 THEN rd.delta * g.active_s / rd.span_s END AS joules
+           coalesce(rc.n, 0) AS n,
+           ri.index_end - ri.index_start AS joules
     FROM registers g
-    LEFT JOIN register_reads rd ON rd.bucket_start = g.bucket_start AND rd.key = g.key
+    LEFT JOIN received rc ON rc.bucket_start = g.bucket_start AND rc.key = g.key
+    LEFT JOIN register_indexes ri ON ri.bucket_start = g.bucket_start AND ri.key = g.key
 ),
 shares AS (
     SELECT bucket_start, district_id,
@@ -234,6 +248,7 @@ def renewable_share(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list
             query,
             energy=QUANTITIES["energy"].key,
             f_grid=query.settings.grid_renewable_fraction,
+            register_tolerance=TOLERANCE_INTERVALS,
         ),
     )
 

@@ -3,12 +3,14 @@ drinking-water compliance.
 
 WAT-1 balances each district metered area (DMA, ``sensors.dma``): the system input volume is the
 DMA inflow meters' mean flow times their active time; customer consumption is each customer
-meter's last minus first index in the bucket, scaled from the span between those readings to the
-bucket, counted only for meters with both indexes (a reading within one reporting interval of
-each edge of the bucket) and grossed up to all the DMA's meters. A DMA balances only when at
-least 98 % of its customer meters have both indexes (``KPIS.md``) and its inflow meter delivered
-at least 75 % of its readings; the meters of a DMA that does not balance do not count as used.
-Coverage is the share of customer meters used (98 % needed for a rating).
+meter's index at the end minus its index at the start of the bucket, each interpolated at the
+boundary from the readings that bracket it (``_registers.py``), counted only for meters with both
+indexes and grossed up to all the DMA's meters. A DMA balances only when at least 98 % of its
+customer meters have both indexes (``KPIS.md``) and its inflow meter delivered at least 75 % of
+its readings; the meters of a DMA that does not balance do not count as used. Coverage is the
+share of customer meters used (98 % needed for a rating). In a bucket still running, the index
+"at the end" is the index now, carried on from a meter's last reading at its latest rate, so
+that consumption and the inflow cover the same time.
 
 WAT-2 judges reading sets: the pH, turbidity and free chlorine a quality station reported in the
 same minute (``readings_1m``: each minute's min and max must be inside the WHO limits). A set
@@ -27,6 +29,7 @@ from gateway.kinds import QUANTITIES
 
 from ..catalog import KPIS
 from ..model import Computation, KpiQuery, KpiRow
+from ._registers import REGISTER_INDEXES, REGISTER_SPAN, TOLERANCE_INTERVALS
 from ._sql import (
     ACTIVE_SECONDS,
     BUCKETS_CTE,
@@ -43,43 +46,41 @@ from ._sql import (
 # capture threshold the other KPIs use).
 INFLOW_COMPLETENESS_NEEDED = 0.75
 
-_WATER_QUANTITY = "CASE w.kind WHEN 'water_inflow' THEN %(flow)s ELSE %(index)s END"
-
 _NON_REVENUE_WATER = f"""
 WITH {BUCKETS_CTE},
 water_sensors AS (
     SELECT b.bucket_start, b.bucket_end, b.observed_end, s.key, s.kind, s.district_id, s.dma,
-           s.interval_s, {EXPECTED_READINGS} AS expected_readings, {ACTIVE_SECONDS} AS active_s
+           s.interval_s, {EXPECTED_READINGS} AS expected_readings, {ACTIVE_SECONDS} AS active_s,
+           {REGISTER_SPAN}
     FROM buckets b
     JOIN sensors s ON s.kind IN ('water_inflow', 'water_meter') AND s.dma IS NOT NULL
      AND {SENSOR_EXPECTED}
 ),
-reads AS (
-    SELECT w.bucket_start, w.key, sum(r.count) AS n, sum(r.sum) AS total,
-           (array_agg(r.first ORDER BY r.first_time))[1] AS first_index,
-           (array_agg(r.last ORDER BY r.last_time DESC))[1] AS last_index,
-           min(r.first_time) AS first_time, max(r.last_time) AS last_time
+register_spans AS (
+    SELECT bucket_start, key, %(index)s::smallint AS quantity_key, interval_s,
+           span_start, span_end, start_bracketed, end_bracketed, end_running
+    FROM water_sensors WHERE kind = 'water_meter'
+),
+{REGISTER_INDEXES},
+inflow_reads AS (
+    SELECT w.bucket_start, w.key, sum(r.count) AS n, sum(r.sum) AS total
     FROM water_sensors w
-    CROSS JOIN LATERAL {tiled("w.key", "w.bucket_start", "w.bucket_end", _WATER_QUANTITY)} r
+    CROSS JOIN LATERAL {tiled("w.key", "w.bucket_start", "w.bucket_end", "%(flow)s")} r
+    WHERE w.kind = 'water_inflow'
     GROUP BY 1, 2
 ),
 per_sensor AS (
     SELECT w.bucket_start, w.district_id, w.dma, w.kind, w.expected_readings,
            coalesce(rd.n, 0) AS n,
            -- inflow: mean flow (m3/s) x seconds in service = m3
-           CASE WHEN w.kind = 'water_inflow' AND rd.n > 0 THEN rd.total / rd.n * w.active_s
-           END AS inflow_m3,
-           -- customer meter: both indexes present, consumption scaled to the bucket
-           (w.kind = 'water_meter' AND rd.last_time > rd.first_time
-            AND rd.first_time < w.bucket_start + make_interval(secs => w.interval_s)
-            AND rd.last_time >= w.observed_end - make_interval(secs => w.interval_s))
+           CASE WHEN rd.n > 0 THEN rd.total / rd.n * w.active_s END AS inflow_m3,
+           -- customer meter: index at the end - index at the start, both read
+           coalesce(ri.index_start IS NOT NULL AND ri.index_end IS NOT NULL, false)
                AS both_indexes,
-           CASE WHEN rd.last_time > rd.first_time
-                THEN (rd.last_index - rd.first_index) * w.active_s
-                     / extract(epoch FROM rd.last_time - rd.first_time)::float8
-           END AS consumed_m3
+           ri.index_end - ri.index_start AS consumed_m3
     FROM water_sensors w
-    LEFT JOIN reads rd ON rd.bucket_start = w.bucket_start AND rd.key = w.key
+    LEFT JOIN inflow_reads rd ON rd.bucket_start = w.bucket_start AND rd.key = w.key
+    LEFT JOIN register_indexes ri ON ri.bucket_start = w.bucket_start AND ri.key = w.key
 ),
 per_dma AS (
     SELECT bucket_start, district_id, dma,
@@ -141,6 +142,7 @@ def non_revenue_water(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> li
             index=QUANTITIES["index"].key,
             meters_needed=KPIS["WAT-1"].coverage_threshold,
             inflow_needed=INFLOW_COMPLETENESS_NEEDED,
+            register_tolerance=TOLERANCE_INTERVALS,
         ),
     )
 

@@ -136,12 +136,14 @@ def _registers(city: City) -> None:
         return (t - DAY).total_seconds() / 60
 
     # fe1: 1 kWh a minute; pv1: 0.5 kWh every 5 min; fe2: 0.5 kWh a minute (registers start
-    # at arbitrary indexes, as real ones do).
-    city.series(fe1, "energy", DAY, NEXT_DAY, step_s=60, refresh=False,
+    # at arbitrary indexes, as real ones do). Each is read at 00:00 on both days: the day's
+    # boundaries need no interpolation.
+    end = NEXT_DAY + timedelta(seconds=1)
+    city.series(fe1, "energy", DAY, end, step_s=60, refresh=False,
                 value=lambda t: 5e9 + minutes(t) * kwh)  # fmt: skip
-    city.series(pv1, "energy", DAY, NEXT_DAY, step_s=300, refresh=False,
+    city.series(pv1, "energy", DAY, end, step_s=300, refresh=False,
                 value=lambda t: 7e8 + minutes(t) / 5 * 0.5 * kwh)  # fmt: skip
-    city.series(fe2, "energy", DAY, NEXT_DAY, step_s=60,
+    city.series(fe2, "energy", DAY, end, step_s=60,
                 value=lambda t: minutes(t) * 0.5 * kwh)  # fmt: skip
 
 
@@ -149,9 +151,8 @@ def test_renewable_share_from_cumulative_registers(city: City) -> None:
     _registers(city)
     query = KpiQuery([(DAY, NEXT_DAY)], settings=load_settings(city.conn))
     rows = {r.district_id: r for r in renewable_share(city.conn, query)}
-    # fe1: readings 00:00..23:59, last - first = 1439 kWh over 86340 s, scaled to the day:
-    #   1439 x 86400 / 86340 = 1440 kWh. pv1: 00:00..23:55, 287 x 0.5 = 143.5 kWh over 86100 s
-    #   -> 144 kWh. fe2: 0.5 x 1440 = 720 kWh.
+    # Index at the end (00:00 the next day) - index at the start (00:00):
+    #   fe1: 1440 minutes x 1 kWh = 1440 kWh; pv1: 288 x 0.5 = 144 kWh; fe2: 0.5 x 1440 = 720 kWh.
     # d1 (f_grid = city's 0.2): (144 + 0.2 x 1440) / (1440 + 144) = 432 / 1584 = 27.27 %
     # d2 (its own f_grid 0.5): (0 + 0.5 x 720) / 720 = 50 %
     # city: (144 + 288 + 360) / (1440 + 144 + 720) = 792 / 2304 = 34.375 %
@@ -177,3 +178,71 @@ def test_renewable_share_of_a_district_with_a_silent_register_is_insufficient(
     assert values["d2"].rating is Rating.INSUFFICIENT_DATA
     # d1 is untouched: 27.27 % against 30 / 15: warning.
     assert values["d1"].rating is Rating.WARNING
+
+
+def test_renewable_share_with_a_flat_pv_register_at_night(city: City) -> None:
+    city.district("e1")
+    kwh = 3.6e6
+    # A feeder at a steady 2 kW, its register read every minute; rooftop PV producing 1 kW from
+    # 06:00 to 18:00 only, its register read hourly at ten past (flat all night).
+    feeder = city.sensor("fdr-e", "feeder_meter", "e1")
+    pv = city.sensor("pv-e", "solar_inverter", "e1", interval_s=3600)
+
+    def sunlit_hours(t: datetime) -> float:
+        return min(max((t - DAY).total_seconds() / 3600, 6.0), 18.0) - 6.0
+
+    city.series(feeder, "energy", DAY - timedelta(hours=1), NEXT_DAY + timedelta(hours=6),
+                step_s=60, refresh=False,
+                value=lambda t: 9e9 + 2 * kwh * (t - DAY).total_seconds() / 3600)  # fmt: skip
+    city.series(pv, "energy", DAY - timedelta(minutes=50), NEXT_DAY + timedelta(hours=6),
+                step_s=3600, value=lambda t: 4e8 + 1 * kwh * sunlit_hours(t))  # fmt: skip
+    (row,) = [
+        r for r in renewable_share(city.conn, KpiQuery([(DAY, NEXT_DAY)])) if r.district_id == "e1"
+    ]
+    # Indexes at 00:00 on both days: E_feeder = 2 kW x 24 h = 48 kWh; E_pv, interpolated between
+    # 23:10 and 00:10 where the register is flat = 1 kW x 12 h = 12 kWh.
+    # Share = 12 / (48 + 12) = 20 % (f_grid 0).
+    # (Last - first stretched to the day took the PV's 12 kWh over 00:10-23:10 as 23 h of a
+    # steady output: 12 x 24 / 23 = 12.52 kWh, a share of 20.69 %.)
+    assert row.detail["e_feeder_kwh"] == pytest.approx(48)
+    assert row.detail["e_pv_kwh"] == pytest.approx(12)
+    assert row.value == pytest.approx(20.0)
+    # The night, 19:00-05:00, between flat PV readings (18:10 to 05:10): PV 0, the feeder
+    # 2 kW x 10 h = 20 kWh: 0 %.
+    night = KpiQuery([(_at(19), NEXT_DAY + timedelta(hours=5))])
+    (row,) = [r for r in renewable_share(city.conn, night) if r.district_id == "e1"]
+    assert row.detail["e_pv_kwh"] == pytest.approx(0.0)
+    assert row.detail["e_feeder_kwh"] == pytest.approx(20)
+    assert row.value == pytest.approx(0.0)
+
+
+def test_silent_feeders_leave_saifi_and_saidi(city: City) -> None:
+    _feeders(city)
+    # d1 gains F5 (600 customers) that never reported: it cannot be judged.
+    city.sensor("fdr-5", "feeder_meter", "d1", feeder="F5", customers_served=600)
+    city.district("d4")
+    # d4's only feeder is silent: nothing can be said of d4.
+    city.sensor("fdr-6", "feeder_meter", "d4", feeder="F6", customers_served=20)
+    query = KpiQuery([(DAY, NEXT_DAY)])
+    frequency = {r.district_id: r for r in saifi(city.conn, query)}
+    duration = {r.district_id: r for r in saidi(city.conn, query)}
+    # d1: F5's 600 customers leave both sides: SAIFI = (100 + 300) / 400 = 1.0 and
+    #   SAIDI = (100 x 10 + 300 x 5) / 400 = 6.25 min, as before F5 (not 400 / 1000 = 0.4 and
+    #   2500 / 1000 = 2.5); the coverage shows 2 of 3 feeders and 600 customers not judged.
+    assert frequency["d1"].value == pytest.approx(1.0)
+    assert duration["d1"].value == pytest.approx(6.25)
+    assert (frequency["d1"].sources_used, frequency["d1"].sources_expected) == (2, 3)
+    assert frequency["d1"].detail["customers_served"] == pytest.approx(400)
+    assert frequency["d1"].detail["customers_not_judged"] == pytest.approx(600)
+    # d4: no feeder judged, no value (not 0 / 20 = "no interruption").
+    assert frequency["d4"].value is None
+    assert duration["d4"].value is None
+    assert frequency["d4"].detail["customers_not_judged"] == pytest.approx(20)
+    # City: judged customers 100 + 300 + 50 + 10 = 460 as before; interrupted 410, 2560 min.
+    assert frequency[None].value == pytest.approx(410 / 460)
+    assert duration[None].value == pytest.approx(2560 / 460)
+    assert frequency[None].detail["customers_not_judged"] == pytest.approx(620)
+    assert (frequency[None].sources_used, frequency[None].sources_expected) == (4, 6)
+    values = {v.scope: v for v in compute(city.conn, "ENE-1", DAY, NEXT_DAY)}
+    assert values["d4"].rating is Rating.INSUFFICIENT_DATA
+    assert values["city"].coverage.sources_expected == 6

@@ -49,6 +49,11 @@ HIGHER = Band(80.0, 50.0)
         pytest.param(20.0, OK, LOWER, Better.LOWER, True, Rating.WARNING, id="strict-at-target"),
         pytest.param(30.0, OK, LOWER, Better.LOWER, True, Rating.MISSED, id="strict-at-warning"),
         pytest.param(19.9, OK, LOWER, Better.LOWER, True, Rating.MET, id="strict-below"),
+        # 100 (432 - 345.6) / 432 summed in floats lands an ulp or two off 20: on the target.
+        pytest.param(20 + 4e-15, OK, LOWER, Better.LOWER, False, Rating.MET, id="noise-over"),
+        pytest.param(20 - 4e-15, OK, LOWER, Better.LOWER, True, Rating.WARNING, id="noise-strict"),
+        pytest.param(80 - 2e-14, OK, HIGHER, Better.HIGHER, False, Rating.MET, id="noise-under"),
+        pytest.param(20.001, OK, LOWER, Better.LOWER, False, Rating.WARNING, id="just-over"),
         pytest.param(90.0, OK, HIGHER, Better.HIGHER, False, Rating.MET, id="higher-met"),
         pytest.param(80.0, OK, HIGHER, Better.HIGHER, False, Rating.MET, id="higher-at-target"),
         pytest.param(60.0, OK, HIGHER, Better.HIGHER, False, Rating.WARNING, id="higher-warn"),
