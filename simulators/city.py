@@ -40,7 +40,10 @@ assert set(ID_PREFIX) == set(KINDS), "every kind of the catalog needs an id pref
 # Households per customer water meter (a building's bulk meter): realistic DMA flows without
 # simulating every flat.
 _HOUSEHOLDS_PER_WATER_METER = (1, 40)
-_INSTALLED_AT = datetime(2024, 1, 1, tzinfo=UTC)
+# When a manifest does not say when its sensors were installed. A run that simulates history
+# passes the start of that history instead: KPIs judge a period from installation, so sensors
+# "installed" long before their first reading would count as silent all that time.
+DEFAULT_INSTALLED_AT = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,7 @@ class SensorSpec:
     lanes: int | None = None
     rated_max: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    installed_at: datetime = DEFAULT_INSTALLED_AT
 
     def row(self) -> dict[str, Any]:
         """The registry row: only the columns that are set."""
@@ -200,7 +204,7 @@ class SensorSpec:
             "latitude": self.latitude,
             "longitude": self.longitude,
             "interval_s": self.interval_s,
-            "installed_at": _INSTALLED_AT.isoformat(),
+            "installed_at": self.installed_at.isoformat(),
             "status": "active",
         }
         for column in (
@@ -235,13 +239,21 @@ class Manifest:
         }
 
 
-def manifest_json(city: City, seed: int = 0) -> dict[str, Any]:
+def manifest_json(
+    city: City, seed: int = 0, installed_at: datetime | None = None
+) -> dict[str, Any]:
     """The registry bulk format: ``{"districts": [...], "gateways": [...], "sensors": [...]}``."""
-    return build_manifest(city, seed).json()
+    return build_manifest(city, seed, installed_at).json()
 
 
-def build_manifest(city: City, seed: int = 0) -> Manifest:
-    """Districts, gateways (one per district and domain) and sensors of ``city``, from ``seed``."""
+def build_manifest(city: City, seed: int = 0, installed_at: datetime | None = None) -> Manifest:
+    """Districts, gateways (one per district and domain) and sensors of ``city``, from ``seed``.
+
+    ``installed_at`` (timezone-aware) is when every sensor went into service: give the start of
+    the history the run will simulate; None keeps :data:`DEFAULT_INSTALLED_AT`.
+    """
+    if installed_at is not None and installed_at.utcoffset() is None:
+        raise ValueError("installed_at must carry a timezone")
     rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
     districts: list[dict[str, Any]] = []
     gateways: list[dict[str, Any]] = []
@@ -251,6 +263,9 @@ def build_manifest(city: City, seed: int = 0) -> Manifest:
         centre_lat = city.latitude + 0.02 * ((index % 4) - 1.5)
         centre_lon = city.longitude + 0.03 * ((index // 4) - 1.0)
         built = _district_sensors(city, district, rng, centre_lat, centre_lon)
+        if installed_at is not None:
+            for spec in built:
+                spec.installed_at = installed_at.astimezone(UTC)
         sensors.extend(built)
         for domain in sorted({s.domain for s in built}):
             gateways.append(

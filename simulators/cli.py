@@ -101,8 +101,21 @@ def simulate(  # noqa: PLR0917 - typer maps options to parameters
     quiet: Annotated[bool, typer.Option(help="No live progress table.")] = False,
 ) -> None:
     """Simulate a city live, faster than real time, or as a backfill; publish over MQTT."""
+    now = time.time()
+    pace: float | None
+    if backfill_from is not None:
+        first = parse_time(backfill_from, now, past=True)
+        last: float | None = parse_time(backfill_to, now, past=True)
+        pace = None
+    else:
+        first = parse_time(start, now)
+        last = None if duration is None else first + (parse_duration(duration) or 0.0)
+        pace = speed
+        if speed <= 0:
+            raise typer.BadParameter("must be above 0", param_hint="--speed")
     the_city = city_named(city, gateway_prefix)
-    manifest = build_manifest(the_city, seed)
+    # Installed when the simulated history begins, so KPIs do not count the time before as silence.
+    manifest = build_manifest(the_city, seed, installed_at=datetime.fromtimestamp(first, UTC))
     if manifest_out is not None or register:
         path = manifest_out or state_dir / "manifest.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,18 +135,6 @@ def simulate(  # noqa: PLR0917 - typer maps options to parameters
             "urbanpulse simulate --manifest-out city.json && urbanpulse registry load city.json"
         )
 
-    now = time.time()
-    pace: float | None
-    if backfill_from is not None:
-        first = parse_time(backfill_from, now, past=True)
-        last: float | None = parse_time(backfill_to, now, past=True)
-        pace = None
-    else:
-        first = parse_time(start, now)
-        last = None if duration is None else first + (parse_duration(duration) or 0.0)
-        pace = speed
-        if speed <= 0:
-            raise typer.BadParameter("must be above 0", param_hint="--speed")
     clock = Clock(the_city.utc_offset_s)
     events = load_scenario(scenario, first, clock) if scenario else Scenario()
     batch_s = parse_duration(batch) if pace is None else None

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from gateway.kinds import KINDS
 from gateway.names import is_valid_sensor_id
 from gateway.topics import is_valid_gateway_id
 from services.storage import schema
 from services.storage.registry import parse
-from simulators.city import build_manifest, large_city, manifest_json, small_city
+from simulators.city import (
+    DEFAULT_INSTALLED_AT,
+    build_manifest,
+    large_city,
+    manifest_json,
+    small_city,
+)
 
 
 def test_the_small_city_has_about_200_sensors_and_the_large_one_2000() -> None:
@@ -68,3 +77,20 @@ def test_the_same_seed_gives_the_same_manifest_and_another_seed_another() -> Non
     same = json.dumps(manifest_json(small_city(), 1))
     assert same == json.dumps(manifest_json(small_city(), 1))
     assert same != json.dumps(manifest_json(small_city(), 2))
+
+
+def test_the_sensors_are_installed_when_the_history_begins() -> None:
+    # Berlin midnight, given as local time: stored in UTC, the same instant.
+    begins = datetime(2026, 11, 28, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+    data = manifest_json(small_city(), seed=3, installed_at=begins)
+    installed = {datetime.fromisoformat(s["installed_at"]) for s in data["sensors"]}
+    assert installed == {begins}
+    assert {s["installed_at"] for s in data["sensors"]} == {"2026-11-27T23:00:00+00:00"}
+    # The registry reads it back as given.
+    _, _, sensors = parse(data)
+    assert {s.installed_at for s in sensors} == {begins}
+    # Without a start of history, the fixed default (manifests stay reproducible).
+    default = {s["installed_at"] for s in manifest_json(small_city())["sensors"]}
+    assert default == {DEFAULT_INSTALLED_AT.isoformat()}
+    with pytest.raises(ValueError, match="timezone"):
+        build_manifest(small_city(), installed_at=datetime(2026, 11, 28))

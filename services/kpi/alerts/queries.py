@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 from gateway.kinds import KINDS, QUANTITIES
 
 from ..catalog import KPIS
+from ..engine import DAYS_PER_YEAR as YEAR_DAYS
 from .rules import (
     Condition,
     KpiBandParams,
@@ -178,22 +179,50 @@ _NIGHT_FLOW = """
     FROM n LEFT JOIN a ON a.key = n.key
 """
 
-# A KPI that is insufficient_data says nothing about its band: no verdict either way.
+# A KPI that is insufficient_data says nothing about its band: no verdict either way. Nor does a
+# period still running before its coverage rule holds for the whole period (see KpiBandParams):
+# period coverage = the value's coverage ratio x the share of the period gone by, the period
+# counted from the scope's first installation (a district installed yesterday owes nothing for
+# the days before).
 _KPI_BAND = """
-    SELECT k.kpi_id || '/' || k.scope || '/' || k.period AS subject_id,
-           nullif(k.scope, 'city') AS district_id, c.domain, NULL::text AS sensor_id, k.value,
-           jsonb_build_object('kpi_id', k.kpi_id, 'scope', k.scope, 'period', k.period,
-                              'rating', k.rating, 'period_start', k.period_start,
-                              'period_end', k.period_end) AS detail,
-           CASE WHEN k.rating = ANY(%(ratings)s::text[]) THEN 'raise'
-                WHEN k.rating = 'insufficient_data' THEN 'hold'
+    WITH k AS (
+        SELECT k.*, c.domain,
+               CASE WHEN extract(epoch FROM k.period_end - k.period_start) >= %(year_s)s
+                    THEN c.annual_threshold ELSE c.threshold END AS threshold,
+               greatest(k.period_start, (
+                   SELECT min(coalesce(s.installed_at, '-infinity'::timestamptz))
+                   FROM sensors s
+                   WHERE s.status <> 'pending' AND (k.scope = 'city' OR s.district_id = k.scope)
+               )) AS judged_from
+        FROM kpi_current k
+        LEFT JOIN unnest(%(kpi_ids)s::text[], %(kpi_domains)s::text[],
+                         %(kpi_thresholds)s::float8[], %(kpi_annual_thresholds)s::float8[])
+                  AS c(kpi_id, domain, threshold, annual_threshold)
+          ON c.kpi_id = k.kpi_id
+        WHERE (%(kpi_id)s::text IS NULL OR k.kpi_id = %(kpi_id)s::text)
+          AND (%(period)s::text IS NULL OR k.period = %(period)s::text)
+          AND (%(district)s::text IS NULL OR k.scope = %(district)s::text)
+    ), p AS (
+        SELECT k.*,
+               CASE WHEN NOT %(wait_for_coverage)s OR k.period_end <= %(now)s THEN NULL
+                    ELSE coalesce((k.body->'coverage'->>'ratio')::float8, 0)
+                         * greatest(0, extract(epoch FROM %(now)s - k.judged_from))
+                         / nullif(extract(epoch FROM k.period_end - k.judged_from), 0)
+               END AS period_coverage
+        FROM k
+    )
+    SELECT p.kpi_id || '/' || p.scope || '/' || p.period AS subject_id,
+           nullif(p.scope, 'city') AS district_id, p.domain, NULL::text AS sensor_id, p.value,
+           jsonb_build_object('kpi_id', p.kpi_id, 'scope', p.scope, 'period', p.period,
+                              'rating', p.rating, 'period_start', p.period_start,
+                              'period_end', p.period_end,
+                              'period_coverage', p.period_coverage) AS detail,
+           CASE WHEN p.rating = 'insufficient_data' THEN 'hold'
+                WHEN p.rating = ANY(%(ratings)s::text[])
+                     AND coalesce(p.period_coverage >= p.threshold, true) THEN 'raise'
+                WHEN p.rating = ANY(%(ratings)s::text[]) THEN 'hold'
                 ELSE 'clear' END AS verdict
-    FROM kpi_current k
-    LEFT JOIN unnest(%(kpi_ids)s::text[], %(kpi_domains)s::text[]) AS c(kpi_id, domain)
-      ON c.kpi_id = k.kpi_id
-    WHERE (%(kpi_id)s::text IS NULL OR k.kpi_id = %(kpi_id)s::text)
-      AND (%(period)s::text IS NULL OR k.period = %(period)s::text)
-      AND (%(district)s::text IS NULL OR k.scope = %(district)s::text)
+    FROM p
 """
 
 # (raise, clear) tests on ``value`` per valued condition: at-or-beyond raises, strictly back
@@ -284,9 +313,13 @@ def _query(rule: Rule, horizon: datetime, now: datetime) -> tuple[str, dict[str,
     params.update(
         ratings=list(typed.ratings),
         period=typed.period,
+        wait_for_coverage=typed.wait_for_coverage,
         kpi_id=rule.kpi_id,
         kpi_ids=list(KPIS),
         kpi_domains=[k.domain.value for k in KPIS.values()],
+        kpi_thresholds=[k.threshold_for(1.0) for k in KPIS.values()],
+        kpi_annual_thresholds=[k.threshold_for(YEAR_DAYS) for k in KPIS.values()],
+        year_s=YEAR_DAYS * 86400.0,
     )
     return _KPI_BAND, params
 

@@ -13,7 +13,9 @@ condition:
 - ``night_flow``: a DMA inflow meter whose minimum night flow (``params.start``..``params.end``,
   local time) of the last night is ``threshold`` times the median of the previous
   ``params.nights`` nights' minima or more (suspected leak); clears below ``clear_threshold`` times;
-- ``kpi_band``: a row of ``kpi_current`` rated one of ``params.ratings`` (default ``missed``).
+- ``kpi_band``: a row of ``kpi_current`` rated one of ``params.ratings`` (default ``missed``);
+  for a period still running, only once the period's coverage rule is met
+  (``params.wait_for_coverage``, on by default).
 
 ``duration_s`` is the minimum time a condition must hold before it raises an alert. A rule may be
 scoped to one district. ``params`` is free JSON in the table, validated here per condition and
@@ -108,6 +110,11 @@ class KpiBandParams(_Params):
     ratings: tuple[Literal["missed", "warning"], ...] = Field(default=("missed",), min_length=1)
     # Only this period of kpi_current (e.g. "day"); None: every period.
     period: str | None = None
+    # A period still running raises only once its coverage rule holds for the whole period: the
+    # value's coverage times the share of the period (from the scope's first installation) that
+    # has gone by reaches the KPI's threshold (KPIS.md: 75 %, 90 % for a year). Otherwise day 2
+    # of a month, or a platform started this morning, would judge the month on a day.
+    wait_for_coverage: bool = True
 
 
 PARAMS: Mapping[Condition, type[_Params]] = {

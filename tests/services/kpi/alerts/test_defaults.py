@@ -4,7 +4,7 @@ modes; install_defaults is idempotent and keeps a city's edits."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -217,12 +217,34 @@ def test_silent_gateway_raises_from_last_seen(city: City, install: Install) -> N
     assert evaluate(db, T0 + 21 * MINUTE).cleared == 1
 
 
-def _kpi(db: Conn, kpi_id: str, scope: str, rating: str, value: float | None) -> None:
+def _kpi(
+    db: Conn,
+    kpi_id: str,
+    scope: str,
+    rating: str,
+    value: float | None,
+    *,
+    period: str = "day",
+    start: datetime = T0 - timedelta(hours=23, minutes=55),
+    end: datetime = T0 + timedelta(minutes=5),
+    coverage: float = 1.0,
+) -> None:
+    """A current value as the monitor stores it; by default a day with 5 minutes to run, fully
+    covered, so its coverage rule (98 % for WAT-1) already holds for the whole day."""
     db.execute(
         "INSERT INTO kpi_current (kpi_id, scope, period, period_start, period_end, value, rating, "
-        "body) VALUES (%s, %s, 'day', %s, %s, %s, %s, %s) ON CONFLICT (kpi_id, scope, period) "
-        "DO UPDATE SET value = excluded.value, rating = excluded.rating",
-        (kpi_id, scope, T0, T0 + timedelta(days=1), value, rating, Jsonb({})),
+        "body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kpi_id, scope, period) "
+        "DO UPDATE SET value = excluded.value, rating = excluded.rating, body = excluded.body",
+        (
+            kpi_id,
+            scope,
+            period,
+            start,
+            end,
+            value,
+            rating,
+            Jsonb({"coverage": {"ratio": coverage}}),
+        ),
     )
     db.commit()
 
@@ -254,6 +276,55 @@ def test_a_kpi_rated_missed_raises_and_clears_back_in_its_band(
     result = evaluate(db, T0 + 3 * MINUTE)
     assert result.raised == 1
     assert alert_rows(db, "wat1-warning")[0]["district_id"] is None  # the whole city
+
+
+def test_a_kpi_missed_in_a_running_period_waits_for_the_periods_coverage(
+    city: City, install: Install
+) -> None:
+    # The first minute of `urbanpulse up`: a month judged on the two days since installation
+    # must not raise; the same value once the month's coverage rule holds does.
+    db = city.conn
+    install("kpi-missed")
+    city.district("d1")
+    city.sensor("tra-1", "traffic_counter", "d1", installed_at=T0 - timedelta(days=2))
+    nov, dec = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    _kpi(db, "TRA-2", "d1", "missed", 0.0, period="month", start=nov, end=dec)
+    # Judged from installation (Nov 8 12:00): 2 of 22.5 days gone by, 0.09 < 0.75.
+    assert evaluate(db, T0).raised == 0
+    assert alert_rows(db) == []
+    # Nov 27 12:00: 19 of 22.5 days, 0.84, but only 80 % of what was owed arrived: 0.68 < 0.75.
+    late = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    _kpi(db, "TRA-2", "d1", "missed", 0.0, coverage=0.8, period="month", start=nov, end=dec)
+    assert evaluate(db, late).raised == 0
+    # Fully covered so far: 0.84 >= 0.75, the month's rule holds and the alert is raised.
+    _kpi(db, "TRA-2", "d1", "missed", 0.0, period="month", start=nov, end=dec)
+    assert evaluate(db, late + MINUTE).raised == 1
+    [alert] = alert_rows(db)
+    assert alert["subject_id"] == "TRA-2/d1/month"
+    # A year (90 %) judged from the same installation: by Nov 27, 19 of its 54 days.
+    jan, next_jan = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    _kpi(db, "TRA-2", "d1", "missed", 0.0, period="year", start=jan, end=next_jan)
+    assert evaluate(db, late + 2 * MINUTE).raised == 0
+    # A period that has ended is judged on its rating alone, as before.
+    assert evaluate(db, datetime(2027, 1, 1, 0, 1, tzinfo=UTC)).raised == 1
+
+
+def test_a_kpi_band_rule_may_judge_running_periods_at_once(city: City, install: Install) -> None:
+    db = city.conn
+    install("kpi-missed", params={"ratings": ["missed"], "wait_for_coverage": False})
+    city.district("d1")
+    city.sensor("tra-1", "traffic_counter", "d1", installed_at=T0 - timedelta(days=2))
+    _kpi(
+        db,
+        "TRA-2",
+        "d1",
+        "missed",
+        0.0,
+        period="month",
+        start=T0 - timedelta(days=9),
+        end=T0 + timedelta(days=21),
+    )
+    assert evaluate(db, T0).raised == 1
 
 
 def test_install_defaults_is_idempotent_and_keeps_a_citys_edits(db: Conn) -> None:
