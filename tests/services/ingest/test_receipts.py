@@ -343,7 +343,9 @@ def test_packs_acknowledged_by_the_embedded_broker_then_lost_in_its_restart_are_
         assert publisher.wait_until(lambda h: h.acknowledged >= 4, 10)
         embedded_broker.handle.restart()
         start_worker(url, embedded_broker)
-        assert publisher.wait_until(lambda h: h.outbox_depth == 0, 30), publisher.health()
+        # The gateway's re-send at reconnect may reach the new broker before the worker has
+        # subscribed (and be lost again); the receipt timeout (30 s) then sends them once more.
+        assert publisher.wait_until(lambda h: h.outbox_depth == 0, 75), publisher.health()
         time.sleep(0.5)
         assert _count(conn) == 40
         assert _count(conn, "SELECT count(*) FROM pack_ledger") == 4
