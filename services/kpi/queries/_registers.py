@@ -52,13 +52,47 @@ REGISTER_SPAN = """greatest(b.bucket_start, s.installed_at) AS span_start,
 """A register's span in bucket ``b`` (its time in service up to now) and what each end of it is:
 a boundary to bracket, or else the sensor's installation, its retirement or now (running)."""
 
-# The minute rollup's row at or before a boundary holds the last reading at or before it (its
-# ``last``, or its ``first`` when the row straddles the boundary); the row at or after holds the
-# first reading at or after it. ORDER BY bucket ... LIMIT 1 walks the primary key
-# (sensor_key, quantity_key, bucket) and stops at the nearest row.
-REGISTER_INDEXES = """register_edges AS (
+# The rollup row at or before a boundary holds the last reading at or before it (its ``last``, or
+# its ``first`` when the row straddles the boundary); the row at or after holds the first reading
+# at or after it. ORDER BY bucket ... LIMIT 1 walks the primary key (sensor_key, quantity_key,
+# bucket) and stops at the nearest row. A boundary on a whole UTC hour (nearly all of them) is
+# probed in ``readings_1h``, where no row straddles it and a tolerance spans one or two rows
+# instead of one per reading: 2.5 times faster on a week of hourly buckets (bench_registers).
+# Any other boundary is probed in ``readings_1m`` (inside a straddling minute, the minute's first
+# and last reading bracket it).
+_ROLLUPS = (("readings_1h", "1 hour", "e.on_hour"), ("readings_1m", "1 minute", "NOT e.on_hour"))
+
+
+def _nearest(before: bool) -> str:
+    """The lateral subquery of the reading nearest a boundary ``e.edge`` on one side."""
+    if before:
+        pick, order = "r.last_time <= e.edge", " DESC"
+        window = "r.bucket <= e.edge AND r.bucket > e.edge - e.tolerance - interval '{width}'"
+        reaches = "r.first_time <= e.edge"
+        time = f"CASE WHEN {pick} THEN r.last_time ELSE r.first_time END"
+        value = f"CASE WHEN {pick} THEN r.last ELSE r.first END"
+    else:
+        pick, order = "r.first_time >= e.edge", ""
+        window = "r.bucket > e.edge - interval '{width}' AND r.bucket <= e.edge + e.tolerance"
+        reaches = "r.last_time >= e.edge"
+        time = f"CASE WHEN {pick} THEN r.first_time ELSE r.last_time END"
+        value = f"CASE WHEN {pick} THEN r.first ELSE r.last END"
+    branches = [
+        f"""(SELECT {time} AS time, {value} AS value
+         FROM {rollup} AS r
+         WHERE {gate} AND r.sensor_key = e.key AND r.quantity_key = e.quantity_key
+           AND {window.format(width=width)} AND {reaches}
+         ORDER BY r.bucket{order}
+         LIMIT 1)"""  # noqa: S608 (this module's constant fragments)
+        for rollup, width, gate in _ROLLUPS
+    ]
+    return "\n        UNION ALL\n        ".join(branches)
+
+
+REGISTER_INDEXES = f"""register_edges AS (
     SELECT key, quantity_key, edge,
            make_interval(secs => interval_s * %(register_tolerance)s) AS tolerance,
+           date_bin('1 hour', edge, '1970-01-01Z') = edge AS on_hour,
            bool_or(running) AS running
     FROM register_spans
     CROSS JOIN LATERAL (VALUES (span_start, false), (span_end, end_running)) AS e(edge, running)
@@ -72,24 +106,10 @@ register_brackets AS (
            prev.time AS prev_time, prev.value AS prev_value
     FROM register_edges AS e
     LEFT JOIN LATERAL (
-        SELECT CASE WHEN r.last_time <= e.edge THEN r.last_time ELSE r.first_time END AS time,
-               CASE WHEN r.last_time <= e.edge THEN r.last ELSE r.first END AS value
-        FROM readings_1m AS r
-        WHERE r.sensor_key = e.key AND r.quantity_key = e.quantity_key
-          AND r.bucket <= e.edge AND r.bucket > e.edge - e.tolerance - interval '1 minute'
-          AND r.first_time <= e.edge
-        ORDER BY r.bucket DESC
-        LIMIT 1
+        {_nearest(before=True)}
     ) AS pre ON pre.time >= e.edge - e.tolerance
     LEFT JOIN LATERAL (
-        SELECT CASE WHEN r.first_time >= e.edge THEN r.first_time ELSE r.last_time END AS time,
-               CASE WHEN r.first_time >= e.edge THEN r.first ELSE r.last END AS value
-        FROM readings_1m AS r
-        WHERE r.sensor_key = e.key AND r.quantity_key = e.quantity_key
-          AND r.bucket > e.edge - interval '1 minute' AND r.bucket <= e.edge + e.tolerance
-          AND r.last_time >= e.edge
-        ORDER BY r.bucket
-        LIMIT 1
+        {_nearest(before=False)}
     ) AS post ON post.time <= e.edge + e.tolerance
     -- now, in a running bucket: the reading before the last one, for the rate to carry it on
     LEFT JOIN LATERAL (
@@ -132,4 +152,4 @@ register_indexes AS (
       ON m0.key = sp.key AND m0.quantity_key = sp.quantity_key AND m0.edge = sp.span_start
     JOIN register_marks AS m1
       ON m1.key = sp.key AND m1.quantity_key = sp.quantity_key AND m1.edge = sp.span_end
-)"""
+)"""  # noqa: S608 (this module's constant fragments; values are bind parameters)

@@ -184,6 +184,24 @@ def test_boundary_inside_a_minute(city: City) -> None:
     assert _indexes(city, KpiQuery([bucket]))["wm-20"] == pytest.approx((1000.04, 1001.84))
 
 
+def test_boundaries_off_the_hour_are_read_from_the_minute_rollup(city: City) -> None:
+    city.district("d1")
+    # Bucket 00:30-12:30 (boundaries off the whole hour: probed in readings_1m). Meter a lost
+    # its 00:30 reading: 00:15 and 00:45 bracket the start, 1000 + 0.001 x 1800 = 1001.8; its
+    # end is read at 12:30: 1000 + 0.001 x 45000 = 1045. Meter b lost 11:45 to 12:30: the
+    # nearest reading before 12:30 is 11:30, 60 min away: unread at the end.
+    a = city.sensor("wm-a", "water_meter", "d1", dma="A")
+    b = city.sensor("wm-b", "water_meter", "d1", dma="A")
+    city.write(
+        [(a, "index", t, v) for t, v in _linear(_every_15(but=[30]))]
+        + [(b, "index", t, v) for t, v in _linear(_every_15(but=[705, 720, 735, 750]))]
+    )
+    bucket = (DAY + timedelta(minutes=30), DAY + timedelta(hours=12, minutes=30))
+    indexes = _indexes(city, KpiQuery([bucket]))
+    assert indexes["wm-a"] == pytest.approx((1001.8, 1045.0))
+    assert indexes["wm-b"] == pytest.approx((1001.8, None))
+
+
 def test_a_running_bucket_ends_now_at_the_latest_rate(city: City) -> None:
     city.district("d1")
     key = city.sensor("wm-now", "water_meter", "d1", dma="A")
