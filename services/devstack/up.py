@@ -44,6 +44,7 @@ from services.api.app import create_app
 from services.api.keys import create_key, find_key, verify_secret
 from services.ingest.cli import limits
 from services.ingest.worker import IngestWorker, WorkerConfig
+from services.kpi.engine import CURRENT_PERIODS
 from services.kpi.monitor import Monitor
 from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 from services.storage import migrate
@@ -54,6 +55,7 @@ from .city import city_gateways, start_city
 from .postgres import EmbeddedPostgres, PostgresError
 
 app = typer.Typer(help="Run the platform on this machine (embedded default).")
+FIRST_ROUND_TIMEOUT_S = 120.0
 console = Console()
 
 
@@ -111,9 +113,12 @@ def up(
         gateways = city_gateways() if city else []
         started, rows = _start_services(stack, settings, base, gateways)
         database_url, mqtt_url = started.database_url, started.mqtt_url
-        # After the city's backfill has reached the broker, and a minute later (one rollup
-        # refresh), so that its first round does not find every sensor silent.
-        first_round_after_s = 60.0 if city else 0.0
+        # With the city, the monitor's first round waits for today's backfill to be stored and
+        # rolled up (the city wakes it: today first, every period once the week is in); the
+        # timeout only bounds the wait should that never come.
+        monitor = Monitor(database_url, first_after_s=FIRST_ROUND_TIMEOUT_S if city else 0.0)
+        if city:
+            monitor.periods = ("day",)
         api_url, key_file = _start_api(
             stack, settings, base, database_url, mqtt_url, login=started.login(settings, "api")
         )
@@ -139,11 +144,14 @@ def up(
                             mqtt_url,
                             base / "city",
                             passwords=started.passwords,
+                            on_ready=lambda part: monitor.wake(
+                                ("day",) if part == "today" else CURRENT_PERIODS
+                            ),
                         ),
                         "urbanpulse simulate runs other cities; --no-city turns this off",
                     )
                 )
-        _start_monitor(stack, database_url, first_round_after_s)
+        _start_monitor(stack, monitor)
         rows.append(
             (
                 "monitor",
@@ -351,9 +359,8 @@ def _lock_data_dir(base: Path) -> TextIO | None:
     return handle
 
 
-def _start_monitor(stack: contextlib.ExitStack, database_url: str, first_after_s: float) -> None:
+def _start_monitor(stack: contextlib.ExitStack, monitor: Monitor) -> None:
     stop = threading.Event()
-    monitor = Monitor(database_url, first_after_s=first_after_s)
     thread = threading.Thread(target=monitor.run, args=(stop,), name="monitor", daemon=True)
     thread.start()
     stack.callback(thread.join, 15)

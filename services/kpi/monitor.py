@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -46,10 +47,14 @@ class Round:
     seconds: float
 
 
-def run_round(conn: psycopg.Connection[tuple[object, ...]]) -> Round:
-    """One round on ``conn`` (committed)."""
+def run_round(
+    conn: psycopg.Connection[tuple[object, ...]],
+    periods: Sequence[str] = engine.CURRENT_PERIODS,
+) -> Round:
+    """One round on ``conn`` (committed): ``periods`` of ``kpi_current`` refreshed, then every
+    rule evaluated."""
     started = time.perf_counter()
-    changed = engine.refresh_current(conn)
+    changed = engine.refresh_current(conn, periods=periods)
     result = evaluate(conn)
     conn.commit()
     return Round(
@@ -68,12 +73,32 @@ class Monitor:
         # A platform starting with its sensors (``urbanpulse up``) waits for the first readings
         # and rollups, or its first round would find every sensor silent.
         self.first_after_s = first_after_s
+        # The current periods each round refreshes; ``wake`` may narrow them while history is
+        # still arriving (a month judged on today alone would be false).
+        self.periods: tuple[str, ...] = tuple(engine.CURRENT_PERIODS)
         self.rounds = 0
         self.last: Round | None = None
+        self._wake = threading.Event()
+
+    def wake(self, periods: Sequence[str] | None = None) -> None:
+        """Run a round now (the data just became complete), on ``periods`` from now on if given."""
+        if periods is not None:
+            self.periods = tuple(periods)
+        self._wake.set()
+
+    def _pause(self, stop: threading.Event, seconds: float) -> bool:
+        """Wait ``seconds``, or less if woken; True when ``stop`` was set."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, 0.25)):
+                self._wake.clear()
+                return stop.is_set()
+        return True
 
     def run(self, stop: threading.Event) -> None:
         installed = False
-        if stop.wait(self.first_after_s):
+        if self._pause(stop, self.first_after_s):
             return
         while not stop.is_set():
             try:
@@ -83,7 +108,7 @@ class Monitor:
                         conn.commit()
                         installed = True
                     while not stop.is_set():
-                        self.last = run_round(conn)
+                        self.last = run_round(conn, self.periods)
                         self.rounds += 1
                         log.info(
                             "monitor round: %d KPI values changed, %d alerts raised, %d cleared, "
@@ -94,7 +119,7 @@ class Monitor:
                             self.last.open_alerts,
                             self.last.seconds,
                         )
-                        stop.wait(max(self.every_s - self.last.seconds, 1.0))
+                        self._pause(stop, max(self.every_s - self.last.seconds, 1.0))
             except psycopg.OperationalError as exc:
                 log.warning("monitor: database unavailable (%s); retrying", exc)
                 stop.wait(min(self.every_s, 10.0))
