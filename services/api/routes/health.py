@@ -94,6 +94,7 @@ def check_broker(settings: Settings) -> Check:
     if tls:
         client.tls_set_context(ssl.create_default_context())
     answers: list[ReasonCode] = []
+    client.connect_timeout = CHECK_TIMEOUT_S  # paho's own default (5 s) covers TCP and TLS
     client.on_connect = lambda _client, _userdata, _flags, reason, _props: answers.append(reason)
     deadline = time.monotonic() + CHECK_TIMEOUT_S
     try:

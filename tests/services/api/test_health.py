@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from services.api.app import create_app
+from services.devstack.broker import start_broker
 from services.devstack.postgres import free_port
 from services.settings import Settings
 from tests.fixtures.broker import BrokerUnderTest
@@ -77,3 +81,29 @@ def test_readyz_with_a_broker_that_goes_away(
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["down"] == ["broker"]
+
+
+def test_readyz_names_a_broker_that_refuses_its_credentials(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    """A broker that is up but refuses the API's login breaks the live path: not ready."""
+    broker = start_broker(tmp_path / "broker", users={"api": "the-right-one"})
+    try:
+        wrong = api_settings.model_copy(
+            update={
+                "mqtt_url": broker.url,
+                "mqtt_username": "api",
+                "mqtt_password": SecretStr("wrong"),
+            }
+        )
+        with _down_client(wrong) as client:
+            refused = client.get("/readyz")
+        right = wrong.model_copy(update={"mqtt_password": SecretStr("the-right-one")})
+        with _down_client(right) as client:
+            accepted = client.get("/readyz")
+    finally:
+        broker.close()
+    assert refused.status_code == 503
+    assert refused.json()["down"] == ["broker"]
+    assert "refused CONNECT" in refused.json()["checks"]["broker"]["detail"]
+    assert accepted.status_code == 200, accepted.text
