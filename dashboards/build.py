@@ -46,11 +46,14 @@ def render(model: dict[str, Any]) -> str:
     return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write(directory: Path = GENERATED) -> list[Path]:
-    """Write every dashboard to ``directory/<uid>.json``; remove stale ones. Returns paths."""
+def write(
+    directory: Path = GENERATED, models: dict[str, dict[str, Any]] | None = None
+) -> list[Path]:
+    """Write every dashboard (``models``, else built now) to ``directory/<uid>.json``; remove
+    stale ones. Returns paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    models = dashboards()
+    models = dashboards() if models is None else models
     for uid, model in models.items():
         path = directory / f"{uid}.json"
         path.write_text(render(model), encoding="utf-8")

@@ -24,7 +24,7 @@ from .panels import (
 from .sql import DISTRICTS, DOMAINS
 
 # Sensor and gateway states on the map (and their words, so colour is not the only cue).
-STATES = {
+STATES: dict[float, tuple[str, str]] = {
     0: ("reporting", GREEN),
     1: ("late", ORANGE),
     2: ("silent", RED),
@@ -127,7 +127,7 @@ def build() -> db.Dashboard:
                 MAP_SQL,
                 "state",
                 steps((None, GREEN), (1, ORANGE), (2, RED), (3, "gray")),
-                named({k: v for k, v in STATES.items()}),
+                named(STATES),
             )
         )
         .with_panel(

@@ -31,9 +31,9 @@ def build(
             raise typer.Exit(1)
         typer.echo(f"{len(builder.BOARDS)} dashboards up to date in {out}")
         return
-    for path in builder.write(out):
-        panels = len(builder.panels(builder.dashboards()[path.stem]))
-        typer.echo(f"{path}  ({panels} panels)")
+    models = builder.dashboards()
+    for path in builder.write(out, models):
+        typer.echo(f"{path}  ({len(builder.panels(models[path.stem]))} panels)")
 
 
 @app.command()

@@ -141,15 +141,26 @@ def water() -> db.Dashboard:
 # --- energy ------------------------------------------------------------------------------
 
 # Minutes with a feeder's voltage at zero (<= 1 V, the outage rule), joined into outages
-# (gaps and islands); 5 minutes or more is sustained (IEEE 1366), counted by SAIFI/SAIDI.
+# (gaps and islands); 5 minutes or more is sustained (IEEE 1366), counted by SAIFI/SAIDI. The
+# minutes are read only inside the hours whose lowest voltage was zero, so a year costs the
+# year's hourly rows plus the outages' minutes, not every minute of every feeder.
 OUTAGES_SQL = f"""
-WITH down AS (
-  SELECT s.feeder, s.district_id, s.customers_served, r.bucket,
-         r.bucket - row_number() OVER (PARTITION BY s.feeder ORDER BY r.bucket)
+WITH outage_hours AS (
+  SELECT s.key, s.feeder, s.district_id, s.customers_served, h.quantity_key, h.bucket AS hour
+  FROM readings_1h h JOIN sensors s ON s.key = h.sensor_key
+  WHERE h.bucket >= date_trunc('hour', $__timeFrom()::timestamptz)
+    AND h.bucket < $__timeTo()::timestamptz
+    AND s.kind = 'feeder_meter' AND {quantity("voltage", "h")} AND h.min <= 1
+    AND s.district_id IN ({DISTRICTS})
+),
+down AS (
+  SELECT o.feeder, o.district_id, o.customers_served, r.bucket,
+         r.bucket - row_number() OVER (PARTITION BY o.feeder ORDER BY r.bucket)
                     * interval '1 minute' AS island
-  FROM readings_1m r JOIN sensors s ON s.key = r.sensor_key
-  WHERE $__timeFilter(r.bucket) AND s.kind = 'feeder_meter' AND {quantity("voltage")}
-    AND r.min <= 1 AND s.district_id IN ({DISTRICTS})
+  FROM outage_hours o JOIN readings_1m r
+    ON r.sensor_key = o.key AND r.quantity_key = o.quantity_key
+   AND r.bucket >= o.hour AND r.bucket < o.hour + interval '1 hour'
+  WHERE $__timeFilter(r.bucket) AND r.min <= 1
 )
 SELECT feeder, district_id AS district, min(bucket) AS start,
        max(bucket) + interval '1 minute' AS "end", count(*)::float8 AS minutes,
@@ -159,6 +170,18 @@ FROM down
 GROUP BY feeder, district_id, island
 ORDER BY start DESC
 """
+
+# Each inverter's mean power over the interval, summed over the district's inverters: summing
+# rollup rows' means directly counts an inverter once per row it has in the interval.
+SOLAR_SQL = by_span(
+    'SELECT "time", metric, sum(value) AS value FROM ('
+    "SELECT $__timeGroupAlias(r.bucket, $__interval), s.district_id AS metric, "
+    "sum(r.sum) / sum(r.count) AS value FROM {rollup} r "
+    "JOIN sensors s ON s.key = r.sensor_key "
+    f"WHERE {{span}} AND $__timeFilter(r.bucket) AND s.kind = 'solar_inverter' "
+    f"AND {quantity('power')} AND s.district_id IN ({DISTRICTS}) GROUP BY 1, 2, s.key"
+    ") per_inverter GROUP BY 1, 2"
+)
 
 
 def energy() -> db.Dashboard:
@@ -193,15 +216,9 @@ def energy() -> db.Dashboard:
         .with_panel(
             chart(
                 "Solar generation per district",
-                by_span(
-                    "SELECT $__timeGroupAlias(r.bucket, $__interval), s.district_id AS metric, "
-                    "sum(r.sum / r.count) AS value FROM {rollup} r "
-                    "JOIN sensors s ON s.key = r.sensor_key "
-                    f"WHERE {{span}} AND $__timeFilter(r.bucket) AND s.kind = 'solar_inverter' "
-                    f"AND {quantity('power')} AND s.district_id IN ({DISTRICTS}) GROUP BY 1, 2"
-                ),
+                SOLAR_SQL,
                 "watt",
-                description="Sum over inverters of each one's mean power in the bucket.",
+                description="Sum over inverters of each one's mean power in the interval.",
             )
         )
     )
@@ -281,7 +298,8 @@ SELECT s.id AS segment, s.district_id AS district, s.road_class,
        s.free_flow_speed * 3.6 AS "free-flow, km/h",
        sum(r.sum) / sum(r.count) / s.free_flow_speed AS "speed / free-flow"
 FROM readings_1m r JOIN sensors s ON s.key = r.sensor_key
-WHERE r.bucket > now() - interval '15 minutes' AND s.kind = 'traffic_counter'
+WHERE r.bucket > $__timeTo()::timestamptz - interval '15 minutes' AND r.bucket <= $__timeTo()
+  AND s.kind = 'traffic_counter'
   AND {quantity("speed")} AND s.district_id IN ({DISTRICTS}) AND s.free_flow_speed > 0
 GROUP BY s.id, s.district_id, s.road_class, s.free_flow_speed
 ORDER BY 6
@@ -318,7 +336,7 @@ def traffic() -> db.Dashboard:
                 "velocitykmh",
             )
         )
-        .with_panel(table_panel("Slowest segments now (last 15 minutes)", SLOWEST_SQL))
+        .with_panel(table_panel("Slowest segments (last 15 minutes of the range)", SLOWEST_SQL))
         .with_panel(
             chart(
                 "Vehicles per hour per district",

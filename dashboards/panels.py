@@ -34,7 +34,7 @@ def band_thresholds(kpi: Kpi) -> db.ThresholdsConfig:
     return steps((None, RED), (band.warning, ORANGE), (band.target, GREEN))
 
 
-def text_color(name: str) -> list[dm.DynamicConfigValue]:
+def text_color() -> list[dm.DynamicConfigValue]:
     """Override for a secondary field of a stat (target, baseline change): plain text colour."""
     return [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "text"})]
 
@@ -52,8 +52,8 @@ def kpi_stat(kpi: Kpi, sql: str) -> stat.Panel:
         .reduce_options(common.ReduceDataOptions().values(False).calcs(["lastNotNull"]).fields(""))
         .no_value("insufficient data")
         .decimals(2)
-        .override_by_name("target", text_color("target"))
-        .override_by_name("vs baseline %", text_color("vs baseline %"))
+        .override_by_name("target", text_color())
+        .override_by_name("vs baseline %", text_color())
         .height(5)
         .span(6)
     )

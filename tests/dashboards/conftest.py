@@ -45,7 +45,10 @@ BATCH = 50_000
 class SeededCity:
     url: str
     mode: str
-    now: datetime
+    now: datetime  # the simulated data ends here
+    # Grafana's "now" for the panel tests: just after the seeding (its alert acknowledgement
+    # included), fixed, so a slow run does not slide the ranges off the data.
+    ready: datetime
 
 
 def _scenario(now: float) -> Scenario:
@@ -145,7 +148,7 @@ def seeded_city(request: pytest.FixtureRequest) -> Iterator[SeededCity]:
         else:
             migrate.upgrade(url, mode="timescaledb")
         now = seed(url, mode)
-        yield SeededCity(url, mode, now)
+        yield SeededCity(url, mode, now, ready=datetime.now(UTC))
     finally:
         with (
             contextlib.suppress(psycopg.Error),

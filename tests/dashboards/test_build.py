@@ -53,14 +53,6 @@ def test_city_overview_has_a_stat_per_kpi_coloured_by_its_band() -> None:
     assert [s["color"] for s in steps] == ["red", "orange", "green"]
 
 
-def test_panel_ids_are_unique_within_each_dashboard() -> None:
-    for model in build.dashboards().values():
-        ids = [p["id"] for p in model["panels"]] + [
-            c["id"] for p in model["panels"] for c in p.get("panels", [])
-        ]
-        assert len(ids) == len(set(ids)), model["uid"]
-
-
 def test_building_never_loads_grafana_client() -> None:
     """grafana-client's urllib3-future breaks requests-based tools: only the push loads it."""
     code = (

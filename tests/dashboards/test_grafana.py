@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboards.grafana import (
+from tests.dashboards.grafana_datasource import (
     InterpolationError,
     Variable,
     format_interval,
