@@ -5,6 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 
 from services.kpi import catalog
+from services.kpi.alerts.defaults import DEFAULT_RULES
 from services.kpi.catalog import Kpi
 
 from .panels import (
@@ -44,18 +45,26 @@ WHERE kpi_id = '{kpi.id}' AND scope = 'city' AND period = '{period}'
 """
 
 
-# A sensor is reporting if its newest reading is within three of its intervals (the
-# sensor-silent alert rule's grace); a gateway if it says it is online.
-MAP_SQL = f"""
-WITH newest AS (
+# A sensor is reporting while the default sensor-silent rule would not call it silent (its
+# intervals and its floor, read from the rule so the map and the alerts agree); a gateway if it
+# says it is online.
+_SILENT_RULE = next(rule for rule in DEFAULT_RULES if rule.id == "sensor-silent")
+_GRACE = (
+    f"make_interval(secs => greatest({float(_SILENT_RULE.params['intervals'])} * s.interval_s, "
+    f"{float(_SILENT_RULE.params['min_silence_s'])}))"
+)
+_NEWEST_CTE = """newest AS (
   SELECT sensor_key, max(last_time) AS last_time
   FROM readings_1m
   WHERE bucket > now() - interval '1 day'
   GROUP BY sensor_key
-)
+)"""
+
+MAP_SQL = f"""
+WITH {_NEWEST_CTE}
 SELECT s.id AS name, s.kind, s.district_id AS district, s.latitude, s.longitude,
        CASE WHEN s.status <> 'active' THEN 3
-            WHEN n.last_time > now() - make_interval(secs => 3 * s.interval_s) THEN 0
+            WHEN n.last_time > now() - {_GRACE} THEN 0
             WHEN n.last_time IS NOT NULL THEN 1
             ELSE 2 END AS state,
        n.last_time AS last_reading
@@ -85,14 +94,9 @@ ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END
 """
 
 COVERAGE_SQL = f"""
-WITH newest AS (
-  SELECT sensor_key, max(last_time) AS last_time
-  FROM readings_1m
-  WHERE bucket > now() - interval '1 day'
-  GROUP BY sensor_key
-)
+WITH {_NEWEST_CTE}
 SELECT d.name AS district,
-       avg(CASE WHEN n.last_time > now() - make_interval(secs => 3 * s.interval_s)
+       avg(CASE WHEN n.last_time > now() - {_GRACE}
                 THEN 1.0 ELSE 0.0 END)::float8 AS "sensors reporting"
 FROM districts d
 JOIN sensors s ON s.district_id = d.id AND s.status = 'active'
