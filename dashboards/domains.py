@@ -5,6 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 
 from services.kpi.catalog import KPIS
+from services.storage.city_settings import setting
 
 from .city import kpi_sql
 from .panels import (
@@ -240,10 +241,18 @@ WHERE s.kind = 'waste_container' AND s.district_id IN ({DISTRICTS})
 """
 FILL_STEPS = ((None, GREEN), (0.9, ORANGE), (1.0, RED))
 
+# Overflowing as WST-1 counts it: the district's overflow threshold, else the city's, else the
+# setting's default (services/storage/city_settings.py).
+_OVERFLOW_AT = (
+    "coalesce((d.reference ->> 'overflow_threshold')::float8, "
+    "(SELECT (value #>> '{}')::float8 FROM city_settings WHERE name = 'overflow_threshold'), "
+    f"{float(setting('overflow_threshold').default)})"
+)
+
 OVERFLOW_DAYS_SQL = f"""
 SELECT r.bucket AS "time", s.district_id AS metric,
-       (count(*) FILTER (WHERE r.max >= 1.0))::float8 AS value
-FROM readings_1d r JOIN sensors s ON s.key = r.sensor_key
+       (count(*) FILTER (WHERE r.max >= {_OVERFLOW_AT}))::float8 AS value
+FROM readings_1d r JOIN sensors s ON s.key = r.sensor_key JOIN districts d ON d.id = s.district_id
 WHERE $__timeFilter(r.bucket) AND s.kind = 'waste_container' AND {quantity("fill")}
   AND s.district_id IN ({DISTRICTS})
 GROUP BY 1, 2
@@ -278,7 +287,7 @@ def waste() -> db.Dashboard:
         )
         .with_panel(
             chart(
-                "Overflowing containers per day (fill reached 100 %)",
+                "Overflowing containers per day (fill reached the overflow threshold)",
                 OVERFLOW_DAYS_SQL,
                 "none",
                 bars=True,
