@@ -350,21 +350,7 @@ class Outbox:
 
         A pack can be gone already: the cap may have dropped it while it was in flight.
         """
-        with self._lock:
-            self._check_open()
-            # Two statements rather than DELETE ... RETURNING (SQLite 3.35+), which older field
-            # devices lack; self._lock and the file lock keep any other writer out in between.
-            row = self._acks.execute(
-                "SELECT length(payload) FROM outbox WHERE seq = ?", (seq,)
-            ).fetchone()
-            if row is None:
-                return False
-            self._acks.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-            self._depth -= 1
-            self._bytes -= row[0]
-            self._deleted += 1
-            self._changed.notify_all()
-            return True
+        return self.delete_range(seq, seq) > 0
 
     def get(self, seq: int) -> Entry | None:
         """Pack ``seq``, or None when it is gone (receipted, acknowledged or dropped)."""
@@ -387,6 +373,8 @@ class Outbox:
         there. Packs already gone are skipped: a receipt may come twice."""
         with self._lock:
             self._check_open()
+            # Two statements rather than DELETE ... RETURNING (SQLite 3.35+), which older field
+            # devices lack; self._lock and the file lock keep any other writer out in between.
             count, size = self._acks.execute(
                 "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
                 " WHERE seq BETWEEN ? AND ?",

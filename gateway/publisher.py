@@ -11,7 +11,10 @@ Receipts (issue 15): a broker's PUBACK is not proof of storage (Mosquitto saves 
 ``autosave_interval``, rumqttd never), so PUBACK only frees the pack's place in the window; the
 pack leaves the outbox when the platform's receipt on ``ssc/v1/<gateway_id>/down`` names it. A
 pack with no receipt ``receipt_timeout`` after its PUBACK is sent again (the ledger makes the
-copy harmless), and so is everything in the outbox at each new connection. A platform that
+copy harmless), and so is everything in the outbox at each new connection. While no receipt
+comes (the platform is down, the broker is up) that timeout doubles after each round of resends,
+up to ``_RESEND_TIMEOUT_MAX``, and is ``receipt_timeout`` again at the next receipt: a platform
+outage would otherwise have the broker queue a copy of every pack every 30 s. A platform that
 never sends receipts (older than receipts) would make the outbox grow for ever: when no receipt
 at all has come ``receipt_fallback`` after the first PUBACK, the publisher logs a warning and
 deletes on PUBACK as before, until a receipt shows up. Once a receipt was seen it never falls
@@ -32,6 +35,7 @@ Imports nothing from ``services``: this runs on the field device.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import logging
 import random
@@ -50,7 +54,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.outbox import Entry, Outbox
-from gateway.receipts import PackId, ReceiptError, decode_receipt
+from gateway.receipts import PackId, Receipt, ReceiptError, decode_receipt
 from gateway.topics import check_gateway_id, down_topic, status_topic, up_topic
 
 __all__ = [
@@ -84,6 +88,11 @@ OFFLINE = b"offline"
 _TICK = 0.05
 # Packs put without a kick (straight into the outbox) are noticed within this time.
 _POLL_INTERVAL = 1.0
+# The resend timeout's ceiling while no receipt comes: an hour-long platform outage then costs
+# the broker about ten queued copies of each pack (30 s doubling) rather than 120, and a
+# platform back from it gets what it missed 10 minutes later at worst (at once after the first
+# receipt of a new pack, which restarts the timeout at receipt_timeout).
+_RESEND_TIMEOUT_MAX = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +145,8 @@ class PublisherOptions:
     receipt_timeout: float = 30.0
     """A pack acknowledged by the broker but not receipted this long later is sent again. Far
     above the platform's normal lag (a flush, 50 ms, plus a database commit), so a busy platform
-    is not flooded with copies; well below Mosquitto's 10 s autosave being the only loss."""
+    is not flooded with copies; well below Mosquitto's 10 s autosave being the only loss.
+    Doubles after each round of resends that no receipt follows (module docstring)."""
     receipt_fallback: float = 120.0
     """With no receipt ever, delete on PUBACK this long after the first one (older platform)."""
 
@@ -178,7 +188,7 @@ class Health:
     receipted: int
     """Packs deleted on a receipt since start."""
     resent: int
-    """Packs sent again because their receipt did not come within ``receipt_timeout``."""
+    """Packs sent again because their receipt did not come within the resend timeout."""
     last_receipt_at: float | None
     receipt_lag_s: float | None
     """Publish to receipt, for the newest pack of the last receipt."""
@@ -232,6 +242,9 @@ class Publisher:
         self._resent = 0
         self._last_receipt_at: float | None = None
         self._receipt_lag: float | None = None
+        # How long after its PUBACK an unreceipted pack is sent again (module docstring).
+        self._resend_timeout = options.receipt_timeout
+        self._resent_this_round = False
         self.down_topic = down_topic(options.gateway_id)
         # One connection's state, touched only by the publisher thread (paho runs the callbacks
         # inside client.loop(), which that thread calls).
@@ -427,14 +440,22 @@ class Publisher:
             self._sent_at[seq] = now
 
     def _resend_overdue(self, client: mqtt.Client, room: int, now: float, oldest: int) -> int:
-        """Send again (up to ``room``) the packs whose receipt is ``receipt_timeout`` late."""
+        """Send again (up to ``room``) the packs whose receipt is the resend timeout late."""
         if self._mode is ReceiptMode.PUBACK:
             return 0
-        due = now - self.options.receipt_timeout
+        timeout = self._resend_timeout
+        due = now - timeout
         overdue: list[int] = []
+        # A round is over once no pack is overdue any more; one cut short by the window goes
+        # on at the next pump with the same timeout, so a large outbox is not spread over
+        # ever longer timeouts.
+        round_over = True
         for seq, acked in self._awaiting.items():
-            if acked > due or len(overdue) >= room:
+            if acked > due:
                 break  # in PUBACK order: the rest are younger
+            if len(overdue) >= room:
+                round_over = False
+                break
             overdue.append(seq)
         sent = 0
         for seq in overdue:
@@ -448,15 +469,21 @@ class Publisher:
             self._send(client, entry, oldest, now)
             sent += 1
         if sent:
+            self._resent_this_round = True
             with self._state:
                 self._resent += sent
             logger.warning(
                 "publisher %s: no receipt %.0fs after the broker acknowledged them: "
                 "sending %d packs again (from seq %d)",
                 self.options.gateway_id,
-                self.options.receipt_timeout,
+                timeout,
                 sent,
                 overdue[0],
+            )
+        if round_over and self._resent_this_round:
+            self._resent_this_round = False
+            self._resend_timeout = min(
+                timeout * 2, max(_RESEND_TIMEOUT_MAX, self.options.receipt_timeout)
             )
         return sent
 
@@ -616,8 +643,11 @@ class Publisher:
                         self.options.gateway_id,
                     )
                 self._mode = ReceiptMode.RECEIPTS
+            # The platform is back (or never left): resends return to their first pace.
+            self._resend_timeout = self.options.receipt_timeout
+            self._resent_this_round = False
             newest: float | None = None
-            for seq in [s for s in self._sent_at if s in receipt]:
+            for seq in _receipted(receipt, self._sent_at):
                 newest = self._sent_at.pop(seq)
                 self._awaiting.pop(seq, None)
             if newest is not None:
@@ -632,3 +662,18 @@ class Publisher:
             self._last_error = message
             self._last_error_at = time.time()
             self._state.notify_all()
+
+
+def _receipted(receipt: Receipt, sent: dict[int, float]) -> list[int]:
+    """The seqs of ``sent`` that ``receipt`` names, ascending, walking the smaller side: a
+    receipt covers a batch's packs, ``sent`` up to a whole replayed outbox."""
+    if sum(hi - lo + 1 for lo, hi in receipt.ranges) <= len(sent):
+        return [seq for seq in receipt.seqs() if seq in sent]
+    lows = [lo for lo, _ in receipt.ranges]
+    found: list[int] = []
+    for seq in sent:
+        at = bisect.bisect_right(lows, seq) - 1
+        if at >= 0 and seq <= receipt.ranges[at][1]:
+            found.append(seq)
+    found.sort()
+    return found

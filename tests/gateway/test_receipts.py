@@ -4,13 +4,15 @@ against a real broker with no platform behind it (an older platform sends no rec
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from gateway.outbox import Outbox
-from gateway.publisher import Publisher, PublisherOptions
+from gateway.publisher import Publisher, PublisherOptions, _receipted
 from gateway.receipts import (
     PackId,
     Receipt,
@@ -20,7 +22,7 @@ from gateway.receipts import (
     pack_id,
     ranges,
 )
-from gateway.topics import up_topic
+from gateway.topics import down_topic, up_topic
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect
 
 
@@ -133,3 +135,69 @@ def test_packs_carry_their_identity_and_a_gateway_without_receipts_falls_back_to
     finally:
         publisher.stop()
         outbox.close()
+
+
+def test_resends_back_off_while_no_receipt_comes_and_a_receipt_restarts_them(
+    tmp_path: Path, mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect
+) -> None:
+    # No platform behind the broker: the pack is acknowledged and never receipted. A fallback
+    # far away keeps the publisher waiting for receipts (resending) throughout.
+    gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    platform = mqtt_connect(mqtt_broker)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    publisher = Publisher(
+        outbox,
+        PublisherOptions(
+            gateway_id=gateway_id,
+            host=mqtt_broker.host,
+            port=mqtt_broker.port,
+            receipt_timeout=0.1,
+            receipt_fallback=600.0,
+        ),
+    )
+    stop_kicking = threading.Event()
+
+    def kick() -> None:
+        # Pump every 10 ms rather than at the 1 s poll, so resends go out when they fall due.
+        while not stop_kicking.wait(0.01):
+            publisher.kick()
+
+    kicker = threading.Thread(target=kick, daemon=True)
+    publisher.start()
+    kicker.start()
+    try:
+        publisher.put(b'[{"n":"s1/flow","v":1,"t":1750000000}]')
+        assert publisher.wait_until(lambda h: h.acknowledged >= 1, 10)
+        time.sleep(1.6)
+        # Timeouts 0.1, 0.2, 0.4, 0.8 s: at most 4 rounds in 1.6 s (a fixed 0.1 s: about 15).
+        resent = publisher.health().resent
+        assert 2 <= resent <= 5
+        # Right after a round the timeout is 1.6 s or more; a receipt (of a pack long gone)
+        # brings it back to 0.1 s, so the pack goes out again at once.
+        assert publisher.wait_until(lambda h: h.resent > resent, 5)
+        resent = publisher.health().resent
+        platform.client.publish(
+            down_topic(gateway_id), encode_receipt(outbox.stream, [1000]), qos=1
+        ).wait_for_publish(5)
+        assert publisher.wait_until(lambda h: h.resent > resent, 1.0)
+        assert publisher.health().outbox_depth == 1
+    finally:
+        stop_kicking.set()
+        kicker.join()
+        publisher.stop()
+        outbox.close()
+
+
+@pytest.mark.parametrize(
+    ("ranges_", "sent", "expected"),
+    [
+        (((2, 3), (7, 7)), [9, 7, 1, 2, 3, 5, 4], [2, 3, 7]),  # the receipt is the smaller
+        (((1, 1_000_000),), [500, 2, 2_000_000], [2, 500]),  # the sent packs are
+        (((1, 1), (4, 1_000)), [3, 4, 1], [1, 4]),
+    ],
+    ids=["few-in-receipt", "few-sent", "gap"],
+)
+def test_a_receipt_names_the_sent_packs_it_covers(
+    ranges_: tuple[tuple[int, int], ...], sent: list[int], expected: list[int]
+) -> None:
+    assert _receipted(Receipt("s", ranges_), dict.fromkeys(sent, 0.0)) == expected
