@@ -15,7 +15,7 @@ from prometheus_client import start_http_server
 from services.logs import configure as configure_logging
 from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 
-from .validate import Policy
+from .validate import policy
 from .worker import IngestWorker, WorkerConfig
 
 app = typer.Typer(help="Run an ingestion worker: MQTT to the data layer.")
@@ -25,10 +25,7 @@ def limits(settings: Settings) -> dict[str, Any]:
     """The worker's validation policy and quarantine bounds, from the settings (``urbanpulse
     ingest`` and ``urbanpulse up`` build their workers alike)."""
     return {
-        "policy": Policy(
-            max_future_s=settings.max_future_skew.total_seconds(),
-            max_age_s=settings.retention.total_seconds(),
-        ),
+        "policy": policy(settings),
         "max_entries_per_message": settings.quarantine_max_entries_per_message,
         "quarantine_retention_s": settings.quarantine_retention.total_seconds(),
         "quarantine_max_bytes": settings.quarantine_max_bytes,

@@ -5,9 +5,11 @@ It runs beside the writer so that the hot path never waits for a refresh. In par
 brings the rollup tables up to the current minute every ``rollup_every_s`` and keeps partitions
 created ahead and dropped past retention every ``maintain_every_s``; several workers may all run
 it, since the refresh and the partition work each take an advisory lock. In TimescaleDB mode the
-extension's policies do both. In both modes it drops live-stream events past their retention and
-prunes the quarantine by age and size (``quarantine.prune``) and the pack ledger below each
-gateway's oldest pack and by age (``ledger.prune``).
+extension's policies do both. In both modes it drops live-stream events past their retention
+every round, and every ``maintain_every_s`` prunes the quarantine by age and size
+(``quarantine.prune``, which sums the stored bytes) and the pack ledger below each gateway's
+oldest pack and by age (``ledger.prune``): neither grows fast enough to need more, and every
+worker runs this loop.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Maintenance:
     def _run(self) -> None:
         next_maintain = 0.0
         while not self._stop.wait(self.rollup_every_s):
+            maintain = time.monotonic() >= next_maintain
             try:
                 with psycopg.connect(libpq_url(self.database_url), connect_timeout=5) as conn:
                     if self.mode == "partitioned":
@@ -73,17 +76,20 @@ class Maintenance:
                         self.metrics.rollup_refresh_seconds.observe(time.perf_counter() - started)
                     events.prune(conn, self.events_retention)
                     conn.commit()
-                    pruned = quarantine.prune(
-                        conn,
-                        retention=self.quarantine_retention,
-                        max_bytes=self.quarantine_max_bytes,
-                    )
-                    conn.commit()
-                    self.metrics.quarantine_pruned.inc(pruned)
-                    self.metrics.ledger_pruned.inc(ledger.prune(conn, self.ledger_retention))
-                    conn.commit()
-                if self.mode == "partitioned" and time.monotonic() >= next_maintain:
-                    partitions.maintain(self.database_url)
+                    if maintain:
+                        pruned = quarantine.prune(
+                            conn,
+                            retention=self.quarantine_retention,
+                            max_bytes=self.quarantine_max_bytes,
+                        )
+                        conn.commit()
+                        self.metrics.quarantine_pruned.inc(pruned)
+                        self.metrics.ledger_pruned.inc(ledger.prune(conn, self.ledger_retention))
+                        conn.commit()
+                if maintain:
+                    if self.mode == "partitioned":
+                        partitions.maintain(self.database_url)
+                    # Only once it all went through: a failure is tried again next round.
                     next_maintain = time.monotonic() + self.maintain_every_s
             except psycopg.Error as exc:
                 # The writer's retries report the outage; this loop just tries again later.

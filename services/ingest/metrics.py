@@ -51,6 +51,17 @@ class IngestMetrics:
             "receipts published on gateways' down topics",
             registry=r,
         )
+        # Their ratio says whether direct COPY pays: each fallback wrote the batch twice.
+        self.direct_batches = Counter(
+            "urbanpulse_ingest_direct_batches",
+            "batches COPYed straight into readings (direct COPY)",
+            registry=r,
+        )
+        self.fallback_batches = Counter(
+            "urbanpulse_ingest_fallback_batches",
+            "batches whose direct COPY the key refused, written again through staging",
+            registry=r,
+        )
         self.quarantined = Counter(
             "urbanpulse_ingest_quarantined",
             "records or messages quarantined",

@@ -31,7 +31,7 @@ from psycopg.rows import class_row
 from gateway.errors import SenMLError
 from gateway.senml import Record
 from services.storage.modes import storage_mode
-from services.storage.writer import ExtraReading, Reading, ReadingWriter, time_us
+from services.storage.writer import ExtraReading, Reading, ReadingWriter, conflict_owners
 
 from .registry import SensorDirectory
 from .salvage import Salvaged, decode_salvaging
@@ -59,6 +59,10 @@ class Rejected:
     index: int | None
     reason: str
     detail: str
+    # A ``too_many_rejects`` entry's counts by reason and first index, so that bounding a
+    # message's entries again (conflicts found at the write) counts what it left out.
+    summarised: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    first_index: int | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -79,10 +83,13 @@ def bounded(entries: list[Rejected], max_entries: int) -> list[Rejected]:
         return entries
     rest = entries[max_entries:]
     counts: dict[str, int] = {}
+    first: int | None = None
     for entry in rest:
-        counts[entry.reason] = counts.get(entry.reason, 0) + 1
+        for reason, count in entry.summarised or ((entry.reason, 1),):
+            counts[reason] = counts.get(reason, 0) + count
+        if first is None:
+            first = entry.first_index if entry.summarised else entry.index
     by_reason = ", ".join(f"{reason} {count}" for reason, count in counts.items())
-    first = next((e.index for e in rest if e.index is not None), None)
     return [
         *entries[:max_entries],
         Rejected(
@@ -90,9 +97,11 @@ def bounded(entries: list[Rejected], max_entries: int) -> list[Rejected]:
             None,
             None,
             Reason.TOO_MANY_REJECTS,
-            f"{len(rest)} more rejected records not itemised ({by_reason})"
+            f"{sum(counts.values())} more rejected records not itemised ({by_reason})"
             + (f"; the first at index {first}" if first is not None else "")
             + f"; a message gets at most {max_entries} entries",
+            summarised=tuple(counts.items()),
+            first_index=first,
         ),
     ]
 
@@ -364,8 +373,8 @@ def replay(
         rows: list[Reading] = []
         extras: list[ExtraReading] = []
         passed: list[int] = []
-        # A reading's key: the entries that carry it, with the value each would store.
-        keys: dict[tuple[int, int, int], list[tuple[int, object]]] = {}
+        # Each passing entry with what it would store, to find the entry of a conflict.
+        carried: list[tuple[int, list[Reading], list[ExtraReading]]] = []
         packs: dict[int, Salvaged | SenMLError] = {}
         for entry in entries:
             outcome = _revalidate(
@@ -382,18 +391,12 @@ def replay(
             rows.extend(outcome[0])
             extras.extend(outcome[1])
             passed.append(entry.id)
-            carried: list[tuple[float, int, int, object]] = [(*r[:3], r[3]) for r in outcome[0]]
-            carried.extend((*e[:3], tuple(e[3:])) for e in outcome[1])
-            for t, sensor_key, quantity_key, received in carried:
-                keys.setdefault((time_us(t), sensor_key, quantity_key), []).append(
-                    (entry.id, received)
-                )
+            carried.append((entry.id, *outcome))
         written = writer.write(rows, extras)
         # A reading whose key holds another value stays quarantined, as a conflict.
-        for c in written.conflicts:
-            carriers = keys.get((c.time_us, c.sensor_key, c.quantity_key), [])
-            entry_id = next((i for i, value in carriers if value == c.received), None)
-            if entry_id is not None and entry_id in passed:
+        if written.conflicts:
+            for entry_id, refused in conflict_owners(written.conflicts, carried).items():
+                c = refused[0]
                 passed.remove(entry_id)
                 result.still_bad.append(
                     StillBad(

@@ -28,7 +28,7 @@ from services.storage.urls import libpq_url
 
 from . import quarantine
 from .salvage import decode_salvaging
-from .validate import Policy, Reason
+from .validate import Reason, policy
 
 app = typer.Typer(
     help="List, show and replay quarantined messages and records.", no_args_is_help=True
@@ -273,17 +273,13 @@ def replay(
         errors.print("give at least one of --sensor, --reason, --id")
         raise typer.Exit(2)
     settings, url = settings_for_command(database_url)
-    policy = Policy(
-        max_future_s=settings.max_future_skew.total_seconds(),
-        max_age_s=settings.retention.total_seconds(),
-    )
     with _connect(url) as conn:
         result = quarantine.replay(
             conn,
             sensor_id=sensor,
             reason=reason.value if reason else None,
             ids=ids or None,
-            policy=policy,
+            policy=policy(settings),
             now=time.time(),
         )
     console.print(

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from gateway.kinds import KINDS, MAX_VEHICLES_PER_LANE_SECOND, QUANTITIES, Quantity
 from gateway.names import split_name
 from gateway.senml import Record
 from services.storage.writer import ExtraReading, Reading
+
+if TYPE_CHECKING:  # the settings only as a type: the validator stays free of their loading
+    from services.settings import Settings
 
 
 class Reason(StrEnum):
@@ -73,6 +77,14 @@ class Policy:
     # of the real readings (URBANPULSE_MAX_FUTURE_SKEW).
     max_future_s: float = 10.0
     max_age_s: float = 400 * 86400.0  # the retention window: older cannot be kept anyway
+
+
+def policy(settings: Settings) -> Policy:
+    """The policy the settings give: the worker validates and a replay re-validates with it."""
+    return Policy(
+        max_future_s=settings.max_future_skew.total_seconds(),
+        max_age_s=settings.retention.total_seconds(),
+    )
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -46,7 +46,14 @@ from gateway.receipts import PackId, ReceiptError, encode_receipt, pack_id
 from services.storage import ledger
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
-from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
+from services.storage.writer import (
+    Conflict,
+    ExtraReading,
+    Reading,
+    ReadingWriter,
+    conflict_owners,
+    time_us,
+)
 
 from . import quarantine as quarantine_store
 from .maintenance import Maintenance
@@ -682,9 +689,15 @@ class IngestWorker:
             rows = prepared.rows[start[0] : end[0]]
             extras = prepared.extras[start[1] : end[1]]
             items = prepared.quarantine[start[2] : end[2]]
-        written = writer.write(rows, extras)
+        direct, fallback = writer.direct_batches, writer.fallback_batches
+        try:
+            written = writer.write(rows, extras)
+        finally:
+            # Counted even when the transaction fails later: each was a COPY attempt.
+            self.metrics.direct_batches.inc(writer.direct_batches - direct)
+            self.metrics.fallback_batches.inc(writer.fallback_batches - fallback)
         if written.conflicts:
-            items = self._with_conflicts(prepared, kept, items, written.conflicts)
+            items = self._with_conflicts(prepared, kept, written.conflicts)
         quarantined = quarantine_store.store(conn, items)
         if last:
             for sensor_id, gateway_id in prepared.pending:
@@ -772,45 +785,38 @@ class IngestWorker:
         return rows, extras, items
 
     def _with_conflicts(
-        self,
-        prepared: _Prepared,
-        messages: Sequence[int],
-        items: list[Quarantined],
-        conflicts: tuple[Conflict, ...],
+        self, prepared: _Prepared, messages: Sequence[int], conflicts: tuple[Conflict, ...]
     ) -> list[Quarantined]:
-        """``items`` with a ``conflict`` entry for each refused reading, under the message that
-        carried it (new items: ``prepared`` stays as it was, should this transaction be retried).
+        """The quarantine items of ``messages`` with a ``conflict`` entry for each refused
+        reading, under the message that carried it (new items: ``prepared`` stays as it was,
+        should this transaction be retried).
 
         Only on this rare path is a message decoded again, to name the record's index."""
         ends = prepared.ends
-        wanted: dict[tuple[int, int, int], list[Conflict]] = {}
-        for conflict in conflicts:
-            key = (conflict.time_us, conflict.sensor_key, conflict.quantity_key)
-            wanted.setdefault(key, []).append(conflict)
-        found: dict[int, list[Conflict]] = {}
-        for number in messages:
-            first = ends[number - 1] if number > 0 else (0, 0, 0)
-            rows = prepared.rows[first[0] : ends[number][0]]
-            extras = prepared.extras[first[1] : ends[number][1]]
-            keyed: list[tuple[float, int, int, object]] = [(r[0], r[1], r[2], r[3]) for r in rows]
-            keyed.extend((e[0], e[1], e[2], tuple(e[3:])) for e in extras)
-            for t, sensor_key, quantity_key, received in keyed:
-                matches = wanted.get((time_us(t), sensor_key, quantity_key))
-                if not matches:
-                    continue
-                for conflict in matches:
-                    if conflict.received == received:
-                        matches.remove(conflict)
-                        found.setdefault(number, []).append(conflict)
-                        break
+
+        def carriers() -> Iterator[tuple[int, list[Reading], list[ExtraReading]]]:
+            for number in messages:
+                first = ends[number - 1] if number > 0 else (0, 0, 0)
+                rows = prepared.rows[first[0] : ends[number][0]]
+                yield number, rows, prepared.extras[first[1] : ends[number][1]]
+
+        found = conflict_owners(conflicts, carriers())
+        wanted = set(messages)
         by_message = dict(zip(prepared.quarantined_message, prepared.quarantine, strict=True))
-        result = [i for n, i in by_message.items() if n in messages and n not in found]
+        result = [i for n, i in by_message.items() if n in wanted and n not in found]
+        limit = self.config.max_entries_per_message
         for number, refused in found.items():
             message = prepared.batch.messages[number]
             old = by_message.get(number)
             item = Quarantined(message.received_at, message.topic, message.payload)
             earlier = old.entries if old else []
-            item.entries = [*earlier, *self._conflict_entries(message, refused)]
+            # One bound over the message's entries old and new (``bounded`` folds an earlier
+            # summary into its own); the records past MAX_PACK_RECORDS stay outside it, as
+            # when the message was first taken apart.
+            excess = [e for e in earlier if e.reason == Reason.TOO_MANY_RECORDS]
+            joined = [e for e in earlier if e.reason != Reason.TOO_MANY_RECORDS]
+            joined.extend(self._conflict_entries(message, refused))
+            item.entries = [*bounded(joined, limit), *excess]
             result.append(item)
         return result
 
@@ -823,7 +829,7 @@ class IngestWorker:
                 indexes.setdefault(
                     (record.name, time_us(record.time)), salvaged.original_index(position)
                 )
-        entries = [
+        return [
             Rejected(
                 gateway_id,
                 c.sensor_id,
@@ -835,7 +841,6 @@ class IngestWorker:
             )
             for c in conflicts
         ]
-        return bounded(entries, self.config.max_entries_per_message)
 
     def _acknowledge(self, batch: _Batch) -> None:
         current = self._connection

@@ -5,7 +5,10 @@ rows are new in the common case) a batch is first COPYed straight into ``reading
 savepoint; only when the key refuses it (the same reading in two packs, a device resending
 under a new number, an unnumbered redelivery) is the savepoint rolled back and the batch written
 the staging + ON CONFLICT way. The live stream's event and the rollup invalidations are then
-built from the batch itself, since every row of it is new.
+built from the batch itself, since every row of it is new. A fallback is not free: the rolled
+back COPY has written its rows' WAL and left them as dead tuples for vacuum, on top of the
+staging write. ``direct_batches`` and ``fallback_batches`` count both outcomes (the worker
+exports them): a high fallback rate says direct COPY costs more than it saves.
 
 A batch is written in the caller's transaction, so the caller can store readings and quarantine
 rows together and acknowledge the MQTT messages only after the commit. Writing the same batch
@@ -21,9 +24,10 @@ decoding and validating.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -37,6 +41,7 @@ _COPY_TRAILER = struct.pack(">h", -1)
 # Row: 4 fields; timestamptz (int64 µs since 2000-01-01), int4, int2, float8, each length-prefixed.
 _ROW = struct.Struct(">hiqiiihid")
 _PG_EPOCH = 946_684_800.0
+_UNIX = datetime(1970, 1, 1, tzinfo=UTC)
 
 _COPY_DIRECT = "COPY readings (time, sensor_key, quantity_key, value) FROM STDIN (FORMAT BINARY)"
 # Every row of a direct batch is new: its event comes from the client's arrays. Times travel as
@@ -134,6 +139,43 @@ class WriteResult:
 def time_us(epoch_seconds: float) -> int:
     """A reading's time as stored (microseconds since the Unix epoch, as ``encode_copy``)."""
     return round((epoch_seconds - _PG_EPOCH) * 1e6) + round(_PG_EPOCH) * 1_000_000
+
+
+_Owner = TypeVar("_Owner", bound=Hashable)
+
+
+def conflict_owners(
+    conflicts: Sequence[Conflict],
+    carriers: Iterable[tuple[_Owner, Sequence[Reading], Sequence[ExtraReading]]],
+) -> dict[_Owner, list[Conflict]]:
+    """Which carrier (a message, a quarantine entry) brought each refused reading.
+
+    A conflict goes to the first carrier, in ``carriers``' order, of a reading with its key and
+    refused value that no other conflict took: two carriers of the same refused value each get
+    one. ``carriers`` is read only until every conflict has its owner.
+    """
+    wanted: dict[tuple[int, int, int], list[Conflict]] = {}
+    for conflict in conflicts:
+        key = (conflict.time_us, conflict.sensor_key, conflict.quantity_key)
+        wanted.setdefault(key, []).append(conflict)
+    owners: dict[_Owner, list[Conflict]] = {}
+    left = len(conflicts)
+    for owner, rows, extras in carriers:
+        if not left:
+            break
+        keyed: list[tuple[float, int, int, object]] = [(r[0], r[1], r[2], r[3]) for r in rows]
+        keyed.extend((e[0], e[1], e[2], tuple(e[3:])) for e in extras)
+        for t, sensor_key, quantity_key, received in keyed:
+            matches = wanted.get((time_us(t), sensor_key, quantity_key))
+            if not matches:
+                continue
+            for conflict in matches:
+                if conflict.received == received:
+                    matches.remove(conflict)
+                    owners.setdefault(owner, []).append(conflict)
+                    left -= 1
+                    break
+    return owners
 
 
 def encode_copy(rows: Sequence[Reading]) -> bytes:
@@ -285,8 +327,10 @@ class ReadingWriter:
                 "value_bool, value_data, value_sum) FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 copy.set_types(["timestamptz", "int4", "int2", "text", "bool", "bytea", "float8"])
+                # time_us, not datetime.fromtimestamp: the two round some sub-microsecond
+                # times apart, and conflicts are matched to their readings by time_us.
                 for t, *rest in extras:
-                    copy.write_row((datetime.fromtimestamp(t, UTC), *rest))
+                    copy.write_row((_UNIX + timedelta(microseconds=time_us(t)), *rest))
             cur.execute(
                 "INSERT INTO readings_extra SELECT * FROM staging_readings_extra "
                 "ON CONFLICT DO NOTHING"

@@ -66,18 +66,17 @@ def list_quarantine(
     """Quarantined messages and records, newest first."""
     before = decode_cursor(cursor, int)
     query = (
-        "SELECT id, received_at, topic, gateway_id, sensor_id, record_index, reason, detail, "
+        "SELECT q.id, q.received_at, q.topic, q.gateway_id, q.sensor_id, q.record_index, "
+        "q.reason, q.detail, substring(m.payload FROM 1 FOR %(preview)s) AS preview, "
+        "m.bytes AS payload_bytes, q.replayed_at "
         # A message's bytes are stored once, in quarantine_messages, for all its entries.
-        "(SELECT substring(m.payload FROM 1 FOR %(preview)s) FROM quarantine_messages m "
-        "WHERE m.id = message_id) AS preview, "
-        "(SELECT m.bytes FROM quarantine_messages m WHERE m.id = message_id) AS payload_bytes, "
-        "replayed_at "
-        "FROM quarantine WHERE (%(reason)s::text IS NULL OR reason = %(reason)s) "
-        "AND (%(gateway)s::text IS NULL OR gateway_id = %(gateway)s) "
-        "AND (%(sensor)s::text IS NULL OR sensor_id = %(sensor)s) "
-        "AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s) "
-        "AND (%(before)s::bigint IS NULL OR id < %(before)s) "
-        "ORDER BY id DESC LIMIT %(limit)s"
+        "FROM quarantine q JOIN quarantine_messages m ON m.id = q.message_id "
+        "WHERE (%(reason)s::text IS NULL OR q.reason = %(reason)s) "
+        "AND (%(gateway)s::text IS NULL OR q.gateway_id = %(gateway)s) "
+        "AND (%(sensor)s::text IS NULL OR q.sensor_id = %(sensor)s) "
+        "AND (%(since)s::timestamptz IS NULL OR q.received_at >= %(since)s) "
+        "AND (%(before)s::bigint IS NULL OR q.id < %(before)s) "
+        "ORDER BY q.id DESC LIMIT %(limit)s"
     )
     params = {
         "preview": PREVIEW_BYTES,

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from gateway import topics
 from gateway.limits import MAX_PACK_BYTES, MAX_PACK_RECORDS
 from gateway.senml import Record, encode
+from services.ingest import maintenance as maintenance_module
 from services.ingest import quarantine
 from services.ingest.cli import limits
 from services.ingest.maintenance import Maintenance
@@ -295,6 +297,50 @@ def test_the_quarantine_is_pruned_by_age_then_by_size_replayed_first(
         assert quarantine.prune(conn, retention=timedelta(days=30), max_bytes=0) == 0
 
 
+def test_the_quarantine_and_the_ledger_are_pruned_at_the_maintenance_pace_not_each_round(
+    make_database: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = make_database("partitioned")
+    calls: list[str] = []
+    real_quarantine, real_ledger = (
+        maintenance_module.quarantine.prune,
+        maintenance_module.ledger.prune,
+    )
+
+    def quarantine_prune(*args: Any, **kwargs: Any) -> int:
+        calls.append("quarantine")
+        return real_quarantine(*args, **kwargs)
+
+    def ledger_prune(*args: Any, **kwargs: Any) -> int:
+        calls.append("ledger")
+        return real_ledger(*args, **kwargs)
+
+    monkeypatch.setattr(maintenance_module.quarantine, "prune", quarantine_prune)
+    monkeypatch.setattr(maintenance_module.ledger, "prune", ledger_prune)
+    metrics = IngestMetrics()
+    maintenance = Maintenance(
+        url, "partitioned", rollup_every_s=0.05, maintain_every_s=3600, metrics=metrics
+    )
+    maintenance.start()
+    try:
+        _wait(
+            lambda: (
+                (
+                    metrics.registry.get_sample_value(
+                        "urbanpulse_ingest_rollup_refresh_seconds_count"
+                    )
+                    or 0
+                )
+                >= 4
+            ),
+            timeout=15,
+        )
+    finally:
+        maintenance.stop()
+    # The first round prunes (a worker's start), the next ones only refresh the rollups.
+    assert calls == ["quarantine", "ledger"]
+
+
 def test_the_brokers_we_ship_refuse_what_the_platform_refuses(
     mqtt_broker: BrokerUnderTest,
 ) -> None:
@@ -443,6 +489,36 @@ def test_a_different_value_at_a_stored_key_is_a_conflict_kept_for_an_operator(
     result = quarantine.replay(conn, reason="conflict")
     assert [(b.id, b.reason) for b in result.still_bad] == [(entry.id, "conflict")]
     assert _readings(conn) == [("fdr-0", t, 231.0), ("fdr-2", t, 199.0)]
+
+
+def test_a_message_with_rejects_and_a_conflict_gets_one_bound_on_its_entries(
+    city: tuple[str, Conn],
+    start_worker: StartWorker,
+    mqtt_broker: BrokerUnderTest,
+    mqtt_connect: MqttConnect,
+    gateway_id: str,
+) -> None:
+    url, conn = city
+    worker = start_worker(url, max_entries_per_message=2)
+    t = float(int(time.time())) - 5
+    topic = topics.up_topic(gateway_id)
+    _publish(mqtt_connect, mqtt_broker, topic, _voltages("fdr-2", t, [199.0]))
+    _wait(lambda: worker.stats.stored >= 1)
+    mixed = encode(
+        [Record(name=f"ghost-{i}/voltage", time=t, unit="V", value=1.0) for i in range(3)]
+        + [Record(name="fdr-2/voltage", time=t, unit="V", value=230.0)]  # 3: collides
+    )
+    _publish(mqtt_connect, mqtt_broker, topic, mixed)
+    _wait(lambda: _new_messages(worker) >= 2 and worker.stats.conflicts >= 1)
+    # Two itemised and one entry counting the rest, the conflict among them; bounded apart,
+    # the rejects and the conflict made four.
+    assert quarantine.summary(conn) == {"unknown_sensor": 2, "too_many_rejects": 1}
+    [rest] = quarantine.list_entries(conn, reason="too_many_rejects")
+    assert "2 more rejected records not itemised (unknown_sensor 1, conflict 1)" in rest.detail
+    assert "the first at index 2" in rest.detail
+    # The first pack went in by direct COPY; the key refused the second's, written again.
+    assert _sample(worker, "urbanpulse_ingest_direct_batches_total") >= 1
+    assert _sample(worker, "urbanpulse_ingest_fallback_batches_total") == 1
 
 
 # -- Medium: a retained pack on an up topic ------------------------------------------------------

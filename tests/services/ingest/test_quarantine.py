@@ -381,3 +381,17 @@ def test_cli_replay(mixed: tuple[str, Conn, float]) -> None:
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def test_bounding_entries_again_counts_what_the_first_bound_left_out() -> None:
+    def reject(index: int, reason: str) -> quarantine.Rejected:
+        return quarantine.Rejected("gw", "s", index, reason, "")
+
+    first = quarantine.bounded([reject(i, "unknown_sensor") for i in range(5)], 2)
+    again = quarantine.bounded([*first, reject(9, "conflict"), reject(10, "conflict")], 2)
+    assert again[:2] == first[:2]
+    [rest] = again[2:]
+    assert rest.reason == "too_many_rejects"
+    assert rest.detail.startswith(
+        "5 more rejected records not itemised (unknown_sensor 3, conflict 2); the first at index 2"
+    )

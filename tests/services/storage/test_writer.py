@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.storage.writer import Conflict, ReadingWriter, encode_copy, time_us
+from services.storage.writer import (
+    Conflict,
+    ReadingWriter,
+    conflict_owners,
+    encode_copy,
+    time_us,
+)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -246,3 +252,42 @@ def test_the_direct_path_falls_back_when_the_key_refuses_the_batch(db: Conn) -> 
     assert db.execute(
         "SELECT sum(cardinality(times)) FROM events WHERE type = 'readings'"
     ).fetchone() == (150,)
+
+
+def test_a_non_numeric_conflict_at_a_sub_microsecond_time_is_matched_to_its_reading(
+    db: Conn,
+) -> None:
+    sensor = _sensor(db)
+    writer = ReadingWriter(db, _mode(db))
+    # A time that datetime.fromtimestamp rounds up and time_us down: extras staged the first
+    # way came back from the conflict query 1 µs away from the reading that carried them.
+    moment = 1796480000.1000025
+    assert datetime.fromtimestamp(moment, UTC) != datetime.fromtimestamp(time_us(moment) / 1e6, UTC)
+    writer.write([(moment, sensor, 1, 1.0)], [(moment, sensor, 3, "open", None, None, None)])
+    db.commit()
+    refused = (moment, sensor, 3, "shut", None, None, None)
+    result = writer.write([], [refused])
+    db.commit()
+    [conflict] = result.conflicts
+    assert conflict.time_us == time_us(moment)
+    assert (conflict.received, conflict.stored) == (
+        ("shut", None, None, None),
+        ("open", None, None, None),
+    )
+    # The worker and the replay find the carrier by the reading's own time.
+    owners = conflict_owners(result.conflicts, [("other", [], []), ("carrier", [], [refused])])
+    assert owners == {"carrier": [conflict]}
+    # Numeric and non-numeric readings of one instant are stored at one time.
+    times = db.execute(
+        "SELECT (extract(epoch FROM time) * 1000000)::int8 FROM readings "
+        "UNION ALL SELECT (extract(epoch FROM time) * 1000000)::int8 FROM readings_extra"
+    ).fetchall()
+    assert times == [(time_us(moment),), (time_us(moment),)]
+
+
+def test_conflicts_of_one_value_carried_twice_go_one_to_each_carrier() -> None:
+    # Replay used to give both to the first entry and mark the second replayed, unstored.
+    a = Conflict(7, 1, 1_000_000, 2.0, 1.0, "s", "flow")
+    b = Conflict(7, 1, 1_000_000, 2.0, 1.0, "s", "flow")
+    owners = conflict_owners([a, b], [(1, [(1.0, 7, 1, 2.0)], []), (2, [(1.0, 7, 1, 2.0)], [])])
+    assert owners == {1: [a], 2: [b]}
