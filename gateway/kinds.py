@@ -27,6 +27,14 @@ class Domain(StrEnum):
     ENVIRONMENT = "environment"
 
 
+def convert(value: float, unit: str | None, canonical: str, accepted: Mapping[str, float]) -> float:
+    """``value`` given in ``unit`` (None: already ``canonical``) in the ``canonical`` unit, through
+    ``accepted`` (unit -> factor); KeyError for a unit it does not list."""
+    if unit is None or unit == canonical:
+        return value
+    return value * accepted[unit]
+
+
 @dataclass(frozen=True, slots=True)
 class Quantity:
     """A measured quantity: its storage key, canonical unit and the units converted into it."""
@@ -45,9 +53,7 @@ class Quantity:
 
         Raises KeyError for a unit this quantity does not accept.
         """
-        if unit is None or unit == self.unit:
-            return value
-        return value * self.accepted[unit]
+        return convert(value, unit, self.unit, self.accepted)
 
     def accepts(self, unit: str | None) -> bool:
         return unit is None or unit == self.unit or unit in self.accepted
@@ -238,96 +244,6 @@ KINDS: Mapping[str, SensorKind] = MappingProxyType({k.name: k for k in _KIND_LIS
 
 # ≤ 0.83 vehicles/s per lane (KPIS.md): the count bound depends on the sensor's lanes and interval.
 MAX_VEHICLES_PER_LANE_SECOND = 0.83
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    """A registry attribute with a physical unit: the canonical unit it is stored in, the units
-    converted into it, and the plausible range (canonical unit) outside which a value is a
-    registration mistake (most often a value given in another unit), not a road or a pipe."""
-
-    name: str
-    unit: str
-    accepted: Mapping[str, float]
-    bounds: Bounds
-    # The range in words, as a refusal shows it.
-    plausible: str
-
-    def to_canonical(self, value: float, unit: str | None) -> float:
-        """Raises KeyError for a unit this attribute does not accept."""
-        if unit is None or unit == self.unit:
-            return value
-        return value * self.accepted[unit]
-
-    def units(self) -> list[str]:
-        return [self.unit, *self.accepted]
-
-
-def _attribute(
-    name: str, unit: str, accepted: Mapping[str, float], bounds: tuple[float, float], plausible: str
-) -> Attribute:
-    low, high = bounds
-    return Attribute(name, unit, MappingProxyType(dict(accepted)), Bounds(low, high), plausible)
-
-
-# Registry attributes with a unit that does not depend on the sensor's kind. Speed conversions
-# are the speed quantity's, so a registry speed and a measured speed convert alike.
-ATTRIBUTES: Mapping[str, Attribute] = MappingProxyType(
-    {
-        a.name: a
-        for a in (
-            _attribute(
-                "free_flow_speed",
-                "m/s",
-                QUANTITIES["speed"].accepted,
-                (5 / 3.6, 150 / 3.6),
-                "5 to 150 km/h (1.39 to 41.67 m/s)",
-            ),
-            _attribute("segment_length_m", "m", {"km": 1000.0}, (1.0, 50_000.0), "1 m to 50 km"),
-            _attribute(
-                "interval_s", "s", {"min": 60.0, "h": 3600.0}, (1.0, 86_400.0), "1 s to 1 day"
-            ),
-            _attribute(
-                "area_km2",
-                "km2",
-                {"m2": 1e-6, "ha": 0.01},
-                (1e-4, 100_000.0),
-                "100 m2 to 100,000 km2",
-            ),
-        )
-    }
-)
-
-# A cumulative register's rating is that of the rate it accumulates (a water meter's overload
-# flow bounds its index step).
-_RATE_OF = {"index": "flow", "energy": "power"}
-
-
-def rating_of(kind: SensorKind) -> Attribute | None:
-    """The unit and plausible range of a sensor's ``rated_max`` for its kind; None when the
-    kind has no rating. The bound is the kind's catalog bound of the rated quantity (or the
-    widest bound of that quantity over all kinds, for a register's rate)."""
-    name = kind.rated
-    if name is None:
-        rates = [_RATE_OF[q] for q in kind.quantities if q in _RATE_OF]
-        if not rates:
-            return None
-        name = rates[0]
-    bounds = kind.quantities.get(name)
-    high = (
-        bounds.high
-        if bounds is not None
-        else max(k.quantities[name].high for k in _KIND_LIST if name in k.quantities)
-    )
-    quantity = QUANTITIES[name]
-    return _attribute(
-        "rated_max",
-        quantity.unit,
-        quantity.accepted,
-        # Above zero: a rating of nothing is no rating.
-        (math.ulp(0.0), high),
-        f"above 0 and at most {high:,.10g} {quantity.unit} for a {kind.name} sensor",
-    )
 
 
 def _check_catalog() -> None:

@@ -365,8 +365,6 @@ def _reference(
     elif kind == "water_meter":
         s.metadata["households"] = rng.randint(*_HOUSEHOLDS_PER_WATER_METER)
         s.metadata["initial_index_m3"] = round(rng.uniform(0.0, 800.0), 3)
-        # A DN20 meter's overload flow (Q4 = 5 m3/h), the bound on an index step.
-        s.rated_max = 5.0 / 3600.0
     elif kind == "electricity_meter":
         s.feeder = feeders[n % len(feeders)]
         s.metadata["mean_power_w"] = round(rng.uniform(250.0, 900.0), 1)

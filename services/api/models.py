@@ -174,7 +174,7 @@ class Sensor(BaseModel):
 
     @model_validator(mode="after")
     def _kind_default(self) -> Sensor:
-        # A meter registered before the column existed (or by plain SQL) is its kind's default.
+        # The registry stores null unless a flag was given: null is the kind's default (0003).
         if self.smart is None and self.kind in KINDS:
             self.smart = KINDS[self.kind].smart
         return self

@@ -18,10 +18,10 @@ the engine reads them without parsing.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import time
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,9 +30,9 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from gateway.kinds import Attribute, Bounds
+from gateway.kinds import Bounds
 
-from .measures import MeasureError, measure
+from .measures import Attribute, measure
 
 # Peak windows add up to at most half a day: more is not a peak (and TRA-1 would be an all-day
 # index under the name of a peak one).
@@ -46,6 +46,14 @@ class SettingError(ValueError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class UnknownSettingError(SettingError):
+    """No setting has this name."""
+
+
+class CitySettingError(SettingError):
+    """The setting is the city's alone: a district does not override it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +70,6 @@ class Setting:
     parse: Callable[[Any], Any]
     # How to write it on a command line.
     example: str
-
-
-def _measured(attribute: Attribute) -> Callable[[Any], float]:
-    def parse(raw: Any) -> float:
-        try:
-            return measure(raw, attribute)
-        except MeasureError as exc:
-            raise ValueError(str(exc)) from None
-
-    return parse
 
 
 def _ratio(name: str, low: float, high: float, plausible: str) -> Attribute:
@@ -179,7 +177,9 @@ _LIST: tuple[Setting, ...] = (
         "/",
         1.0,
         True,
-        _measured(_ratio("overflow_threshold", 0.5, 1.2, "0.5 to 1.2 (50 to 120 %)")),
+        partial(
+            measure, attribute=_ratio("overflow_threshold", 0.5, 1.2, "0.5 to 1.2 (50 to 120 %)")
+        ),
         "95 %",
     ),
     Setting(
@@ -197,14 +197,15 @@ _LIST: tuple[Setting, ...] = (
         "s",
         300.0,
         False,
-        _measured(
-            Attribute(
+        partial(
+            measure,
+            attribute=Attribute(
                 "sustained_outage_s",
                 "s",
                 MappingProxyType({"min": 60.0, "h": 3600.0}),
                 Bounds(60.0, 3600.0),
                 "1 min to 1 h",
-            )
+            ),
         ),
         "5 min",
     ),
@@ -214,7 +215,9 @@ _LIST: tuple[Setting, ...] = (
         "/",
         0.0,
         True,
-        _measured(_ratio("grid_renewable_fraction", 0.0, 1.0, "0 to 1 (0 to 100 %)")),
+        partial(
+            measure, attribute=_ratio("grid_renewable_fraction", 0.0, 1.0, "0 to 1 (0 to 100 %)")
+        ),
         "30 %",
     ),
 )
@@ -224,12 +227,13 @@ DISTRICT_SETTINGS = tuple(s.name for s in _LIST if s.district)
 
 
 def setting(name: str, *, district: bool = False) -> Setting:
-    """The setting called ``name``; SettingError when unknown (or not one a district overrides)."""
+    """The setting called ``name``; UnknownSettingError when unknown, CitySettingError when
+    ``district`` and a district does not override it."""
     found = SETTINGS.get(name)
     if found is None:
-        raise SettingError(name, f"unknown setting; one of {', '.join(SETTINGS)}")
+        raise UnknownSettingError(name, f"unknown setting; one of {', '.join(SETTINGS)}")
     if district and not found.district:
-        raise SettingError(
+        raise CitySettingError(
             name,
             f"{name} is a city setting (set it for the city); a district overrides only "
             f"{', '.join(DISTRICT_SETTINGS)}",
@@ -243,12 +247,9 @@ def parse(name: str, raw: Any, *, district: bool = False) -> Any:
     if raw is None:
         raise SettingError(name, "a value is needed (unset the setting to get the default)")
     try:
-        value = found.parse(raw)
+        return found.parse(raw)
     except ValueError as exc:
         raise SettingError(name, str(exc)) from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise SettingError(name, "must be finite")
-    return value
 
 
 def check_reference(reference: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,9 +343,11 @@ def district_values(conn: Conn, district_id: str) -> list[Value]:
 
 def set_district(conn: Conn, district_id: str, name: str, raw: Any) -> Value:
     """Override a setting for one district (the caller commits)."""
-    value = parse(name, raw, district=True)
+    # The name, then the district, then the value: each refusal is about what the next one
+    # depends on, so the first is the one to report.
+    setting(name, district=True)
     reference = _reference(conn, district_id, lock=True)
-    reference[name] = value
+    reference[name] = value = parse(name, raw, district=True)
     conn.execute(
         "UPDATE districts SET reference = %s WHERE id = %s", (Jsonb(reference), district_id)
     )

@@ -11,6 +11,7 @@ nothing (rows are upserted by id).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -28,12 +29,12 @@ from pydantic import (
     field_validator,
 )
 
-from gateway.kinds import ATTRIBUTES, KINDS, SensorKind, rating_of
+from gateway.kinds import KINDS
 from gateway.names import is_valid_sensor_id
 from gateway.topics import is_valid_gateway_id
 
 from .city_settings import check_reference
-from .measures import MEASURE_SCHEMA, MeasureError, measure
+from .measures import ATTRIBUTES, MEASURE_SCHEMA, measure, rating_of
 
 # A registry number with a physical unit: a number in the canonical unit, "50 km/h" or
 # {"value": 50, "unit": "km/h"} (see .measures), stored converted to the canonical unit.
@@ -43,36 +44,72 @@ Measured = Annotated[float | None, WithJsonSchema(MEASURE_SCHEMA)]
 METER_KINDS = tuple(name for name, kind in KINDS.items() if kind.smart is not None)
 
 
-def measured(name: str, value: Any) -> float | None:
-    """A unit-free attribute (``ATTRIBUTES``) in its canonical unit; ValueError saying why not."""
-    if value is None:
-        return None
-    try:
-        return measure(value, ATTRIBUTES[name])
-    except MeasureError as exc:
-        raise ValueError(str(exc)) from None
+class FieldsError(ValueError):
+    """Registry values refused: ``problems`` lists each ``(column, reason)``."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{column}: {reason}" for column, reason in problems))
+        self.problems = problems
 
 
-def rated(kind: SensorKind, value: Any) -> float | None:
-    """A sensor's ``rated_max`` in the canonical unit of its kind's rating; ValueError if not."""
+def check_sensor_field(kind: str | None, column: str, value: Any) -> Any:
+    """Sensor ``column``'s ``value`` as stored: a value with a unit in its canonical unit and
+    plausible (``rated_max`` in the unit of the kind's rating), ``smart`` only for a meter;
+    ValueError saying why not. Other columns, and None, pass unchanged, and so do the
+    kind-dependent columns when ``kind`` is not a known kind (its own refusal says why)."""
     if value is None:
         return None
-    rating = rating_of(kind)
-    if rating is None:
-        raise ValueError(f"a {kind.name} sensor has no rating")
-    try:
+    if column in ATTRIBUTES:
+        return measure(value, ATTRIBUTES[column])
+    found = KINDS.get(kind or "")
+    if found is None:
+        return value
+    if column == "rated_max":
+        rating = rating_of(found)
+        if rating is None:
+            raise ValueError(f"a {found.name} sensor has no rating")
         return measure(value, rating)
-    except MeasureError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def check_smart(kind: SensorKind, value: bool | None) -> bool | None:
-    """``value`` when the kind is a meter; ValueError when a non-meter is said to be smart."""
-    if value is not None and kind.smart is None:
+    if column == "smart" and found.smart is None:
         raise ValueError(
-            f"only meters ({', '.join(METER_KINDS)}) are smart or not; a {kind.name} is not"
+            f"only meters ({', '.join(METER_KINDS)}) are smart or not; a {found.name} is not"
         )
     return value
+
+
+def check_sensor_fields(kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (column -> value) each as :func:`check_sensor_field` stores it; FieldsError
+    naming every refused one."""
+    return _checked(values, lambda column, value: check_sensor_field(kind, column, value))
+
+
+def check_district_field(column: str, value: Any) -> Any:
+    """District ``column``'s ``value`` as stored: the area in km2 and plausible, the reference
+    data with its setting overrides parsed; ValueError saying why not."""
+    if column == "reference":
+        # The district's overrides of city settings (peak periods...), parsed like the city's.
+        return check_reference(value)
+    if column in ATTRIBUTES and value is not None:
+        return measure(value, ATTRIBUTES[column])
+    return value
+
+
+def check_district_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` each as :func:`check_district_field` stores it; FieldsError naming every
+    refused one."""
+    return _checked(values, check_district_field)
+
+
+def _checked(values: Mapping[str, Any], check: Callable[[str, Any], Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for column, value in values.items():
+        try:
+            checked[column] = check(column, value)
+        except ValueError as exc:
+            problems.append((column, str(exc)))
+    if problems:
+        raise FieldsError(problems)
+    return checked
 
 
 class _Row(BaseModel):
@@ -90,14 +127,13 @@ class DistrictRow(_Row):
 
     @field_validator("area_km2", mode="before")
     @classmethod
-    def _area(cls, value: Any) -> float | None:
-        return measured("area_km2", value)
+    def _area(cls, value: Any) -> Any:
+        return check_district_field("area_km2", value)
 
     @field_validator("reference")
     @classmethod
-    def _reference(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # The district's overrides of city settings (peak periods...), parsed like the city's.
-        return check_reference(value)
+    def _reference(cls, value: dict[str, Any]) -> Any:
+        return check_district_field("reference", value)
 
 
 class GatewayRow(_Row):
@@ -140,24 +176,20 @@ class SensorRow(_Row):
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("interval_s", "segment_length_m", "free_flow_speed", mode="before")
+    # Before the type's own check for a measure (a string with a unit is no float yet), after
+    # it for smart (a CSV "false" is a bool by then).
+    @field_validator(
+        "interval_s", "segment_length_m", "free_flow_speed", "rated_max", mode="before"
+    )
     @classmethod
-    def _measured(cls, value: Any, info: ValidationInfo) -> float | None:
+    def _measured(cls, value: Any, info: ValidationInfo) -> Any:
         assert info.field_name is not None
-        return measured(info.field_name, value)
-
-    @field_validator("rated_max", mode="before")
-    @classmethod
-    def _rated(cls, value: Any, info: ValidationInfo) -> Any:
-        kind = KINDS.get(str(info.data.get("kind")))
-        # Without a valid kind the unit is unknown; the kind's own error says why.
-        return value if kind is None else rated(kind, value)
+        return check_sensor_field(info.data.get("kind"), info.field_name, value)
 
     @field_validator("smart")
     @classmethod
-    def _smart(cls, value: bool | None, info: ValidationInfo) -> bool | None:
-        kind = KINDS.get(str(info.data.get("kind")))
-        return value if kind is None else check_smart(kind, value)
+    def _smart(cls, value: bool | None, info: ValidationInfo) -> Any:
+        return check_sensor_field(info.data.get("kind"), "smart", value)
 
     @field_validator("id")
     @classmethod
@@ -301,7 +333,6 @@ def load(conn: psycopg.Connection[TupleRow], manifest: Any) -> LoadResult:
             values = s.model_dump(exclude={"metadata"})
             values["domain"] = kind.domain.value
             values["interval_s"] = s.interval_s or kind.interval_s
-            values["smart"] = kind.smart if s.smart is None else s.smart
             columns = [*values, "metadata"]
             conn.execute(
                 f"INSERT INTO sensors ({', '.join(columns)}) VALUES "  # noqa: S608 - model's own field names

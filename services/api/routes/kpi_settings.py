@@ -12,6 +12,8 @@ road classes, sustained-outage limit, the grid's renewable fraction) need ``sett
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
@@ -73,28 +75,22 @@ def _shown(value: cs.Value) -> SettingValue:
     )
 
 
-def _known(name: str) -> None:
-    if name not in cs.SETTINGS:
-        raise Problem(404, detail=f"no setting {name!r}; one of {', '.join(cs.SETTINGS)}")
-
-
-def _for_district(name: str) -> None:
-    _known(name)
-    if not cs.SETTINGS[name].district:
-        raise invalid(
-            "path.name",
-            f"{name} is a city setting; a district overrides only "
-            f"{', '.join(cs.DISTRICT_SETTINGS)}",
-        )
-
-
-def _district(conn: Conn, district_id: str) -> None:
-    if conn.execute("SELECT 1 FROM districts WHERE id = %s", (district_id,)).fetchone() is None:
-        raise Problem(404, detail=f"no district {district_id!r}")
-
-
-def _refused(exc: cs.SettingError) -> Problem:
-    return invalid("body.value", f"{exc.name}: {exc}")
+@contextmanager
+def _answered() -> Iterator[None]:
+    """The settings store's refusals as problems: an unknown name or district is a 404, a
+    setting a district does not override a 422 on the path, a refused value one on the body."""
+    try:
+        yield
+    except cs.UnknownSettingError as exc:
+        raise Problem(
+            404, detail=f"no setting {exc.name!r}; one of {', '.join(cs.SETTINGS)}"
+        ) from None
+    except cs.CitySettingError as exc:
+        raise invalid("path.name", str(exc)) from None
+    except cs.SettingError as exc:
+        raise invalid("body.value", f"{exc.name}: {exc}") from None
+    except cs.UnknownDistrictError as exc:
+        raise Problem(404, detail=f"no district {exc.args[0]!r}") from None
 
 
 @router.get("/settings", response_model=SettingList, responses=responses(401, 403))
@@ -107,7 +103,8 @@ def list_settings(conn: Conn, _: Reader) -> SettingList:
     "/settings/{name}", response_model=SettingValue, responses=responses(401, 403, 404, 422)
 )
 def get_setting(conn: Conn, _: Reader, name: SettingName) -> SettingValue:
-    _known(name)
+    with _answered():
+        cs.setting(name)
     return next(_shown(v) for v in cs.city_values(conn) if v.name == name)
 
 
@@ -118,11 +115,8 @@ def put_setting(
     conn: Conn, _: SettingsWriter, name: SettingName, body: SettingBody
 ) -> SettingValue:
     """Set a city setting (admins)."""
-    _known(name)
-    try:
+    with _answered():
         return _shown(cs.set_city(conn, name, body.value))
-    except cs.SettingError as exc:
-        raise _refused(exc) from None
 
 
 @router.delete(
@@ -130,8 +124,8 @@ def put_setting(
 )
 def delete_setting(conn: Conn, _: SettingsWriter, name: SettingName) -> SettingValue:
     """Return a city setting to its default (admins)."""
-    _known(name)
-    return _shown(cs.unset_city(conn, name))
+    with _answered():
+        return _shown(cs.unset_city(conn, name))
 
 
 @router.get(
@@ -141,8 +135,8 @@ def delete_setting(conn: Conn, _: SettingsWriter, name: SettingName) -> SettingV
 )
 def list_district_settings(conn: Conn, _: Reader, district_id: DistrictId) -> SettingList:
     """The settings a district may override, each the district's own or else the city's."""
-    _district(conn, district_id)
-    return SettingList(items=[_shown(v) for v in cs.district_values(conn, district_id)])
+    with _answered():
+        return SettingList(items=[_shown(v) for v in cs.district_values(conn, district_id)])
 
 
 @router.put(
@@ -154,12 +148,8 @@ def put_district_setting(
     conn: Conn, _: RegistryWriter, district_id: DistrictId, name: SettingName, body: SettingBody
 ) -> SettingValue:
     """Override a city setting for one district (engineers)."""
-    _for_district(name)
-    _district(conn, district_id)
-    try:
+    with _answered():
         return _shown(cs.set_district(conn, district_id, name, body.value))
-    except cs.SettingError as exc:
-        raise _refused(exc) from None
 
 
 @router.delete(
@@ -171,6 +161,5 @@ def delete_district_setting(
     conn: Conn, _: RegistryWriter, district_id: DistrictId, name: SettingName
 ) -> SettingValue:
     """Drop a district's override: the city's value applies again (engineers)."""
-    _for_district(name)
-    _district(conn, district_id)
-    return _shown(cs.unset_district(conn, district_id, name))
+    with _answered():
+        return _shown(cs.unset_district(conn, district_id, name))

@@ -19,13 +19,12 @@ from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 from gateway.kinds import KINDS, QUANTITIES
-from services.storage.city_settings import check_reference
 from services.storage.registry import (
     DistrictRow,
+    FieldsError,
     GatewayRow,
-    check_smart,
-    measured,
-    rated,
+    check_district_fields,
+    check_sensor_fields,
 )
 
 from ..deps import Conn, Reader, RegistryWriter
@@ -160,6 +159,10 @@ def _adapt(column: str, value: Any) -> Any:
     return Jsonb(value) if column in _JSON_COLUMNS and value is not None else value
 
 
+def _refused(exc: FieldsError) -> Problem:
+    return invalid_all((f"body.{column}", reason) for column, reason in exc.problems)
+
+
 # --- districts --------------------------------------------------------------------------------
 
 
@@ -211,16 +214,10 @@ def update_district(
         raise invalid("body.name", "a district keeps a name")
     if values.get("reference", {}) is None:
         values["reference"] = {}
-    if "reference" in values:
-        try:
-            values["reference"] = check_reference(values["reference"])
-        except ValueError as exc:
-            raise invalid("body.reference", str(exc)) from None
-    if "area_km2" in values:
-        try:
-            values["area_km2"] = measured("area_km2", values["area_km2"])
-        except ValueError as exc:
-            raise invalid("body.area_km2", str(exc)) from None
+    try:
+        values = check_district_fields(values)
+    except FieldsError as exc:
+        raise _refused(exc) from None
     _update(conn, "districts", district_id, values)
     return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
 
@@ -415,8 +412,6 @@ def create_sensor(
     """Register a sensor; its domain follows its kind, its interval defaults to the kind's."""
     values = _sensor_values(body.model_dump())
     values["interval_s"] = values["interval_s"] or KINDS[body.kind].interval_s
-    if values["smart"] is None:
-        values["smart"] = KINDS[body.kind].smart
     if values["status"] == "retired":
         raise invalid("body.status", "register a sensor active, pending or in maintenance")
     _check_references(conn, values)
@@ -439,35 +434,19 @@ def update_sensor(
             raise invalid(f"body.{column}", "cannot be null")
     if "kind" in values and values["kind"] not in KINDS:
         raise invalid("body.kind", f"unknown kind; one of {', '.join(sorted(KINDS))}")
-    _convert_units(values, values.get("kind") or current["kind"])
+    try:
+        values = check_sensor_fields(values.get("kind") or current["kind"], values)
+    except FieldsError as exc:
+        raise _refused(exc) from None
+    if "kind" in values:
+        # Null is the kind's default (migration 0003): a meter's flag does not carry over to
+        # another kind.
+        values.setdefault("smart", None)
     if "metadata" in values and values["metadata"] is None:
         values["metadata"] = {}
     _check_references(conn, values)
     _update(conn, "sensors", sensor_id, _sensor_values(values))
     return _sensor_detail(conn, sensor_id)
-
-
-def _convert_units(values: dict[str, Any], kind_name: str) -> None:
-    """Values with a unit to the canonical unit, each checked for plausibility, and the smart
-    flag against the kind (a new kind without ``smart`` takes the kind's default)."""
-    kind = KINDS[kind_name]
-    problems: list[tuple[str, str]] = []
-    for column in ("interval_s", "segment_length_m", "free_flow_speed", "rated_max", "smart"):
-        if column not in values:
-            continue
-        try:
-            if column == "rated_max":
-                values[column] = rated(kind, values[column])
-            elif column == "smart":
-                values[column] = check_smart(kind, values[column])
-            else:
-                values[column] = measured(column, values[column])
-        except ValueError as exc:
-            problems.append((f"body.{column}", str(exc)))
-    if problems:
-        raise invalid_all(problems)
-    if "kind" in values and "smart" not in values:
-        values["smart"] = kind.smart
 
 
 def _retire_sensor(conn: psycopg.Connection[TupleRow], sensor_id: str) -> SensorDetail:

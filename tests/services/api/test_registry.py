@@ -344,6 +344,22 @@ def test_smart_is_set_read_and_changed_through_the_api(engineer: TestClient, api
     assert _problem(engineer.patch("/v1/sensors/em-1", json={"rated_max": "60 kW"}), 422)
 
 
+def test_a_kind_change_resets_smart_to_the_new_kinds_default(
+    engineer: TestClient, api_db: Db
+) -> None:
+    _city(engineer)
+    meter = {"id": "em-1", "kind": "electricity_meter", "district_id": "d1", "smart": False}
+    assert engineer.post("/v1/sensors", json=meter).status_code == 201
+    # Replaced by a noise meter: not a meter, so no flag, whatever the old device was.
+    assert engineer.patch("/v1/sensors/em-1", json={"kind": "noise"}).json()["smart"] is None
+    back = engineer.patch("/v1/sensors/em-1", json={"kind": "electricity_meter"})
+    assert back.json()["smart"] is True
+    stored = api_db.execute("SELECT smart FROM sensors WHERE id = 'em-1'").fetchone()
+    assert stored == (None,)  # the kind's default, resolved on read
+    given = engineer.patch("/v1/sensors/em-1", json={"kind": "water_meter", "smart": False})
+    assert given.json()["smart"] is False
+
+
 def test_bulk_csv_takes_units_and_smart(engineer: TestClient, api_db: Db) -> None:
     engineer.post("/v1/registry/bulk", json={"districts": MANIFEST["districts"]})
     csv_body = (

@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from services.storage.registry import ManifestError, load
+from gateway.kinds import KINDS
+from services.storage.registry import ManifestError, load, parse
 
 ROOT = Path(__file__).resolve().parents[3]
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -226,6 +227,15 @@ def test_a_rating_takes_the_unit_of_the_kinds_rated_quantity(db: Conn) -> None:
     assert rows == {"ene-fdr-d01-01": 2e6, "wat-dma-d01-01": pytest.approx(0.3)}
 
 
+def test_a_water_meter_has_no_rating() -> None:
+    # Ingestion bounds only a kind's rated quantity (a rate); a meter index has no rate to bound.
+    with pytest.raises(ManifestError) as info:
+        parse({"sensors": [{"id": "wm-1", "kind": "water_meter", "rated_max": "5 m3/h"}]})
+    (error,) = info.value.errors
+    assert error.field == "rated_max"
+    assert "a water_meter sensor has no rating" in error.message
+
+
 def test_smart_is_a_registry_attribute_of_meters_defaulting_by_kind(db: Conn) -> None:
     manifest = _manifest()
     manifest["sensors"] += [
@@ -233,7 +243,14 @@ def test_smart_is_a_registry_attribute_of_meters_defaulting_by_kind(db: Conn) ->
         {"id": "em-2", "kind": "electricity_meter", "district_id": "d01", "smart": False},
     ]
     load(db, manifest)
-    rows = _pairs(db.execute("SELECT id, smart FROM sensors").fetchall())
+    stored = {
+        key: (kind, smart) for key, kind, smart in db.execute("SELECT id, kind, smart FROM sensors")
+    }
+    # Stored null unless given: null is the kind's default (migration 0003), resolved on read.
+    assert stored["em-1"] == ("electricity_meter", None)
+    rows = {
+        key: KINDS[kind].smart if smart is None else smart for key, (kind, smart) in stored.items()
+    }
     # The kind catalog's default: electricity meters are smart; a feeder is no meter (null).
     assert rows == {"em-1": True, "em-2": False, "ene-fdr-d01-01": None, "wat-dma-d01-01": None}
     manifest["sensors"][0]["smart"] = True
