@@ -60,6 +60,7 @@ def test_the_wheel_holds_the_four_packages_and_the_migrations(tmp_path: Path) ->
     assert "services/storage/migrations/versions/0001_initial.py" in names
     assert "services/storage/migrations/script.py.mako" in names
     assert "gateway/kinds.py" in names
+    assert "services/devstack/mosquitto.acl" in names  # what `urbanpulse up` gives Mosquitto
 
 
 def test_the_import_contracts_hold() -> None:

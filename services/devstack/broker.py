@@ -10,9 +10,10 @@ persistence, a fixed window of 100 unacknowledged messages, ignores session expi
 client that acknowledges out of order. ``capabilities`` says so, and tests that need more skip.
 
 Given ``users`` (name -> password, see ``credentials``), both refuse anonymous clients. Mosquitto
-also enforces ``ACL`` (the file ``deploy/mosquitto/acl``): a gateway publishes only under its own
-id, only the ``ingest`` user reads every gateway. rumqttd checks static passwords but has no ACL:
-any client with a password may publish or subscribe anywhere, so it listens on 127.0.0.1 only.
+also enforces ``ACL`` (``mosquitto.acl`` beside this module, which ``deploy/mosquitto/acl`` links
+to): a gateway publishes only under its own id, only the ``ingest`` user reads every gateway.
+rumqttd checks static passwords but has no ACL: any client with a password may publish or
+subscribe anywhere, so it listens on 127.0.0.1 only.
 
 A process that died without stopping its Mosquitto (``kill -9``) leaves it running on the
 persistence file; the next ``Mosquitto`` on the same directory stops it first (after checking
@@ -36,11 +37,14 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 from gateway.limits import MAX_PACK_BYTES
+from gateway.topics import is_valid_gateway_id
 
+from .files import cmdline, write_private
 from .postgres import free_port
 
 # The lines of deploy/mosquitto/mosquitto.conf marked "guarantee" (a test keeps them equal).
@@ -51,25 +55,9 @@ GUARANTEE_SETTINGS = {
     "persistence": "true",
 }
 
-# deploy/mosquitto/acl, which production mounts; a copy here because a wheel install has no
-# deploy/ (tests/services/devstack/test_broker.py keeps the two equal).
-ACL = """\
-# A gateway publishes only under its own name (the MQTT username is the gateway id).
-pattern write ssc/v1/%u/up
-pattern write ssc/v1/%u/status
-pattern read ssc/v1/%u/down
-
-# Ingestion workers read every gateway's readings and status (shared subscriptions).
-user ingest
-topic read ssc/v1/+/up
-topic read ssc/v1/+/status
-topic read $share/ingest/ssc/v1/+/up
-topic read $share/ingest/ssc/v1/+/status
-
-# Ingestion answers each gateway's packs with receipts on its down topic (issue 15); a gateway
-# reads only its own (the pattern above).
-topic write ssc/v1/+/down
-"""
+# deploy/mosquitto/acl, which production mounts, is a link to this package file: a wheel
+# install has no deploy/, and one file cannot drift from another.
+ACL = resources.files("services.devstack").joinpath("mosquitto.acl").read_text(encoding="utf-8")
 INGEST_USER = "ingest"  # the name the ACL gives every gateway's topics to
 
 
@@ -97,15 +85,6 @@ def mosquitto_password_hash(password: str, salt: bytes | None = None, iterations
     return f"$7${iterations}${encode(salt).decode()}${encode(digest).decode()}"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only, from the first byte on."""
-    scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    os.replace(scratch, path)
-
-
 def credentials(directory: Path, users: Iterable[str]) -> dict[str, str]:
     """Every broker user and password: those of ``directory/credentials.json`` (mode 0600),
     where a gateway of one's own may be added by hand, and ``users``, given a password the first
@@ -119,28 +98,20 @@ def credentials(directory: Path, users: Iterable[str]) -> dict[str, str]:
     bad = [
         name
         for name, password in (known.items() if isinstance(known, dict) else [("", None)])
-        # ':' and line breaks would break Mosquitto's password file; '%' and '+' its ACL.
-        if not isinstance(password, str) or not password or not re.fullmatch(r"[^\s:#+%/]+", name)
+        # A user name is a gateway id (the ACL's %u is a topic level); the topics' rule for one
+        # keeps ':' and line breaks out of the password file, '+', '#' and '%' out of the ACL.
+        if not isinstance(password, str) or not password or not is_valid_gateway_id(name)
     ]
     if bad:
         raise BrokerError(
-            f"{path} must map user names (no spaces, ':', '#', '+', '%' or '/') to non-empty "
-            f"password strings; not so for {bad}"
+            f"{path} must map user names (gateway ids: letters, digits, '_' and '-', at most 64) "
+            f"to non-empty password strings; not so for {bad}"
         )
     wanted = {user: known.get(user) or secrets.token_urlsafe(24) for user in users}
     merged = {**known, **wanted}
-    if merged != known or path.stat().st_mode & 0o077:
-        _write_private(path, json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    if merged != known or not path.exists() or path.stat().st_mode & 0o077:
+        write_private(path, json.dumps(merged, indent=1, sort_keys=True) + "\n")
     return merged
-
-
-def _cmdline(pid: int) -> list[str]:
-    """The argv of a live process; [] when it is gone, a zombie, or not ours to read."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def _stop_leftover_mosquitto(pid_file: Path, config: Path, timeout: float = 15.0) -> int | None:
@@ -155,7 +126,7 @@ def _stop_leftover_mosquitto(pid_file: Path, config: Path, timeout: float = 15.0
         return None
 
     def ours() -> bool:
-        argv = _cmdline(pid)
+        argv = cmdline(pid)
         return bool(argv) and Path(argv[0]).name == "mosquitto" and argv[1:] == ["-c", str(config)]
 
     if not ours():
@@ -271,11 +242,11 @@ class Mosquitto:
             access = ["allow_anonymous true"]
         else:
             passwd, acl = self.data_dir / "passwd", self.data_dir / "acl"
-            _write_private(
+            write_private(
                 passwd,
                 "".join(f"{u}:{mosquitto_password_hash(p)}\n" for u, p in self.users.items()),
             )
-            _write_private(acl, ACL)
+            write_private(acl, ACL)
             access = ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}"]
         lines = [
             f"listener {self.port} {self.host}",
@@ -360,6 +331,7 @@ next_connection_delay_ms = 1
     max_payload_size = {max_packet_size}
     max_inflight_count = 1000
     dynamic_filters = true
+    {auth}
 
 [v4.1]
 name = "v4-1"
@@ -370,6 +342,7 @@ next_connection_delay_ms = 1
     max_payload_size = {max_packet_size}
     max_inflight_count = 1000
     dynamic_filters = true
+    {auth}
 """
 
 
@@ -400,16 +373,15 @@ class Rumqttd:
         ).absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "rumqttd.toml"
-        text = _RUMQTTD_CONFIG.format(
-            port=self.port, port_v4=self.port_v4, max_packet_size=MAX_PACK_BYTES
-        )
+        auth = ""
         if users is not None:
             # JSON strings are valid TOML basic strings.
             table = ", ".join(f"{json.dumps(u)} = {json.dumps(p)}" for u, p in users.items())
-            text = text.replace(
-                "dynamic_filters = true", f"dynamic_filters = true\n    auth = {{ {table} }}"
-            )
-        _write_private(config, text)  # it holds the passwords in clear
+            auth = f"auth = {{ {table} }}"
+        text = _RUMQTTD_CONFIG.format(
+            port=self.port, port_v4=self.port_v4, max_packet_size=MAX_PACK_BYTES, auth=auth
+        )
+        write_private(config, text)  # it holds the passwords in clear
         self._broker = IotcoreBroker(config_path=str(config))
         self._running = False
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import psycopg
 
+from .files import cmdline, write_private
+
 _SUN_PATH_MAX = 107  # usable bytes of sockaddr_un.sun_path on Linux
 RUN_AS = "urbanpulse-pg"
 _ROOT_CACHE = Path("/var/cache/urbanpulse-pg")
@@ -167,22 +169,6 @@ def _check_traversable(path: Path, uid: int, gid: int) -> None:
             )
 
 
-def _write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(text)
-
-
-def _cmdline(pid: int) -> list[str]:
-    """The argv of a live process; [] when it is gone, a zombie, or not ours to read."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 class EmbeddedPostgres:
     """``start()`` returns the superuser's URL, ``postgresql://postgres:PASSWORD@127.0.0.1:PORT/
     postgres``; ``app_url()`` the services' (not a superuser); ``stop()`` ends the server.
@@ -239,7 +225,7 @@ class EmbeddedPostgres:
         databases."""
         path = self.data_dir / APP_PASSWORD_FILE
         if not path.exists():
-            _write_private(path, secrets.token_urlsafe(24) + "\n")
+            write_private(path, secrets.token_urlsafe(24) + "\n")
         password = self._read_secret(APP_PASSWORD_FILE)
         with psycopg.connect(self.url, autocommit=True) as conn:
             role_exists = conn.execute(
@@ -260,9 +246,7 @@ class EmbeddedPostgres:
             conn.execute(f"GRANT pg_read_all_settings TO {APP_ROLE}")
         return f"postgresql://{APP_ROLE}:{password}@127.0.0.1:{self.port}/{APP_ROLE}"
 
-    def _run(
-        self, args: list[str], check: bool = True, input_text: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(LC_ALL="C", LANG="C", TZ="UTC")
         extra: dict[str, Any] = {}
@@ -271,13 +255,10 @@ class EmbeddedPostgres:
             env.update(HOME=str(self.data_dir), USER=RUN_AS, LOGNAME=RUN_AS)
         # Output to a file, not a pipe: the daemonized postmaster would inherit a pipe and
         # keep it open.
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as stdin:
-            if input_text is not None:
-                stdin.write(input_text)
-                stdin.seek(0)
+        with tempfile.TemporaryFile("w+") as out:
             result = subprocess.run(
                 [str(self.install_dir / "bin" / args[0]), *args[1:]],
-                stdin=stdin,
+                stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -372,7 +353,7 @@ class EmbeddedPostgres:
                     *(["--no-sync", "-c", "scram_iterations=16"] if self.fast else []),
                 ]
             )
-        _write_private(self.data_dir / SUPERUSER_PASSWORD_FILE, password + "\n")
+        write_private(self.data_dir / SUPERUSER_PASSWORD_FILE, password + "\n")
 
     def _stop_leftover(self) -> int | None:
         """Stop a server a killed process left running here; return its port (None: none).
@@ -385,7 +366,7 @@ class EmbeddedPostgres:
             pid, port = int(lines[0]), int(lines[3])
         except (OSError, ValueError, IndexError):
             return None
-        argv = _cmdline(pid)
+        argv = cmdline(pid)
         if not (argv and Path(argv[0]).name == "postgres" and str(self.data_dir) in argv):
             return None  # stale: the postmaster starting next removes the file
         self._run(["pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-m", "fast", "stop"])

@@ -52,10 +52,14 @@ from services.storage.urls import libpq_url
 
 from .broker import INGEST_USER, BrokerError, credentials, start_broker
 from .city import city_gateways, start_city
+from .files import write_private
 from .postgres import EmbeddedPostgres, PostgresError
 
 app = typer.Typer(help="Run the platform on this machine (embedded default).")
 FIRST_ROUND_TIMEOUT_S = 120.0
+# The small city's week is stored within about two minutes; half an hour only catches a history
+# that will never come.
+WIDEN_AFTER_S = 1800.0
 console = Console()
 
 
@@ -114,11 +118,15 @@ def up(
         started, rows = _start_services(stack, settings, base, gateways)
         database_url, mqtt_url = started.database_url, started.mqtt_url
         # With the city, the monitor's first round waits for today's backfill to be stored and
-        # rolled up (the city wakes it: today first, every period once the week is in); the
-        # timeout only bounds the wait should that never come.
-        monitor = Monitor(database_url, first_after_s=FIRST_ROUND_TIMEOUT_S if city else 0.0)
-        if city:
-            monitor.periods = ("day",)
+        # rolled up, and judges the day only until the week is in (a month judged on today
+        # alone would be false); the city wakes it at each. The timeouts only bound the waits
+        # should a wake never come (a backfill thread failed).
+        monitor = Monitor(
+            database_url,
+            first_after_s=FIRST_ROUND_TIMEOUT_S if city else 0.0,
+            first_periods=("day",) if city else None,
+            widen_after_s=WIDEN_AFTER_S,
+        )
         api_url, key_file = _start_api(
             stack, settings, base, database_url, mqtt_url, login=started.login(settings, "api")
         )
@@ -161,7 +169,7 @@ def up(
         )
         env_file = base / "urbanpulse.env"
         username, password = started.login(settings, INGEST_USER)
-        _write_private(
+        write_private(
             env_file,
             f"URBANPULSE_DATABASE_URL={database_url}\nURBANPULSE_MQTT_URL={mqtt_url}\n"
             f"URBANPULSE_API_URL={api_url}\n"
@@ -209,13 +217,6 @@ class _Started:
             password = settings.mqtt_password
             return settings.mqtt_username, password.get_secret_value() if password else None
         return user, self.passwords[user]
-
-
-def _write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # an older file keeps its mode through O_CREAT
-        handle.write(text)
 
 
 def _shown(url: str) -> str:
@@ -412,7 +413,8 @@ def _start_api(
     return f"http://127.0.0.1:{bound}", base / "api-key"
 
 
-def _admin_key(base: Path, database_url: str) -> str:
+def _admin_key(base: Path, database_url: str) -> None:
+    """Keep the admin key of ``base/api-key`` while it is valid; make a new one otherwise."""
     path = base / "api-key"
     with psycopg.connect(libpq_url(database_url)) as conn:
         if path.exists():
@@ -424,11 +426,10 @@ def _admin_key(base: Path, database_url: str) -> str:
                 and not stored.revoked
                 and verify_secret(secret, stored.secret_hash)
             ):
-                return token
+                return
         _, token = create_key(conn, "urbanpulse up (admin)", "admin")
         conn.commit()
-    _write_private(path, token + "\n")
-    return token
+    write_private(path, token + "\n")
 
 
 def _saved_port(base: Path, variable: str) -> int | None:

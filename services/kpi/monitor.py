@@ -15,6 +15,7 @@ city's edits.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -66,24 +67,51 @@ class Monitor:
     """The loop, on its own connection, surviving database outages."""
 
     def __init__(
-        self, database_url: str, every_s: float = DEFAULT_EVERY_S, first_after_s: float = 0.0
+        self,
+        database_url: str,
+        every_s: float = DEFAULT_EVERY_S,
+        first_after_s: float = 0.0,
+        *,
+        first_periods: Sequence[str] | None = None,
+        widen_after_s: float = 0.0,
     ) -> None:
+        """``first_periods``: the current periods the rounds refresh at first (and ``wake`` may
+        change) until ``widen_after_s`` seconds from now; every one after that."""
         self.database_url = database_url
         self.every_s = every_s
         # A platform starting with its sensors (``urbanpulse up``) waits for the first readings
         # and rollups, or its first round would find every sensor silent.
         self.first_after_s = first_after_s
-        # The current periods each round refreshes; ``wake`` may narrow them while history is
-        # still arriving (a month judged on today alone would be false).
-        self.periods: tuple[str, ...] = tuple(engine.CURRENT_PERIODS)
+        # Narrowed while history is still arriving (a month judged on today alone would be
+        # false), but never for good: whoever was to widen it may have died on the way.
+        self._periods: tuple[str, ...] = tuple(first_periods or engine.CURRENT_PERIODS)
+        self._narrow_until = (
+            time.monotonic() + widen_after_s if first_periods is not None else -math.inf
+        )
+        self._widened = False
         self.rounds = 0
         self.last: Round | None = None
         self._wake = threading.Event()
 
+    @property
+    def periods(self) -> tuple[str, ...]:
+        """The current periods the next round refreshes."""
+        if time.monotonic() < self._narrow_until:
+            return self._periods
+        if not self._widened and set(self._periods) != set(engine.CURRENT_PERIODS):
+            self._widened = True
+            log.warning(
+                "monitor: still on %s when the time given to the history ran out; every current "
+                "period from now on",
+                ", ".join(self._periods),
+            )
+        return tuple(engine.CURRENT_PERIODS)
+
     def wake(self, periods: Sequence[str] | None = None) -> None:
-        """Run a round now (the data just became complete), on ``periods`` from now on if given."""
+        """Run a round now (the data just became complete), on ``periods`` from now on if given
+        (within the time ``widen_after_s`` allows narrowing)."""
         if periods is not None:
-            self.periods = tuple(periods)
+            self._periods = tuple(periods)
         self._wake.set()
 
     def _pause(self, stop: threading.Event, seconds: float) -> bool:

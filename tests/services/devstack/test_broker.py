@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from services.devstack.broker import GUARANTEE_SETTINGS, BrokerError, credentials
+from services.devstack.broker import (
+    GUARANTEE_SETTINGS,
+    BrokerError,
+    credentials,
+    mosquitto_password_hash,
+)
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -159,3 +167,32 @@ def test_broker_credentials_are_made_once_kept_private_and_checked(tmp_path: Pat
     (tmp_path / "credentials.json").write_text(json.dumps({"gw:a": "x"}))
     with pytest.raises(BrokerError, match="gw:a"):
         credentials(tmp_path, ["ingest"])
+
+
+def test_the_password_hash_is_mosquittos_own() -> None:
+    # Made by mosquitto_passwd 2.0: password "secret".
+    salt = base64.b64decode("es+xsNoVExsCDvqk")
+    assert mosquitto_password_hash("secret", salt, 101) == (
+        "$7$101$es+xsNoVExsCDvqk$6pVobG9EQw5vJRsZJRzUQFKKoU5BkZlMtIhjXRBtM8Mlp0dXq4N9LgGcyxhDViezT1iT"
+        "jXrsSVXfx8Fx34Jteg=="
+    )
+
+
+def test_the_password_hash_matches_the_installed_mosquitto_passwd(tmp_path: Path) -> None:
+    executable = shutil.which("mosquitto_passwd")
+    if executable is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    # -U hashes the file in place: the password never appears in argv.
+    passwd = tmp_path / "passwd"
+    passwd.write_text("gw-a:another secret\n")
+    subprocess.run([executable, "-U", str(passwd)], check=True, capture_output=True)
+    written = passwd.read_text().strip().partition(":")[2]
+    _, kind, iterations, salt, _ = written.split("$")
+    assert kind == "7"
+    expected = mosquitto_password_hash("another secret", base64.b64decode(salt), int(iterations))
+    assert written == expected
+
+
+def test_broker_credentials_start_a_file_where_there_is_none(tmp_path: Path) -> None:
+    assert credentials(tmp_path / "new", []) == {}
+    assert (tmp_path / "new" / "credentials.json").stat().st_mode & 0o077 == 0

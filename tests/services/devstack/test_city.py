@@ -1,11 +1,20 @@
-"""The simulated city's backfill plan: a week of whole local days, today first, newest first."""
+"""The simulated city's backfill plan: a week of whole local days, today first, newest first; its
+watcher reports a part once the platform's receipts took its packs out of the outboxes."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
-from services.devstack.city import HISTORY_DAYS, backfill_plan, history_start
+import pytest
+
+from gateway.outbox import Outbox
+from services.devstack import city
+from services.devstack.city import HISTORY_DAYS, _Watcher, backfill_plan, history_start
 
 DAY = 86400.0
 
@@ -32,3 +41,49 @@ def test_the_history_starts_at_the_citys_local_midnight() -> None:
     begins = history_start(now, "Europe/Brussels")
     assert begins == datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
     assert now - begins > timedelta(days=7)
+
+
+def test_the_watcher_reports_a_part_once_every_pack_put_before_it_is_receipted(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refreshes: list[str] = []
+    refresh = city.rollups.refresh
+
+    def counted(conn: Any, mode: str) -> Any:
+        refreshes.append(mode)
+        return refresh(conn, mode)
+
+    monkeypatch.setattr(city.rollups, "refresh", counted)
+    outboxes = {gateway: Outbox(tmp_path / f"{gateway}.sqlite") for gateway in ("gw-a", "gw-b")}
+    ready: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+    watcher = _Watcher(database_url, outboxes, ready.put, stop)
+    watcher.thread.start()
+    try:
+        for outbox in outboxes.values():
+            outbox.put("up", b"1")
+            outbox.put("up", b"2")
+        watcher.expect("today")
+        outboxes["gw-b"].put("up", b"live")  # after the part: not waited for
+        # A receipt says stored, whatever ingestion made of each reading.
+        outboxes["gw-a"].delete_range(1, 2)
+        outboxes["gw-b"].delete_range(1, 1)
+        with pytest.raises(queue.Empty):
+            ready.get(timeout=1.0)
+        assert refreshes == []
+        outboxes["gw-b"].delete_range(2, 2)
+        assert ready.get(timeout=10) == "today"
+        assert len(refreshes) == 1
+        # Stopped before the history is stored: neither reported nor refreshed (the database
+        # may be on its way down).
+        outboxes["gw-a"].put("up", b"3")
+        watcher.expect("history")
+        stop.set()
+        watcher.thread.join(10)
+        assert not watcher.thread.is_alive()
+        assert ready.empty()
+        assert len(refreshes) == 1
+    finally:
+        stop.set()
+        for outbox in outboxes.values():
+            outbox.close()

@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway import topics
 from gateway.senml import Record, encode
-from services.devstack.broker import ACL, _stop_leftover_mosquitto
+from services.devstack.broker import _stop_leftover_mosquitto
 from services.devstack.postgres import EmbeddedPostgres
 from services.devstack.up import _server_data_dir
 
@@ -287,12 +287,6 @@ def test_a_gateway_can_neither_speak_for_nor_read_another(up: Up) -> None:
     time.sleep(1.0)
     _close(reader)
     assert retained == []
-    # The ACL applied is deploy/'s.
-    assert (up.data_dir / "broker" / "acl").read_text() == ACL
-
-
-def test_the_deploy_acl_is_the_one_up_applies() -> None:
-    assert (ROOT / "deploy" / "mosquitto" / "acl").read_text() == ACL
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------
