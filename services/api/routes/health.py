@@ -97,10 +97,12 @@ def check_broker(settings: Settings) -> Check:
     client.connect_timeout = CHECK_TIMEOUT_S  # paho's own default (5 s) covers TCP and TLS
     client.on_connect = lambda _client, _userdata, _flags, reason, _props: answers.append(reason)
     deadline = time.monotonic() + CHECK_TIMEOUT_S
+    closed = False
     try:
         client.connect(host, port, keepalive=5, clean_start=True)
         while not answers and time.monotonic() < deadline:
             if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                closed = True
                 break
         if answers and not answers[0].is_failure:
             client.disconnect()  # so the broker logs no lost client
@@ -111,6 +113,9 @@ def check_broker(settings: Settings) -> Check:
         leftover = client.socket()  # a broker that never answered keeps the connection open
         if leftover is not None:
             leftover.close()
+    if not answers and closed:
+        # rumqttd refuses a login by closing the connection without a CONNACK.
+        return Check(ok=False, detail=f"{host}:{port} refused CONNECT: closed the connection without a CONNACK")
     if not answers:
         return Check(ok=False, detail=f"{host}:{port} did not answer CONNECT with CONNACK")
     if answers[0].is_failure:
