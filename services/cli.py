@@ -58,6 +58,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Build the Grafana dashboards' JSON, check it, push it to Grafana.",
     ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
+    "import": ("services.dataio.cli:import_app", "Import history: CSV, SenML JSON lines, Parquet."),
+    "export": (
+        "services.dataio.cli:export_app",
+        "Export open data: readings, KPIs, DCAT-AP bundle.",
+    ),
     "simulate": (
         "simulators.cli:app",
         "Run a simulated city: sensor models publishing through gateways.",

@@ -173,6 +173,19 @@ class Settings(BaseSettings):
     grafana_token: SecretStr | None = Field(default=None, description="service-account token")
     grafana_folder: str = Field(default="UrbanPulse", description="folder the dashboards go to")
 
+    # Data in and out (services/dataio, issue 16). An open-data export publishes sensor-level
+    # readings as stored ("sensor"), coarsened per district and quantity ("district": sensors,
+    # count, mean, min, max; no sensor id or position), or not at all ("omit": KPIs only). The
+    # bundle and the API's readings export follow it; the CLI may ask for any level.
+    open_data_sensor_level: str = Field(default="district", pattern="^(sensor|district|omit)$")
+    open_data_title: str = Field(default="UrbanPulse city sensor data and KPIs")
+    open_data_publisher: str = Field(default="the city", description="dct:publisher's name")
+    open_data_licence: str = Field(
+        default="http://creativecommons.org/licenses/by/4.0/", description="dct:license URI"
+    )
+    # The API's import endpoint takes files up to this size; bigger ones go through the CLI.
+    import_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line per bad variable."""

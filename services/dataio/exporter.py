@@ -1,0 +1,351 @@
+"""Open-data export: readings at a rollup and KPI values for a period, a district and a domain,
+as CSV, JSON or Parquet, produced as a stream of byte chunks.
+
+Readings come through a server-side cursor (``ROWS_PER_FETCH`` at a time) and leave as chunks
+(Parquet: one row group per ``PARQUET_GROUP_ROWS``), so a year of a city's hourly rollups never
+sits in memory, in the CLI (written to a file) or in the API (a streaming response).
+
+Parquet is written with pyarrow rather than polars: its ``ParquetWriter`` appends row groups to
+any writable object, which is what streaming a file out chunk by chunk needs (polars writes
+a whole frame, or a lazy query, at once); it reads the import's files batch by batch as well.
+
+``level`` ``"district"`` coarsens: per bucket, district, domain and quantity, the number of
+sensors, readings, and the mean, min and max; no sensor id, kind or position leaves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from services.kpi import engine
+from services.kpi.catalog import KPIS
+
+Conn = psycopg.Connection[TupleRow]
+
+ROWS_PER_FETCH = 5000
+PARQUET_GROUP_ROWS = 50_000
+_CSV_ROWS_PER_CHUNK = 1000
+
+
+class OutputFormat(StrEnum):
+    CSV = "csv"
+    JSON = "json"
+    PARQUET = "parquet"
+
+
+MEDIA_TYPES = {
+    OutputFormat.CSV: "text/csv",
+    OutputFormat.JSON: "application/json",
+    OutputFormat.PARQUET: "application/vnd.apache.parquet",
+}
+
+
+class Rollup(StrEnum):
+    RAW = "raw"
+    MINUTE = "1m"
+    HOUR = "1h"
+    DAY = "1d"
+
+
+class Level(StrEnum):
+    SENSOR = "sensor"
+    DISTRICT = "district"
+
+
+class ExportError(ValueError):
+    """A request that cannot be answered as asked (a bad period, an unknown domain)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    start: datetime
+    end: datetime
+    district: str | None = None
+    domain: str | None = None
+
+    def check(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ExportError("start and end need a UTC offset")
+        if self.start >= self.end:
+            raise ExportError("start must be before end")
+
+
+# (name, parquet type) of each column, in order.
+Column = tuple[str, str]
+SENSOR_COLUMNS: tuple[Column, ...] = (
+    ("time", "timestamp"),
+    ("sensor", "string"),
+    ("district", "string"),
+    ("domain", "string"),
+    ("kind", "string"),
+    ("quantity", "string"),
+    ("unit", "string"),
+    ("count", "int64"),
+    ("mean", "float64"),
+    ("min", "float64"),
+    ("max", "float64"),
+)
+DISTRICT_COLUMNS: tuple[Column, ...] = (
+    ("time", "timestamp"),
+    ("district", "string"),
+    ("domain", "string"),
+    ("quantity", "string"),
+    ("unit", "string"),
+    ("sensors", "int64"),
+    ("count", "int64"),
+    ("mean", "float64"),
+    ("min", "float64"),
+    ("max", "float64"),
+)
+KPI_COLUMNS: tuple[Column, ...] = (
+    ("kpi_id", "string"),
+    ("name", "string"),
+    ("domain", "string"),
+    ("scope", "string"),
+    ("period_start", "timestamp"),
+    ("period_end", "timestamp"),
+    ("value", "float64"),
+    ("unit", "string"),
+    ("rating", "string"),
+    ("target", "float64"),
+    ("warning", "float64"),
+    ("better", "string"),
+    ("coverage_ratio", "float64"),
+    ("coverage_quality", "string"),
+    ("sources_used", "int64"),
+    ("sources_expected", "int64"),
+    ("baseline_value", "float64"),
+    ("baseline_change", "float64"),
+    ("baseline_change_pct", "float64"),
+)
+
+_SOURCE = {
+    Rollup.RAW: sql.SQL(
+        "SELECT time AS bucket, sensor_key, quantity_key, 1::bigint AS count, value AS sum, "
+        "value AS min, value AS max FROM readings WHERE time >= %(start)s AND time < %(end)s"
+    ),
+    **{
+        rollup: sql.SQL(
+            "SELECT bucket, sensor_key, quantity_key, count, sum, min, max FROM {} "
+            "WHERE bucket >= %(start)s AND bucket < %(end)s"
+        ).format(sql.Identifier(f"readings_{rollup.value}"))
+        for rollup in (Rollup.MINUTE, Rollup.HOUR, Rollup.DAY)
+    },
+}
+_WHERE = sql.SQL(
+    "(%(district)s::text IS NULL OR s.district_id = %(district)s) "
+    "AND (%(domain)s::text IS NULL OR s.domain = %(domain)s)"
+)
+_SENSOR_QUERY = sql.SQL(
+    "SELECT r.bucket, s.id, s.district_id, s.domain, s.kind, q.name, q.unit, r.count, "
+    "r.sum / nullif(r.count, 0), r.min, r.max FROM ({source}) r "
+    "JOIN sensors s ON s.key = r.sensor_key JOIN quantities q ON q.key = r.quantity_key "
+    "WHERE {where} ORDER BY r.bucket, s.id, q.name"
+)
+_DISTRICT_QUERY = sql.SQL(
+    "SELECT r.bucket, s.district_id, s.domain, q.name, q.unit, count(DISTINCT r.sensor_key), "
+    "sum(r.count)::bigint, sum(r.sum) / nullif(sum(r.count), 0), min(r.min), max(r.max) "
+    "FROM ({source}) r JOIN sensors s ON s.key = r.sensor_key "
+    "JOIN quantities q ON q.key = r.quantity_key WHERE {where} "
+    "GROUP BY r.bucket, s.district_id, s.domain, q.name, q.unit "
+    "ORDER BY r.bucket, s.district_id NULLS FIRST, s.domain, q.name"
+)
+
+
+def reading_columns(level: Level) -> tuple[Column, ...]:
+    return SENSOR_COLUMNS if level is Level.SENSOR else DISTRICT_COLUMNS
+
+
+def readings(
+    conn: Conn, selection: Selection, rollup: Rollup, level: Level
+) -> Iterator[tuple[Any, ...]]:
+    """The rows, through a server-side cursor in the connection's transaction (the caller owns
+    it: ``conn`` must not be in autocommit mode, a named cursor lives in a transaction)."""
+    selection.check()
+    query = (_SENSOR_QUERY if level is Level.SENSOR else _DISTRICT_QUERY).format(
+        source=_SOURCE[rollup], where=_WHERE
+    )
+    params = {
+        "start": selection.start,
+        "end": selection.end,
+        "district": selection.district,
+        "domain": selection.domain,
+    }
+    with conn.cursor(name="urbanpulse_export") as cursor:
+        cursor.itersize = ROWS_PER_FETCH
+        cursor.execute(query, params)
+        yield from cursor
+
+
+def kpi_rows(
+    conn: Conn, selection: Selection, grain: str | None = None
+) -> Iterator[tuple[Any, ...]]:
+    """Every computed KPI of the domain (or all), per bucket of ``grain`` (None: the whole
+    period), for the district (or every district and the city), rated, with coverage and the
+    recorded baseline. Raises ``ExportError`` for a bad period, domain or district."""
+    selection.check()
+    kpi_ids = [
+        kpi_id
+        for kpi_id in engine.computed_kpis()
+        if selection.domain is None or KPIS[kpi_id].domain.value == selection.domain
+    ]
+    if selection.domain is not None and not kpi_ids:
+        domains = sorted({KPIS[k].domain.value for k in engine.computed_kpis()})
+        raise ExportError(f"no KPI of domain {selection.domain!r}; one of {', '.join(domains)}")
+    districts = [selection.district] if selection.district else None
+    for kpi_id in kpi_ids:
+        try:
+            values = engine.compute(
+                conn,
+                kpi_id,
+                selection.start,
+                selection.end,
+                grain=grain,
+                districts=districts,
+                include_city=selection.district is None,
+            )
+        except engine.KpiError as exc:
+            raise ExportError(str(exc)) from None
+        for value in values:
+            baseline = value.baseline
+            yield (
+                value.kpi_id,
+                KPIS[value.kpi_id].name,
+                KPIS[value.kpi_id].domain.value,
+                value.scope,
+                value.period_start,
+                value.period_end,
+                value.value,
+                value.unit,
+                value.rating.value,
+                value.target,
+                value.warning,
+                value.better.value,
+                value.coverage.ratio,
+                value.coverage.quality.value,
+                value.coverage.sources_used,
+                value.coverage.sources_expected,
+                None if baseline is None else baseline.value,
+                None if baseline is None else baseline.change,
+                None if baseline is None else baseline.change_pct,
+            )
+
+
+def encode(
+    rows: Iterable[tuple[Any, ...]], columns: Sequence[Column], fmt: OutputFormat
+) -> Iterator[bytes]:
+    """The rows as chunks of a CSV, JSON (an array of objects) or Parquet file."""
+    if fmt is OutputFormat.CSV:
+        return _csv(rows, columns)
+    if fmt is OutputFormat.JSON:
+        return _json(rows, columns)
+    return _parquet(rows, columns)
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _csv(rows: Iterable[tuple[Any, ...]], columns: Sequence[Column]) -> Iterator[bytes]:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([name for name, _ in columns])
+    for count, row in enumerate(rows, start=1):
+        writer.writerow(["" if v is None else _cell(v) for v in row])
+        if count % _CSV_ROWS_PER_CHUNK == 0:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode()
+
+
+def _json(rows: Iterable[tuple[Any, ...]], columns: Sequence[Column]) -> Iterator[bytes]:
+    names = [name for name, _ in columns]
+    yield b"["
+    separator = b"\n"
+    for row in rows:
+        item = {name: _cell(v) for name, v in zip(names, row, strict=True)}
+        yield separator + json.dumps(item, separators=(",", ":")).encode()
+        separator = b",\n"
+    yield b"\n]\n"
+
+
+class _Sink(io.RawIOBase):
+    """What pyarrow writes the Parquet file into: taken out, chunk by chunk, as it grows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.parts.append(chunk)
+        self.size += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.size
+
+    def take(self) -> bytes:
+        chunk = b"".join(self.parts)
+        self.parts.clear()
+        return chunk
+
+
+def _parquet(rows: Iterable[tuple[Any, ...]], columns: Sequence[Column]) -> Iterator[bytes]:
+    import pyarrow as pa  # type: ignore[import-untyped]  # noqa: PLC0415 - see sources._parquet
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    types: dict[str, Callable[[], Any]] = {
+        "timestamp": lambda: pa.timestamp("us", tz="UTC"),
+        "string": pa.string,
+        "int64": pa.int64,
+        "float64": pa.float64,
+    }
+    schema = pa.schema([(name, types[kind]()) for name, kind in columns])
+    sink = _Sink()
+    writer = pq.ParquetWriter(sink, schema, compression="zstd")
+    try:
+        group: list[tuple[Any, ...]] = []
+        for row in rows:
+            group.append(row)
+            if len(group) >= PARQUET_GROUP_ROWS:
+                writer.write_batch(_batch(pa, schema, group))
+                group.clear()
+                yield sink.take()
+        if group:
+            writer.write_batch(_batch(pa, schema, group))
+    finally:
+        writer.close()
+    yield sink.take()
+
+
+def _batch(pa: Any, schema: Any, rows: list[tuple[Any, ...]]) -> Any:
+    columns = list(zip(*rows, strict=True))
+    return pa.record_batch(
+        [
+            pa.array(list(values), type=field.type)
+            for values, field in zip(columns, schema, strict=True)
+        ],
+        schema=schema,
+    )

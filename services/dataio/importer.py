@@ -1,0 +1,433 @@
+"""A history import: a file's units through the live path's decoding and validation, into the
+idempotent writer and the quarantine, one transaction per batch with its checkpoint.
+
+- Decoding: ``services.ingest.salvage.decode_salvaging`` (the worker's), so a bad record costs
+  itself only. Validation: ``services.ingest.validate.Validator`` with the worker's policy
+  (``policy(settings)``): registry, units, bounds, the future skew and the retention window.
+  The live path has no other age limit, so old history within the retention is accepted.
+  Ownership by gateway is not checked: a file comes from an engineer, not from a gateway.
+- Writing: ``ReadingWriter`` (direct COPY, staging + ON CONFLICT when a batch holds readings
+  already stored); a reading stored with another value is quarantined as ``conflict``.
+- Quarantine: one message per bad unit, topic ``import:<source>:<line>``, its raw line as the
+  payload, each entry's detail naming the file and the line.
+- Resuming: ``import_runs`` (migration 0007) holds the last committed unit, updated in each
+  batch's transaction; a run of the same file (same bytes and options) starts after it, and a
+  finished one writes nothing. Then rollups are refreshed over the imported span and, when the
+  span reaches into the current year, the current KPI values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from gateway.errors import SenMLError
+from gateway.senml import Record
+from services.ingest import quarantine as quarantine_store
+from services.ingest.quarantine import Quarantined, Rejected, bounded
+from services.ingest.registry import SensorDirectory
+from services.ingest.salvage import decode_salvaging
+from services.ingest.validate import Policy, Reason, Sensor, Validator
+from services.kpi import engine
+from services.storage import rollups
+from services.storage.modes import storage_mode
+from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
+
+from .sources import BAD_ROW, Format, Unit, units
+
+Conn = psycopg.Connection[TupleRow]
+
+# Records per transaction. The worker's default batch (5000) was chosen for latency; history
+# has none to keep, and bench/bench_import.py measured larger batches no faster past ~10k.
+BATCH_RECORDS = 10_000
+# Tabular rows decoded together as one pack: one decode call per chunk, not per row.
+_CHUNK = 500
+# The gateway id an import validates under: no sensor's gateway is checked against it.
+_IMPORT_GATEWAY = "import"
+
+
+@dataclass(slots=True)
+class ImportResult:
+    run_id: str
+    source: str
+    format: str
+    units: int = 0  # lines or rows looked at by this run
+    records: int = 0  # SenML records among them (a JSON line may hold many)
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    quarantined: int = 0  # quarantine entries made
+    batches: int = 0
+    resumed_at: int = 0  # units skipped: committed by an earlier, interrupted run
+    already_done: bool = False  # the same file was imported before: nothing written
+    span: tuple[datetime, datetime] | None = None
+    kpis_refreshed: bool = False
+    seconds: float = 0.0
+    totals: dict[str, int] = field(default_factory=dict)  # over every run of this file
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "source": self.source,
+            "format": self.format,
+            "units": self.units,
+            "records": self.records,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "quarantined": self.quarantined,
+            "batches": self.batches,
+            "resumed_at": self.resumed_at,
+            "already_done": self.already_done,
+            "span": None if self.span is None else [t.isoformat() for t in self.span],
+            "kpis_refreshed": self.kpis_refreshed,
+            "seconds": round(self.seconds, 3),
+            "totals": self.totals,
+        }
+
+
+# Called after each committed batch with (units done so far in the file, records this run).
+Progress = Callable[[int, int], None]
+
+
+def run_id(digest: str, fmt: Format, mapping: dict[str, str], timezone: str) -> str:
+    options = f"{fmt.value}|{sorted(mapping.items())}|{timezone}"
+    return hashlib.sha256(f"{digest}|{options}".encode()).hexdigest()
+
+
+def file_digest(stream: BinaryIO) -> str:
+    """sha256 of the stream's bytes; leaves it at its start."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+    stream.seek(0)
+    return digest.hexdigest()
+
+
+def import_file(
+    conn: Conn,
+    stream: BinaryIO,
+    fmt: Format,
+    *,
+    source: str,
+    policy: Policy,
+    mapping: dict[str, str] | None = None,
+    timezone: str = "UTC",
+    batch_records: int = BATCH_RECORDS,
+    max_entries_per_unit: int = 500,
+    progress: Progress | None = None,
+    again: bool = False,
+    refresh: bool = True,
+    now: float | None = None,
+) -> ImportResult:
+    """Import ``stream`` (seekable, binary) as ``source``; see the module docstring.
+
+    ``again`` forgets an earlier run of the same file and imports it whole once more (after a
+    registry fix: what was quarantined may pass now; what was stored is found stored).
+    ``conn`` must not be in autocommit mode. Raises ``SourceError`` for an unusable file.
+    """
+    if conn.autocommit:
+        raise ValueError("an import needs a connection that is not in autocommit mode")
+    started = time.perf_counter()
+    mapping = dict(mapping or {})
+    result = ImportResult(run_id(file_digest(stream), fmt, mapping, timezone), source, fmt.value)
+    mode = storage_mode(conn)
+    writer = ReadingWriter(conn, mode, direct=True)
+    # The registry as an engineer's file sees it: every sensor, no gateway to answer to.
+    sensors = {
+        key: replace(sensor, gateway_id=None)
+        for key, sensor in SensorDirectory(conn).snapshot.items()
+    }
+    if again:
+        conn.execute("DELETE FROM import_runs WHERE id = %s", (result.run_id,))
+    row = conn.execute(
+        "INSERT INTO import_runs (id, source, format) VALUES (%s, %s, %s) "
+        "ON CONFLICT (id) DO UPDATE SET updated_at = now() "
+        "RETURNING position, finished_at",
+        (result.run_id, source, fmt.value),
+    ).fetchone()
+    conn.commit()
+    assert row is not None
+    position, finished_at = row
+    result.resumed_at = int(position)
+    if finished_at is not None:
+        result.already_done = True
+        result.totals = _totals(conn, result.run_id)
+        result.seconds = time.perf_counter() - started
+        return result
+    received_at = time.time() if now is None else now
+    max_entries = max_entries_per_unit
+    validator = Validator(policy)
+    batch: _Batch = _Batch()
+    pending = _skip(units(stream, fmt, mapping=mapping, timezone=timezone), int(position))
+    for unit in pending:
+        batch.add(unit, fmt, received_at)
+        if batch.records >= batch_records:
+            _commit(
+                conn,
+                writer=writer,
+                validator=validator,
+                sensors=sensors,
+                batch=batch,
+                result=result,
+                received_at=received_at,
+                max_entries=max_entries,
+            )
+            if progress is not None:
+                progress(batch.last_line, result.records)
+            batch = _Batch()
+    if batch.units:
+        _commit(
+            conn,
+            writer=writer,
+            validator=validator,
+            sensors=sensors,
+            batch=batch,
+            result=result,
+            received_at=received_at,
+            max_entries=max_entries,
+        )
+        if progress is not None:
+            progress(batch.last_line, result.records)
+    lo, hi = _span(conn, result.run_id)
+    if lo is not None and hi is not None:
+        result.span = (lo, hi)
+        if refresh:
+            refresh_span(conn, mode, lo, hi)
+            result.kpis_refreshed = refresh_kpis(conn, hi)
+    conn.execute(
+        "UPDATE import_runs SET finished_at = now(), updated_at = now() WHERE id = %s",
+        (result.run_id,),
+    )
+    conn.commit()
+    result.totals = _totals(conn, result.run_id)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _skip(items: Iterator[Unit], position: int) -> Iterator[Unit]:
+    for unit in items:
+        if unit.line > position:
+            yield unit
+
+
+@dataclass(slots=True)
+class _Batch:
+    units: list[Unit] = field(default_factory=list)
+    # Per unit: its decoded records' positions in ``records`` [start, end), or its error.
+    records_of: list[tuple[int, int]] = field(default_factory=list)
+    records: int = 0
+    decoded: list[Record] = field(default_factory=list)
+    # Per record: (unit number in the batch, index of the record in the unit's pack).
+    owner: list[tuple[int, int]] = field(default_factory=list)
+    entries: dict[int, list[Rejected]] = field(default_factory=dict)
+    _chunk: list[int] = field(default_factory=list)  # tabular units awaiting decoding
+    last_line: int = 0
+
+    def add(self, unit: Unit, fmt: Format, received_at: float) -> None:
+        number = len(self.units)
+        self.units.append(unit)
+        self.last_line = unit.line
+        if unit.pack is None:
+            self.records += 1
+            self.reject(number, None, None, BAD_ROW, unit.error or "not a reading")
+            return
+        if fmt is Format.JSONL:
+            self._decode(number, unit.pack, received_at)
+            return
+        self._chunk.append(number)
+        self.records += 1
+        if len(self._chunk) >= _CHUNK:
+            self.flush(received_at)
+
+    def flush(self, received_at: float) -> None:
+        """Decode the tabular rows waiting, as one pack (each row a one-record pack)."""
+        chunk, self._chunk = self._chunk, []
+        if not chunk:
+            return
+        joined = b"[" + b",".join(self.units[n].pack[1:-1] for n in chunk) + b"]"  # type: ignore[index]
+        try:
+            salvaged = decode_salvaging(joined, received_at)
+        except SenMLError:
+            # Too many bad rows to salvage in one pack: each row on its own.
+            for number in chunk:
+                self._decode(number, self.units[number].pack or b"", received_at, count=False)
+            return
+        for bad in salvaged.bad:
+            self.reject(chunk[bad.index], None, 0, Reason.NOT_SENML, str(bad.error))
+        for position, record in enumerate(salvaged.records):
+            self.owner.append((chunk[salvaged.original_index(position)], 0))
+            self.decoded.append(record)
+
+    def _decode(self, number: int, pack: bytes, received_at: float, count: bool = True) -> None:
+        try:
+            salvaged = decode_salvaging(pack, received_at)
+        except SenMLError as exc:
+            self.reject(number, None, exc.index, Reason.NOT_SENML, str(exc))
+            self.records += count
+            return
+        for bad in salvaged.bad:
+            self.reject(number, None, bad.index, Reason.NOT_SENML, str(bad.error))
+        for position, record in enumerate(salvaged.records):
+            self.owner.append((number, salvaged.original_index(position)))
+            self.decoded.append(record)
+        if count:
+            self.records += len(salvaged.records) + len(salvaged.bad)
+
+    def reject(
+        self, number: int, sensor_id: str | None, index: int | None, reason: str, detail: str
+    ) -> None:
+        self.entries.setdefault(number, []).append(Rejected(None, sensor_id, index, reason, detail))
+
+
+def _commit(
+    conn: Conn,
+    *,
+    writer: ReadingWriter,
+    validator: Validator,
+    sensors: dict[str, Sensor],
+    batch: _Batch,
+    result: ImportResult,
+    received_at: float,
+    max_entries: int,
+) -> None:
+    batch.flush(received_at)
+    checked = validator.validate(_IMPORT_GATEWAY, batch.decoded, sensors, received_at)
+    for reject in checked.rejects:
+        number, index = batch.owner[reject.index]
+        batch.reject(number, reject.sensor_id, index, reject.reason, reject.detail)
+    written = writer.write(checked.rows, checked.extras)
+    if written.conflicts:
+        _conflicts(batch, written.conflicts)
+    items = _quarantined(batch, result.source, received_at, max_entries)
+    quarantined = quarantine_store.store(conn, items)
+    lo, hi = _bounds(checked.rows, checked.extras)
+    conn.execute(
+        "UPDATE import_runs SET position = %s, units = units + %s, records = records + %s, "
+        "stored = stored + %s, duplicates = duplicates + %s, conflicts = conflicts + %s, "
+        "quarantined = quarantined + %s, span_lo = least(span_lo, %s), "
+        "span_hi = greatest(span_hi, %s), updated_at = now() WHERE id = %s",
+        (
+            batch.last_line,
+            len(batch.units),
+            batch.records,
+            written.inserted,
+            written.duplicates,
+            len(written.conflicts),
+            quarantined,
+            lo,
+            hi,
+            result.run_id,
+        ),
+    )
+    conn.commit()
+    result.units += len(batch.units)
+    result.records += batch.records
+    result.stored += written.inserted
+    result.duplicates += written.duplicates
+    result.conflicts += len(written.conflicts)
+    result.quarantined += quarantined
+    result.batches += 1
+
+
+def _conflicts(batch: _Batch, conflicts: Sequence[Conflict]) -> None:
+    where: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for record, owner in zip(batch.decoded, batch.owner, strict=True):
+        where.setdefault((record.name, time_us(record.time)), []).append(owner)
+    for c in conflicts:
+        owners = where.get((f"{c.sensor_id}/{c.quantity}", c.time_us))
+        if not owners:
+            continue
+        number, index = owners.pop(0)
+        batch.reject(
+            number,
+            c.sensor_id,
+            index,
+            Reason.CONFLICT,
+            f"{c.sensor_id}/{c.quantity} is stored with {c.stored!r} at that time; the file "
+            f"says {c.received!r}. The stored value stays: an operator decides",
+        )
+
+
+def _quarantined(
+    batch: _Batch, source: str, received_at: float, max_entries: int
+) -> list[Quarantined]:
+    items: list[Quarantined] = []
+    for number, entries in sorted(batch.entries.items()):
+        unit = batch.units[number]
+        where = f"{source} line {unit.line}"
+        item = Quarantined(received_at, f"import:{source}:{unit.line}", unit.raw)
+        item.entries = bounded(
+            [replace(e, detail=f"{where}: {e.detail}") for e in entries], max_entries
+        )
+        items.append(item)
+    return items
+
+
+def _bounds(
+    rows: Iterable[Reading], extras: Iterable[ExtraReading]
+) -> tuple[datetime | None, datetime | None]:
+    times = [r[0] for r in rows]
+    times.extend(e[0] for e in extras)
+    if not times:
+        return None, None
+    return datetime.fromtimestamp(min(times), UTC), datetime.fromtimestamp(max(times), UTC)
+
+
+def _span(conn: Conn, run: str) -> tuple[datetime | None, datetime | None]:
+    row = conn.execute("SELECT span_lo, span_hi FROM import_runs WHERE id = %s", (run,)).fetchone()
+    conn.commit()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def _totals(conn: Conn, run: str) -> dict[str, int]:
+    row = conn.execute(
+        "SELECT units, records, stored, duplicates, conflicts, quarantined FROM import_runs "
+        "WHERE id = %s",
+        (run,),
+    ).fetchone()
+    conn.commit()
+    names = ("units", "records", "stored", "duplicates", "conflicts", "quarantined")
+    return dict(zip(names, (int(v) for v in row), strict=True)) if row else {}
+
+
+def refresh_span(conn: Conn, mode: str, lo: datetime, hi: datetime) -> None:
+    """Bring the rollups over [lo, hi] up to date. Partition mode: the writer recorded every
+    hour it touched in ``rollup_invalidations``, which the ordinary refresh recomputes.
+    TimescaleDB: the continuous aggregates refreshed over the span's whole days only."""
+    if mode != "timescaledb":
+        rollups.refresh(conn, mode)
+        return
+    day = timedelta(days=1)
+    start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
+    end = datetime(hi.year, hi.month, hi.day, tzinfo=UTC) + day
+    conn.commit()
+    previous = conn.autocommit
+    conn.autocommit = True  # refresh_continuous_aggregate refuses to run in a transaction
+    try:
+        for name in ("readings_1m", "readings_1h", "readings_1d"):
+            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (name, start, end))
+    finally:
+        conn.autocommit = previous
+
+
+def refresh_kpis(conn: Conn, hi: datetime, now: datetime | None = None) -> bool:
+    """Recompute the stored current KPI values when the span reaches into the current year (in
+    any timezone: a day's margin); older periods are computed from the rollups when asked."""
+    moment = now or datetime.now(UTC)
+    if hi < datetime(moment.year, 1, 1, tzinfo=UTC) - timedelta(days=1):
+        return False
+    engine.refresh_current(conn, moment)
+    return True
+
+
+def open_source(path: Path) -> BinaryIO:
+    return path.open("rb")
