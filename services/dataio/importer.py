@@ -1,8 +1,9 @@
 """A history import: a file's units through the live path's decoding and validation, into the
 idempotent writer and the quarantine, one transaction per batch with its checkpoint.
 
-- Decoding: ``services.ingest.salvage.decode_salvaging`` (the worker's), so a bad record costs
-  itself only. Validation: ``services.ingest.validate.Validator`` with the worker's policy
+- Decoding: a JSON line through ``services.ingest.salvage.decode_salvaging`` (the worker's), so
+  a bad record costs itself only; a CSV or Parquet row is one resolved record already
+  (``sources``). Validation: ``services.ingest.validate.Validator`` with the worker's policy
   (``policy(settings)``): registry, units, bounds, the future skew and the retention window.
   The live path has no other age limit, so old history within the retention is accepted.
   Ownership by gateway is not checked: a file comes from an engineer, not from a gateway.
@@ -48,8 +49,6 @@ Conn = psycopg.Connection[TupleRow]
 # Records per transaction. The worker's default batch (5000) was chosen for latency; history
 # has none to keep, and bench/bench_import.py measured larger batches no faster past ~10k.
 BATCH_RECORDS = 10_000
-# Tabular rows decoded together as one pack: one decode call per chunk, not per row.
-_CHUNK = 500
 # The gateway id an import validates under: no sensor's gateway is checked against it.
 _IMPORT_GATEWAY = "import"
 
@@ -169,7 +168,7 @@ def import_file(
     batch: _Batch = _Batch()
     pending = _skip(units(stream, fmt, mapping=mapping, timezone=timezone), int(position))
     for unit in pending:
-        batch.add(unit, fmt, received_at)
+        batch.add(unit, received_at)
         if batch.records >= batch_records:
             _commit(
                 conn,
@@ -222,65 +221,40 @@ def _skip(items: Iterator[Unit], position: int) -> Iterator[Unit]:
 @dataclass(slots=True)
 class _Batch:
     units: list[Unit] = field(default_factory=list)
-    # Per unit: its decoded records' positions in ``records`` [start, end), or its error.
-    records_of: list[tuple[int, int]] = field(default_factory=list)
-    records: int = 0
+    records: int = 0  # looked at: decoded, or refused before they could be
     decoded: list[Record] = field(default_factory=list)
-    # Per record: (unit number in the batch, index of the record in the unit's pack).
+    # Per decoded record: (unit number in the batch, index of the record in the unit's pack).
     owner: list[tuple[int, int]] = field(default_factory=list)
     entries: dict[int, list[Rejected]] = field(default_factory=dict)
-    _chunk: list[int] = field(default_factory=list)  # tabular units awaiting decoding
     last_line: int = 0
 
-    def add(self, unit: Unit, fmt: Format, received_at: float) -> None:
+    def add(self, unit: Unit, received_at: float) -> None:
         number = len(self.units)
         self.units.append(unit)
         self.last_line = unit.line
-        if unit.pack is None:
+        if unit.record is not None:
+            self.decoded.append(unit.record)
+            self.owner.append((number, 0))
+            self.records += 1
+        elif unit.pack is not None:
+            self._decode(number, unit.pack, received_at)
+        else:
             self.records += 1
             self.reject(number, None, None, BAD_ROW, unit.error or "not a reading")
-            return
-        if fmt is Format.JSONL:
-            self._decode(number, unit.pack, received_at)
-            return
-        self._chunk.append(number)
-        self.records += 1
-        if len(self._chunk) >= _CHUNK:
-            self.flush(received_at)
 
-    def flush(self, received_at: float) -> None:
-        """Decode the tabular rows waiting, as one pack (each row a one-record pack)."""
-        chunk, self._chunk = self._chunk, []
-        if not chunk:
-            return
-        joined = b"[" + b",".join(self.units[n].pack[1:-1] for n in chunk) + b"]"  # type: ignore[index]
-        try:
-            salvaged = decode_salvaging(joined, received_at)
-        except SenMLError:
-            # Too many bad rows to salvage in one pack: each row on its own.
-            for number in chunk:
-                self._decode(number, self.units[number].pack or b"", received_at, count=False)
-            return
-        for bad in salvaged.bad:
-            self.reject(chunk[bad.index], None, 0, Reason.NOT_SENML, str(bad.error))
-        for position, record in enumerate(salvaged.records):
-            self.owner.append((chunk[salvaged.original_index(position)], 0))
-            self.decoded.append(record)
-
-    def _decode(self, number: int, pack: bytes, received_at: float, count: bool = True) -> None:
+    def _decode(self, number: int, pack: bytes, received_at: float) -> None:
         try:
             salvaged = decode_salvaging(pack, received_at)
         except SenMLError as exc:
             self.reject(number, None, exc.index, Reason.NOT_SENML, str(exc))
-            self.records += count
+            self.records += 1
             return
         for bad in salvaged.bad:
             self.reject(number, None, bad.index, Reason.NOT_SENML, str(bad.error))
         for position, record in enumerate(salvaged.records):
             self.owner.append((number, salvaged.original_index(position)))
             self.decoded.append(record)
-        if count:
-            self.records += len(salvaged.records) + len(salvaged.bad)
+        self.records += len(salvaged.records) + len(salvaged.bad)
 
     def reject(
         self, number: int, sensor_id: str | None, index: int | None, reason: str, detail: str
@@ -299,7 +273,6 @@ def _commit(
     received_at: float,
     max_entries: int,
 ) -> None:
-    batch.flush(received_at)
     checked = validator.validate(_IMPORT_GATEWAY, batch.decoded, sensors, received_at)
     for reject in checked.rejects:
         number, index = batch.owner[reject.index]

@@ -1,12 +1,11 @@
 """Reading import files into SenML packs, one *unit* (a CSV row, a JSON line, a Parquet row) at
 a time, each with its line (or row) number and raw bytes for the quarantine.
 
-No database here. Tabular rows (CSV, Parquet) become one SenML record each,
-``{"n": "<sensor>/<quantity>", "t": <epoch s>, "v": <value>, "u": <unit>}``, so that they are
-decoded by the same codec as a gateway's pack (``gateway.senml``: name syntax, finite numbers,
-units) before the ingest validator sees them; a row that cannot even become a record (no such
-column, a value that is not a number, a time that is not a time) is a ``Unit`` with an
-``error`` and goes to the quarantine as ``bad_row``.
+No database here. A JSON line is a SenML pack, decoded later by the worker's codec. A tabular
+row (CSV, Parquet) becomes one resolved SenML ``Record`` (name ``<sensor>/<quantity>``, absolute
+time, value, unit), what the codec makes of a gateway's record, for the same validator; a row
+that cannot become one (an empty cell, a value that is not a finite number, a time that is not
+a time) is a ``Unit`` with an ``error`` and goes to the quarantine as ``bad_row``.
 
 Columns (CSV header, Parquet schema): ``sensor, quantity, time, value, unit`` (``unit`` may be
 absent or empty: the quantity's canonical unit). ``time`` is ISO 8601 (naive: in ``timezone``)
@@ -19,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,13 +29,13 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from gateway.names import reading_name
-from gateway.senml import RELATIVE_TIME_LIMIT
+from gateway.senml import RELATIVE_TIME_LIMIT, Record
 
 COLUMNS = ("sensor", "quantity", "time", "value", "unit")
 REQUIRED = ("sensor", "quantity", "time", "value")
 BAD_ROW = "bad_row"  # a quarantine reason: the row could not become a SenML record
-# Parquet rows read at a time: bounded memory whatever the file's row groups.
-PARQUET_BATCH_ROWS = 8192
+# Rows converted (and Parquet rows read) at a time: bounded memory, whatever the file.
+TABULAR_BATCH_ROWS = 8192
 
 
 class Format(StrEnum):
@@ -51,12 +50,26 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Unit:
-    """One line or row of the file: a SenML pack to decode, or why there is none."""
+    """One line or row of the file: a SenML pack to decode (JSON lines), a record (CSV and
+    Parquet rows), or why there is neither."""
 
     line: int  # 1-based; for CSV the file's line where the row starts, for Parquet the row
-    raw: bytes
-    pack: bytes | None
+    cells: bytes | Sequence[str] | Mapping[str, Any]  # as read: a JSON line, CSV cells, a row
+    pack: bytes | None = None
+    record: Record | None = None
     error: str | None = None
+
+    @property
+    def raw(self) -> bytes:
+        """The unit's bytes for the quarantine (a row written back as CSV or JSON)."""
+        cells = self.cells
+        if isinstance(cells, bytes):
+            return cells
+        if isinstance(cells, Mapping):
+            return msgspec.json.encode(cells)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="").writerow(cells)
+        return out.getvalue().encode()
 
 
 def guess_format(name: str) -> Format:
@@ -107,34 +120,38 @@ def _jsonl(stream: BinaryIO) -> Iterator[Unit]:
     for number, line in enumerate(stream, start=1):
         text = line.strip()
         if text:  # a blank line (the last one, often) is nothing to import
-            yield Unit(number, text, text)
+            yield Unit(number, text, pack=text)
 
 
 class _Row:
-    """A tabular row (column name -> cell) to a one-record SenML pack."""
+    """A tabular row to one SenML record (the columns looked up by position, once)."""
 
     def __init__(self, mapping: dict[str, str], zone: ZoneInfo) -> None:
         self.names = {column: mapping.get(column, column) for column in COLUMNS}
         self.zone = zone
-        self.encode = msgspec.json.Encoder().encode
+        self.at: dict[str, int | None] = {}
 
-    def check_header(self, header: list[str]) -> None:
+    def check_header(self, header: Sequence[str]) -> None:
         missing = [self.names[c] for c in REQUIRED if self.names[c] not in header]
         if missing:
             raise SourceError(
                 f"no column {', '.join(map(repr, missing))} (the file has "
                 f"{', '.join(map(repr, header))}); map columns with --map column=name"
             )
+        self.at = {
+            c: header.index(self.names[c]) if self.names[c] in header else None for c in COLUMNS
+        }
 
-    def pack(self, cells: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
-        names = self.names
-        sensor, quantity = cells.get(names["sensor"]), cells.get(names["quantity"])
+    def record(self, cells: Sequence[Any]) -> tuple[Record | None, str | None]:
+        """The row's record, or why it has none. ``cells`` in the header's order."""
+        at = self.at
+        sensor, quantity = cells[at["sensor"]], cells[at["quantity"]]  # type: ignore[index]
         if not sensor or not quantity:
             return None, "sensor and quantity must not be empty"
-        time, error = self._time(cells.get(names["time"]))
+        time, error = self._time(cells[at["time"]])  # type: ignore[index]
         if error is not None:
             return None, error
-        value = cells.get(names["value"])
+        value = cells[at["value"]]  # type: ignore[index]
         if isinstance(value, str):
             try:
                 value = float(value)
@@ -142,15 +159,17 @@ class _Row:
                 return None, f"value {value!r} is not a number"
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"value {value!r} is not a number"
-        record: dict[str, Any] = {"n": reading_name(str(sensor), str(quantity)), "t": time}
-        # NaN and infinities have no JSON form: say so here rather than as a missing value.
         if not math.isfinite(value):
             return None, f"value {value!r} is not a finite number"
-        record["v"] = value
-        unit = cells.get(names["unit"])
-        if unit:
-            record["u"] = str(unit)
-        return self.encode([record]), None
+        unit = cells[at["unit"]] if at["unit"] is not None else None
+        # The name is checked as a gateway's is, by the validator (<sensor_id>/<quantity>,
+        # the sensor registered, the quantity one its kind measures).
+        return Record(
+            reading_name(str(sensor), str(quantity)),
+            time,
+            str(unit) if unit else None,
+            float(value),
+        ), None
 
     def _time(self, cell: object) -> tuple[float, str | None]:
         if isinstance(cell, datetime):
@@ -190,35 +209,133 @@ def _csv(stream: BinaryIO, row: _Row) -> Iterator[Unit]:
         raise SourceError(f"not a UTF-8 CSV file: {exc}") from None
     header = [h.strip() for h in header]
     row.check_header(header)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="")
+    width = len(header)
     start = reader.line_num + 1
+    lines: list[int] = []
+    rows: list[list[str]] = []
     while True:
         try:
             cells = next(reader)
         except StopIteration:
-            return
+            break
         except (csv.Error, UnicodeDecodeError) as exc:
-            yield Unit(start, b"", None, f"not CSV: {exc}")
+            yield from _tabular(row, lines, rows)
+            lines, rows = [], []
+            yield Unit(start, b"", error=f"not CSV: {exc}")
             start = reader.line_num + 1
             continue
         line, start = start, reader.line_num + 1
         if not cells:
             continue
-        out.seek(0)
-        out.truncate()
-        writer.writerow(cells)
-        raw = out.getvalue().encode()
-        if len(cells) != len(header):
-            yield Unit(line, raw, None, f"{len(cells)} values for {len(header)} columns")
+        if len(cells) != width:
+            yield from _tabular(row, lines, rows)
+            lines, rows = [], []
+            yield Unit(line, cells, error=f"{len(cells)} values for {width} columns")
             continue
-        pack, error = row.pack(dict(zip(header, cells, strict=True)))
-        yield Unit(line, raw, pack, error)
+        lines.append(line)
+        rows.append(cells)
+        if len(rows) >= TABULAR_BATCH_ROWS:
+            yield from _tabular(row, lines, rows)
+            lines, rows = [], []
+    yield from _tabular(row, lines, rows)
+
+
+def _tabular(row: _Row, lines: list[int], rows: list[list[str]]) -> Iterator[Unit]:
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    at = row.at
+    pa = _arrow()
+
+    def strings(column: str) -> Any:
+        return pa.array(columns[at[column]], pa.string())  # type: ignore[index]
+
+    fast = _records(
+        row,
+        sensors=strings("sensor"),
+        quantities=strings("quantity"),
+        times=strings("time"),
+        values=strings("value"),
+        units=None if at["unit"] is None else list(columns[at["unit"]]),
+    )
+    for index, (line, cells) in enumerate(zip(lines, rows, strict=True)):
+        record = fast[index] if fast is not None else None
+        if record is None:
+            record, error = row.record(cells)
+            yield Unit(line, cells, record=record, error=error)
+        else:
+            yield Unit(line, cells, record=record)
+
+
+def _arrow() -> Any:
+    # Lazily: pyarrow costs a third of a second to import.
+    import pyarrow as pa  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    return pa
+
+
+def _records(
+    row: _Row, *, sensors: Any, quantities: Any, times: Any, values: Any, units: list[Any] | None
+) -> list[Record | None] | None:
+    """The rows' records, converted a column at a time (C, not Python, per cell); None for a
+    row whose cells need a closer look (an empty cell, a bad number), and None for all when a
+    column does not convert as a whole: the row by row path then says what is wrong."""
+    pa = _arrow()
+    import pyarrow.compute as pc  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    try:
+        seconds = _epoch_seconds(times, row.zone).to_pylist()
+        numbers = pc.cast(values, pa.float64()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        return None
+    names = sensors.to_pylist(), quantities.to_pylist()
+    out: list[Record | None] = []
+    limit = RELATIVE_TIME_LIMIT
+    isfinite = math.isfinite
+    for i, (sensor, quantity, time, value) in enumerate(zip(*names, seconds, numbers, strict=True)):
+        if (
+            not sensor
+            or not quantity
+            or time is None
+            or value is None
+            or not (isfinite(time) and isfinite(value))
+            or time < limit
+        ):
+            out.append(None)
+            continue
+        unit = units[i] if units is not None else None
+        out.append(Record(f"{sensor}/{quantity}", time, str(unit) if unit else None, value))
+    return out
+
+
+def _epoch_seconds(times: Any, zone: ZoneInfo) -> Any:
+    pa = _arrow()
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    utc = pa.timestamp("us", tz="UTC")
+    kind = times.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return pc.cast(times, pa.float64())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            return pc.cast(times, pa.float64())
+        except pa.ArrowInvalid:
+            pass
+        try:
+            times = pc.cast(times, utc)
+        except pa.ArrowInvalid:
+            # Naive times (no offset): in the file's zone; a mix of both goes row by row.
+            times = pc.assume_timezone(pc.cast(times, pa.timestamp("us")), timezone=zone.key)
+    elif not pa.types.is_timestamp(kind):
+        raise ValueError(f"a time column of type {kind}")
+    elif kind.tz is None:
+        times = pc.assume_timezone(times, timezone=zone.key)
+    micros = pc.cast(pc.cast(times, utc), pa.int64())
+    return pc.divide(pc.cast(micros, pa.float64()), 1e6)
 
 
 def _parquet(stream: BinaryIO, row: _Row) -> Iterator[Unit]:
-    # Lazily: pyarrow costs a third of a second to import, and CSV imports never need it.
-    import pyarrow as pa  # type: ignore[import-untyped]  # noqa: PLC0415
+    pa = _arrow()
     import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: PLC0415
 
     try:
@@ -227,14 +344,41 @@ def _parquet(stream: BinaryIO, row: _Row) -> Iterator[Unit]:
         raise SourceError(f"not a Parquet file: {exc}") from None
     header = parquet.schema_arrow.names
     row.check_header(header)
-    wanted = sorted({row.names[c] for c in COLUMNS if row.names[c] in header})
-    encode = row.encode
+    wanted = [name for name in header if name in row.names.values()]
+    row.check_header(wanted)
+    at = row.at
     number = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
-        for cells in batch.to_pylist():
+    for batch in parquet.iter_batches(batch_size=TABULAR_BATCH_ROWS, columns=wanted):
+        columns = batch.columns
+        units = None if at["unit"] is None else columns[at["unit"]].to_pylist()
+        try:
+            column = {name: columns[index] for name, index in at.items() if index is not None}
+            fast = _records(
+                row,
+                sensors=_strings(column["sensor"]),
+                quantities=_strings(column["quantity"]),
+                times=column["time"],
+                values=column["value"],
+                units=units,
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            fast = None
+        for index, cells in enumerate(zip(*(c.to_pylist() for c in columns), strict=True)):
             number += 1
-            pack, error = row.pack(cells)
-            yield Unit(number, encode(cells), pack, error)
+            record = fast[index] if fast is not None else None
+            if record is None:
+                record, error = row.record(cells)
+                yield Unit(
+                    number, dict(zip(wanted, cells, strict=True)), record=record, error=error
+                )
+            else:
+                yield Unit(number, dict(zip(wanted, cells, strict=True)), record=record)
+
+
+def _strings(column: Any) -> Any:
+    """A column as strings (a sensor id stored as a number is still an id)."""
+    pa = _arrow()
+    return column if pa.types.is_string(column.type) else column.cast(pa.string())
 
 
 def as_utc(seconds: float) -> datetime:

@@ -1,0 +1,308 @@
+"""Data in and out over HTTP (issue 16), the same work as ``urbanpulse import`` / ``export``.
+
+- ``POST /v1/imports``: an engineer's smaller history file (registry:write; at most
+  URBANPULSE_IMPORT_MAX_BODY_BYTES, bigger files go through the CLI), imported like the CLI does:
+  validated, quarantined with file and line, written once, resumable, counted.
+- ``GET /v1/exports/readings`` and ``/v1/exports/kpis``: CSV, JSON or Parquet, streamed (the
+  readings through a server-side cursor). Sensor-level readings only where
+  URBANPULSE_OPEN_DATA_SENSOR_LEVEL allows them.
+- ``GET /v1/exports/catalog``: the DCAT-AP description of those exports for a period.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import psycopg
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import AwareDatetime
+
+from services.dataio import dcat, exporter, importer
+from services.dataio.bundle import spatial
+from services.dataio.exporter import ExportError, Level, OutputFormat, Rollup, Selection
+from services.dataio.sources import Format, SourceError, parse_mapping
+from services.ingest.validate import policy
+from services.kpi.catalog import KPIS
+from services.settings import Settings
+from services.storage.urls import libpq_url
+
+from ..deps import Reader, RegistryWriter, get_pool
+from ..problems import Problem, invalid_all, responses
+
+router = APIRouter(tags=["data in and out"])
+
+_MEDIA_FORMATS = {
+    "text/csv": Format.CSV,
+    "application/x-ndjson": Format.JSONL,
+    "application/jsonl": Format.JSONL,
+    "application/vnd.apache.parquet": Format.PARQUET,
+}
+# A spooled upload stays in memory up to this, then goes to a temporary file.
+_SPOOL_BYTES = 4 * 1024 * 1024
+
+Start = Annotated[AwareDatetime, Query(description="inclusive, with a UTC offset")]
+End = Annotated[AwareDatetime, Query(description="exclusive, with a UTC offset")]
+District = Annotated[str | None, Query(max_length=128, description="one district (default all)")]
+Domain = Annotated[
+    str | None, Query(max_length=32, description="energy, water, waste, traffic, environment, ict")
+]
+FormatQuery = Annotated[OutputFormat, Query(alias="format", description="csv, json or parquet")]
+
+
+@router.post(
+    "/imports",
+    responses=responses(401, 403, 413, 415, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "sensor,quantity,time,value,unit\n"
+                    "fdr-0001,voltage,2025-03-01T00:00:00Z,230.1,V\n",
+                },
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            },
+        }
+    },
+)
+async def import_history(
+    *,
+    request: Request,
+    _: RegistryWriter,
+    source: Annotated[
+        str, Query(min_length=1, max_length=200, description="the file's name, for the quarantine")
+    ] = "upload",
+    mapping: Annotated[
+        str | None, Query(alias="map", max_length=500, description="sensor=device_id,time=ts")
+    ] = None,
+    timezone: Annotated[str, Query(max_length=64, description="zone of naive times")] = "UTC",
+    again: Annotated[bool, Query(description="import a file imported before once more")] = False,
+) -> JSONResponse:
+    """Import a history file (CSV, JSON lines of SenML packs, Parquet; by Content-Type) through
+    the live validation; the same body sent twice stores once. Answers the counts."""
+    settings: Settings = request.app.state.settings
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fmt = _MEDIA_FORMATS.get(media_type)
+    if fmt is None:
+        raise Problem(
+            415, detail="send text/csv, application/x-ndjson or application/vnd.apache.parquet"
+        )
+    try:
+        columns = parse_mapping(mapping)
+    except SourceError as exc:
+        raise invalid_all([("query.map", str(exc))]) from None
+    spool = await _spooled_body(request, settings.import_max_body_bytes)
+
+    def run() -> importer.ImportResult:
+        assert settings.database_url is not None
+        with spool, psycopg.connect(libpq_url(settings.database_url)) as conn:
+            return importer.import_file(
+                conn,
+                spool,
+                fmt,
+                source=source,
+                policy=policy(settings),
+                mapping=columns,
+                timezone=timezone,
+                max_entries_per_unit=settings.quarantine_max_entries_per_message,
+                again=again,
+            )
+
+    try:
+        result = await run_in_threadpool(run)
+    except SourceError as exc:
+        raise invalid_all([("body", str(exc))]) from None
+    except KeyError as exc:  # ZoneInfo's refusal of an unknown zone
+        raise invalid_all([("query.timezone", f"unknown time zone {exc}")]) from None
+    return JSONResponse(result.as_dict())
+
+
+async def _spooled_body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by run()
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            spool.close()
+            raise _too_large(limit)
+        spool.write(chunk)
+    spool.seek(0)
+    return spool
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        detail=f"an import body may be at most {limit} bytes (URBANPULSE_IMPORT_MAX_BODY_BYTES); "
+        "import bigger files with `urbanpulse import`",
+    )
+
+
+def _selection(
+    start: datetime, end: datetime, district: str | None, domain: str | None
+) -> Selection:
+    selection = Selection(start, end, district, domain)
+    try:
+        selection.check()
+    except ExportError as exc:
+        raise invalid_all([("query.end", str(exc))]) from None
+    if domain is not None and domain not in {k.domain.value for k in KPIS.values()}:
+        raise invalid_all([("query.domain", f"unknown domain {domain!r}")])
+    return selection
+
+
+def _filename(kind: str, selection: Selection, fmt: OutputFormat) -> str:
+    return f"{kind}_{selection.start:%Y%m%d}_{selection.end:%Y%m%d}.{fmt.value}"
+
+
+def _stream(request: Request, chunks: Any, fmt: OutputFormat, name: str) -> StreamingResponse:
+    return StreamingResponse(
+        chunks,
+        media_type=exporter.MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/exports/readings", responses=responses(401, 403, 422))
+def export_readings(
+    *,
+    request: Request,
+    _: Reader,
+    start: Start,
+    end: End,
+    district: District = None,
+    domain: Domain = None,
+    rollup: Annotated[Rollup, Query(description="raw, 1m, 1h or 1d")] = Rollup.HOUR,
+    level: Annotated[
+        Level | None, Query(description="sensor or district (default: the open-data setting)")
+    ] = None,
+    fmt: FormatQuery = OutputFormat.CSV,
+) -> StreamingResponse:
+    """Readings of a period (count, mean, min, max per bucket), streamed: per sensor, or per
+    district and quantity, as URBANPULSE_OPEN_DATA_SENSOR_LEVEL allows."""
+    settings: Settings = request.app.state.settings
+    allowed = settings.open_data_sensor_level
+    if allowed == "omit":
+        raise Problem(
+            403,
+            detail="readings are not published here (URBANPULSE_OPEN_DATA_SENSOR_LEVEL=omit)",
+        )
+    chosen = level or Level(allowed)
+    if chosen is Level.SENSOR and allowed != "sensor":
+        raise Problem(
+            403,
+            detail="sensor-level readings are not published here "
+            f"(URBANPULSE_OPEN_DATA_SENSOR_LEVEL={allowed}); ask for level=district",
+        )
+    selection = _selection(start, end, district, domain)
+    pool = get_pool(request)
+
+    def chunks() -> Iterator[bytes]:
+        # The connection is held for the stream's whole length: the server-side cursor lives
+        # in its transaction.
+        with pool.connection() as conn:
+            rows = exporter.readings(conn, selection, rollup, chosen)
+            yield from exporter.encode(rows, exporter.reading_columns(chosen), fmt)
+
+    return _stream(request, chunks(), fmt, _filename("readings", selection, fmt))
+
+
+@router.get("/exports/kpis", responses=responses(401, 403, 422))
+def export_kpis(
+    *,
+    request: Request,
+    _: Reader,
+    start: Start,
+    end: End,
+    district: District = None,
+    domain: Domain = None,
+    grain: Annotated[
+        str | None, Query(pattern="^(hour|day|week|month|year)$", description="default: period")
+    ] = None,
+    fmt: FormatQuery = OutputFormat.CSV,
+) -> StreamingResponse:
+    """KPI values of a period with rating, coverage and baseline, per district and the city."""
+    selection = _selection(start, end, district, domain)
+    with get_pool(request).connection() as conn:
+        try:
+            rows = list(exporter.kpi_rows(conn, selection, grain))
+        except ExportError as exc:
+            raise invalid_all([("query", str(exc))]) from None
+    chunks = exporter.encode(rows, exporter.KPI_COLUMNS, fmt)
+    return _stream(request, chunks, fmt, _filename("kpis", selection, fmt))
+
+
+@router.get("/exports/catalog", responses=responses(401, 403, 422))
+def export_catalog(
+    *,
+    request: Request,
+    _: Reader,
+    start: Start,
+    end: End,
+    district: District = None,
+    domain: Domain = None,
+    fmt: FormatQuery = OutputFormat.CSV,
+) -> JSONResponse:
+    """The DCAT-AP description (JSON-LD) of this period's open data, its distributions the
+    export URLs above, for a CKAN portal to harvest."""
+    settings: Settings = request.app.state.settings
+    _selection(start, end, district, domain)  # checks the query
+    with get_pool(request).connection() as conn:
+        names, bbox = spatial(conn, district)
+    query: dict[str, str] = {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "format": fmt.value,
+    }
+    if district:
+        query["district"] = district
+    if domain:
+        query["domain"] = domain
+    base = str(request.base_url).rstrip("/") + "/v1/exports/"
+    media = exporter.MEDIA_TYPES[fmt]
+    distributions = []
+    if settings.open_data_sensor_level != "omit":
+        distributions.append(
+            dcat.Distribution(
+                f"Readings per hour ({settings.open_data_sensor_level} level)",
+                base + "readings?" + urlencode(query),
+                media,
+            )
+        )
+    distributions.append(
+        dcat.Distribution(
+            "KPI values with rating, coverage and baseline",
+            base + "kpis?" + urlencode(query),
+            media,
+        )
+    )
+    description = dcat.describe(
+        dcat.Bundle(
+            identifier=f"{start:%Y%m%d}-{end:%Y%m%d}-{district or 'city'}-{domain or 'all'}",
+            title=settings.open_data_title,
+            description=f"Sensor readings and KPI values of {', '.join(names) or 'the city'} "
+            f"from {start.date()} to {end.date()}.",
+            publisher=settings.open_data_publisher,
+            licence=settings.open_data_licence,
+            start=start,
+            end=end,
+            districts=names,
+            domains=[domain] if domain else sorted({k.domain.value for k in KPIS.values()}),
+            bbox=bbox,
+            distributions=distributions,
+        )
+    )
+    return JSONResponse(description, media_type="application/ld+json")
