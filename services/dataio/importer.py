@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +42,7 @@ from services.storage import rollups
 from services.storage.modes import storage_mode
 from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
 
-from .sources import BAD_ROW, Format, Unit, units
+from .sources import BAD_ROW, Format, Unit, chunks
 
 Conn = psycopg.Connection[TupleRow]
 
@@ -166,23 +166,29 @@ def import_file(
     max_entries = max_entries_per_unit
     validator = Validator(policy)
     batch: _Batch = _Batch()
-    pending = _skip(units(stream, fmt, mapping=mapping, timezone=timezone), int(position))
-    for unit in pending:
-        batch.add(unit, received_at)
-        if batch.records >= batch_records:
-            _commit(
-                conn,
-                writer=writer,
-                validator=validator,
-                sensors=sensors,
-                batch=batch,
-                result=result,
-                received_at=received_at,
-                max_entries=max_entries,
-            )
-            if progress is not None:
-                progress(batch.last_line, result.records)
-            batch = _Batch()
+    done = int(position)
+    for chunk in chunks(stream, fmt, mapping=mapping, timezone=timezone):
+        pending = chunk if not done else [u for u in chunk if u.line > done]
+        while pending:
+            # A row is one record; a JSON line may hold many: one line at a time, so a batch
+            # ends at most one pack over.
+            room = 1 if fmt is Format.JSONL else max(1, batch_records - batch.records)
+            batch.add(pending[:room], received_at)
+            pending = pending[room:]
+            if batch.records >= batch_records:
+                _commit(
+                    conn,
+                    writer=writer,
+                    validator=validator,
+                    sensors=sensors,
+                    batch=batch,
+                    result=result,
+                    received_at=received_at,
+                    max_entries=max_entries,
+                )
+                if progress is not None:
+                    progress(batch.last_line, result.records)
+                batch = _Batch()
     if batch.units:
         _commit(
             conn,
@@ -212,12 +218,6 @@ def import_file(
     return result
 
 
-def _skip(items: Iterator[Unit], position: int) -> Iterator[Unit]:
-    for unit in items:
-        if unit.line > position:
-            yield unit
-
-
 @dataclass(slots=True)
 class _Batch:
     units: list[Unit] = field(default_factory=list)
@@ -228,19 +228,25 @@ class _Batch:
     entries: dict[int, list[Rejected]] = field(default_factory=dict)
     last_line: int = 0
 
-    def add(self, unit: Unit, received_at: float) -> None:
-        number = len(self.units)
-        self.units.append(unit)
-        self.last_line = unit.line
-        if unit.record is not None:
-            self.decoded.append(unit.record)
-            self.owner.append((number, 0))
-            self.records += 1
-        elif unit.pack is not None:
-            self._decode(number, unit.pack, received_at)
-        else:
-            self.records += 1
-            self.reject(number, None, None, BAD_ROW, unit.error or "not a reading")
+    def add(self, units: list[Unit], received_at: float) -> None:
+        base = len(self.units)
+        self.units.extend(units)
+        if units:
+            self.last_line = units[-1].line
+        decoded, owner = self.decoded, self.owner
+        records = 0
+        for number, unit in enumerate(units, start=base):
+            record = unit.record
+            if record is not None:
+                decoded.append(record)
+                owner.append((number, 0))
+                records += 1
+            elif unit.pack is not None:
+                self._decode(number, unit.pack, received_at)
+            else:
+                records += 1
+                self.reject(number, None, None, BAD_ROW, unit.error or "not a reading")
+        self.records += records
 
     def _decode(self, number: int, pack: bytes, received_at: float) -> None:
         try:

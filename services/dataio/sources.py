@@ -36,6 +36,7 @@ REQUIRED = ("sensor", "quantity", "time", "value")
 BAD_ROW = "bad_row"  # a quarantine reason: the row could not become a SenML record
 # Rows converted (and Parquet rows read) at a time: bounded memory, whatever the file.
 TABULAR_BATCH_ROWS = 8192
+JSONL_CHUNK_LINES = 1000
 
 
 class Format(StrEnum):
@@ -48,7 +49,7 @@ class SourceError(ValueError):
     """The file as a whole cannot be read (no header, a mapped column missing, not Parquet)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, once per row
 class Unit:
     """One line or row of the file: a SenML pack to decode (JSON lines), a record (CSV and
     Parquet rows), or why there is neither."""
@@ -108,6 +109,19 @@ def units(
     timezone: str = "UTC",
 ) -> Iterator[Unit]:
     """The file's units in order. Raises ``SourceError`` when the file as a whole is unusable."""
+    for chunk in chunks(stream, fmt, mapping=mapping, timezone=timezone):
+        yield from chunk
+
+
+def chunks(
+    stream: BinaryIO,
+    fmt: Format,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    timezone: str = "UTC",
+) -> Iterator[list[Unit]]:
+    """The file's units in order, a list at a time (a generator step per row costs more than
+    converting the row: bench/bench_import.py)."""
     if fmt is Format.JSONL:
         return _jsonl(stream)
     row = _Row(dict(mapping or {}), ZoneInfo(timezone))
@@ -116,11 +130,16 @@ def units(
     return _parquet(stream, row)
 
 
-def _jsonl(stream: BinaryIO) -> Iterator[Unit]:
+def _jsonl(stream: BinaryIO) -> Iterator[list[Unit]]:
+    chunk: list[Unit] = []
     for number, line in enumerate(stream, start=1):
         text = line.strip()
         if text:  # a blank line (the last one, often) is nothing to import
-            yield Unit(number, text, pack=text)
+            chunk.append(Unit(number, text, pack=text))
+            if len(chunk) >= JSONL_CHUNK_LINES:
+                yield chunk
+                chunk = []
+    yield chunk
 
 
 class _Row:
@@ -198,7 +217,7 @@ class _Row:
         return seconds, None
 
 
-def _csv(stream: BinaryIO, row: _Row) -> Iterator[Unit]:
+def _csv(stream: BinaryIO, row: _Row) -> Iterator[list[Unit]]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     reader = csv.reader(text)
     try:
@@ -214,35 +233,34 @@ def _csv(stream: BinaryIO, row: _Row) -> Iterator[Unit]:
     lines: list[int] = []
     rows: list[list[str]] = []
     while True:
+        # One try around the loop, not around each row: a for loop over the reader is the
+        # fastest way through it; an error ends the loop, which then goes on after it.
         try:
-            cells = next(reader)
-        except StopIteration:
-            break
+            for cells in reader:
+                line, start = start, reader.line_num + 1
+                if len(cells) == width:
+                    lines.append(line)
+                    rows.append(cells)
+                    if len(rows) >= TABULAR_BATCH_ROWS:
+                        yield _tabular(row, lines, rows)
+                        lines, rows = [], []
+                elif cells:
+                    yield _tabular(row, lines, rows)
+                    lines, rows = [], []
+                    yield [Unit(line, cells, error=f"{len(cells)} values for {width} columns")]
         except (csv.Error, UnicodeDecodeError) as exc:
-            yield from _tabular(row, lines, rows)
+            yield _tabular(row, lines, rows)
             lines, rows = [], []
-            yield Unit(start, b"", error=f"not CSV: {exc}")
+            yield [Unit(start, b"", error=f"not CSV: {exc}")]
             start = reader.line_num + 1
             continue
-        line, start = start, reader.line_num + 1
-        if not cells:
-            continue
-        if len(cells) != width:
-            yield from _tabular(row, lines, rows)
-            lines, rows = [], []
-            yield Unit(line, cells, error=f"{len(cells)} values for {width} columns")
-            continue
-        lines.append(line)
-        rows.append(cells)
-        if len(rows) >= TABULAR_BATCH_ROWS:
-            yield from _tabular(row, lines, rows)
-            lines, rows = [], []
-    yield from _tabular(row, lines, rows)
+        break
+    yield _tabular(row, lines, rows)
 
 
-def _tabular(row: _Row, lines: list[int], rows: list[list[str]]) -> Iterator[Unit]:
+def _tabular(row: _Row, lines: list[int], rows: list[list[str]]) -> list[Unit]:
     if not rows:
-        return
+        return []
     columns = list(zip(*rows, strict=True))
     at = row.at
     pa = _arrow()
@@ -258,13 +276,16 @@ def _tabular(row: _Row, lines: list[int], rows: list[list[str]]) -> Iterator[Uni
         values=strings("value"),
         units=None if at["unit"] is None else list(columns[at["unit"]]),
     )
-    for index, (line, cells) in enumerate(zip(lines, rows, strict=True)):
-        record = fast[index] if fast is not None else None
-        if record is None:
-            record, error = row.record(cells)
-            yield Unit(line, cells, record=record, error=error)
-        else:
-            yield Unit(line, cells, record=record)
+    if fast is None:
+        fast = [None] * len(rows)
+    out = [
+        Unit(line, cells, None, record)
+        for line, cells, record in zip(lines, rows, fast, strict=True)
+    ]
+    for unit in out:
+        if unit.record is None:
+            unit.record, unit.error = row.record(unit.cells)  # type: ignore[arg-type]
+    return out
 
 
 def _arrow() -> Any:
@@ -334,7 +355,7 @@ def _epoch_seconds(times: Any, zone: ZoneInfo) -> Any:
     return pc.divide(pc.cast(micros, pa.float64()), 1e6)
 
 
-def _parquet(stream: BinaryIO, row: _Row) -> Iterator[Unit]:
+def _parquet(stream: BinaryIO, row: _Row) -> Iterator[list[Unit]]:
     pa = _arrow()
     import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: PLC0415
 
@@ -363,16 +384,17 @@ def _parquet(stream: BinaryIO, row: _Row) -> Iterator[Unit]:
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             fast = None
+        chunk = []
         for index, cells in enumerate(zip(*(c.to_pylist() for c in columns), strict=True)):
             number += 1
             record = fast[index] if fast is not None else None
+            error = None
             if record is None:
                 record, error = row.record(cells)
-                yield Unit(
-                    number, dict(zip(wanted, cells, strict=True)), record=record, error=error
-                )
-            else:
-                yield Unit(number, dict(zip(wanted, cells, strict=True)), record=record)
+            chunk.append(
+                Unit(number, dict(zip(wanted, cells, strict=True)), record=record, error=error)
+            )
+        yield chunk
 
 
 def _strings(column: Any) -> Any:
