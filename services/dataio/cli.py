@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -173,6 +174,7 @@ DomainOption = Annotated[
     str | None, typer.Option(help="energy, water, waste, traffic, environment or ict")
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="file format")]
+OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="default: stdout")]
 
 
 def _selection(start: str, end: str, district: str | None, domain: str | None) -> Selection:
@@ -187,6 +189,19 @@ def _selection(start: str, end: str, district: str | None, domain: str | None) -
     except ExportError as exc:
         raise typer.BadParameter(str(exc)) from None
     return selection
+
+
+@contextmanager
+def _connect(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection; a bad request (ExportError) ends the command with status 2, a database
+    error with status 1, each as one line."""
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
+            yield conn
+    except ExportError as exc:
+        raise _fail(str(exc), 2) from None
+    except psycopg.Error as exc:
+        raise _fail(str(exc).strip()) from None
 
 
 def _write(output: Path | None, chunks: Iterator[bytes]) -> None:
@@ -209,18 +224,15 @@ def export_readings(  # noqa: PLR0917 - typer maps options to parameters
     rollup: Annotated[Rollup, typer.Option(help="raw readings or a rollup")] = Rollup.HOUR,
     level: Annotated[Level, typer.Option(help="per sensor, or per district")] = Level.SENSOR,
     fmt: FormatOption = OutputFormat.CSV,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="default: stdout")] = None,
+    output: OutputOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Readings (count, mean, min, max per bucket) of a period, streamed to a file."""
     _, url = settings_for_command(database_url)
     selection = _selection(start, end, district, domain)
-    try:
-        with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
-            rows = exporter.readings(conn, selection, rollup, level)
-            _write(output, exporter.encode(rows, exporter.reading_columns(level), fmt))
-    except psycopg.Error as exc:
-        raise _fail(str(exc).strip()) from None
+    with _connect(url) as conn:
+        rows = exporter.readings(conn, selection, rollup, level)
+        _write(output, exporter.encode(rows, exporter.reading_columns(level), fmt))
 
 
 @export_app.command("kpis")
@@ -233,19 +245,14 @@ def export_kpis(  # noqa: PLR0917 - typer maps options to parameters
         str | None, typer.Option(help="hour, day, week, month or year (default: the period)")
     ] = None,
     fmt: FormatOption = OutputFormat.CSV,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="default: stdout")] = None,
+    output: OutputOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """KPI values of a period (rating, coverage, baseline), per district and for the city."""
     _, url = settings_for_command(database_url)
     selection = _selection(start, end, district, domain)
-    try:
-        with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
-            rows = list(exporter.kpi_rows(conn, selection, grain))
-    except ExportError as exc:
-        raise _fail(str(exc), 2) from None
-    except psycopg.Error as exc:
-        raise _fail(str(exc).strip()) from None
+    with _connect(url) as conn:
+        rows = list(exporter.kpi_rows(conn, selection, grain))
     _write(output, exporter.encode(rows, exporter.KPI_COLUMNS, fmt))
 
 
@@ -267,23 +274,18 @@ def export_bundle(  # noqa: PLR0917 - typer maps options to parameters
     KPI values, and their DCAT-AP description (dcat.jsonld) for a CKAN portal."""
     settings, url = settings_for_command(database_url)
     selection = _selection(start, end, district, domain)
-    try:
-        with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
-            description = bundle.build(
-                conn,
-                directory,
-                selection,
-                sensor_level=settings.open_data_sensor_level,
-                title=settings.open_data_title,
-                publisher=settings.open_data_publisher,
-                licence=settings.open_data_licence,
-                fmt=fmt,
-                rollup=rollup,
-                base_url=base_url,
-            )
-    except ExportError as exc:
-        raise _fail(str(exc), 2) from None
-    except psycopg.Error as exc:
-        raise _fail(str(exc).strip()) from None
+    with _connect(url) as conn:
+        description = bundle.build(
+            conn,
+            directory,
+            selection,
+            sensor_level=settings.open_data_sensor_level,
+            title=settings.open_data_title,
+            publisher=settings.open_data_publisher,
+            licence=settings.open_data_licence,
+            fmt=fmt,
+            rollup=rollup,
+            base_url=base_url,
+        )
     files = [d["dcat:downloadURL"]["@id"] for d in description["dcat:distribution"]]
     console.print(f"wrote {', '.join(files)} and dcat.jsonld to {directory}")

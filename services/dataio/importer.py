@@ -167,29 +167,8 @@ def import_file(
     validator = Validator(policy)
     batch: _Batch = _Batch()
     done = int(position)
-    for chunk in chunks(stream, fmt, mapping=mapping, timezone=timezone):
-        pending = chunk if not done else [u for u in chunk if u.line > done]
-        while pending:
-            # A row is one record; a JSON line may hold many: one line at a time, so a batch
-            # ends at most one pack over.
-            room = 1 if fmt is Format.JSONL else max(1, batch_records - batch.records)
-            batch.add(pending[:room], received_at)
-            pending = pending[room:]
-            if batch.records >= batch_records:
-                _commit(
-                    conn,
-                    writer=writer,
-                    validator=validator,
-                    sensors=sensors,
-                    batch=batch,
-                    result=result,
-                    received_at=received_at,
-                    max_entries=max_entries,
-                )
-                if progress is not None:
-                    progress(batch.last_line, result.records)
-                batch = _Batch()
-    if batch.units:
+
+    def commit() -> None:
         _commit(
             conn,
             writer=writer,
@@ -202,6 +181,20 @@ def import_file(
         )
         if progress is not None:
             progress(batch.last_line, result.records)
+
+    for chunk in chunks(stream, fmt, mapping=mapping, timezone=timezone):
+        pending = chunk if not done else [u for u in chunk if u.line > done]
+        while pending:
+            # A row is one record; a JSON line may hold many: one line at a time, so a batch
+            # ends at most one pack over.
+            room = 1 if fmt is Format.JSONL else max(1, batch_records - batch.records)
+            batch.add(pending[:room], received_at)
+            pending = pending[room:]
+            if batch.records >= batch_records:
+                commit()
+                batch = _Batch()
+    if batch.units:
+        commit()
     lo, hi = _span(conn, result.run_id)
     if lo is not None and hi is not None:
         result.span = (lo, hi)

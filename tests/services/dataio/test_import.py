@@ -15,6 +15,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pyarrow as pa
@@ -322,3 +323,30 @@ def test_the_cli_refuses_an_unknown_format_with_status_2(database_url: str, tmp_
     )  # fmt: skip
     assert finished.returncode == 2
     assert "--format csv, jsonl or parquet" in finished.stderr
+
+
+CASES = [
+    ("fdr-0", "voltage", "2025-03-01T10:00:00Z", "230.5", "V"),
+    ("fdr-0", "voltage", "2025-03-01T10:00:00+02:00", "231", ""),
+    ("fdr-0", "power", "1740823200.5", "1.5", "kW"),
+    ("fdr-0", "voltage", "2025-03-01 10:00:00", "-0", "V"),
+    ("fdr-1", "voltage", "2025-03-01T10:00:00.123456Z", "1e2", "V"),
+]
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Rome"])
+def test_columnwise_and_row_by_row_conversion_agree(timezone: str) -> None:
+    """The column-at-a-time path (pyarrow) makes the records the row-by-row path makes; a
+    batch with one bad row goes row by row, so both are compared on the same rows."""
+    good = _csv(list(CASES))
+    fast = [u.record for u in units(io.BytesIO(good), Format.CSV, timezone=timezone)]
+    slow = [
+        u.record
+        for u in units(io.BytesIO(_csv([*CASES, ("x", "y", "never", "1", "")])), Format.CSV,
+                       timezone=timezone)
+    ][:-1]  # fmt: skip
+    assert fast == slow
+    assert all(r is not None for r in fast)
+    naive = datetime(2025, 3, 1, 10, tzinfo=ZoneInfo(timezone)).timestamp()
+    assert fast[3] is not None
+    assert fast[3].time == naive
