@@ -38,8 +38,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import psycopg
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from gateway.senml import Record, encode
 from services.dataio import importer
@@ -89,7 +89,7 @@ def fresh_database(server: str, readings: list[Reading]) -> str:
         key = conn.execute("SELECT min(key) FROM sensors").fetchone()
         assert key is not None
         first, last = readings[0][1], readings[-1][1]
-        writer.write([(first, int(key[0]), 10, 230.0), (last, int(key[0]), 10, 230.0)])  # type: ignore[call-overload]
+        writer.write([(first, int(key[0]), 10, 230.0), (last, int(key[0]), 10, 230.0)])
         conn.execute("TRUNCATE readings, rollup_invalidations, rollup_watermarks")
         conn.commit()
     return url
@@ -118,8 +118,8 @@ def live_path(url: str, readings: list[Reading]) -> tuple[float, float]:
                 checked = validator.validate(GATEWAY, salvaged.records, sensors.snapshot, now)
                 rows.extend(checked.rows)
                 extras.extend(checked.extras)
-            written = writer.write(rows, extras)
-            assert not written.conflicts
+            result = writer.write(rows, extras)
+            assert not result.conflicts
             quarantine.store(conn, [])
             conn.commit()
         written = time.perf_counter() - started

@@ -59,10 +59,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
     "import": ("services.dataio.cli:import_app", "Import history: CSV, SenML JSON lines, Parquet."),
-    "export": (
-        "services.dataio.cli:export_app",
-        "Export open data: readings, KPIs, DCAT-AP bundle.",
-    ),
+    "export": ("services.dataio.cli:export_app", "Export open data, a DCAT-AP described bundle."),
     "simulate": (
         "simulators.cli:app",
         "Run a simulated city: sensor models publishing through gateways.",

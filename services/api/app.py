@@ -214,5 +214,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
         app.include_router(module.router, prefix="/v1")
     from .routes import dataio  # noqa: PLC0415 - issue 16's import/export routes, mounted here
+
     app.include_router(dataio.router, prefix="/v1")
     return app

@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from services.dataio import importer
@@ -54,7 +55,9 @@ def city(db: Conn) -> Conn:
     return db
 
 
-def _csv(rows: list[tuple[object, ...]], header: str = "sensor,quantity,time,value,unit") -> bytes:
+def _csv(
+    rows: Sequence[tuple[object, ...]], header: str = "sensor,quantity,time,value,unit"
+) -> bytes:
     lines = [header, *(",".join(str(c) for c in row) for row in rows)]
     return ("\n".join(lines) + "\n").encode()
 
@@ -67,7 +70,7 @@ def _count(conn: Conn, sql: str, params: tuple[object, ...] = ()) -> int:
     row = conn.execute(sql, params).fetchone()
     conn.commit()
     assert row is not None
-    return int(row[0])  # type: ignore[call-overload]
+    return int(str(row[0]))
 
 
 def _import(
