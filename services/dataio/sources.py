@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -218,44 +219,126 @@ class _Row:
 
 
 def _csv(stream: BinaryIO, row: _Row) -> Iterator[list[Unit]]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text)
+    """CSV rows, a chunk of lines at a time parsed by pyarrow (C++) while no line holds a
+    quote; from the first quote on, the csv module, since a quoted field may hold a line break
+    (and lines then stop being rows). Either way a unit's line is the file's line."""
+    lines = iter(stream)
+    first = next(lines, None)
+    if first is None:
+        raise SourceError("the CSV file is empty: it needs a header line")
     try:
-        header = next(reader)
-    except StopIteration:
-        raise SourceError("the CSV file is empty: it needs a header line") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
+        header_text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise SourceError(f"not a UTF-8 CSV file: {exc}") from None
-    header = [h.strip() for h in header]
+    header = [h.strip() for h in next(csv.reader([header_text]), [])]
     row.check_header(header)
+    number = 1
+    numbers: list[int] = []
+    raws: list[bytes] = []
+    for text in lines:
+        number += 1
+        if b'"' in text:
+            yield _arrow_chunk(row, header, numbers, raws)
+            yield from _csv_rows(row, header, itertools.chain([text], lines), number)
+            return
+        raw = text.rstrip(b"\r\n")
+        if raw.strip():
+            numbers.append(number)
+            raws.append(raw)
+            if len(raws) >= TABULAR_BATCH_ROWS:
+                yield _arrow_chunk(row, header, numbers, raws)
+                numbers, raws = [], []
+    yield _arrow_chunk(row, header, numbers, raws)
+
+
+def _arrow_chunk(row: _Row, header: list[str], numbers: list[int], raws: list[bytes]) -> list[Unit]:
+    if not raws:
+        return []
+    pa = _arrow()
+    import pyarrow.csv as pcsv  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    try:
+        table = pcsv.read_csv(
+            io.BytesIO(b"\n".join(raws)),
+            read_options=pcsv.ReadOptions(column_names=header, block_size=1 << 26),
+            convert_options=pcsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
+            ),
+        )
+        if table.num_rows != len(raws):
+            raise ValueError("rows and lines differ")
+    except (pa.ArrowInvalid, ValueError):
+        # A row of another width, or bytes that are not UTF-8: line by line says which.
+        units: list[Unit] = []
+        for number, raw in zip(numbers, raws, strict=True):
+            try:
+                cells = next(csv.reader([raw.decode("utf-8")]))
+            except (UnicodeDecodeError, csv.Error) as exc:
+                units.append(Unit(number, raw, error=f"not UTF-8 CSV: {exc}"))
+                continue
+            if len(cells) != len(header):
+                units.append(
+                    Unit(number, raw, error=f"{len(cells)} values for {len(header)} columns")
+                )
+                continue
+            record, error = row.record(cells)
+            units.append(Unit(number, raw, record=record, error=error))
+        return units
+    at = row.at
+    column = {name: table.column(index) for name, index in at.items() if index is not None}
+    fast = _records(
+        row,
+        sensors=column["sensor"],
+        quantities=column["quantity"],
+        times=column["time"],
+        values=column["value"],
+        units=column["unit"].to_pylist() if "unit" in column else None,
+    )
+    out = [
+        Unit(number, raw, None, record)
+        for number, raw, record in zip(numbers, raws, fast or [None] * len(raws), strict=True)
+    ]
+    for unit in out:
+        if unit.record is None:
+            cells = next(csv.reader([unit.cells.decode()]))  # type: ignore[union-attr]
+            unit.record, unit.error = row.record(cells)
+    return out
+
+
+def _csv_rows(
+    row: _Row, header: list[str], lines: Iterable[bytes], first: int
+) -> Iterator[list[Unit]]:
+    """The rest of a CSV file through the csv module; ``first``: the file's line of the first
+    of ``lines``. Bytes that are not UTF-8 are replaced here (the row then fails validation)."""
+    reader = csv.reader(line.decode("utf-8", "replace") for line in lines)
     width = len(header)
-    start = reader.line_num + 1
-    lines: list[int] = []
+    start = first
+    numbers: list[int] = []
     rows: list[list[str]] = []
     while True:
         # One try around the loop, not around each row: a for loop over the reader is the
         # fastest way through it; an error ends the loop, which then goes on after it.
         try:
             for cells in reader:
-                line, start = start, reader.line_num + 1
+                line, start = start, first + reader.line_num
                 if len(cells) == width:
-                    lines.append(line)
+                    numbers.append(line)
                     rows.append(cells)
                     if len(rows) >= TABULAR_BATCH_ROWS:
-                        yield _tabular(row, lines, rows)
-                        lines, rows = [], []
+                        yield _tabular(row, numbers, rows)
+                        numbers, rows = [], []
                 elif cells:
-                    yield _tabular(row, lines, rows)
-                    lines, rows = [], []
+                    yield _tabular(row, numbers, rows)
+                    numbers, rows = [], []
                     yield [Unit(line, cells, error=f"{len(cells)} values for {width} columns")]
         except (csv.Error, UnicodeDecodeError) as exc:
-            yield _tabular(row, lines, rows)
-            lines, rows = [], []
+            yield _tabular(row, numbers, rows)
+            numbers, rows = [], []
             yield [Unit(start, b"", error=f"not CSV: {exc}")]
-            start = reader.line_num + 1
+            start = first + reader.line_num
             continue
         break
-    yield _tabular(row, lines, rows)
+    yield _tabular(row, numbers, rows)
 
 
 def _tabular(row: _Row, lines: list[int], rows: list[list[str]]) -> list[Unit]:
@@ -290,7 +373,7 @@ def _tabular(row: _Row, lines: list[int], rows: list[list[str]]) -> list[Unit]:
 
 def _arrow() -> Any:
     # Lazily: pyarrow costs a third of a second to import.
-    import pyarrow as pa  # type: ignore[import-untyped]  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
 
     return pa
 

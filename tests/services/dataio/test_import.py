@@ -353,3 +353,25 @@ def test_columnwise_and_row_by_row_conversion_agree(timezone: str) -> None:
     naive = datetime(2025, 3, 1, 10, tzinfo=ZoneInfo(timezone)).timestamp()
     assert fast[3] is not None
     assert fast[3].time == naive
+
+
+def test_quoted_fields_blank_lines_and_bad_widths_keep_their_line_numbers(city: Conn) -> None:
+    """Lines stop being rows once a quoted field holds a line break: the csv module takes over
+    from the first quote, and every unit keeps the file's line number."""
+    t0 = YEAR_START
+    data = (
+        "sensor,quantity,time,value,unit\n"
+        f"fdr-0,voltage,{_iso(t0)},230,V\n"  # line 2
+        "\n"  # line 3: blank
+        f"fdr-0,voltage,{_iso(t0)},1,2,3\n"  # line 4: a value too many
+        f'"ghost\nsensor",voltage,{_iso(t0)},230,V\n'  # lines 5-6: one row, quoted
+        f"fdr-1,voltage,{_iso(t0)},231,V\n"  # line 7
+        f"fdr-1,voltage,{_iso(t0 + timedelta(minutes=1))},232,V\n"  # line 8
+    ).encode()
+    found = [(u.line, u.error is None) for u in units(io.BytesIO(data), Format.CSV)]
+    assert found == [(2, True), (4, False), (5, True), (7, True), (8, True)]
+    result = _import(city, data, Format.CSV)
+    assert (result.stored, result.quarantined) == (3, 2)
+    topics = city.execute("SELECT topic, reason FROM quarantine ORDER BY id").fetchall()
+    city.commit()
+    assert topics == [("import:test.csv:4", "bad_row"), ("import:test.csv:5", "bad_name")]
