@@ -26,7 +26,7 @@ from services.storage.urls import libpq_url
 
 from . import bundle, exporter, importer
 from .exporter import ExportError, Level, OutputFormat, Rollup, Selection
-from .sources import Format, SourceError, guess_format, parse_mapping
+from .sources import Format, SourceError, guess_format, parse_mapping, zone
 
 import_app = typer.Typer(help="Import history: CSV, JSON lines of SenML packs, Parquet.")
 console = Console()
@@ -76,6 +76,7 @@ def import_command(  # noqa: PLR0917 - typer maps options to parameters
     try:
         chosen = fmt or guess_format(path.name)
         columns = parse_mapping(mapping)
+        zone(timezone)
     except SourceError as exc:
         raise _fail(str(exc), 2) from None
     size = os.path.getsize(path)

@@ -42,7 +42,7 @@ from services.storage import rollups
 from services.storage.modes import storage_mode
 from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
 
-from .sources import BAD_ROW, Format, Unit, chunks
+from .sources import BAD_ROW, Format, Unit, chunks, zone
 
 Conn = psycopg.Connection[TupleRow]
 
@@ -136,6 +136,7 @@ def import_file(
     if conn.autocommit:
         raise ValueError("an import needs a connection that is not in autocommit mode")
     started = time.perf_counter()
+    zone(timezone)  # refused before anything is recorded
     mapping = dict(mapping or {})
     result = ImportResult(run_id(file_digest(stream), fmt, mapping, timezone), source, fmt.value)
     mode = storage_mode(conn)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -85,6 +85,16 @@ def guess_format(name: str) -> Format:
     raise SourceError(f"cannot tell the format of {name!r}: give --format csv, jsonl or parquet")
 
 
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; SourceError when there is none of that name."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SourceError(
+            f"unknown time zone {name!r} (an IANA name such as Europe/Rome)"
+        ) from None
+
+
 def parse_mapping(text: str | None) -> dict[str, str]:
     """``"sensor=device_id,time=ts"`` as ``{"sensor": "device_id", "time": "ts"}``."""
     mapping: dict[str, str] = {}
@@ -125,7 +135,7 @@ def chunks(
     converting the row: bench/bench_import.py)."""
     if fmt is Format.JSONL:
         return _jsonl(stream)
-    row = _Row(dict(mapping or {}), ZoneInfo(timezone))
+    row = _Row(dict(mapping or {}), zone(timezone))
     if fmt is Format.CSV:
         return _csv(stream, row)
     return _parquet(stream, row)

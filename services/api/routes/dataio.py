@@ -26,7 +26,7 @@ from pydantic import AwareDatetime
 from services.dataio import dcat, exporter, importer
 from services.dataio.bundle import spatial
 from services.dataio.exporter import ExportError, Level, OutputFormat, Rollup, Selection
-from services.dataio.sources import Format, SourceError, parse_mapping
+from services.dataio.sources import Format, SourceError, parse_mapping, zone
 from services.ingest.validate import policy
 from services.kpi.catalog import KPIS
 from services.settings import Settings
@@ -52,6 +52,17 @@ District = Annotated[str | None, Query(max_length=128, description="one district
 Domain = Annotated[
     str | None, Query(max_length=32, description="energy, water, waste, traffic, environment, ict")
 ]
+# What an export answers, by its ``format``: documented so clients (and the schema tests) know.
+_FILES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the file, streamed (format=csv, json or parquet)",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 FormatQuery = Annotated[OutputFormat, Query(alias="format", description="csv, json or parquet")]
 
 
@@ -66,10 +77,6 @@ FormatQuery = Annotated[OutputFormat, Query(alias="format", description="csv, js
                     "schema": {"type": "string"},
                     "example": "sensor,quantity,time,value,unit\n"
                     "fdr-0001,voltage,2025-03-01T00:00:00Z,230.1,V\n",
-                },
-                "application/x-ndjson": {"schema": {"type": "string"}},
-                "application/vnd.apache.parquet": {
-                    "schema": {"type": "string", "format": "binary"}
                 },
             },
         }
@@ -88,8 +95,9 @@ async def import_history(
     timezone: Annotated[str, Query(max_length=64, description="zone of naive times")] = "UTC",
     again: Annotated[bool, Query(description="import a file imported before once more")] = False,
 ) -> JSONResponse:
-    """Import a history file (CSV, JSON lines of SenML packs, Parquet; by Content-Type) through
-    the live validation; the same body sent twice stores once. Answers the counts."""
+    """Import a history file through the live validation; the same body sent twice stores once.
+    Answers the counts. Content-Type: text/csv (columns sensor, quantity, time, value, unit),
+    application/x-ndjson (a SenML pack a line) or application/vnd.apache.parquet."""
     settings: Settings = request.app.state.settings
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fmt = _MEDIA_FORMATS.get(media_type)
@@ -101,6 +109,10 @@ async def import_history(
         columns = parse_mapping(mapping)
     except SourceError as exc:
         raise invalid_all([("query.map", str(exc))]) from None
+    try:
+        zone(timezone)
+    except SourceError as exc:
+        raise invalid_all([("query.timezone", str(exc))]) from None
     spool = await _spooled_body(request, settings.import_max_body_bytes)
 
     def run() -> importer.ImportResult:
@@ -122,8 +134,6 @@ async def import_history(
         result = await run_in_threadpool(run)
     except SourceError as exc:
         raise invalid_all([("body", str(exc))]) from None
-    except KeyError as exc:  # ZoneInfo's refusal of an unknown zone
-        raise invalid_all([("query.timezone", f"unknown time zone {exc}")]) from None
     return JSONResponse(result.as_dict())
 
 
@@ -176,7 +186,11 @@ def _stream(request: Request, chunks: Any, fmt: OutputFormat, name: str) -> Stre
     )
 
 
-@router.get("/exports/readings", responses=responses(401, 403, 422))
+@router.get(
+    "/exports/readings",
+    response_class=StreamingResponse,
+    responses={**_FILES, **responses(401, 403, 422)},
+)
 def export_readings(
     *,
     request: Request,
@@ -220,7 +234,11 @@ def export_readings(
     return _stream(request, chunks(), fmt, _filename("readings", selection, fmt))
 
 
-@router.get("/exports/kpis", responses=responses(401, 403, 422))
+@router.get(
+    "/exports/kpis",
+    response_class=StreamingResponse,
+    responses={**_FILES, **responses(401, 403, 422)},
+)
 def export_kpis(
     *,
     request: Request,
@@ -245,7 +263,16 @@ def export_kpis(
     return _stream(request, chunks, fmt, _filename("kpis", selection, fmt))
 
 
-@router.get("/exports/catalog", responses=responses(401, 403, 422))
+@router.get(
+    "/exports/catalog",
+    responses={
+        200: {
+            "description": "DCAT-AP (JSON-LD)",
+            "content": {"application/ld+json": {"schema": {"type": "object"}}},
+        },
+        **responses(401, 403, 422),
+    },
+)
 def export_catalog(
     *,
     request: Request,

@@ -69,6 +69,15 @@ def test_import_refusals(api_client: TestClient, api_keys: dict[str, str]) -> No
     )
     assert bad_map.status_code == 422
     assert bad_map.json()["errors"][0]["field"] == "query.map"
+    for zone in ("Mars/Olympus", "../etc", ""):
+        bad_zone = api_client.post(
+            "/v1/imports",
+            params={"timezone": zone},
+            content=body,
+            headers={**engineer, "Content-Type": "text/csv"},
+        )
+        assert bad_zone.status_code == 422, zone
+        assert bad_zone.json()["errors"][0]["field"] == "query.timezone"
 
 
 def test_an_import_body_over_the_limit_is_413(
