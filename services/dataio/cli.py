@@ -125,7 +125,7 @@ def import_command(  # noqa: PLR0917 - typer maps options to parameters
 
 
 def _lines(path: Path, fmt: Format, size: int) -> int | None:
-    """The progress bar's total: lines (CSV: less the header) or Parquet rows."""
+    """The progress bar's total: the file's lines (units are numbered by line) or Parquet rows."""
     if fmt is Format.PARQUET:
         import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: PLC0415
 

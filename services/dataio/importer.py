@@ -46,8 +46,8 @@ from .sources import BAD_ROW, Format, Unit, chunks, zone
 
 Conn = psycopg.Connection[TupleRow]
 
-# Records per transaction. The worker's default batch (5000) was chosen for latency; history
-# has none to keep, and bench/bench_import.py measured larger batches no faster past ~10k.
+# Records per transaction (and checkpoint). The worker's 5000 keeps its latency low; history has
+# none to keep, so twice that halves the commits (each an fsync) an import waits for.
 BATCH_RECORDS = 10_000
 # The gateway id an import validates under: no sensor's gateway is checked against it.
 _IMPORT_GATEWAY = "import"
