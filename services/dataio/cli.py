@@ -66,6 +66,9 @@ def import_command(  # noqa: PLR0917 - typer maps options to parameters
     refresh: Annotated[
         bool, typer.Option(help="refresh rollups and current KPIs for the imported span")
     ] = True,
+    kpis: Annotated[
+        bool, typer.Option(help="recompute the current KPI values (else the monitor does)")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
@@ -113,6 +116,7 @@ def import_command(  # noqa: PLR0917 - typer maps options to parameters
                     progress=advance,
                     again=again,
                     refresh=refresh,
+                    kpis=kpis,
                 )
         except SourceError as exc:
             raise _fail(f"{path}: {exc}", 2) from None

@@ -125,10 +125,13 @@ def import_file(
     progress: Progress | None = None,
     again: bool = False,
     refresh: bool = True,
+    kpis: bool = True,
     now: float | None = None,
 ) -> ImportResult:
     """Import ``stream`` (seekable, binary) as ``source``; see the module docstring.
 
+    ``kpis=False`` leaves the current KPI values to the monitor (it recomputes them every
+    minute; on TimescaleDB over a year of data that takes minutes).
     ``again`` forgets an earlier run of the same file and imports it whole once more (after a
     registry fix: what was quarantined may pass now; what was stored is found stored).
     ``conn`` must not be in autocommit mode. Raises ``SourceError`` for an unusable file.
@@ -201,7 +204,7 @@ def import_file(
         result.span = (lo, hi)
         if refresh:
             refresh_span(conn, mode, lo, hi)
-            result.kpis_refreshed = refresh_kpis(conn, hi)
+            result.kpis_refreshed = kpis and refresh_kpis(conn, hi)
     conn.execute(
         "UPDATE import_runs SET finished_at = now(), updated_at = now() WHERE id = %s",
         (result.run_id,),
