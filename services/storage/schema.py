@@ -246,6 +246,38 @@ pack_ledger = Table(
 )
 Index("ix_pack_ledger_stored_at", pack_ledger.c.stored_at)
 
+# Migration 0007: history imports, their checkpoint and counts (issue 16; services/dataio).
+import_runs = Table(
+    "import_runs",
+    metadata,
+    Column(
+        "id", Text, primary_key=True, comment="sha256 of the file's bytes and the import options"
+    ),
+    Column("source", Text, nullable=False),
+    Column("format", Text, nullable=False),
+    Column(
+        "position",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="last line (or row) committed: a resume starts after it",
+    ),
+    *(
+        Column(name, BigInteger, nullable=False, server_default="0")
+        for name in ("units", "records", "stored", "duplicates", "conflicts", "quarantined")
+    ),
+    Column("span_lo", DateTime(timezone=True)),
+    Column("span_hi", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column(
+        "finished_at",
+        DateTime(timezone=True),
+        comment="rollups and KPIs refreshed: the import is complete",
+    ),
+    comment="history imports (urbanpulse import): checkpoint and counts",
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
