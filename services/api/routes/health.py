@@ -115,7 +115,10 @@ def check_broker(settings: Settings) -> Check:
             leftover.close()
     if not answers and closed:
         # rumqttd refuses a login by closing the connection without a CONNACK.
-        return Check(ok=False, detail=f"{host}:{port} refused CONNECT: closed the connection without a CONNACK")
+        return Check(
+            ok=False,
+            detail=f"{host}:{port} refused CONNECT: closed the connection without a CONNACK",
+        )
     if not answers:
         return Check(ok=False, detail=f"{host}:{port} did not answer CONNECT with CONNACK")
     if answers[0].is_failure:
