@@ -309,7 +309,9 @@
     const values = [...state.current.values()]
       .filter((v) => v.scope === state.scope)
       .filter((v) => inDomain((state.catalog.get(v.kpi_id) || {}).domain))
-      .sort((a, b) => a.kpi_id.localeCompare(b.kpi_id));
+      .sort((a, b) => a.kpi_id.localeCompare(b.kpi_id))
+      // On the wall, the rated KPIs first: the unrated ones shrink to a line after them.
+      .sort((a, b) => (kiosk ? Number(a.rating === "insufficient_data") - Number(b.rating === "insufficient_data") : 0));
     const tiles = values.map((v) => {
       const kpi = state.catalog.get(v.kpi_id) || { name: v.kpi_id, domain: "" };
       const r = rating(v.rating);

@@ -15,34 +15,37 @@
   }
 
   function scopeSection(scope, kpis) {
-    const rows = scope.values.map((v) => {
+    const name = (v) => (kpis.get(v.kpi_id) || { name: v.kpi_id }).name;
+    const rated = scope.values.filter((v) => v.value !== null);
+    const thin = scope.values.filter((v) => v.value === null);
+    const rows = rated.map((v) => {
       const kpi = kpis.get(v.kpi_id) || { name: v.kpi_id, domain: "" };
       const r = rating(v.rating);
       const unit = v.unit === "/" ? "" : ` ${v.unit}`;
       return el("tr", { class: v.rating, "data-kpi": v.kpi_id },
         el("th", { scope: "row" }, kpi.name, el("br"), el("span", { class: "muted", text: `${kpi.domain} · ${v.kpi_id}` })),
-        v.value === null
-          ? el("td", { class: "thin", text: v.note })
-          : el("td", { class: "value", text: `${number(v.value)}${unit}` }),
+        el("td", { class: "value", text: `${number(v.value)}${unit}` }),
         el("td", {}, el("span", { class: "r", "aria-hidden": "true", text: `${r.symbol} ` }), r.label),
         el("td", { text: band(v) }),
         el("td", { text: `${Math.round(100 * v.coverage.ratio)} % of expected data (${Math.round(100 * v.coverage.needed)} % needed)` }),
-        el("td", { text: v.value === null ? "–" : trendText(v.trend) }));
+        el("td", { text: trendText(v.trend) }));
     });
-    const unrated = scope.values.filter((v) => v.value === null).length;
     const section = el("section", { "data-scope": scope.id, "aria-labelledby": `scope-${scope.id}` },
       el("h2", { id: `scope-${scope.id}`, text: scope.name }));
-    if (!scope.values.length) {
-      section.append(el("p", { class: "thin", text: "Not enough data to rate this district yet: no indicator has been computed for it." }));
+    if (!rated.length) {
+      section.append(el("p", { class: "thin", text: scope.values.length
+        ? "Not enough data to rate this area on any indicator yet: too little of the expected data arrived."
+        : "Not enough data to rate this area yet: no indicator has been computed for it." }));
     } else {
-      if (unrated === scope.values.length) {
-        section.append(el("p", { class: "thin", text: "Too little data arrived to rate this district on any indicator." }));
-      } else if (unrated) {
-        section.append(el("p", { class: "thin", text: `${unrated} of ${scope.values.length} indicators cannot be rated: too little data arrived.` }));
-      }
       section.append(el("table", {},
         el("thead", {}, el("tr", {}, ["Indicator", "Value", "Rating", "Target", "Coverage", "Trend"].map((h) => el("th", { scope: "col", text: h })))),
         el("tbody", {}, rows)));
+    }
+    if (thin.length) {
+      section.append(el("p", { class: "thin", "data-thin": thin.length },
+        `Not enough data to rate ${thin.length === scope.values.length ? "any" : `${thin.length} of ${scope.values.length}`} indicators here: `,
+        thin.map((v) => `${name(v)} (${Math.round(100 * v.coverage.ratio)} % of the expected data, ${Math.round(100 * v.coverage.needed)} % needed)`).join("; "),
+        "."));
     }
     if (scope.sensors) {
       const counts = Object.entries(scope.sensors).map(([domain, n]) => `${n} ${domain}`).join(", ");
