@@ -46,7 +46,8 @@ from services.storage.writer import ReadingWriter
 from tests.fixtures.broker import BrokerUnderTest
 from tests.services.kpi.conftest import City
 
-CHROMIUM = Path("/usr/bin/chromium")
+# URBANPULSE_TEST_CHROMIUM: another Chromium binary (Debian's by default).
+CHROMIUM = Path(os.environ.get("URBANPULSE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -294,8 +295,8 @@ def platform(
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(
-            "no /usr/bin/chromium: install Debian's chromium (apt-get install -y chromium) to "
-            "run the browser tests"
+            f"no Chromium at {CHROMIUM}: install Debian's chromium (apt-get install -y chromium) "
+            "or set URBANPULSE_TEST_CHROMIUM to run the browser tests"
         )
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="the playwright package is missing: pip install playwright"

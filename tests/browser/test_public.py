@@ -47,5 +47,5 @@ def test_the_public_page_shows_kpis_and_nothing_about_sensors(
         "/console/static/public.js",
         "/console/static/icon.svg",
     }, asked
-    save_screenshot(page, platform.artifacts, "public.png", full_page=True)
+    save_screenshot(page, platform.artifacts, "public.png")
     assert watched.errors == [], watched.errors

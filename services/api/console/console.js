@@ -43,6 +43,7 @@
     abort: null,
     generation: 0,
     error: "",
+    registrySignature: "",
   };
 
   // --- API -------------------------------------------------------------------------------
@@ -76,7 +77,9 @@
   function freshness() {
     const box = $("freshness");
     if (!state.key) {
-      box.textContent = "no key: enter an API key to connect";
+      box.textContent = kiosk
+        ? "no key: open this wall screen as /console?kiosk=1#key=<key>"
+        : "no key: enter an API key to connect";
       box.className = "freshness stale";
       return;
     }
@@ -475,10 +478,15 @@
   // --- Gateways and quarantine -----------------------------------------------------------
   async function loadRegistry() {
     const [districts, gateways, sensors] = await Promise.all([all("/v1/districts"), all("/v1/gateways"), all("/v1/sensors")]);
+    // Redrawn only when something changed: a redraw would take the keyboard focus off the map.
+    const signature = JSON.stringify([districts, gateways.map((g) => [g.id, g.online, g.status]), sensors.map((s) => [s.id, s.status])]);
     state.districts = districts;
     state.gateways = gateways.filter((g) => g.status !== "retired");
     state.sensors = sensors.filter((s) => s.status !== "retired");
-    renderScopes(); renderGateways(); renderMap();
+    renderGateways();
+    if (signature === state.registrySignature) return;
+    state.registrySignature = signature;
+    renderScopes(); renderMap();
   }
 
   function renderGateways() {
@@ -617,6 +625,7 @@
     Object.assign(state, {
       key: "", session: null, current: new Map(), series: new Map(), alerts: [], districts: [],
       gateways: [], sensors: [], lastEventId: null, connected: false, computedAt: null,
+      registrySignature: "",
     });
     $("key").value = "";
     $("who").textContent = "key forgotten";

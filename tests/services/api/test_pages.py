@@ -138,7 +138,7 @@ def rated_city(city: City) -> City:
     city.district("d01", name="North")
     city.district("d02", name="South")
     station = city.sensor(
-        "air-d01-1", "air_quality", "d01", interval_s=60, latitude=50.8, longitude=4.3
+        "air-d01-1", "air_quality", "d01", interval_s=60, latitude=50.812345, longitude=4.387654
     )
     city.sensor("air-d02-1", "air_quality", "d02", interval_s=60, latitude=50.7, longitude=4.4)
     now = datetime.now(UTC)
@@ -190,7 +190,15 @@ def test_the_public_endpoint_never_shows_readings_or_sensors(
         body = client.get("/public/kpis", params={"period": "day"}).json()
         text = json.dumps(body)
         # No sensor id, position or per-sensor detail; no raw reading.
-        for secret in ("air-d01-1", "air-d02-1", "50.8", "4.3", "latitude", "detail", "gw-d01"):
+        for secret in (
+            "air-d01-1",
+            "air-d02-1",
+            "50.812345",
+            "4.387654",
+            "latitude",
+            "detail",
+            "gw-d01",
+        ):
             assert secret not in text, secret
         assert "sensors" not in body["scopes"][1]
         # A key changes nothing, and the API behind stays closed to the anonymous.
