@@ -5,7 +5,6 @@ refuses). The pages' scripts run in a real browser in tests/browser/."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -17,7 +16,6 @@ from services.api.routes.pages import CSP
 from services.kpi import engine
 from services.settings import Settings
 from services.storage.modes import storage_mode
-from services.storage.urls import libpq_url
 from services.storage.writer import ReadingWriter
 from tests.services.kpi.conftest import City
 
@@ -125,16 +123,11 @@ def test_the_public_page_is_off_by_default(
 
 
 @pytest.fixture
-def city(database_url: str) -> Iterator[City]:
-    with psycopg.connect(libpq_url(database_url)) as conn:
-        mode = storage_mode(conn)
-        yield City(conn=conn, mode=mode, writer=ReadingWriter(conn, mode))
-
-
-@pytest.fixture
-def rated_city(city: City) -> City:
+def rated_city(db: psycopg.Connection[tuple[object, ...]]) -> City:
     """d01: an air station reporting every minute since the city's midnight; d02: one that
     said nothing (too thin to rate); the monitor's values stored."""
+    mode = storage_mode(db)
+    city = City(conn=db, mode=mode, writer=ReadingWriter(db, mode))
     city.district("d01", name="North")
     city.district("d02", name="South")
     station = city.sensor(
