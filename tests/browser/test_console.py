@@ -271,3 +271,19 @@ def test_kiosk_mode_fills_a_wall_screen_without_clicks(
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height <= 1080, height
     assert watched.errors == [], watched.errors
+
+
+def test_kpis_the_monitor_stopped_refreshing_are_shown_stale(
+    open_page: Any, platform: Platform
+) -> None:
+    with platform.connect() as conn:
+        conn.execute("UPDATE kpi_current SET computed_at = computed_at - interval '20 minutes'")
+    try:
+        page = _console(open_page, platform).page
+        stale = page.locator("#freshness.stale")
+        # At least 20 minutes old (more by the time since the platform's monitor round).
+        stale.filter(has_text=re.compile(r"KPIs STALE, computed (2\d|[3-9]\d) min ago")).wait_for()
+        assert "is-stale" in (page.locator("body").get_attribute("class") or "")
+    finally:
+        with platform.connect() as conn:
+            conn.execute("UPDATE kpi_current SET computed_at = computed_at + interval '20 minutes'")
