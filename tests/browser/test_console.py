@@ -287,3 +287,28 @@ def test_kpis_the_monitor_stopped_refreshing_are_shown_stale(
     finally:
         with platform.connect() as conn:
             conn.execute("UPDATE kpi_current SET computed_at = computed_at + interval '20 minutes'")
+
+
+def test_quarantined_input_is_counted_on_the_page(
+    open_page: Any,
+    platform: Platform,
+    mqtt_broker: BrokerUnderTest,
+    mqtt_connect: MqttConnect,
+) -> None:
+    gateway = mqtt_connect(mqtt_broker)
+    # A DMA inflow of 99 m3/s is outside the kind's bounds (0 to 2): quarantined, not stored.
+    pack = encode([Record(name="water-d2-1/flow", time=time.time(), unit="m3/s", value=99.0)])
+    gateway.client.publish(topics.up_topic("gw-d2"), pack, qos=1).wait_for_publish(10)
+    headers = {"X-API-Key": platform.keys["operator"]}
+    deadline = time.monotonic() + 20
+    while True:
+        summary = httpx.get(f"{platform.url}/v1/quarantine/summary", headers=headers).json()
+        if summary["total"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert summary["total"] >= 1
+    reason = summary["reasons"][0]
+    page = _console(open_page, platform).page
+    page.locator("#quarantine-total").filter(has_text=f"({summary['total']})").wait_for()
+    shown = page.locator("#quarantine li").first.inner_text()
+    assert shown == f"{reason['count']} {reason['reason'].replace('_', ' ')}"
