@@ -173,6 +173,17 @@ class Settings(BaseSettings):
     grafana_token: SecretStr | None = Field(default=None, description="service-account token")
     grafana_folder: str = Field(default="UrbanPulse", description="folder the dashboards go to")
 
+    # The public city page (services/api/routes/pages.py): off by default, because turning it on
+    # publishes the city's KPIs to anyone who can reach the API. Even then it shows KPIs with
+    # their targets, coverage and trend only; never readings or a sensor's id or position. The
+    # one thing about sensors it may add is how many each district has per domain.
+    public_page: bool = Field(
+        default=False, description="serve /public and /public/kpis without a key"
+    )
+    public_sensor_counts: bool = Field(
+        default=False, description="the public page also shows each district's sensor counts"
+    )
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line per bad variable."""

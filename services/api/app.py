@@ -29,7 +29,7 @@ from .routes import (
     health,
     kpi_settings,
     kpis,
-    live,
+    pages,
     quarantine,
     readings,
     registry,
@@ -210,7 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
 
     app.include_router(health.router)
-    app.include_router(live.router)
+    app.include_router(pages.router)
     for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
         app.include_router(module.router, prefix="/v1")
     return app

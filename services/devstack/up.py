@@ -138,7 +138,17 @@ def up(
                 f'an admin key, readable by you only; try: curl -H "X-API-Key: $(cat {key_file})" '
                 f"{api_url}/v1/kpis/current",
             ),
-            ("live page", f"{api_url}/live", "KPIs today, open alerts, new readings (same key)"),
+            (
+                "console",
+                f"{api_url}/console",
+                "map, KPI tiles, live charts, alerts (same key); wall screen: "
+                f"{api_url}/console?kiosk=1",
+            ),
+            *(
+                [("public page", f"{api_url}/public", "the city's KPIs for anyone, no key")]
+                if settings.public_page
+                else []
+            ),
             ("live stream", f"{api_url}/v1/stream", "Server-Sent Events, same key"),
         ]
         if city:
