@@ -116,6 +116,15 @@ class Authenticator:
             due = now - self._touched.get(principal.key_id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S
         return None if due else principal
 
+    def proven(self, token: str) -> bool:
+        """Whether this exact key was verified by this process and is still remembered (its
+        entry maybe due for a re-check): re-checking it costs no scrypt and proves nothing new
+        to a guesser, so the failure limiter lets it through (a guesser hammering a key id
+        does not lock out the key's holder)."""
+        fingerprint = hashlib.sha256(token.strip().encode()).digest()
+        with self._lock:
+            return fingerprint in self._cache
+
     def _fresh(self, fingerprint: bytes, now: float) -> Principal | None:
         with self._lock:
             entry = self._cache.get(fingerprint)

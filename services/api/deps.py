@@ -182,7 +182,7 @@ async def current_principal(request: Request) -> Principal:
     if principal is None:
         limiter: FailureLimiter = request.app.state.auth_failures
         identities = ("client:" + client_address(request), "key:" + key_id_of(token))
-        wait = limiter.retry_after(*identities)
+        wait = None if authenticator.proven(token) else limiter.retry_after(*identities)
         if wait is not None:
             raise too_many(f"too many failed API key checks; retry in {wait} s", wait)
         checks: asyncio.Semaphore = request.app.state.key_checks
