@@ -189,16 +189,36 @@ class Settings(BaseSettings):
     # (503); the readings one poll of the log reads at most (what a stream holds); how long a
     # send may wait on a reader that takes nothing before the stream is closed; how often an
     # open stream asks the database whether its key is still valid (revoked: the stream ends).
-    api_stream_max_per_key: int = Field(default=8, ge=1, le=10_000)
-    api_stream_max: int = Field(default=100, ge=1, le=100_000)
-    api_stream_page_readings: int = Field(default=5_000, ge=1, le=1_000_000)
-    api_stream_stall_timeout: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))
-    api_stream_key_recheck: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
+    api_stream_max_per_key: int = Field(
+        default=8, ge=1, le=10_000, description="live streams open at once per key"
+    )
+    api_stream_max: int = Field(
+        default=100, ge=1, le=100_000, description="live streams open at once per API process"
+    )
+    api_stream_page_readings: int = Field(
+        default=5_000, ge=1, le=1_000_000, description="readings one poll of the log reads"
+    )
+    api_stream_stall_timeout: timedelta = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="a stream whose reader takes nothing this long is closed",
+    )
+    api_stream_key_recheck: timedelta = Field(
+        default=timedelta(seconds=10),
+        gt=timedelta(0),
+        description="how often an open stream re-checks its key",
+    )
     # Failed key checks: past this many within the window, from one client address or for one
     # key id, further unverified attempts are answered 429 (Retry-After) with no query and no
     # scrypt, until the window has passed.
-    api_auth_failures_max: int = Field(default=10, ge=1, le=1_000_000)
-    api_auth_failures_window: timedelta = Field(default=timedelta(minutes=1), gt=timedelta(0))
+    api_auth_failures_max: int = Field(
+        default=10, ge=1, le=1_000_000, description="failed key checks allowed in the window"
+    )
+    api_auth_failures_window: timedelta = Field(
+        default=timedelta(minutes=1),
+        gt=timedelta(0),
+        description="the sliding window failed key checks are counted in",
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -131,20 +131,28 @@ class StallGuard:
         if scope["type"] != "http" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
+        stalled = False
 
         async def guarded_send(message: Message) -> None:
+            nonlocal stalled
             try:
                 with anyio.fail_after(self.timeout_s):
                     await send(message)
             except TimeoutError:
+                stalled = True
                 raise _StalledReaderError from None
 
         try:
             await self.app(scope, receive, guarded_send)
-        except _StalledReaderError:
+        except Exception:
+            # The stall comes back wrapped by the SSE machinery's task groups, with the
+            # errors it caused in the tasks beside it (a broken memory stream): once the
+            # reader stalled, all of that is this stream ending, not a fault to report.
+            if not stalled:
+                raise
             client = scope.get("client")
             log.warning(
-                "closed a live stream to %s: its reader took nothing for %.0f s",
+                "closed a live stream to %s: its reader took nothing for %g s",
                 client[0] if client else "?",
                 self.timeout_s,
             )
