@@ -184,6 +184,53 @@ class Settings(BaseSettings):
         default=False, description="the public page also shows each district's sensor counts"
     )
 
+    # --- API hardening (issue 11): what one caller may cost the API. ---
+    # Request bodies: refused with 413 while they stream in, past these sizes; a /v1 body's key
+    # is checked before any of it is read. The bulk route's own read stops at 10 MiB as well.
+    api_max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest body of a route"
+    )
+    api_max_body_bytes_bulk: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=10 * 1024 * 1024,
+        description="largest body of POST /v1/registry/bulk",
+    )
+    # Live streams (SSE): how many may be open at once per key (429 past it) and per process
+    # (503); the readings one poll of the log reads at most (what a stream holds); how long a
+    # send may wait on a reader that takes nothing before the stream is closed; how often an
+    # open stream asks the database whether its key is still valid (revoked: the stream ends).
+    api_stream_max_per_key: int = Field(
+        default=8, ge=1, le=10_000, description="live streams open at once per key"
+    )
+    api_stream_max: int = Field(
+        default=100, ge=1, le=100_000, description="live streams open at once per API process"
+    )
+    api_stream_page_readings: int = Field(
+        default=5_000, ge=1, le=1_000_000, description="readings one poll of the log reads"
+    )
+    api_stream_stall_timeout: timedelta = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="a stream whose reader takes nothing this long is closed",
+    )
+    api_stream_key_recheck: timedelta = Field(
+        default=timedelta(seconds=10),
+        gt=timedelta(0),
+        description="how often an open stream re-checks its key",
+    )
+    # Failed key checks: past this many within the window, from one client address or for one
+    # key id, further unverified attempts are answered 429 (Retry-After) with no query and no
+    # scrypt, until the window has passed.
+    api_auth_failures_max: int = Field(
+        default=10, ge=1, le=1_000_000, description="failed key checks allowed in the window"
+    )
+    api_auth_failures_window: timedelta = Field(
+        default=timedelta(minutes=1),
+        gt=timedelta(0),
+        description="the sliding window failed key checks are counted in",
+    )
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line per bad variable."""

@@ -21,7 +21,8 @@ from services.storage.urls import libpq_url
 
 from . import problems
 from .auth import Authenticator
-from .deps import statement_timeout_ms
+from .deps import KEY_CHECKS_AT_ONCE, current_principal, statement_timeout_ms
+from .guards import BodyLimitMiddleware, FailureLimiter
 from .metrics import ApiMetrics, MetricsMiddleware
 from .routes import (
     alerts,
@@ -63,6 +64,14 @@ are made with `urbanpulse keys create`.
 
 **Errors** are RFC 9457 problem details (`application/problem+json`); validation problems list
 each bad field in `errors`.
+
+**Limits.** A request body larger than its route allows is refused with 413 while it streams
+in (`URBANPULSE_API_MAX_BODY_BYTES`, 256 KiB; `URBANPULSE_API_MAX_BODY_BYTES_BULK`, 10 MiB, for
+`/v1/registry/bulk`); a `/v1` request with a body has its key checked before any of the body is
+read. After `URBANPULSE_API_AUTH_FAILURES_MAX` (10) failed key checks within
+`URBANPULSE_API_AUTH_FAILURES_WINDOW` (a minute) from one address or for one key id, further
+attempts get 429 with `Retry-After` until the window has passed. The live stream's own limits
+are described on `/v1/stream`.
 
 **Pagination.** Lists return `{items, next_cursor}`; pass `cursor=<next_cursor>` for the next
 page until it is null.
@@ -190,13 +199,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         lifespan=lifespan,
         # Any route may fail unexpectedly or find the database gone; say so in every operation.
-        responses=problems.responses(500, 503, 504),
+        responses=problems.responses(413, 429, 500, 503, 504),
     )
     app.state.settings = settings
     app.state.pool = pool
     app.state.async_pool = async_pool
     app.state.connection_slots = asyncio.Semaphore(REQUEST_SLOTS)
     app.state.authenticator = Authenticator(pool)
+    app.state.auth_failures = FailureLimiter(
+        settings.api_auth_failures_max, settings.api_auth_failures_window.total_seconds()
+    )
+    app.state.key_checks = asyncio.Semaphore(KEY_CHECKS_AT_ONCE)
+    app.state.streams = stream.StreamSlots(settings.api_stream_max, settings.api_stream_max_per_key)
     app.state.metrics = ApiMetrics()
     app.state.head_revision = health.head_revision()
 
@@ -207,6 +221,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(psycopg.errors.QueryCanceled, _on_statement_timeout)
     app.add_exception_handler(psycopg.DataError, _on_refused_by_database)
     app.add_exception_handler(psycopg.IntegrityError, _on_refused_by_database)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        authenticate=current_principal,
+        default=settings.api_max_body_bytes,
+        limits={"/v1/registry/bulk": settings.api_max_body_bytes_bulk},
+    )
+    app.add_middleware(
+        stream.StallGuard,
+        path="/v1/stream",
+        timeout_s=settings.api_stream_stall_timeout.total_seconds(),
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
 
     app.include_router(health.router)

@@ -31,11 +31,17 @@ from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from .auth import Authenticator, Principal
+from .auth import Authenticator, Principal, key_id_of
+from .guards import FailureLimiter, too_many
 from .keys import PERMISSIONS, ROLE_PERMISSIONS
 from .problems import Problem
 
 T = TypeVar("T")
+
+# Unverified key checks (a query and a scrypt each, ~40 ms of a core) running at once; the
+# others wait on the event loop, holding no thread, so a flood of wrong secrets cannot take the
+# threads and cores of callers whose keys are already verified.
+KEY_CHECKS_AT_ONCE = 2
 
 __all__ = [
     "PERMISSIONS",
@@ -147,9 +153,23 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
+def client_address(request: Request) -> str:
+    """Who is calling, for counting failed key checks: the peer address (behind a proxy, run
+    uvicorn with ``--proxy-headers`` so that it is the client's, not the proxy's)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def current_principal(request: Request) -> Principal:
     """The caller, or a 401 problem when no valid key was presented. A key checked in the last
-    seconds is answered on the event loop; checking one takes a thread (a query, maybe scrypt)."""
+    seconds is answered on the event loop; checking one takes a thread (a query, maybe scrypt).
+
+    Unverified checks are guarded: a client address or key id with too many recent failures
+    gets a 429 before any query (``URBANPULSE_API_AUTH_FAILURES_MAX`` within
+    ``URBANPULSE_API_AUTH_FAILURES_WINDOW``), and at most :data:`KEY_CHECKS_AT_ONCE` run at
+    once."""
+    checked: Principal | None = getattr(request.state, "principal", None)
+    if checked is not None:
+        return checked  # already checked for this request, before its body was read
     token = _presented_key(request)
     if token is None:
         raise Problem(
@@ -160,11 +180,19 @@ async def current_principal(request: Request) -> Principal:
     authenticator: Authenticator = request.app.state.authenticator
     principal = authenticator.cached(token)
     if principal is None:
-        principal = await run_in_threadpool(authenticator.authenticate, token)
-    if principal is None:
-        raise Problem(
-            401, detail="the API key is unknown, malformed or revoked", headers=_AUTH_HEADERS
-        )
+        limiter: FailureLimiter = request.app.state.auth_failures
+        identities = ("client:" + client_address(request), "key:" + key_id_of(token))
+        wait = None if authenticator.proven(token) else limiter.retry_after(*identities)
+        if wait is not None:
+            raise too_many(f"too many failed API key checks; retry in {wait} s", wait)
+        checks: asyncio.Semaphore = request.app.state.key_checks
+        async with checks:
+            principal = await run_in_threadpool(authenticator.authenticate, token)
+        if principal is None:
+            limiter.failed(*identities)
+            raise Problem(
+                401, detail="the API key is unknown, malformed or revoked", headers=_AUTH_HEADERS
+            )
     request.state.principal = principal
     return principal
 
