@@ -2,7 +2,8 @@
 rules that raise them.
 
 An operator acknowledges (takes in hand, with a comment) or clears an alert; the API records who
-from the key's name and id. The monitor raises and clears alerts by itself as conditions come
+as the key's name (its holder, as the admin named it). Never the key's id: every reader sees an
+alert, and an id is half of a credential (issue 11). The monitor raises and clears alerts by itself as conditions come
 and go (``cleared_by`` null).
 """
 
@@ -37,7 +38,7 @@ class Action(BaseModel):
 
 
 def _who(principal: Principal) -> str:
-    return f"{principal.name} (key {principal.key_id})"
+    return principal.name
 
 
 @router.get("/alerts", response_model=Page[Alert], responses=responses(401, 403, 422))
