@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -43,6 +43,27 @@ Measured = Annotated[float | None, WithJsonSchema(MEASURE_SCHEMA)]
 # Kinds that are meters, smart or not (ICT-1).
 METER_KINDS = tuple(name for name, kind in KINDS.items() if kind.smart is not None)
 
+# When a sensor can have been installed. Beyond being plausible, the bounds keep every stored
+# instant readable: PostgreSQL takes years Python cannot hold (an offset can push 0001-01-01 or
+# 9999-12-31 into year 0 or 10000 in UTC, and a session in another time zone shows year 1 UTC
+# as 1 BC), after which every read of the registry failed (issue 11).
+INSTALLED_FROM = datetime(1900, 1, 1, tzinfo=UTC)
+INSTALLED_BEFORE = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def check_installed_at(value: datetime) -> datetime:
+    """``value`` in UTC (a time without an offset is UTC, whatever the server's time zone),
+    within [INSTALLED_FROM, INSTALLED_BEFORE); ValueError saying why not."""
+    try:
+        instant = value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+    except OverflowError:
+        instant = None  # its UTC is before year 1 or after 9999
+    if instant is None or not INSTALLED_FROM <= instant < INSTALLED_BEFORE:
+        raise ValueError(
+            f"must be from {INSTALLED_FROM:%Y-%m-%d} to before {INSTALLED_BEFORE:%Y-%m-%d} in UTC"
+        )
+    return instant
+
 
 class FieldsError(ValueError):
     """Registry values refused: ``problems`` lists each ``(column, reason)``."""
@@ -54,13 +75,16 @@ class FieldsError(ValueError):
 
 def check_sensor_field(kind: str | None, column: str, value: Any) -> Any:
     """Sensor ``column``'s ``value`` as stored: a value with a unit in its canonical unit and
-    plausible (``rated_max`` in the unit of the kind's rating), ``smart`` only for a meter;
-    ValueError saying why not. Other columns, and None, pass unchanged, and so do the
-    kind-dependent columns when ``kind`` is not a known kind (its own refusal says why)."""
+    plausible (``rated_max`` in the unit of the kind's rating), ``smart`` only for a meter,
+    ``installed_at`` as :func:`check_installed_at` keeps it; ValueError saying why not. Other
+    columns, and None, pass unchanged, and so do the kind-dependent columns when ``kind`` is
+    not a known kind (its own refusal says why)."""
     if value is None:
         return None
     if column in ATTRIBUTES:
         return measure(value, ATTRIBUTES[column])
+    if column == "installed_at":
+        return check_installed_at(value)
     found = KINDS.get(kind or "")
     if found is None:
         return value
@@ -185,6 +209,11 @@ class SensorRow(_Row):
     def _measured(cls, value: Any, info: ValidationInfo) -> Any:
         assert info.field_name is not None
         return check_sensor_field(info.data.get("kind"), info.field_name, value)
+
+    @field_validator("installed_at")
+    @classmethod
+    def _installed_at(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else check_installed_at(value)
 
     @field_validator("smart")
     @classmethod

@@ -3,8 +3,8 @@ rules that raise them.
 
 An operator acknowledges (takes in hand, with a comment) or clears an alert; the API records who
 as the key's name (its holder, as the admin named it). Never the key's id: every reader sees an
-alert, and an id is half of a credential (issue 11). The monitor raises and clears alerts by itself as conditions come
-and go (``cleared_by`` null).
+alert, and an id is half of a credential (issue 11). The monitor raises and clears alerts by
+itself as conditions come and go (``cleared_by`` null).
 """
 
 from __future__ import annotations

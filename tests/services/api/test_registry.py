@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -381,3 +382,100 @@ def test_bulk_csv_takes_units_and_smart(engineer: TestClient, api_db: Db) -> Non
         headers={"Content-Type": "text/csv"},
     )
     assert _fields(_problem(refused, 422)) == {"sensors[0].free_flow_speed"}
+
+
+# Issue 11: instants whose UTC falls outside Python's years 1..9999 (bulk stored them, then every
+# GET /v1/sensors was a 422), and instants no sensor was installed at.
+BAD_INSTALLED_AT = [
+    pytest.param("0001-01-01T00:00:00+01:00", id="utc-year-0"),
+    pytest.param("9999-12-31T23:00:00-05:00", id="utc-year-10000"),
+    pytest.param("0001-01-01T00:00:00Z", id="year-1"),
+    pytest.param("1899-12-31T23:59:59Z", id="before-1900"),
+    pytest.param("2200-01-01T00:00:00Z", id="from-2200"),
+]
+
+
+def _readable(client: TestClient) -> None:
+    listed = client.get("/v1/sensors")
+    assert listed.status_code == 200, listed.text
+
+
+@pytest.mark.parametrize("installed_at", BAD_INSTALLED_AT)
+def test_bulk_json_refuses_an_installed_at_out_of_range(
+    engineer: TestClient, api_db: Db, installed_at: str
+) -> None:
+    manifest = json.loads(json.dumps(MANIFEST))
+    manifest["sensors"][1]["installed_at"] = installed_at
+    problem = _problem(engineer.post("/v1/registry/bulk", json=manifest), 422)
+    assert _fields(problem) == {"sensors[1].installed_at"}
+    assert "1900" in problem["errors"][0]["message"]
+    assert _count(api_db, "sensors") == 0
+    _readable(engineer)
+
+
+@pytest.mark.parametrize("installed_at", BAD_INSTALLED_AT)
+def test_bulk_csv_refuses_an_installed_at_out_of_range(
+    engineer: TestClient, api_db: Db, installed_at: str
+) -> None:
+    response = engineer.post(
+        "/v1/registry/bulk",
+        content=f"id,kind,installed_at\nn-1,noise,2024-03-01\nn-2,noise,{installed_at}\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert _fields(_problem(response, 422)) == {"sensors[1].installed_at"}
+    assert _count(api_db, "sensors") == 0
+    _readable(engineer)
+
+
+@pytest.mark.parametrize("installed_at", BAD_INSTALLED_AT)
+def test_create_refuses_an_installed_at_out_of_range(
+    engineer: TestClient, api_db: Db, installed_at: str
+) -> None:
+    _city(engineer)
+    sensor = {"id": "n-1", "kind": "noise", "district_id": "d1", "installed_at": installed_at}
+    assert _fields(_problem(engineer.post("/v1/sensors", json=sensor), 422)) == {
+        "body.installed_at"
+    }
+    assert _count(api_db, "sensors") == 0
+    _readable(engineer)
+
+
+@pytest.mark.parametrize("installed_at", BAD_INSTALLED_AT)
+def test_patch_refuses_an_installed_at_out_of_range(
+    engineer: TestClient, api_db: Db, installed_at: str
+) -> None:
+    _city(engineer)
+    sensor = {"id": "n-1", "kind": "noise", "installed_at": "2024-03-01T08:00:00+01:00"}
+    assert engineer.post("/v1/sensors", json=sensor).status_code == 201
+    refused = engineer.patch("/v1/sensors/n-1", json={"installed_at": installed_at})
+    assert _fields(_problem(refused, 422)) == {"body.installed_at"}
+    row = api_db.execute("SELECT installed_at FROM sensors WHERE id = 'n-1'").fetchone()
+    assert row is not None
+    assert row[0] == datetime(2024, 3, 1, 7, tzinfo=UTC)
+    _readable(engineer)
+
+
+def test_installed_at_is_the_instant_given_and_a_time_without_offset_is_utc(
+    engineer: TestClient,
+) -> None:
+    _city(engineer)
+    body = {"id": "n-1", "kind": "noise", "installed_at": "1900-01-01T01:00:00+01:00"}
+    created = engineer.post("/v1/sensors", json=body)
+    assert created.status_code == 201, created.text
+    assert _instant(created.json()["installed_at"]) == datetime(1900, 1, 1, tzinfo=UTC)
+    patched = engineer.patch("/v1/sensors/n-1", json={"installed_at": "2199-12-31T23:59:59"})
+    assert patched.status_code == 200, patched.text
+    assert _instant(patched.json()["installed_at"]) == datetime(
+        2199, 12, 31, 23, 59, 59, tzinfo=UTC
+    )
+    csv_body = "id,kind,installed_at\nn-2,noise,2024-03-01\n"
+    loaded = engineer.post(
+        "/v1/registry/bulk", content=csv_body, headers={"Content-Type": "text/csv"}
+    )
+    assert loaded.status_code == 200, loaded.text
+    stored = engineer.get("/v1/sensors/n-2").json()["installed_at"]
+    assert _instant(stored) == datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
