@@ -143,8 +143,10 @@ class _Row(BaseModel):
 class DistrictRow(_Row):
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1)
-    population: int | None = Field(default=None, ge=0)
-    households: int | None = Field(default=None, ge=0)
+    # Strict: districts come only as JSON, where `true` or "5" is no count (a CSV of sensors
+    # needs the lax parsing the sensor rows keep).
+    population: int | None = Field(default=None, ge=0, strict=True)
+    households: int | None = Field(default=None, ge=0, strict=True)
     area_km2: Measured = None
     boundary: dict[str, Any] | None = None
     reference: dict[str, Any] = Field(default_factory=dict)

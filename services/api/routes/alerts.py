@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from services.kpi.alerts import lifecycle
 from services.kpi.alerts.errors import (
@@ -25,6 +25,7 @@ from services.kpi.alerts.model import Alert
 from services.kpi.alerts.rules import Rule, get_rule, load_rules
 
 from ..deps import AlertWriter, Conn, Principal, Reader
+from ..models import Instant
 from ..pagination import MAX_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor, page_of
 from ..problems import Problem, invalid, responses
 
@@ -54,7 +55,7 @@ def list_alerts(
     district: Annotated[str | None, Query(max_length=64)] = None,
     domain: Annotated[str | None, Query(max_length=32)] = None,
     rule: Annotated[str | None, Query(max_length=64, description="rule id")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="raised at or after")] = None,
+    since: Annotated[Instant | None, Query(description="raised at or after")] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[Alert]:

@@ -16,9 +16,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from ..deps import Conn, Principal, Reader
+from ..models import Instant
 from ..pagination import Cursor, Limit, Page, decode_cursor, page_of
 from ..problems import Problem, responses
 
@@ -69,7 +70,7 @@ class Summary(BaseModel):
     reasons: list[ReasonCount]
 
 
-Since = Annotated[AwareDatetime | None, Query(description="received at or after")]
+Since = Annotated[Instant | None, Query(description="received at or after")]
 
 
 @router.get("/quarantine", response_model=Page[QuarantineEntry], responses=responses(401, 403, 422))
