@@ -16,24 +16,22 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    Strict,
     WithJsonSchema,
     model_validator,
 )
 
 from gateway.kinds import KINDS
 from services.storage.measures import MEASURE_SCHEMA
-from services.storage.registry import DistrictRow, GatewayRow, SensorRow
+from services.storage.registry import Count, DistrictRow, GatewayRow, SensorRow, json_number
 
 # A number with an optional unit, converted and checked by the route (the unit of rated_max
 # depends on the sensor's kind, which a PATCH may not carry).
 RawMeasure = Annotated[float | str | dict[str, Any] | None, WithJsonSchema(MEASURE_SCHEMA)]
 
-# JSON bodies hold what their schema says: pydantic's lax mode took `true` as the count 1, and
-# "45.1" or `false` as a coordinate, which the schema refuses (schemathesis, issue 11). The CSV
-# path (services.storage.registry.SensorRow) keeps the lax parsing: there every cell is text.
-Count = Annotated[int, Strict()]
-Coordinate = Annotated[float, Strict()]
+
+# JSON bodies hold what their schema says (issue 11): see services.storage.registry.Count. The
+# CSV path (SensorRow) keeps the lax parsing: there every cell is text.
+Coordinate = Annotated[float, BeforeValidator(json_number)]
 
 
 def _rfc3339(value: Any) -> Any:

@@ -180,3 +180,12 @@ def test_input_the_schema_refuses_is_refused(
     response = admin_client.request(method, path, json=body)
     assert response.status_code == 422, response.text
     assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+def test_what_json_schema_calls_an_integer_is_taken(admin_client: TestClient) -> None:
+    """JSON Schema's integer includes 8.0: refusing bools and text must not refuse that."""
+    patched = admin_client.patch("/v1/sensors/s1", json={"latitude": 45, "customers_served": 8.0})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["latitude"], patched.json()["customers_served"]) == (45.0, 8)
+    district = admin_client.patch("/v1/districts/d1", json={"population": 1200.0})
+    assert (district.status_code, district.json()["population"]) == (200, 1200)
