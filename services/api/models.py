@@ -31,7 +31,9 @@ RawMeasure = Annotated[float | str | dict[str, Any] | None, WithJsonSchema(MEASU
 
 # JSON bodies hold what their schema says (issue 11): see services.storage.registry.Count. The
 # CSV path (SensorRow) keeps the lax parsing: there every cell is text.
-Coordinate = Annotated[float, BeforeValidator(json_number)]
+Latitude = Annotated[float, Field(ge=-90, le=90), BeforeValidator(json_number)]
+Longitude = Annotated[float, Field(ge=-180, le=180), BeforeValidator(json_number)]
+Lanes = Annotated[int, Field(ge=1, le=16), BeforeValidator(json_number)]
 
 
 def _rfc3339(value: Any) -> Any:
@@ -71,10 +73,10 @@ class GatewayCreate(GatewayRow):
 
 
 class SensorCreate(SensorRow):
-    latitude: Coordinate | None = Field(default=None, ge=-90, le=90)
-    longitude: Coordinate | None = Field(default=None, ge=-180, le=180)
-    customers_served: Count | None = Field(default=None, ge=0)
-    lanes: Count | None = Field(default=None, ge=1, le=16)
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    customers_served: Count | None = None
+    lanes: Lanes | None = None
 
     model_config = ConfigDict(
         extra="forbid",
@@ -100,8 +102,8 @@ class _Update(BaseModel):
 
 class DistrictUpdate(_Update):
     name: str | None = Field(default=None, min_length=1)
-    population: Count | None = Field(default=None, ge=0)
-    households: Count | None = Field(default=None, ge=0)
+    population: Count | None = None
+    households: Count | None = None
     area_km2: RawMeasure = None
     boundary: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
@@ -127,19 +129,19 @@ class SensorUpdate(_Update):
     kind: str | None = Field(default=None, description="domain follows the kind")
     gateway_id: str | None = None
     district_id: str | None = None
-    latitude: Coordinate | None = Field(default=None, ge=-90, le=90)
-    longitude: Coordinate | None = Field(default=None, ge=-180, le=180)
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
     unit: str | None = None
     interval_s: RawMeasure = None
     installed_at: datetime | None = None
     status: Literal["active", "pending", "maintenance"] | None = None
     feeder: str | None = None
-    customers_served: Count | None = Field(default=None, ge=0)
+    customers_served: Count | None = None
     dma: str | None = None
     segment_length_m: RawMeasure = None
     free_flow_speed: RawMeasure = None
     road_class: str | None = None
-    lanes: Count | None = Field(default=None, ge=1, le=16)
+    lanes: Lanes | None = None
     rated_max: RawMeasure = None
     smart: bool | None = None
     metadata: dict[str, Any] | None = None

@@ -147,7 +147,8 @@ def json_number(value: Any) -> Any:
 
 
 # A count in a JSON body (districts come only as JSON; a CSV of sensors is text, parsed lax).
-Count = Annotated[int, BeforeValidator(json_number)]
+# The bound comes before the validator, or pydantic's JSON schema says "ge" for "minimum".
+Count = Annotated[int, Field(ge=0), BeforeValidator(json_number)]
 
 
 class _Row(BaseModel):
@@ -157,8 +158,8 @@ class _Row(BaseModel):
 class DistrictRow(_Row):
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1)
-    population: Count | None = Field(default=None, ge=0)
-    households: Count | None = Field(default=None, ge=0)
+    population: Count | None = None
+    households: Count | None = None
     area_km2: Measured = None
     boundary: dict[str, Any] | None = None
     reference: dict[str, Any] = Field(default_factory=dict)
