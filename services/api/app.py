@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from services.settings import Settings, load_settings
 from services.storage.urls import libpq_url
 
-from . import problems
+from . import docs, problems
 from .auth import Authenticator
 from .deps import KEY_CHECKS_AT_ONCE, current_principal, statement_timeout_ms
 from .guards import BodyLimitMiddleware, FailureLimiter
@@ -200,7 +200,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Any route may fail unexpectedly or find the database gone; say so in every operation.
         responses=problems.responses(413, 429, 500, 503, 504),
+        docs_url=None,  # served from the package by docs.install, not from a CDN
+        redoc_url=None,
     )
+    docs.install(app)
     app.state.settings = settings
     app.state.pool = pool
     app.state.async_pool = async_pool

@@ -2,8 +2,9 @@
 rules that raise them.
 
 An operator acknowledges (takes in hand, with a comment) or clears an alert; the API records who
-from the key's name and id. The monitor raises and clears alerts by itself as conditions come
-and go (``cleared_by`` null).
+as the key's name (its holder, as the admin named it). Never the key's id: every reader sees an
+alert, and an id is half of a credential (issue 11). The monitor raises and clears alerts by
+itself as conditions come and go (``cleared_by`` null).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from services.kpi.alerts import lifecycle
 from services.kpi.alerts.errors import (
@@ -24,6 +25,7 @@ from services.kpi.alerts.model import Alert
 from services.kpi.alerts.rules import Rule, get_rule, load_rules
 
 from ..deps import AlertWriter, Conn, Principal, Reader
+from ..models import Instant
 from ..pagination import MAX_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor, page_of
 from ..problems import Problem, invalid, responses
 
@@ -37,7 +39,7 @@ class Action(BaseModel):
 
 
 def _who(principal: Principal) -> str:
-    return f"{principal.name} (key {principal.key_id})"
+    return principal.name
 
 
 @router.get("/alerts", response_model=Page[Alert], responses=responses(401, 403, 422))
@@ -53,7 +55,7 @@ def list_alerts(
     district: Annotated[str | None, Query(max_length=64)] = None,
     domain: Annotated[str | None, Query(max_length=32)] = None,
     rule: Annotated[str | None, Query(max_length=64, description="rule id")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="raised at or after")] = None,
+    since: Annotated[Instant | None, Query(description="raised at or after")] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[Alert]:

@@ -1,5 +1,10 @@
 """Operations endpoints, without auth: ``/healthz``, ``/readyz``, ``/metrics``.
 
+``/readyz`` answers anyone with its status and which check is down; what each check found (the
+broker's host and port, the migration revision) only a caller with a valid API key sees, since
+it maps the deployment for an attacker (issue 11). A key is checked against the database, so
+while the database is down only a key checked in the last seconds (the cache) counts.
+
 ``/readyz`` checks with fresh connections and short timeouts, not the request pool: a pool
 exhausted by slow queries must not make the probe hang, and a probe must see a database that
 came back before the pool notices.
@@ -22,11 +27,16 @@ from fastapi.responses import JSONResponse
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 
 from services.settings import Settings
 from services.storage.urls import libpq_url
 
+from ..auth import Authenticator
+
+# The header parsing every /v1 route uses; /readyz uses it without refusing the caller.
+from ..deps import _presented_key as presented_key
 from ..problems import MEDIA_TYPE, Problem, responses
 
 router = APIRouter(tags=["operations"])
@@ -38,7 +48,11 @@ CHECK_TIMEOUT_S = 2.0
 
 class Check(BaseModel):
     ok: bool
-    detail: str = Field(examples=["at revision 0002 (head)"])
+    detail: str | None = Field(
+        default=None,
+        description="what the check found; null unless the caller sent a valid API key",
+        examples=["at revision 0002 (head)"],
+    )
 
 
 class Readiness(BaseModel):
@@ -141,25 +155,48 @@ def healthz() -> dict[str, str]:
 )
 def readyz(request: Request) -> Any:
     """200 when the database answers at the newest migration and the broker answers CONNECT;
-    otherwise a 503 problem whose ``checks`` say which is down."""
+    otherwise a 503 problem whose ``checks`` say which is down. What each check found is shown
+    only to a caller with a valid API key (``X-API-Key`` or a bearer token); without one, or
+    with a bad one, ``detail`` is null."""
     settings: Settings = request.app.state.settings
     checks = {
         "database": check_database(settings.database_url, request.app.state.head_revision),
         "broker": check_broker(settings),
     }
+    if not _authenticated(request, database_up=checks["database"].ok):
+        checks = {name: Check(ok=check.ok) for name, check in checks.items()}
     down = [name for name, check in checks.items() if not check.ok]
     if not down:
         return Readiness(status="ready", checks=checks)
     problem = Problem(
         503,
         "Not ready",
-        "down: " + ", ".join(f"{name} ({checks[name].detail})" for name in down),
+        "down: "
+        + ", ".join(
+            name if checks[name].detail is None else f"{name} ({checks[name].detail})"
+            for name in down
+        ),
         down=down,
         checks={name: check.model_dump() for name, check in checks.items()},
     )
     return JSONResponse(
         problem.body(instance=request.url.path), status_code=503, media_type=MEDIA_TYPE
     )
+
+
+def _authenticated(request: Request, *, database_up: bool) -> bool:
+    """Whether the caller sent a valid key. Never refuses: a probe without a key is answered.
+    With the database down only the cache can tell, without waiting for the pool."""
+    token = presented_key(request)
+    if token is None:
+        return False
+    authenticator: Authenticator = request.app.state.authenticator
+    if not database_up:
+        return authenticator.cached(token) is not None
+    try:
+        return authenticator.authenticate(token) is not None
+    except (PoolTimeout, psycopg.Error):
+        return False
 
 
 @router.get(

@@ -1,9 +1,9 @@
 """/v1 districts, gateways and sensors: list, get, create, update, retire.
 
 Everyone with ``read`` reads; writes need ``registry:write`` (engineers, admins). Sensors and
-gateways are never deleted: ``DELETE`` retires them, like ``POST .../retire``, because their
-readings and KPI history keep referring to them. A reference to an unknown district or gateway
-is a 422 naming the field; a second create of an id is a 409.
+gateways are never deleted: ``DELETE`` retires them, like ``POST .../retire``, and the schema
+says so, because their readings and KPI history keep referring to them. A reference to an
+unknown district or gateway is a 422 naming the field; a second create of an id is a 409.
 """
 
 from __future__ import annotations
@@ -56,6 +56,20 @@ _JSON_COLUMNS = {"boundary", "reference", "metadata"}
 # Raw readings newer than this answer "last value" before the 1-minute rollup catches up; older
 # ones come from the rollup's newest bucket (one index probe per quantity either way).
 _RAW_WINDOW = "15 minutes"
+
+# DELETE keeps the row (its readings and KPI history refer to it): what a client reads
+# afterwards is the retired resource, not a 404. The schema says so rather than "delete".
+_RETIRE_SENSOR = (
+    "The same as `POST /v1/sensors/{sensor_id}/retire`: the sensor is marked retired, with the "
+    "time, and answered as it now is. It is **not deleted**: its readings and KPI history keep "
+    'referring to it, and a `GET` afterwards still answers 200 with `"status": "retired"`. '
+    "Retiring again changes nothing."
+)
+_RETIRE_GATEWAY = (
+    "The same as `POST /v1/gateways/{gateway_id}/retire`: the gateway is marked retired once no "
+    "sensor that is not retired hangs off it (409 otherwise), and answered as it now is. It is "
+    '**not deleted**: a `GET` afterwards still answers 200 with `"status": "retired"`.'
+)
 
 SensorId = Annotated[str, Path(max_length=128, examples=["wm-0001"])]
 GatewayId = Annotated[str, Path(max_length=64, examples=["gw-centre-1"])]
@@ -308,9 +322,14 @@ def retire_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gate
     return _retire_gateway(conn, gateway_id)
 
 
-@router.delete("/gateways/{gateway_id}", response_model=Gateway, responses=_WRITE)
+@router.delete(
+    "/gateways/{gateway_id}",
+    response_model=Gateway,
+    responses=_WRITE,
+    summary="Retire a gateway (it is not deleted)",
+    description=_RETIRE_GATEWAY,
+)
 def delete_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gateway:
-    """Same as ``POST .../retire``: gateways are never deleted."""
     return _retire_gateway(conn, gateway_id)
 
 
@@ -466,7 +485,12 @@ def retire_sensor(conn: Conn, _: RegistryWriter, sensor_id: SensorId) -> SensorD
     return _retire_sensor(conn, sensor_id)
 
 
-@router.delete("/sensors/{sensor_id}", response_model=SensorDetail, responses=_WRITE)
+@router.delete(
+    "/sensors/{sensor_id}",
+    response_model=SensorDetail,
+    responses=_WRITE,
+    summary="Retire a sensor (it is not deleted)",
+    description=_RETIRE_SENSOR,
+)
 def delete_sensor(conn: Conn, _: RegistryWriter, sensor_id: SensorId) -> SensorDetail:
-    """Same as ``POST .../retire``: sensors are never deleted."""
     return _retire_sensor(conn, sensor_id)
