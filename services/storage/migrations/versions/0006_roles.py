@@ -6,7 +6,8 @@
   the daily partitions, which PostgreSQL allows only to the parent table's owner: it owns
   ``readings`` and ``readings_extra`` there (and so could drop them, but no other table), and
   may create tables in the schema (a partition is one). An event trigger gives every new
-  partition to it, whoever creates it (the migrator runs ``maintain`` too). In TimescaleDB mode INSERT suffices: chunks are made by TimescaleDB.
+  partition to it, whoever creates it (the migrator runs ``maintain`` too). In TimescaleDB
+  mode INSERT suffices: TimescaleDB makes the chunks.
 - ``urbanpulse_api``: reads everything it serves (API keys included: it checks them); writes
   the registry, API keys, alert acknowledgements, KPI targets and baselines, city settings and
   alert rules. Never readings, never DDL.
