@@ -350,3 +350,29 @@ def test_the_roles_migration_downgrades_and_upgrades_again(database_url: str) ->
     assert _grants(database_url) == 0
     migrate.upgrade(database_url)
     assert _grants(database_url) > 0
+
+
+def test_a_migration_by_a_non_superuser_keeps_its_single_role(postgres_server: str) -> None:
+    # `urbanpulse up` migrates as the owner of its embedded database, not a superuser.
+    name = f"t_owner_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(12)
+    with psycopg.connect(libpq_url(postgres_server), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(password)
+            )
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(*[sql.Identifier(name)] * 2))
+        # As EmbeddedPostgres.app_url does: the migration looks at shared_preload_libraries.
+        conn.execute(sql.SQL("GRANT pg_read_all_settings TO {}").format(sql.Identifier(name)))
+    parts = urlsplit(postgres_server)
+    host = parts.netloc.rpartition("@")[2]
+    url = urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}", path=f"/{name}"))
+    try:
+        migrate.upgrade(url, mode="partitioned")
+        assert migrate.status(url).pending == ()
+        assert _grants(url) == 0
+    finally:
+        with psycopg.connect(libpq_url(postgres_server), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))

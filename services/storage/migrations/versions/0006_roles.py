@@ -16,7 +16,9 @@
 - ``urbanpulse_grafana``: reads only the rollups, the KPI and alert tables, the registry and
   the quarantine without its raw payloads; never API keys, never raw readings.
 
-The roles are NOLOGIN groups: each process logs in as a user that is a member of one
+Set up only when a superuser migrates (deploy/ does): ``urbanpulse up`` migrates as the single
+non-superuser role owning its embedded database, which keeps doing everything. The roles are
+NOLOGIN groups: each process logs in as a user that is a member of one
 (``deploy/postgres/initdb/10-roles.sh`` creates ``ingest``, ``api``, ``monitor``,
 ``grafana``). Roles are cluster-wide, so they are created only where missing; the grants are
 per database.
@@ -28,6 +30,7 @@ Create Date: 2026-12-05
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
@@ -166,12 +169,32 @@ REVOKE USAGE, CREATE ON SCHEMA public FROM {", ".join(ROLES)};
 """
 
 
+def _superuser() -> bool:
+    return bool(
+        op.get_bind().scalar(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+    )
+
+
 def upgrade() -> None:
+    if not _superuser():
+        # `urbanpulse up` migrates as the one role that owns its embedded database (no
+        # CREATEROLE, and an event trigger needs a superuser): it keeps that single role.
+        op.execute(
+            "DO $$ BEGIN RAISE NOTICE 'least-privilege roles not set up: migrations run as "
+            "a non-superuser (deploy/ migrates as the superuser)'; END $$"
+        )
+        return
     op.execute(CREATE_ROLES)
     op.execute(GRANTS)
     op.execute(PARTITIONED)
 
 
 def downgrade() -> None:
+    exists = op.get_bind().scalar(
+        sa.text("SELECT count(*) FROM pg_roles WHERE rolname = ANY(:roles)"),
+        {"roles": list(ROLES)},
+    )
+    if not _superuser() or exists != len(ROLES):
+        return  # upgrade set nothing up
     # The roles stay: they are the server's, and other databases on it may use them.
     op.execute(DOWNGRADE)
