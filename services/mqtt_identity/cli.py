@@ -25,6 +25,7 @@ from services.devstack.files import write_private
 from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
+from .certs import Issued, issue, make_ca
 from .files import (
     SERVICE_USERS,
     IdentityError,
@@ -230,3 +231,67 @@ def sync(
     _write(auth_dir, hashes, active, reload_pid, reload_pid_file)
     for gateway_id in dropped:
         typer.echo(f"dropped {gateway_id} (retired or not registered)", err=True)
+
+
+certs = typer.Typer(
+    help="A city CA, the broker's certificate and gateway client certificates (test, pilot).",
+    no_args_is_help=True,
+)
+app.add_typer(certs, name="certs")
+TlsDir = Annotated[
+    Path, typer.Option(help="where the CA and the broker's files are (compose mounts it)")
+]
+DEFAULT_TLS_DIR = Path("deploy/mosquitto/tls")
+
+
+def _save(directory: Path, stem: str, issued: Issued) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_private(directory / f"{stem}.key", issued.key_pem.decode())
+    (directory / f"{stem}.crt").write_bytes(issued.cert_pem)
+
+
+def _load_ca(tls_dir: Path) -> Issued:
+    try:
+        return Issued((tls_dir / "ca.key").read_bytes(), (tls_dir / "ca.crt").read_bytes())
+    except OSError as exc:
+        raise _fail(
+            f"no CA in {tls_dir} ({exc.strerror}): run `urbanpulse mqtt certs ca`"
+        ) from None
+
+
+@certs.command("ca")
+def make_ca_command(
+    tls_dir: TlsDir = DEFAULT_TLS_DIR,
+    name: Annotated[str, typer.Option(help="the CA's common name")] = "UrbanPulse city CA",
+    force: Annotated[bool, typer.Option(help="replace an existing CA")] = False,
+) -> None:
+    """Make the city CA (ca.key, mode 0600, and ca.crt, which gateways trust)."""
+    if (tls_dir / "ca.key").exists() and not force:
+        raise _fail(f"{tls_dir}/ca.key exists: every certificate it signed depends on it (--force)")
+    _save(tls_dir, "ca", make_ca(name))
+    typer.echo(f"wrote {tls_dir}/ca.crt and ca.key", err=True)
+
+
+@certs.command("broker")
+def broker_cert(
+    host: Annotated[list[str], typer.Option(help="a DNS name or IP gateways connect to")],
+    tls_dir: TlsDir = DEFAULT_TLS_DIR,
+) -> None:
+    """Issue the broker's certificate (broker.crt, broker.key) for its host names."""
+    _save(tls_dir, "broker", issue(_load_ca(tls_dir), host[0], server_names=host))
+    typer.echo(f"wrote {tls_dir}/broker.crt and broker.key", err=True)
+
+
+@certs.command("gateway")
+def gateway_cert(
+    gateway_id: Annotated[str, typer.Argument(help="the gateway's id (the certificate's CN)")],
+    out: Annotated[Path, typer.Option(help="where <id>.crt and <id>.key go")],
+    tls_dir: TlsDir = DEFAULT_TLS_DIR,
+) -> None:
+    """Issue a gateway's client certificate; give it <id>.crt, <id>.key and ca.crt."""
+    try:
+        check_gateway_id(gateway_id)
+    except IdentityError as exc:
+        raise _fail(str(exc)) from None
+    _save(out, gateway_id, issue(_load_ca(tls_dir), gateway_id))
+    typer.echo(f"wrote {out}/{gateway_id}.crt and {gateway_id}.key", err=True)

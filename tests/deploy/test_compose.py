@@ -222,6 +222,9 @@ def test_the_mounted_broker_and_grafana_files_are_the_ones_the_tests_check() -> 
     assert mounts["mosquitto", auth_target] == DEPLOY / "mosquitto" / "auth"
     assert f"password_file {auth_target}/passwd" in conf
     assert f"acl_file {auth_target}/acl" in conf
+    assert mounts["mosquitto", "/mosquitto/tls"] == DEPLOY / "mosquitto" / "tls"
+    for name in ("ca.crt", "broker.crt", "broker.key"):
+        assert f" /mosquitto/tls/{name}\n" in conf
     # Checked by tests/dashboards/test_provisioning.py.
     assert mounts["grafana", "/etc/grafana/provisioning"] == DEPLOY / "grafana" / "provisioning"
     provider = yaml.safe_load(

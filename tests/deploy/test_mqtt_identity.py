@@ -7,6 +7,10 @@ MQTT 5 the PUBACK carries reason 135 (not authorized), nothing is delivered, and
 survives (the same client then publishes on its own topic and that arrives). Mosquitto 2.0's
 ACL file is applied when a message is delivered, not at SUBSCRIBE: a subscription to '#' or
 to another gateway's down topic is granted, and receives nothing the ACL does not allow.
+
+The TLS listener (port 8883 in deploy/) is run too, with a CA and certificates made by
+`urbanpulse mqtt certs`: a gateway certificate from that CA and the password get in; a
+certificate from another CA, or none, is refused; a client trusting another CA refuses the broker.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import queue
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -46,6 +51,8 @@ class Broker:
     port: int
     auth_dir: Path
     pid: int
+    tls_port: int
+    tls_dir: Path
 
 
 @dataclass
@@ -86,14 +93,17 @@ def _wait(condition: object, what: str, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def _config(text: str, port: int, directory: Path) -> str:
-    """The deploy config with its container paths and port moved here; nothing else changed."""
+def _config(text: str, port: int, tls_port: int, directory: Path) -> str:
+    """The deploy config with its container paths and ports moved here; nothing else changed."""
     replaced = (
         text.replace("listener 1883\n", f"listener {port} 127.0.0.1\n")
+        .replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n")
         .replace("/mosquitto/auth/", f"{directory / 'auth'}/")
         .replace("/mosquitto/data/", f"{directory / 'data'}/")
+        .replace("/mosquitto/tls/", f"{directory / 'tls'}/")
     )
-    assert replaced.count(str(directory)) == 3  # the listener moved, both paths moved
+    # Both listeners, both listeners' passwd and acl, the data directory, three TLS files.
+    assert replaced.count(str(directory)) == 8
     # As root Mosquitto would drop to the `mosquitto` user, which cannot read our 0600 files.
     user = "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
     return replaced + f"user {user}\n"
@@ -120,20 +130,24 @@ def _cli(url: str, auth_dir: Path, *args: str, pid: int | None = None) -> str:
 
 @pytest.fixture
 def broker(tmp_path: Path, registry: str) -> Iterator[Broker]:
-    auth = tmp_path / "auth"
+    auth, tls = tmp_path / "auth", tmp_path / "tls"
     (tmp_path / "data").mkdir()
-    # The files exist before the broker starts: the ingest user and both gateways.
+    # The files exist before the broker starts: the ingest user, the CA and its certificate.
     _cli(registry, auth, "mqtt", "credentials", "service", "ingest")
-    port = free_port()
+    runner = CliRunner()
+    for args in (["ca"], ["broker", "--host", "127.0.0.1"]):
+        result = runner.invoke(app, ["mqtt", "certs", *args, "--tls-dir", str(tls)])
+        assert result.exit_code == 0, result.output
+    port, tls_port = free_port(), free_port()
     config = tmp_path / "mosquitto.conf"
-    config.write_text(_config(DEPLOY_CONF.read_text(), port, tmp_path))
+    config.write_text(_config(DEPLOY_CONF.read_text(), port, tls_port, tmp_path))
     executable = find_mosquitto()
     assert executable is not None
     with (tmp_path / "mosquitto.log").open("ab") as log:
         process = subprocess.Popen([executable, "-c", str(config)], stdout=log, stderr=log)
     try:
-        _wait(lambda: _listening(port), f"Mosquitto listening on {port}")
-        yield Broker(port, auth, process.pid)
+        _wait(lambda: _listening(port) and _listening(tls_port), "Mosquitto listening")
+        yield Broker(port, auth, process.pid, tls_port, tls)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
@@ -147,7 +161,9 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _connect(broker: Broker, user: str | None, password: str | None) -> Client:
+def _connect(
+    broker: Broker, user: str | None, password: str | None, tls: ssl.SSLContext | None = None
+) -> Client:
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"{user}-{secrets.token_hex(3)}",
@@ -155,6 +171,8 @@ def _connect(broker: Broker, user: str | None, password: str | None) -> Client:
     )
     if user is not None:
         client.username_pw_set(user, password)
+    if tls is not None:
+        client.tls_set_context(tls)
     answers: list[ReasonCode] = []
     closed: list[bool] = []
     wrapper = Client(client, None)
@@ -165,7 +183,10 @@ def _connect(broker: Broker, user: str | None, password: str | None) -> Client:
     client.on_subscribe = lambda _c, _u, mid, reasons, _p: wrapper.subacks.__setitem__(
         mid, list(reasons)
     )
-    client.connect("127.0.0.1", broker.port, keepalive=10)
+    try:
+        client.connect("127.0.0.1", broker.tls_port if tls else broker.port, keepalive=10)
+    except (ssl.SSLError, OSError):
+        return wrapper  # no CONNACK: refused during the TLS handshake
     client.loop_start()
     _wait(lambda: answers or closed, "CONNACK")
     wrapper.connack = answers[0] if answers else None
@@ -371,3 +392,57 @@ def test_the_acl_names_each_gateway_and_no_wildcard_for_gateways() -> None:
     rules = [line for line in acl.splitlines() if line and not line.startswith("#")]
     assert not [rule for rule in rules if rule.startswith("pattern")]
     assert not [rule for rule in rules if rule.split()[-1] in {"#", "+/#", "ssc/#"}]
+
+
+def _tls(ca: Path, cert_dir: Path | None = None, gateway_id: str = "") -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    if cert_dir is not None:
+        context.load_cert_chain(cert_dir / f"{gateway_id}.crt", cert_dir / f"{gateway_id}.key")
+    return context
+
+
+def test_the_tls_listener_takes_only_the_city_cas_certificates(
+    broker: Broker, registry: str, clients: list[Client], tmp_path: Path
+) -> None:
+    password = _cli(
+        registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-a", pid=broker.pid
+    )
+    _reloaded()
+    runner = CliRunner()
+    issued = runner.invoke(
+        app,
+        [
+            "mqtt",
+            "certs",
+            "gateway",
+            "gw-a",
+            "--out",
+            str(tmp_path / "gw"),
+            "--tls-dir",
+            str(broker.tls_dir),
+        ],
+    )
+    assert issued.exit_code == 0, issued.output
+    # Another CA, and a gateway certificate it signed.
+    other = tmp_path / "other"
+    for args in (["ca"], ["gateway", "gw-a", "--out", str(other / "gw")]):
+        result = runner.invoke(app, ["mqtt", "certs", *args, "--tls-dir", str(other)])
+        assert result.exit_code == 0, result.output
+    ca = broker.tls_dir / "ca.crt"
+
+    accepted = _connect(broker, "gw-a", password, _tls(ca, tmp_path / "gw", "gw-a"))
+    clients.append(accepted)
+    assert not _refused(accepted)
+    assert not accepted.publish("ssc/v1/gw-a/up").is_failure
+    # The broker refuses a client certificate from another CA, and a client without one.
+    assert _refused(_connect(broker, "gw-a", password, _tls(ca, other / "gw", "gw-a")))
+    assert _refused(_connect(broker, "gw-a", password, _tls(ca)))
+    # A gateway trusting another CA refuses the broker (it verifies the broker).
+    wrong_trust = _tls(other / "ca.crt")
+    with (
+        socket.create_connection(("127.0.0.1", broker.tls_port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        wrong_trust.wrap_socket(raw, server_hostname="127.0.0.1")
+    # The password still counts on the TLS listener.
+    assert _refused(_connect(broker, "gw-a", password + "x", _tls(ca, tmp_path / "gw", "gw-a")))
