@@ -142,6 +142,27 @@ def _registered_gateway(gateway_id: str, database_url: str | None) -> set[str]:
     return active
 
 
+def _set_password(
+    gateway_id: str,
+    auth_dir: Path,
+    database_url: str | None,
+    reload_pid: int | None,
+    reload_pid_file: Path | None,
+    *,
+    rotate: bool,
+) -> None:
+    """A new password for a registered gateway: its first (``rotate=False``) or a new one."""
+    active = _registered_gateway(gateway_id, database_url)
+    hashes = _read(auth_dir)
+    if rotate and gateway_id not in hashes:
+        raise _fail(f"gateway {gateway_id} has no password: create one")
+    if not rotate and gateway_id in hashes:
+        raise _fail(f"gateway {gateway_id} has a password already: rotate it or revoke it")
+    password = _new_password(hashes, gateway_id)
+    _write(auth_dir, hashes, active, reload_pid, reload_pid_file)
+    typer.echo(password)
+
+
 @credentials.command("create")
 def create(
     gateway_id: Annotated[str, typer.Argument(help="a registered, active gateway's id")],
@@ -151,13 +172,7 @@ def create(
     reload_pid_file: ReloadPidFile = None,
 ) -> None:
     """Give a registered gateway a broker password (printed once on stdout)."""
-    active = _registered_gateway(gateway_id, database_url)
-    hashes = _read(auth_dir)
-    if gateway_id in hashes:
-        raise _fail(f"gateway {gateway_id} has a password already: rotate it or revoke it")
-    password = _new_password(hashes, gateway_id)
-    _write(auth_dir, hashes, active, reload_pid, reload_pid_file)
-    typer.echo(password)
+    _set_password(gateway_id, auth_dir, database_url, reload_pid, reload_pid_file, rotate=False)
 
 
 @credentials.command("rotate")
@@ -169,13 +184,7 @@ def rotate(
     reload_pid_file: ReloadPidFile = None,
 ) -> None:
     """Replace a gateway's password (printed once); the old one is refused after the reload."""
-    active = _registered_gateway(gateway_id, database_url)
-    hashes = _read(auth_dir)
-    if gateway_id not in hashes:
-        raise _fail(f"gateway {gateway_id} has no password: create one")
-    password = _new_password(hashes, gateway_id)
-    _write(auth_dir, hashes, active, reload_pid, reload_pid_file)
-    typer.echo(password)
+    _set_password(gateway_id, auth_dir, database_url, reload_pid, reload_pid_file, rotate=True)
 
 
 @credentials.command("revoke")

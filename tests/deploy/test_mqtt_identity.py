@@ -40,6 +40,8 @@ from services.devstack.postgres import free_port
 from services.mqtt_identity.files import SERVICE_USERS, render_acl
 from services.storage.urls import libpq_url
 
+from .waiting import wait_for
+
 DEPLOY_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
 NOT_AUTHORIZED = 135
 
@@ -65,12 +67,12 @@ class Client:
 
     def subscribe(self, topic: str) -> ReasonCode:
         _, mid = self.client.subscribe(topic, qos=1)
-        _wait(lambda: mid in self.subacks, f"SUBACK for {topic}")
+        wait_for(lambda: mid in self.subacks, f"SUBACK for {topic}")
         return self.subacks[mid][0]
 
     def publish(self, topic: str, payload: bytes = b"x") -> ReasonCode:
         info = self.client.publish(topic, payload, qos=1)
-        _wait(lambda: info.mid in self.acks, f"PUBACK for {topic}")
+        wait_for(lambda: info.mid in self.acks, f"PUBACK for {topic}")
         return self.acks[info.mid]
 
     def received(self, timeout: float = 2.0) -> list[tuple[str, bytes]]:
@@ -83,14 +85,6 @@ class Client:
                 continue
             got.append((message.topic, message.payload))
         return got
-
-
-def _wait(condition: object, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout}s")
-        time.sleep(0.01)
 
 
 def _config(text: str, port: int, tls_port: int, directory: Path) -> str:
@@ -146,7 +140,7 @@ def broker(tmp_path: Path, registry: str) -> Iterator[Broker]:
     with (tmp_path / "mosquitto.log").open("ab") as log:
         process = subprocess.Popen([executable, "-c", str(config)], stdout=log, stderr=log)
     try:
-        _wait(lambda: _listening(port) and _listening(tls_port), "Mosquitto listening")
+        wait_for(lambda: _listening(port) and _listening(tls_port), "Mosquitto listening")
         yield Broker(port, auth, process.pid, tls_port, tls)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -188,7 +182,7 @@ def _connect(
     except (ssl.SSLError, OSError):
         return wrapper  # no CONNACK: refused during the TLS handshake
     client.loop_start()
-    _wait(lambda: answers or closed, "CONNACK")
+    wait_for(lambda: answers or closed, "CONNACK")
     wrapper.connack = answers[0] if answers else None
     return wrapper
 
@@ -220,14 +214,25 @@ def _reloaded() -> None:
     time.sleep(0.5)
 
 
+def _create(broker: Broker, registry: str, gateway_id: str) -> str:
+    """A gateway's first password, the broker reloaded."""
+    command = ("mqtt", "credentials", "create", gateway_id)
+    password = _cli(registry, broker.auth_dir, *command, pid=broker.pid)
+    _reloaded()
+    return password
+
+
+def _accepted(clients: list[Client], client: Client) -> Client:
+    clients.append(client)
+    assert not _refused(client)
+    return client
+
+
 def test_a_gateway_publishes_its_own_topics_and_ingest_receives_them(
     broker: Broker, registry: str, clients: list[Client]
 ) -> None:
     ingest_password = _ingest_password(broker, registry)
-    password = _cli(
-        registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-a", pid=broker.pid
-    )
-    _reloaded()
+    password = _create(broker, registry, "gw-a")
     ingest = _connect(broker, "ingest", ingest_password)
     plain = _connect(broker, "ingest", ingest_password)
     gateway = _connect(broker, "gw-a", password)
@@ -249,10 +254,7 @@ def test_a_gateway_publishes_its_own_topics_and_ingest_receives_them(
 def test_anonymous_and_wrong_passwords_are_refused(
     broker: Broker, registry: str, clients: list[Client]
 ) -> None:
-    password = _cli(
-        registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-a", pid=broker.pid
-    )
-    _reloaded()
+    password = _create(broker, registry, "gw-a")
     assert _refused(_connect(broker, None, None))
     assert _refused(_connect(broker, "gw-a", password + "x"))
     assert _refused(_connect(broker, "gw-b", password))  # another gateway's password
@@ -294,10 +296,7 @@ def test_a_subscription_to_everything_delivers_only_what_the_acl_allows(
     # subscriber gets nothing its ACL does not let it read. So '#' is no way round it.
     ingest_password = _ingest_password(broker, registry)
     password_a = _cli(registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-a")
-    password_b = _cli(
-        registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-b", pid=broker.pid
-    )
-    _reloaded()
+    password_b = _create(broker, registry, "gw-b")
     gateway_a = _connect(broker, "gw-a", password_a)
     gateway_b = _connect(broker, "gw-b", password_b)
     ingest = _connect(broker, "ingest", ingest_password)
@@ -319,13 +318,8 @@ def test_a_subscription_to_everything_delivers_only_what_the_acl_allows(
 def test_a_revoked_gateway_is_refused_after_the_reload(
     broker: Broker, registry: str, clients: list[Client]
 ) -> None:
-    password = _cli(
-        registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-a", pid=broker.pid
-    )
-    _reloaded()
-    first = _connect(broker, "gw-a", password)
-    clients.append(first)
-    assert not _refused(first)
+    password = _create(broker, registry, "gw-a")
+    _accepted(clients, _connect(broker, "gw-a", password))
     _cli(registry, broker.auth_dir, "mqtt", "credentials", "revoke", "gw-a", pid=broker.pid)
     _reloaded()
     assert _refused(_connect(broker, "gw-a", password))
@@ -334,13 +328,8 @@ def test_a_revoked_gateway_is_refused_after_the_reload(
 def test_a_retired_gateway_loses_its_access_at_the_next_sync(
     broker: Broker, registry: str, clients: list[Client]
 ) -> None:
-    password = _cli(
-        registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-b", pid=broker.pid
-    )
-    _reloaded()
-    before = _connect(broker, "gw-b", password)
-    clients.append(before)
-    assert not _refused(before)
+    password = _create(broker, registry, "gw-b")
+    _accepted(clients, _connect(broker, "gw-b", password))
     with psycopg.connect(libpq_url(registry)) as conn:
         conn.execute("UPDATE gateways SET status = 'retired' WHERE id = 'gw-b'")
     _cli(registry, broker.auth_dir, "mqtt", "credentials", "sync", pid=broker.pid)
@@ -404,10 +393,7 @@ def _tls(ca: Path, cert_dir: Path | None = None, gateway_id: str = "") -> ssl.SS
 def test_the_tls_listener_takes_only_the_city_cas_certificates(
     broker: Broker, registry: str, clients: list[Client], tmp_path: Path
 ) -> None:
-    password = _cli(
-        registry, broker.auth_dir, "mqtt", "credentials", "create", "gw-a", pid=broker.pid
-    )
-    _reloaded()
+    password = _create(broker, registry, "gw-a")
     runner = CliRunner()
     issued = runner.invoke(
         app,

@@ -14,8 +14,7 @@ import os
 import secrets
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from services.readreplica.lag import standby_state
 from services.storage import migrate
 from services.storage.urls import with_database
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.slow
 
 
@@ -37,14 +38,6 @@ class Pair:
     standby: EmbeddedPostgres
     primary_url: str
     standby_url: str
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -135,7 +128,9 @@ def test_a_streaming_standby_serves_reads_refuses_writes_and_catches_up(pair: Pa
         assert not standby_state(conn).in_recovery
 
     _add_district(pair.primary_url, "d01")
-    _wait(lambda: _districts(pair.standby_url) == {"d01"}, "the write reached the standby")
+    wait_for(
+        lambda: _districts(pair.standby_url) == {"d01"}, "the write reached the standby", timeout=30
+    )
     with psycopg.connect(pair.standby_url) as conn:
         state = standby_state(conn)
     assert state.caught_up
@@ -146,4 +141,6 @@ def test_a_streaming_standby_serves_reads_refuses_writes_and_catches_up(pair: Pa
     pair.standby.stop()
     _add_district(pair.primary_url, "d02")
     pair.standby.start()
-    _wait(lambda: _districts(pair.standby_url) == {"d01", "d02"}, "the standby caught up")
+    wait_for(
+        lambda: _districts(pair.standby_url) == {"d01", "d02"}, "the standby caught up", timeout=30
+    )

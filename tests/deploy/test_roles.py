@@ -37,11 +37,30 @@ from services.kpi.alerts.defaults import install_defaults
 from services.settings import Settings
 from services.storage import migrate, partitions
 from services.storage.migrate import _alembic_config
-from services.storage.urls import libpq_url, sqlalchemy_url
+from services.storage.urls import libpq_url, sqlalchemy_url, with_database
 from tests.dashboards.grafana_datasource import Variable, interpolate
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
+from .waiting import wait_for
+
 Login = Callable[[str], str]
+
+
+def _new_login(
+    conn: psycopg.Connection[Any], url: str, prefix: str, group: str | None = None
+) -> tuple[str, str]:
+    """A new login role (in ``group`` when given): its name and ``url`` with its credentials."""
+    name = f"t_{prefix}_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(12)
+    statement = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+        sql.Identifier(name), sql.Literal(password)
+    )
+    if group is not None:
+        statement += sql.SQL(" IN ROLE {}").format(sql.Identifier(group))
+    conn.execute(statement)
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return name, urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}"))
 
 
 @pytest.fixture
@@ -50,18 +69,10 @@ def login(database_url: str) -> Iterator[Login]:
     made: list[str] = []
 
     def make(group: str) -> str:
-        name = f"t_{group.removeprefix('urbanpulse_')}_{uuid.uuid4().hex[:8]}"
-        password = secrets.token_urlsafe(12)
         with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                    sql.Identifier(name), sql.Literal(password), sql.Identifier(group)
-                )
-            )
+            name, url = _new_login(conn, database_url, group.removeprefix("urbanpulse_"), group)
         made.append(name)
-        parts = urlsplit(database_url)
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}"))
+        return url
 
     yield make
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
@@ -180,14 +191,6 @@ def _pack(sensor: str, start: float, count: int) -> bytes:
     )
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        time.sleep(0.05)
-
-
 def _count(url: str, query: str) -> int:
     with psycopg.connect(libpq_url(url)) as conn:
         row = conn.execute(query).fetchone()
@@ -228,9 +231,9 @@ def test_ingestion_works_under_its_role(
             gateway.client.publish(topics.status_topic("gw-a"), b"online", qos=1),
         ):
             info.wait_for_publish(10)
-        _wait(lambda: _count(arranged, "SELECT count(*) FROM readings") == 10, "readings")
-        _wait(lambda: _count(arranged, "SELECT count(*) FROM quarantine") == 2, "quarantine")
-        _wait(
+        wait_for(lambda: _count(arranged, "SELECT count(*) FROM readings") == 10, "readings")
+        wait_for(lambda: _count(arranged, "SELECT count(*) FROM quarantine") == 2, "quarantine")
+        wait_for(
             lambda: _count(arranged, "SELECT count(*) FROM gateways WHERE online") == 1,
             "gateway status",
         )
@@ -354,20 +357,12 @@ def test_the_roles_migration_downgrades_and_upgrades_again(database_url: str) ->
 
 def test_a_migration_by_a_non_superuser_keeps_its_single_role(postgres_server: str) -> None:
     # `urbanpulse up` migrates as the owner of its embedded database, not a superuser.
-    name = f"t_owner_{uuid.uuid4().hex[:8]}"
-    password = secrets.token_urlsafe(12)
     with psycopg.connect(libpq_url(postgres_server), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(name), sql.Literal(password)
-            )
-        )
+        name, server_url = _new_login(conn, postgres_server, "owner")
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(*[sql.Identifier(name)] * 2))
         # As EmbeddedPostgres.app_url does: the migration looks at shared_preload_libraries.
         conn.execute(sql.SQL("GRANT pg_read_all_settings TO {}").format(sql.Identifier(name)))
-    parts = urlsplit(postgres_server)
-    host = parts.netloc.rpartition("@")[2]
-    url = urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}", path=f"/{name}"))
+    url = with_database(server_url, name)
     try:
         migrate.upgrade(url, mode="partitioned")
         assert migrate.status(url).pending == ()

@@ -105,6 +105,17 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES
     TO urbanpulse_ingest, urbanpulse_api, urbanpulse_monitor;
 """
 
+
+def _give_partitions(owner: str) -> str:
+    """PL/pgSQL giving every existing partition of the readings tables to ``owner``."""
+    return f"""FOR child IN
+        SELECT inhrelid::regclass FROM pg_inherits
+        WHERE inhparent IN ('readings'::regclass, 'readings_extra'::regclass)
+    LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO {owner}', child);
+    END LOOP;"""
+
+
 # Partition mode: ingestion creates and drops partitions (owner only) and refreshes the
 # rollup tables (delete and recompute bucket ranges).
 PARTITIONED = """
@@ -114,12 +125,7 @@ BEGIN
     IF (SELECT value FROM storage_settings WHERE name = 'mode') = 'partitioned' THEN
         ALTER TABLE readings OWNER TO urbanpulse_ingest;
         ALTER TABLE readings_extra OWNER TO urbanpulse_ingest;
-        FOR child IN
-            SELECT inhrelid::regclass FROM pg_inherits
-            WHERE inhparent IN ('readings'::regclass, 'readings_extra'::regclass)
-        LOOP
-            EXECUTE format('ALTER TABLE %s OWNER TO urbanpulse_ingest', child);
-        END LOOP;
+        {partitions_to_ingest}
         GRANT INSERT, UPDATE, DELETE ON readings_1m, readings_1h, readings_1d
             TO urbanpulse_ingest;
         -- A partition is a table in the schema: creating one needs CREATE there.
@@ -144,7 +150,7 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER urbanpulse_partition_owner ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION urbanpulse_partition_owner();
-"""
+""".format(partitions_to_ingest=_give_partitions("urbanpulse_ingest"))
 
 DOWNGRADE = f"""
 DROP EVENT TRIGGER IF EXISTS urbanpulse_partition_owner;
@@ -152,12 +158,7 @@ DROP FUNCTION IF EXISTS urbanpulse_partition_owner();
 DO $$
 DECLARE child regclass;
 BEGIN
-    FOR child IN
-        SELECT inhrelid::regclass FROM pg_inherits
-        WHERE inhparent IN ('readings'::regclass, 'readings_extra'::regclass)
-    LOOP
-        EXECUTE format('ALTER TABLE %s OWNER TO CURRENT_USER', child);
-    END LOOP;
+    {_give_partitions("CURRENT_USER")}
 END $$;
 ALTER TABLE readings OWNER TO CURRENT_USER;
 ALTER TABLE readings_extra OWNER TO CURRENT_USER;
