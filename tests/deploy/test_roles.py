@@ -9,12 +9,15 @@ production) and drops them afterwards.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +35,7 @@ from gateway.senml import Record, encode
 from services.api.app import create_app
 from services.api.keys import create_key
 from services.cli import app as cli
+from services.devstack.postgres import EmbeddedPostgres, _wheel_paths
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.alerts.defaults import install_defaults
 from services.settings import Settings
@@ -43,6 +47,7 @@ from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
 from .waiting import wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
 Login = Callable[[str], str]
 
 
@@ -371,3 +376,60 @@ def test_a_migration_by_a_non_superuser_keeps_its_single_role(postgres_server: s
         with psycopg.connect(libpq_url(postgres_server), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_the_deploy_init_script_makes_logins_that_get_their_roles_grants(
+    tmp_path: Path,
+) -> None:
+    """deploy/postgres/initdb/10-roles.sh, run as the TimescaleDB image would run it (psql as
+    the superuser on a new server, secrets as files), then the migrations: each login has its
+    role's rights and no more. On a server of its own: the logins are cluster-wide names."""
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    passwords = {}
+    for login in ("ingest", "api", "monitor", "grafana"):
+        passwords[login] = secrets.token_urlsafe(12)
+        (secrets_dir / f"db_{login}_password").write_text(passwords[login] + "\n")
+    with EmbeddedPostgres(fast=True) as server_url:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE urbanpulse")
+        parts = urlsplit(server_url)
+        bin_dir = _wheel_paths()[0] / "bin"
+        result = subprocess.run(
+            ["sh", str(ROOT / "deploy" / "postgres" / "initdb" / "10-roles.sh")],
+            env={
+                "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                "POSTGRES_USER": "postgres",
+                "POSTGRES_DB": "urbanpulse",
+                "PGHOST": "127.0.0.1",
+                "PGPORT": str(parts.port),
+                "PGPASSWORD": parts.password or "",
+                "URBANPULSE_SECRETS_DIR": str(secrets_dir),
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        url = with_database(server_url, "urbanpulse")
+        migrate.upgrade(url, mode="partitioned")
+
+        def as_login(login: str) -> str:
+            host = parts.netloc.rpartition("@")[2]
+            return urlunsplit(
+                parts._replace(netloc=f"{login}:{passwords[login]}@{host}", path="/urbanpulse")
+            )
+
+        _allowed(as_login("api"), "SELECT secret_hash FROM api_keys")
+        assert _refused(as_login("api"), "INSERT INTO readings VALUES (now(), 1, 1, 1.0)")
+        assert _refused(as_login("grafana"), "SELECT id FROM api_keys")
+        assert _refused(as_login("ingest"), "SELECT id FROM api_keys")
+        _allowed(as_login("ingest"), "SELECT count(*) FROM sensors")
+        assert _refused(as_login("monitor"), "SELECT id FROM api_keys")
+        # postgres-exporter scrapes as the monitor login.
+        with psycopg.connect(as_login("monitor")) as conn:
+            row = conn.execute("SELECT pg_has_role('pg_monitor', 'MEMBER')").fetchone()
+        assert row == (True,)
+        # A wrong password is refused: the logins are not open to anyone.
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(as_login("api").replace(passwords["api"], "wrong")).close()

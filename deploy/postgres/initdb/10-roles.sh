@@ -4,10 +4,12 @@
 # group roles are created here too (NOLOGIN) so that the logins can join them before the first
 # migration; 0006 creates them only where they are missing. Passwords come from secret files.
 set -eu
+# Where compose mounts the secrets (another directory in tests/deploy/test_roles.py).
+SECRETS_DIR=${URBANPULSE_SECRETS_DIR:-/run/secrets}
 
 password() {
 	# psql's :'var' quoting makes the value a literal, whatever it contains.
-	tr -d '\n' < "/run/secrets/$1"
+	tr -d '\n' < "$SECRETS_DIR/$1"
 }
 
 for group in urbanpulse_ingest urbanpulse_api urbanpulse_monitor urbanpulse_grafana; do
