@@ -70,6 +70,7 @@ def push(
         status = getattr(exc, "status_code", None)
         raise PushError("Grafana refused the push", status, str(exc)) from None
     except Exception as exc:  # the HTTP layer's own errors (refused connection, timeout)
-        if type(exc).__module__.split(".")[0] in {"requests", "niquests", "urllib3", "urllib3_future"}:
+        http_layers = {"requests", "niquests", "urllib3", "urllib3_future"}
+        if type(exc).__module__.split(".")[0] in http_layers:
             raise PushError(f"Grafana at {url}", None, str(exc)) from None
         raise
