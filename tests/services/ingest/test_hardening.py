@@ -24,10 +24,12 @@ from gateway.senml import Record, encode
 from services.ingest import maintenance as maintenance_module
 from services.ingest import quarantine
 from services.ingest.cli import limits
+from services.ingest.decode import open_message, prepare
 from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics
 from services.ingest.registry import SensorDirectory
-from services.ingest.worker import IngestWorker, WorkerConfig, _Batch, _Message
+from services.ingest.validate import Validator
+from services.ingest.worker import IngestWorker, WorkerConfig, _Message
 from services.settings import SettingsError, load_settings
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect
 
@@ -384,15 +386,14 @@ def test_what_a_broker_lets_through_past_the_limits_is_one_entry(
 ) -> None:
     """A broker not configured as ours may carry a larger pack: the worker keeps one entry
     and the first MAX_PACK_BYTES of it (straight through its decoding step and the store)."""
-    url, conn = city
-    worker = IngestWorker(WorkerConfig(database_url=url, mqtt_url="mqtt://127.0.0.1:1"))
+    _url, conn = city
     now = time.time()
     big = encode(
         Record(name=f"ghost-{i}/voltage", time=now - 5, unit="V", value=1.0) for i in range(40_000)
     )
     assert len(big) > MAX_PACK_BYTES
-    batch = _Batch([_Message(1, 1, 1, topics.up_topic(gateway_id), big, now)])
-    prepared = worker._decode_and_validate(batch, SensorDirectory(conn))
+    message = _Message(1, 1, 1, topics.up_topic(gateway_id), big, now)
+    prepared = prepare([open_message(message)], SensorDirectory(conn).snapshot, Validator())
     quarantine.store(conn, prepared.quarantine)
     conn.commit()
     [entry] = quarantine.list_entries(conn)
