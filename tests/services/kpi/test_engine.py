@@ -8,27 +8,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.kpi import engine
 from services.kpi.baseline import get_baselines, set_baseline
 from services.kpi.catalog import KPIS, Band, Better
-from services.kpi.engine import (
+from services.kpi.engine import compute, current, refresh_current
+from services.kpi.errors import InvalidPeriod, UnknownDistrict, UnknownKpi
+from services.kpi.model import KpiRow
+from services.kpi.periods import buckets, period_bounds
+from services.kpi.rating import (
     Coverage,
-    InvalidPeriod,
     Quality,
     Rating,
-    UnknownDistrict,
-    UnknownKpi,
     annualise,
-    buckets,
-    compute,
     coverage_of,
-    current,
-    period_bounds,
     rate,
-    refresh_current,
     target_band,
+    value_of,
 )
-from services.kpi.model import KpiRow
 
 from .conftest import City
 
@@ -430,12 +425,13 @@ def test_a_running_period_is_annualised_over_what_was_observed() -> None:
     by 365 / 30 (which would rate a bad start ten times too kindly)."""
     start = datetime.now(UTC) - timedelta(days=3)
     row = KpiRow(start, None, 0.5, sources_used=1, sources_expected=1, completeness=1.0)
-    value = engine._value_of(  # the rating step alone, for a period still running
+    value = value_of(  # the rating step alone, for a period still running
         KPIS["ENE-1"],
         row,
         scope="city",
         start=start,
         end=start + timedelta(days=30),
+        now=datetime.now(UTC),
         targets={},
         recorded={},
     )
