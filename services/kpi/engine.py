@@ -11,7 +11,8 @@ the current periods' values in ``kpi_current`` so that reads stay cheap.
 
 This module is the front: the parts live in ``errors.py`` (bad input), ``periods.py`` (calendar
 arithmetic), ``rating.py`` (coverage, bands, rating, the rated value and its JSON), and in the
-data layer ``services.storage.kpi_current`` (the current values' table). Their public names are
+data layer ``services.storage.kpi_current`` (the current values' table) and
+``services.storage.kpi_targets`` (targets and baselines). Their public names are
 re-exported here, which is where the API, the CLI and the monitor take them from.
 """
 
@@ -24,16 +25,15 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
-from services.storage import events, kpi_current
+from services.storage import events, kpi_current, kpi_targets
+from services.storage.kpi_targets import CITY
 
-from . import baseline as baselines
 from .catalog import KPIS, Band, Kpi
 from .errors import InvalidPeriod, KpiError, UnknownDistrict, UnknownKpi
 from .model import CitySettings, KpiQuery, KpiRow
 from .periods import GRAINS, MAX_BUCKETS, buckets, period_bounds
 from .queries import COMPUTATIONS
 from .rating import (
-    CITY,
     DAYS_PER_YEAR,
     OK_COVERAGE,
     BaselineRef,
@@ -109,10 +109,7 @@ def load_settings(conn: Conn) -> CitySettings:
 
 
 def _targets(conn: Conn, kpi_id: str) -> dict[str, Band]:
-    rows = conn.execute(
-        "SELECT scope, target, warning FROM kpi_targets WHERE kpi_id = %s", (kpi_id,)
-    ).fetchall()
-    return {str(scope): Band(float(target), float(warning)) for scope, target, warning in rows}
+    return {t.scope: Band(t.target, t.warning) for t in kpi_targets.targets(conn, kpi_id)}
 
 
 def _districts(conn: Conn, wanted: Sequence[str] | None) -> list[str]:
@@ -164,7 +161,7 @@ def compute(
     rows = COMPUTATIONS[kpi_id](conn, KpiQuery(cuts, districts, settings))
     by_key = {(r.bucket, r.district_id): r for r in rows}
     targets = _targets(conn, kpi_id)
-    recorded = {b.scope: b for b in baselines.get_baselines(conn, kpi_id)}
+    recorded = {b.scope: b for b in kpi_targets.baselines(conn, kpi_id)}
     values: list[KpiValue] = []
     for lower, upper in cuts:
         wanted: list[tuple[str, str | None]] = [(d, d) for d in scopes]

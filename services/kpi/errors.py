@@ -26,3 +26,9 @@ class UnknownDistrict(KpiError):  # noqa: N818
     def __init__(self, district_ids: Sequence[str]) -> None:
         super().__init__(f"unknown district(s): {', '.join(district_ids)}")
         self.district_ids = tuple(district_ids)
+
+
+class InvalidTarget(KpiError):  # noqa: N818
+    def __init__(self, kpi_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kpi_id = kpi_id

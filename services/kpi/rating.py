@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from services.storage.kpi_targets import CITY, Baseline
 
 from .catalog import Band, Better, Kpi, TargetBasis
+from .errors import InvalidTarget
 from .model import KpiRow
 
-if TYPE_CHECKING:  # a stored row, as a type only: rating reads no table
-    from .baseline import Baseline
-
-CITY = "city"  # the scope of the whole city; any other scope is a district id
 # Coverage at or above this (and above the KPI's threshold) is "ok"; between the threshold and
 # this, "partial": the value is rated, but some sources or readings are missing.
 OK_COVERAGE = 0.95
@@ -187,6 +186,19 @@ def target_band(kpi: Kpi, scope: str, period_days: float, targets: Mapping[str, 
     if kpi.annual_band is not None and period_days >= DAYS_PER_YEAR:
         return kpi.annual_band
     return targets.get(scope) or targets.get(CITY) or kpi.band
+
+
+def checked_band(kpi: Kpi, target: float, warning: float) -> Band:
+    """The band ``target`` / ``warning`` for ``kpi``, whose warning limit must lie on the bad
+    side of its target (else there is no warning band); InvalidTarget when it does not."""
+    bad_side = warning >= target if kpi.better is Better.LOWER else warning <= target
+    if not bad_side:
+        raise InvalidTarget(
+            kpi.id,
+            f"{kpi.id} is better {kpi.better.value}: the warning limit must lie on the bad "
+            f"side of the target",
+        )
+    return Band(target, warning)
 
 
 def same_value(a: float | None, b: float | None) -> bool:

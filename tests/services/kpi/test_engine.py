@@ -11,7 +11,7 @@ import pytest
 from services.kpi.baseline import get_baselines, set_baseline
 from services.kpi.catalog import KPIS, Band, Better
 from services.kpi.engine import compute, current, refresh_current
-from services.kpi.errors import InvalidPeriod, UnknownDistrict, UnknownKpi
+from services.kpi.errors import InvalidPeriod, InvalidTarget, UnknownDistrict, UnknownKpi
 from services.kpi.model import KpiRow
 from services.kpi.periods import buckets, period_bounds
 from services.kpi.rating import (
@@ -19,6 +19,7 @@ from services.kpi.rating import (
     Quality,
     Rating,
     annualise,
+    checked_band,
     coverage_of,
     rate,
     target_band,
@@ -445,3 +446,24 @@ def test_periods_past_the_calendar_are_invalid_not_errors() -> None:
         period_bounds("year", datetime(9999, 6, 1, tzinfo=UTC))
     with pytest.raises(InvalidPeriod):
         buckets(datetime(9999, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "year")
+
+
+@pytest.mark.parametrize(
+    ("kpi_id", "target", "warning", "valid"),
+    [
+        ("ICT-1", 50.0, 40.0, True),  # higher is better: warning below the target
+        ("ICT-1", 50.0, 50.0, True),
+        ("ICT-1", 50.0, 60.0, False),
+        ("ENE-1", 1.0, 2.0, True),  # lower is better: warning above the target
+        ("ENE-1", 1.0, 0.5, False),
+    ],
+)
+def test_a_target_band_needs_its_warning_on_the_bad_side(
+    kpi_id: str, target: float, warning: float, valid: bool
+) -> None:
+    kpi = KPIS[kpi_id]
+    if valid:
+        assert checked_band(kpi, target, warning) == Band(target, warning)
+    else:
+        with pytest.raises(InvalidTarget, match="bad side"):
+            checked_band(kpi, target, warning)
