@@ -19,18 +19,19 @@ re-exported here, which is where the API, the CLI and the monitor take them from
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
 
 from services.storage import events, kpi_current, kpi_targets
+from services.storage.city_settings import load_settings
 from services.storage.kpi_targets import CITY
 
 from .catalog import KPIS, Band, Kpi
 from .errors import InvalidPeriod, KpiError, UnknownDistrict, UnknownKpi
-from .model import CitySettings, KpiQuery, KpiRow
+from .model import KpiQuery, KpiRow
 from .periods import GRAINS, MAX_BUCKETS, buckets, period_bounds
 from .queries import COMPUTATIONS
 from .rating import (
@@ -84,28 +85,6 @@ CURRENT_PERIODS = ("day", "month", "year")
 
 
 # --- reference data ----------------------------------------------------------------------------
-
-
-def load_settings(conn: Conn) -> CitySettings:
-    """The city settings (table ``city_settings``, one JSON value per name) over the defaults."""
-    stored: dict[str, Any] = {
-        str(name): value
-        for name, value in conn.execute("SELECT name, value FROM city_settings").fetchall()
-    }
-    defaults = CitySettings()
-    peaks = stored.get("peak_periods")
-    return CitySettings(
-        timezone=str(stored.get("timezone", defaults.timezone)),
-        peak_periods=tuple((time.fromisoformat(a), time.fromisoformat(b)) for a, b in peaks)
-        if peaks
-        else defaults.peak_periods,
-        grid_renewable_fraction=float(
-            stored.get("grid_renewable_fraction", defaults.grid_renewable_fraction)
-        ),
-        overflow_threshold=float(stored.get("overflow_threshold", defaults.overflow_threshold)),
-        major_road_classes=tuple(stored.get("major_road_classes", defaults.major_road_classes)),
-        sustained_outage_s=float(stored.get("sustained_outage_s", defaults.sustained_outage_s)),
-    )
 
 
 def _targets(conn: Conn, kpi_id: str) -> dict[str, Band]:
