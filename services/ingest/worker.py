@@ -425,11 +425,7 @@ class IngestWorker:
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
 
         def reconnect() -> None:
-            new = self._connect_database(stop)
-            if new is None:
-                raise StoppedError
-            session.conn.close()
-            session.conn = new
+            session.conn = new = self._reconnect(session.conn, stop)
             session.writer = ReadingWriter(
                 new,
                 storage_mode(new),
@@ -479,11 +475,7 @@ class IngestWorker:
         records = list(records_to_look_up(opened))
 
         def reconnect() -> None:
-            new = self._connect_database(stop)
-            if new is None:
-                raise StoppedError
-            sensors.conn.close()
-            sensors.conn = new
+            sensors.conn = self._reconnect(sensors.conn, stop)
 
         if records:
             retry(
@@ -699,6 +691,16 @@ class IngestWorker:
                 self._client.ack(message.mid, message.qos)
             lag.observe(now - message.received_at)
         self.metrics.queue_depth.set(self._queue.qsize())
+
+    def _reconnect(
+        self, old: psycopg.Connection[tuple[object, ...]], stop: threading.Event
+    ) -> psycopg.Connection[tuple[object, ...]]:
+        """A new connection in place of ``old`` (closed); StoppedError if asked to stop first."""
+        new = self._connect_database(stop)
+        if new is None:
+            raise StoppedError
+        old.close()
+        return new
 
     def _connect_database(
         self, stop: threading.Event
