@@ -5,14 +5,15 @@ quarantine entries out. Nothing here reads a socket or a table: ``worker.py`` fe
 messages of a batch and writes what it returns, and a tool importing packs from elsewhere calls
 :func:`validate_pack` on each.
 
-A batch goes through in two steps, so that the worker can look up the batch's unknown sensors
-in between (one query for the batch, ``registry.SensorDirectory.ensure``):
+A message goes through in two steps, so that the worker can look up its unknown sensors in
+between (``registry.SensorDirectory.ensure``, a query only on a miss):
 
 1. :func:`open_message` parses the topic (once), reads the pack's identity, and decodes the
    pack, salvaging its good records (``salvage.py``) and cutting it at ``MAX_PACK_RECORDS``;
-2. :func:`prepare` validates each pack against the snapshot (``validate.py``) and gathers the
-   batch's rows, extras, quarantine items, gateway statuses and pending sensors, with where each
-   message's share ends so that a message can be written alone.
+2. :func:`add_message` validates the pack against the snapshot (``validate.py``) and appends to
+   the batch's :class:`Prepared` its rows, extras, quarantine item, gateway status and pending
+   sensors, with where its share ends so that a message can be written alone.
+   :func:`prepare` does it for a sequence of opened messages.
 
 :func:`with_conflicts` adds, after a write, a ``conflict`` entry for each reading the key
 refused to the quarantine item of the message that carried it.
@@ -24,7 +25,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
@@ -57,31 +58,29 @@ class Incoming(Protocol):
     def properties(self) -> list[tuple[str, str]] | None: ...  # MQTT 5 user properties
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayStatus:
+# Named tuples rather than frozen dataclasses: several are made per message, and a frozen
+# dataclass costs a setattr call per field to build.
+class GatewayStatus(NamedTuple):
     gateway_id: str
     online: bool
     seen_now: bool  # False for the broker's retained copy: its memory, not a sign of life
 
 
-@dataclass(frozen=True, slots=True)
-class PendingSensor:
+class PendingSensor(NamedTuple):
     """An unknown sensor to add as ``pending`` (``register_unknown``)."""
 
     sensor_id: str
     gateway_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class NumberedPack:
+class NumberedPack(NamedTuple):
     """A pack carrying its gateway outbox's identity (``gateway.receipts``)."""
 
     gateway_id: str
     identity: PackId
 
 
-@dataclass(frozen=True, slots=True)
-class Ends:
+class Ends(NamedTuple):
     """How many rows, extras and quarantine items the batch holds after a message."""
 
     rows: int = 0
@@ -103,8 +102,7 @@ class OpenedPack:
     excess: Rejected | None = None  # records past MAX_PACK_RECORDS, outside the entries' bound
 
 
-@dataclass(frozen=True, slots=True)
-class PackResult:
+class PackResult(NamedTuple):
     """A pack validated: rows and extras to store, entries to quarantine (bounded), and the
     ids of the sensors it named that are not registered."""
 
@@ -222,20 +220,22 @@ def check_pack(
     if pack.salvaged is None:
         return PackResult([], [], list(pack.entries), [])
     result = validator.validate(pack.gateway_id, pack.records, sensors, pack.received_at)
-    original_index = pack.salvaged.original_index
     entries = list(pack.entries)
-    entries.extend(
-        Rejected(pack.gateway_id, r.sensor_id, original_index(r.index), r.reason, r.detail)
-        for r in result.rejects
-    )
+    unknown: list[str] = []
+    if result.rejects:  # the common pack has none: no work for it here
+        original_index = pack.salvaged.original_index
+        entries.extend(
+            Rejected(pack.gateway_id, r.sensor_id, original_index(r.index), r.reason, r.detail)
+            for r in result.rejects
+        )
+        unknown = [
+            r.sensor_id
+            for r in result.rejects
+            if r.reason is Reason.UNKNOWN_SENSOR and r.sensor_id is not None
+        ]
     entries = bounded(entries, max_entries)
     if pack.excess is not None:
         entries = [*entries, pack.excess]
-    unknown = [
-        r.sensor_id
-        for r in result.rejects
-        if r.reason is Reason.UNKNOWN_SENSOR and r.sensor_id is not None
-    ]
     return PackResult(result.rows, result.extras, entries, unknown)
 
 
@@ -316,11 +316,49 @@ def open_message(message: Incoming) -> Opened:
     return opened
 
 
-def records_to_look_up(opened: Sequence[Opened]) -> Iterator[Record]:
-    """The records whose sensors the registry snapshot must hold before :func:`prepare`."""
-    for message in opened:
-        if message.pack is not None:
-            yield from message.pack.records
+def add_message(
+    prepared: Prepared,
+    message: Opened,
+    sensors: Mapping[str, Sensor],
+    validator: Validator,
+    *,
+    max_entries: int = MAX_ENTRIES_PER_MESSAGE,
+    register_unknown: bool = False,
+) -> None:
+    """Validate one opened message against the snapshot ``sensors`` and append its share to
+    ``prepared`` (as the batch's next message); ``message`` is left as it was.
+
+    The worker calls this message by message, topping the snapshot up with the message's
+    unknown sensors just before: a batch's records then never all live at once."""
+    number = len(prepared.ends)
+    rows, extras = prepared.rows, prepared.extras
+    prepared.numbered.append(message.numbered)
+    prepared.gateway_ids.append(message.gateway_id)
+    entries = message.item.entries  # not changed in place: ``message`` stays as it was
+    if message.status is not None:
+        prepared.status.append(message.status)
+    if message.pack is not None:
+        result = check_pack(message.pack, sensors, validator, max_entries=max_entries)
+        rows.extend(result.rows)
+        extras.extend(result.extras)
+        if result.entries:
+            entries = [*entries, *result.entries]
+        if register_unknown:
+            gateway_id = message.pack.gateway_id
+            prepared.pending.update(PendingSensor(s, gateway_id) for s in result.unknown)
+    if entries:
+        template = message.item
+        prepared.quarantine.append(
+            Quarantined(
+                template.received_at,
+                template.topic,
+                template.payload,
+                list(entries),
+                template.size,
+            )
+        )
+        prepared.quarantined_message.append(number)
+    prepared.ends.append(Ends(len(rows), len(extras), len(prepared.quarantine)))
 
 
 def prepare(
@@ -331,32 +369,18 @@ def prepare(
     max_entries: int = MAX_ENTRIES_PER_MESSAGE,
     register_unknown: bool = False,
 ) -> Prepared:
-    """Validate the opened messages of a batch; ``opened`` is left as it was."""
+    """Validate the opened messages of a batch (:func:`add_message` each); ``opened`` is left
+    as it was."""
     prepared = Prepared()
-    rows, extras = prepared.rows, prepared.extras
-    for number, message in enumerate(opened):
-        prepared.numbered.append(message.numbered)
-        prepared.gateway_ids.append(message.gateway_id)
-        entries = list(message.item.entries)
-        if message.status is not None:
-            prepared.status.append(message.status)
-        if message.pack is not None:
-            result = check_pack(message.pack, sensors, validator, max_entries=max_entries)
-            rows.extend(result.rows)
-            extras.extend(result.extras)
-            entries.extend(result.entries)
-            if register_unknown:
-                gateway_id = message.pack.gateway_id
-                prepared.pending.update(PendingSensor(s, gateway_id) for s in result.unknown)
-        if entries:
-            template = message.item
-            prepared.quarantine.append(
-                Quarantined(
-                    template.received_at, template.topic, template.payload, entries, template.size
-                )
-            )
-            prepared.quarantined_message.append(number)
-        prepared.ends.append(Ends(len(rows), len(extras), len(prepared.quarantine)))
+    for message in opened:
+        add_message(
+            prepared,
+            message,
+            sensors,
+            validator,
+            max_entries=max_entries,
+            register_unknown=register_unknown,
+        )
     return prepared
 
 

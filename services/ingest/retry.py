@@ -14,7 +14,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 import psycopg
 
@@ -23,6 +23,7 @@ from gateway.publisher import backoff_delay
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class StoppedError(Exception):  # control flow: never escapes the worker's run()
@@ -40,8 +41,8 @@ class Backoff:
 
 
 def retry(
-    action: Callable[[], T],
-    *,
+    action: Callable[[*Ts], T],
+    *args: *Ts,
     stop: threading.Event,
     what: str,
     on_error: Callable[[psycopg.OperationalError], None] = lambda _exc: None,
@@ -49,16 +50,18 @@ def retry(
     backoff: Backoff = Backoff(),
     rng: random.Random | None = None,
 ) -> T:
-    """Run ``action`` until it does not raise ``psycopg.OperationalError`` (the database being
-    away); between attempts call ``on_error`` (counting), wait, then ``recover`` (reconnect).
+    """Run ``action(*args)`` until it does not raise ``psycopg.OperationalError`` (the database
+    being away); between attempts call ``on_error`` (counting), wait, then ``recover``.
     Raise :class:`StoppedError` when ``stop`` is set during a wait. Other errors propagate."""
-    rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
     attempt = 0
     while True:
         try:
-            return action()
+            return action(*args)
         except psycopg.OperationalError as exc:
             on_error(exc)
+            # Made here, not up front: seeding reads the OS's entropy, and the worker calls this
+            # for every message while nothing fails.
+            rng = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
             delay = backoff.delay(attempt, rng)
             attempt += 1
             log.warning("%s, retrying in %.1fs: %s", what, delay, exc)

@@ -50,9 +50,8 @@ from .decode import (
     GatewayStatus,
     PendingSensor,
     Prepared,
+    add_message,
     open_message,
-    prepare,
-    records_to_look_up,
     refused_by_storage,
     with_conflicts,
 )
@@ -458,10 +457,16 @@ class IngestWorker:
         prepared.done.clear()
 
     def _prepare(self, batch: _Batch, sensors: SensorDirectory, stop: threading.Event) -> _Prepared:
-        """Decode (``decode.open_message``), top the registry snapshot up with the batch's
-        unknown sensors (retried while the database is away), validate (``decode.prepare``)."""
-        opened = [open_message(message) for message in batch.messages]
-        for message, taken in zip(batch.messages, opened, strict=True):
+        """Message by message: decode (``decode.open_message``), top the registry snapshot up
+        with its unknown sensors (retried while the database is away), validate
+        (``decode.add_message``)."""
+
+        def reconnect() -> None:
+            sensors.conn = self._reconnect(sensors.conn, stop)
+
+        decoded = Prepared()
+        for message in batch.messages:
+            taken = open_message(message)
             if taken.channel is not None:
                 self.metrics.messages.labels(taken.channel.value).inc()
             if taken.retained_ignored:
@@ -472,29 +477,26 @@ class IngestWorker:
                     message.topic,
                     taken.identity_error,
                 )
-        records = list(records_to_look_up(opened))
-
-        def reconnect() -> None:
-            sensors.conn = self._reconnect(sensors.conn, stop)
-
-        if records:
-            retry(
-                lambda: sensors.ensure(records),
-                stop=stop,
-                what="registry lookup failed",
-                on_error=self._count_error,
-                recover=reconnect,
+            if taken.pack is not None and taken.pack.salvaged is not None:
+                retry(
+                    sensors.ensure,
+                    taken.pack.records,
+                    stop=stop,
+                    what="registry lookup failed",
+                    on_error=self._count_error,
+                    recover=reconnect,
+                )
+                if sensors.version != self._validator_version:
+                    self._validator.clear()
+                    self._validator_version = sensors.version
+            add_message(
+                decoded,
+                taken,
+                sensors.snapshot,
+                self._validator,
+                max_entries=self.config.max_entries_per_message,
+                register_unknown=self.config.register_unknown,
             )
-        if sensors.version != self._validator_version:
-            self._validator.clear()
-            self._validator_version = sensors.version
-        decoded = prepare(
-            opened,
-            sensors.snapshot,
-            self._validator,
-            max_entries=self.config.max_entries_per_message,
-            register_unknown=self.config.register_unknown,
-        )
         return _Prepared(batch, decoded)
 
     def _ignore_retained(self, message: _Message) -> None:
