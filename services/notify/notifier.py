@@ -97,7 +97,7 @@ class Notifier:
                         # A new subscription hears of what happens after it was made.
                         if event.time >= sub.created_at and matches(sub, alert, transition):
                             rows.append(self._row(sub, alert, transition, event.id))
-                added += store.enqueue(self.conn, rows)
+                added += store.enqueue(self.conn, rows, self.clock())
                 store.move_cursor(self.conn, CURSOR, page[-1].id)
             if limit is not None:
                 limit -= len(page)
@@ -113,7 +113,7 @@ class Notifier:
                 alert = alert_from_row(raw).model_dump(mode="json")
                 if matches(sub, alert, ESCALATED):
                     rows.append(self._row(sub, alert, ESCALATED, None))
-            return store.enqueue(self.conn, rows)
+            return store.enqueue(self.conn, rows, self.clock())
 
     @staticmethod
     def _row(

@@ -82,15 +82,16 @@ def move_cursor(conn: psycopg.Connection[Any], name: str, last_event_id: int) ->
     )
 
 
-def enqueue(conn: psycopg.Connection[Any], rows: Iterable[Row]) -> int:
+def enqueue(conn: psycopg.Connection[Any], rows: Iterable[Row], now: datetime) -> int:
     """Add outbox rows (alert_id, transition, event_id, subscription_id, channel, target,
-    payload); a row whose key is already there is left alone. Returns how many were added."""
+    payload), due at ``now``; a row whose key is already there is left alone. Returns how many
+    were added."""
     added = 0
     for row in rows:
         cur = conn.execute(
             "INSERT INTO notifications "
-            "(alert_id, transition, event_id, subscription_id, channel, target, payload) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "(alert_id, transition, event_id, subscription_id, channel, target, payload, "
+            "next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (alert_id, transition, subscription_id, channel) DO NOTHING",
             (
                 row["alert_id"],
@@ -100,6 +101,7 @@ def enqueue(conn: psycopg.Connection[Any], rows: Iterable[Row]) -> int:
                 row["channel"],
                 row["target"],
                 Jsonb(row["payload"]),
+                now,
             ),
         )
         added += max(cur.rowcount, 0)
