@@ -35,6 +35,14 @@ DatabaseOption = Annotated[
     str | None, typer.Option("--database-url", help="default: URBANPULSE_DATABASE_URL")
 ]
 
+# Subscription fields whose option is named otherwise (repeated options are singular).
+_OPTIONS = {
+    "rule_ids": "--rule",
+    "district_ids": "--district",
+    "transitions": "--transition",
+    "escalate_after_s": "--escalate-after",
+}
+
 
 @contextmanager
 def _connect(database_url: str | None) -> Iterator[psycopg.Connection[Any]]:
@@ -43,7 +51,8 @@ def _connect(database_url: str | None) -> Iterator[psycopg.Connection[Any]]:
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             yield conn
     except InvalidSubscription as exc:
-        errors.print(f"[red]--{exc.field.replace('_', '-')}: {exc.expected} (got {exc.value!r})")
+        option = _OPTIONS.get(exc.field, "--" + exc.field.replace("_", "-"))
+        errors.print(f"[red]{option}: {exc.expected} (got {exc.value!r})")
         raise typer.Exit(2) from None
     except (NotifyError, psycopg.Error) as exc:
         errors.print(f"[red]{exc}[/red]")
