@@ -27,6 +27,7 @@ import psycopg
 from services.kpi.alerts.model import alert_from_row
 from services.storage import events
 from services.storage import notifications as store
+from services.storage.urls import libpq_url
 
 from . import channels
 from .errors import DeliveryFailed
@@ -204,3 +205,29 @@ class Notifier:
             except psycopg.Error:
                 log.exception("notify pass failed; retrying next interval")
             stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+
+
+def start_thread(
+    database_url: str, config: NotifierConfig, interval_s: float
+) -> Callable[[], None]:
+    """Run the notifier in a daemon thread of this process (``urbanpulse up``); returns the
+    function that stops it. Its own connection: sending never holds the monitor's."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+                    Notifier(conn, config).run(stop, interval_s)
+            except psycopg.OperationalError:
+                log.exception("notifier lost its database; reconnecting")
+                stop.wait(interval_s)
+
+    thread = threading.Thread(target=run, name="notifier", daemon=True)
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join(config.timeout_s + 5)
+
+    return halt

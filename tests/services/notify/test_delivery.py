@@ -3,6 +3,7 @@ replay, e-mail through a real SMTP server, escalation, filters, and exactly once
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from email import message_from_bytes
 from typing import Any
@@ -12,10 +13,11 @@ import pytest
 
 from services.kpi.alerts import acknowledge, clear
 from services.notify import manage
+from services.notify.notifier import start_thread
 from services.storage import notifications as store
 from services.storage.urls import libpq_url
 
-from .conftest import GATEWAY_RULE, KPI_RULE, Clock, Conn, notifier, raise_alert
+from .conftest import CONFIG, GATEWAY_RULE, KPI_RULE, Clock, Conn, notifier, raise_alert
 
 
 def webhook(conn: Conn, receiver: Any, **fields: Any) -> Any:
@@ -277,3 +279,19 @@ def test_each_transition_is_sent_once_across_notifier_restarts(
 
     got = Counter((r.json["alert"]["id"], r.json["type"]) for r in receiver.requests)
     assert got == expected
+
+
+def test_the_thread_of_urbanpulse_up_delivers(
+    notify_url: str, conn: Conn, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    webhook(conn, receiver)
+    halt = start_thread(notify_url, CONFIG, interval_s=0.05)
+    try:
+        alert = raise_alert(conn)
+        deadline = time.monotonic() + 30  # a bound on the wait, not a measured time
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        halt()
+    assert [(r.json["alert"]["id"], r.verified) for r in receiver.requests] == [(alert.id, True)]
