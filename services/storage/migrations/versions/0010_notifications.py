@@ -96,13 +96,12 @@ DROP TABLE notification_subscriptions;
 
 def upgrade() -> None:
     op.execute(UPGRADE)
-    roles = op.get_bind().scalar(
-        sa.text(
-            "SELECT count(*) FROM pg_roles "
-            "WHERE rolname IN ('urbanpulse_api', 'urbanpulse_monitor')"
-        )
+    # Only where 0006 set the least-privilege roles up: a superuser migrating (deploy/). The
+    # roles are cluster-wide, so their mere existence says nothing about this database.
+    superuser = op.get_bind().scalar(
+        sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     )
-    if roles == 2:  # only where 0006 set the least-privilege roles up
+    if superuser:
         op.execute(GRANTS)
 
 
