@@ -44,13 +44,23 @@ def add_subscription(conn: psycopg.Connection[Any], columns: Row) -> Row:
     return row
 
 
-def subscriptions(conn: psycopg.Connection[Any], *, enabled_only: bool = False) -> list[Row]:
+def _rows(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT {SUBSCRIPTION_FIELDS} FROM notification_subscriptions "  # noqa: S608 (constant)
-            "WHERE NOT %s OR enabled ORDER BY id",
-            (enabled_only,),
-        ).fetchall()
+        return cur.execute(query, params).fetchall()
+
+
+def _outbox(conn: psycopg.Connection[Any], where: str, params: tuple[Any, ...]) -> list[Row]:
+    """Outbox rows ``where`` (a constant condition with its ORDER BY, LIMIT, locking)."""
+    return _rows(conn, f"SELECT {NOTIFICATION_FIELDS} FROM notifications WHERE {where}", params)  # noqa: S608 (constants)
+
+
+def subscriptions(conn: psycopg.Connection[Any], *, enabled_only: bool = False) -> list[Row]:
+    return _rows(
+        conn,
+        f"SELECT {SUBSCRIPTION_FIELDS} FROM notification_subscriptions "  # noqa: S608 (constant)
+        "WHERE NOT %s OR enabled ORDER BY id",
+        (enabled_only,),
+    )
 
 
 def remove_subscription(conn: psycopg.Connection[Any], id: int) -> bool:
@@ -128,13 +138,12 @@ def unescalated(conn: psycopg.Connection[Any], now: datetime) -> list[tuple[Row,
 
 def claim_due(conn: psycopg.Connection[Any], now: datetime, limit: int) -> list[Row]:
     """Pending rows due at ``now``, locked for the caller's transaction (others skip them)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT {NOTIFICATION_FIELDS} FROM notifications "  # noqa: S608 (constant)
-            "WHERE status = 'pending' AND next_attempt_at <= %s "
-            "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (now, limit),
-        ).fetchall()
+    return _outbox(
+        conn,
+        "status = 'pending' AND next_attempt_at <= %s "
+        "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+        (now, limit),
+    )
 
 
 def mark_sent(conn: psycopg.Connection[Any], id: int, now: datetime) -> None:
@@ -160,12 +169,7 @@ def mark_failed(
 
 def dead_letters(conn: psycopg.Connection[Any], limit: int = 100) -> list[Row]:
     """Dead letters, newest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT {NOTIFICATION_FIELDS} FROM notifications "  # noqa: S608 (constant)
-            "WHERE status = 'dead' ORDER BY dead_at DESC, id DESC LIMIT %s",
-            (limit,),
-        ).fetchall()
+    return _outbox(conn, "status = 'dead' ORDER BY dead_at DESC, id DESC LIMIT %s", (limit,))
 
 
 def replay(conn: psycopg.Connection[Any], id: int) -> Row | None:
@@ -180,9 +184,4 @@ def replay(conn: psycopg.Connection[Any], id: int) -> Row | None:
 
 
 def notifications_of(conn: psycopg.Connection[Any], alert_id: int) -> list[Row]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT {NOTIFICATION_FIELDS} FROM notifications "  # noqa: S608 (constant)
-            "WHERE alert_id = %s ORDER BY id",
-            (alert_id,),
-        ).fetchall()
+    return _outbox(conn, "alert_id = %s ORDER BY id", (alert_id,))
