@@ -54,6 +54,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "services.kpi.alerts_cli:app",
         "List, acknowledge and clear alerts; alert rules; evaluate them.",
     ),
+    "notify": (
+        "services.notify.cli:app",
+        "Alert notifications: run the notifier; webhook and e-mail subscriptions; dead letters.",
+    ),
     "dashboards": (
         "dashboards.cli:app",
         "Build the Grafana dashboards' JSON, check it, push it to Grafana.",

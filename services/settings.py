@@ -231,6 +231,31 @@ class Settings(BaseSettings):
         description="the sliding window failed key checks are counted in",
     )
 
+    # Notifications (services.notify, issue 16): the notifier's pass interval, its retries and
+    # the SMTP server e-mail subscriptions go through. Backoff doubles from the base up to the
+    # cap: 6 attempts from 30 s span about 15 minutes before a row becomes a dead letter.
+    notify_interval: timedelta = Field(
+        default=timedelta(seconds=5), gt=timedelta(0), description="time between notifier passes"
+    )
+    notify_max_attempts: int = Field(
+        default=6, ge=1, le=100, description="deliveries tried before a dead letter"
+    )
+    notify_backoff_base: timedelta = Field(
+        default=timedelta(seconds=30), gt=timedelta(0), description="wait after the first failure"
+    )
+    notify_backoff_cap: timedelta = Field(
+        default=timedelta(hours=1), gt=timedelta(0), description="longest wait between attempts"
+    )
+    notify_timeout: timedelta = Field(
+        default=timedelta(seconds=10), gt=timedelta(0), description="one delivery's time limit"
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server; none: no e-mail")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(default="urbanpulse@localhost", description="the e-mails' sender")
+    smtp_starttls: bool = Field(default=False, description="upgrade to TLS before sending")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line per bad variable."""

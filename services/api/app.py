@@ -30,6 +30,7 @@ from .routes import (
     health,
     kpi_settings,
     kpis,
+    notifications,
     pages,
     quarantine,
     readings,
@@ -241,4 +242,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
         app.include_router(module.router, prefix="/v1")
+    # Notifications (issue 16): subscriptions and dead letters.
+    app.include_router(notifications.router, prefix="/v1")
     return app
