@@ -28,9 +28,7 @@ def _standby(lag_s: float | None, *, caught_up: bool) -> StandbyState:
         (StandbyState(in_recovery=False, lag_s=0.0, caught_up=True), True),
     ],
 )
-def test_a_standby_is_read_within_the_maximum_lag(
-    state: StandbyState, expected: bool
-) -> None:
+def test_a_standby_is_read_within_the_maximum_lag(state: StandbyState, expected: bool) -> None:
     assert usable(state, 30.0) is expected
     assert report(state, 30.0).use_replica is expected
 
