@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=10_000, description="most buckets of a KPI series"
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(
@@ -229,6 +229,19 @@ class Settings(BaseSettings):
         default=timedelta(minutes=1),
         gt=timedelta(0),
         description="the sliding window failed key checks are counted in",
+    )
+    # Read replica (issue 14). Unset, every query goes to the primary. Set, the API's read-only
+    # routes read from this streaming standby while its replay lag is within the maximum; past
+    # it, or while the standby does not answer, they read from the primary (answers stay
+    # fresh) and /readyz reports "degraded". Writes, key checks and the live stream always use
+    # the primary.
+    database_read_url: str | None = Field(
+        default=None, description="PostgreSQL URL of a streaming standby for the API's reads"
+    )
+    database_read_max_lag: timedelta = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="replay lag past which the API reads from the primary instead",
     )
 
     # Notifications (services.notify, issue 16): the notifier's pass interval, its retries and

@@ -16,12 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from services.readreplica.routing import ReplicaGate
 from services.settings import Settings, load_settings
 from services.storage.urls import libpq_url
 
 from . import docs, problems
 from .auth import Authenticator
-from .deps import KEY_CHECKS_AT_ONCE, current_principal, statement_timeout_ms
+from .deps import KEY_CHECKS_AT_ONCE, Replica, current_principal, statement_timeout_ms
 from .guards import BodyLimitMiddleware, FailureLimiter
 from .metrics import ApiMetrics, MetricsMiddleware
 from .routes import (
@@ -86,46 +87,58 @@ TAGS = [
 ]
 
 
-def async_pool_for(settings: Settings) -> AsyncConnectionPool:
+def async_pool_for(settings: Settings, *, replica: bool = False) -> AsyncConnectionPool:
     """Connections for the hottest read paths, which run on the event loop: no thread hop, no
     contention for the GIL between the loop and the threads (bench/bench_api.py measured the
-    readings endpoint's p95 halved)."""
-    if not settings.database_url:
-        raise ValueError("the API needs a database: set URBANPULSE_DATABASE_URL")
+    readings endpoint's p95 halved). ``replica``: to ``URBANPULSE_DATABASE_READ_URL``."""
+    url = _url(settings, replica=replica)
     return AsyncConnectionPool(
-        libpq_url(settings.database_url),
+        libpq_url(url),
         min_size=1,
         max_size=REQUEST_SLOTS,
         timeout=POOL_TIMEOUT_S,
         open=False,
-        name="urbanpulse-api-async",
+        name="urbanpulse-api-async" + ("-read" if replica else ""),
         # This pool serves only the readings endpoint: its statement timeout is that class's.
         kwargs={
-            "application_name": "urbanpulse-api",
+            "application_name": _application_name(replica),
             "autocommit": True,
             "options": _timeout_option(settings.api_statement_timeout_readings),
         },
     )
 
 
-def pool_for(settings: Settings) -> ConnectionPool:
-    if not settings.database_url:
-        raise ValueError("the API needs a database: set URBANPULSE_DATABASE_URL")
+def pool_for(settings: Settings, *, replica: bool = False) -> ConnectionPool:
+    url = _url(settings, replica=replica)
     return ConnectionPool(
-        libpq_url(settings.database_url),
+        libpq_url(url),
         min_size=POOL_MIN,
         max_size=POOL_MAX,
         timeout=POOL_TIMEOUT_S,
         # Do not wait for the first connections: the API starts (and /readyz says why it is
         # not ready) while the database is still coming up.
         open=False,
-        name="urbanpulse-api",
+        name="urbanpulse-api" + ("-read" if replica else ""),
         # KPI computations raise it for their transaction (routes/kpis.py); the rest keep this.
         kwargs={
-            "application_name": "urbanpulse-api",
+            "application_name": _application_name(replica),
             "options": _timeout_option(settings.api_statement_timeout_other),
         },
     )
+
+
+def _url(settings: Settings, *, replica: bool) -> str:
+    url = settings.database_read_url if replica else settings.database_url
+    if not url:
+        name = "DATABASE_READ_URL" if replica else "DATABASE_URL"
+        raise ValueError(f"the API needs a database: set URBANPULSE_{name}")
+    return url
+
+
+def _application_name(replica: bool) -> str:
+    # Names the replica's sessions in pg_stat_activity, so an operator sees which API reads
+    # land where.
+    return "urbanpulse-api-read" if replica else "urbanpulse-api"
 
 
 def _timeout_option(timeout: timedelta) -> str:
@@ -181,14 +194,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     pool = pool_for(settings)
 
     async_pool = async_pool_for(settings)
+    replica = (
+        Replica(
+            pool_for(settings, replica=True),
+            async_pool_for(settings, replica=True),
+            ReplicaGate(settings.database_read_url, settings.database_read_max_lag.total_seconds()),
+        )
+        if settings.database_read_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
         await async_pool.open(wait=False)
+        if replica is not None:
+            replica.pool.open(wait=False)
+            await replica.async_pool.open(wait=False)
+            replica.gate.start()
         try:
             yield
         finally:
+            if replica is not None:
+                replica.gate.stop()
+                await replica.async_pool.close()
+                replica.pool.close()
             await async_pool.close()
             pool.close()
 
@@ -208,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.async_pool = async_pool
+    app.state.replica = replica
     app.state.connection_slots = asyncio.Semaphore(REQUEST_SLOTS)
     app.state.authenticator = Authenticator(pool)
     app.state.auth_failures = FailureLimiter(

@@ -7,6 +7,9 @@
 
 - ``Conn``: a ``psycopg.Connection`` (tuple rows) from the app's pool; committed when the
   endpoint returns normally, rolled back when it raises, before the response is sent.
+- ``ReadConn``: the same for routes that only read: from the read replica's pool when
+  ``URBANPULSE_DATABASE_READ_URL`` is set and the replica is within its maximum lag, else
+  from the primary's. A route that writes, or must see its own write, takes ``Conn``.
 - ``require("read")`` is ``Annotated[Principal, Depends(...)]``: the caller, refused with 401
   (no or bad key) or 403 (role lacks the permission). mypy does not accept a call in an
   annotation, so typed code uses the aliases below (``Reader``, ``Streamer``, ``AlertWriter``,
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +34,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from services.readreplica.routing import ReplicaGate
 
 from .auth import Authenticator, Principal, key_id_of
 from .guards import FailureLimiter, too_many
@@ -50,11 +56,14 @@ __all__ = [
     "Conn",
     "KeyAdmin",
     "Principal",
+    "ReadConn",
     "Reader",
     "RegistryWriter",
+    "Replica",
     "Streamer",
     "get_conn",
     "get_pool",
+    "get_read_conn",
     "read_connection",
     "require",
     "statement_timeout_ms",
@@ -71,6 +80,27 @@ def get_pool(request: Request) -> ConnectionPool:
     """The app's connection pool (made in the lifespan of ``services.api.app``)."""
     pool: ConnectionPool = request.app.state.pool
     return pool
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """The read replica's pools and the gate saying whether to use them (``services.api.app``)."""
+
+    pool: ConnectionPool
+    async_pool: AsyncConnectionPool
+    gate: ReplicaGate
+
+
+def _replica(request: Request) -> Replica | None:
+    """The replica to read from now, or None: none configured, or lagging, or not answering."""
+    replica: Replica | None = request.app.state.replica
+    return replica if replica is not None and replica.gate.use_replica else None
+
+
+def read_pool(request: Request) -> ConnectionPool:
+    """The pool for a read-only request: the replica's while it is usable, else the primary's."""
+    replica = _replica(request)
+    return replica.pool if replica is not None else get_pool(request)
 
 
 async def connection_slot(request: Request) -> AsyncIterator[None]:
@@ -102,6 +132,7 @@ async def with_connection(
     work: Callable[[psycopg.Connection[TupleRow]], T],
     *,
     read_only: bool = False,
+    replica: bool | None = None,
 ) -> T:
     """Run ``work(conn)`` in a thread on a pooled connection, committed when it returns: for
     ``async`` endpoints that need the database only sometimes (a cache miss), so their other
@@ -109,9 +140,11 @@ async def with_connection(
 
     ``read_only`` runs each query in its own implicit transaction (autocommit), which saves the
     COMMIT round trip: a quarter of a readings request's time under load (py-spy).
+    ``replica`` (default: ``read_only``) takes the connection from :func:`read_pool`: for work
+    that writes nothing, whether or not it commits.
     """
     slots: asyncio.Semaphore = request.app.state.connection_slots
-    pool = get_pool(request)
+    pool = read_pool(request) if (read_only if replica is None else replica) else get_pool(request)
 
     def run() -> T:
         with pool.connection() as conn:
@@ -130,15 +163,27 @@ async def with_connection(
 @asynccontextmanager
 async def read_connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
     """An autocommit connection from the app's async pool, for read-only ``async`` endpoints
-    that always query (no thread at all)."""
-    pool: AsyncConnectionPool = request.app.state.async_pool
+    that always query (no thread at all); the replica's while it is usable."""
+    replica = _replica(request)
+    pool: AsyncConnectionPool = (
+        replica.async_pool if replica is not None else request.app.state.async_pool
+    )
     async with pool.connection() as conn:
+        yield conn
+
+
+def get_read_conn(
+    request: Request, _slot: Annotated[None, Depends(connection_slot, scope="function")]
+) -> Iterator[psycopg.Connection[TupleRow]]:
+    """Like :func:`get_conn`, from :func:`read_pool`."""
+    with read_pool(request).connection() as conn:
         yield conn
 
 
 # scope="function": the commit happens when the endpoint returns, before the response is
 # sent, so a client never sees 201 for a write that then fails to commit.
 Conn = Annotated[psycopg.Connection[TupleRow], Depends(get_conn, scope="function")]
+ReadConn = Annotated[psycopg.Connection[TupleRow], Depends(get_read_conn, scope="function")]
 
 _AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="urbanpulse", charset="UTF-8"'}
 

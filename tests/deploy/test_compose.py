@@ -199,9 +199,29 @@ def test_the_stack_has_the_replicas_and_the_profile_the_design_asks_for() -> Non
         for group in job["static_configs"]
         for target in group["targets"]
     }
-    # Every service serving metrics is scraped (the monitor serves none yet).
-    assert {"api-1", "api-2", "ingest-1", "ingest-2", "grafana", "caddy"} <= targets
+    # Every service serving metrics is scraped.
+    assert {"api-1", "api-2", "ingest-1", "ingest-2", "monitor", "grafana", "caddy"} <= targets
     assert {"mosquitto-exporter", "postgres-exporter"} <= targets
+
+
+def test_prometheus_scrapes_the_workers_and_the_monitor_where_they_listen() -> None:
+    """No sidecar in between: each ingest worker and the monitor serve their metrics on every
+    interface of their container, on the port Prometheus scrapes."""
+    services = _services()
+    scraped = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        tuple(target.split(":"))
+        for job in scraped["scrape_configs"]
+        for group in job["static_configs"]
+        for target in group["targets"]
+    }
+    for name in ("ingest-1", "ingest-2", "monitor"):
+        argv = [str(part) for part in services[name]["command"]]
+        assert argv[argv.index("--metrics-host") + 1] == "0.0.0.0", name
+        port = argv[argv.index("--metrics-port") + 1]
+        assert (name, port) in targets, (name, port)
+    # The socat sidecars that once forwarded 127.0.0.1-only metrics are gone.
+    assert not [n for n, s in services.items() if "socat" in str(s.get("image", ""))]
 
 
 def test_the_mounted_broker_and_grafana_files_are_the_ones_the_tests_check() -> None:

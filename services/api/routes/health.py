@@ -30,10 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 
+from services.readreplica.routing import ReplicaGate
 from services.settings import Settings
 from services.storage.urls import libpq_url
 
 from ..auth import Authenticator
+from ..deps import Replica
 
 # The header parsing every /v1 route uses; /readyz uses it without refusing the caller.
 from ..deps import _presented_key as presented_key
@@ -56,7 +58,11 @@ class Check(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str = Field(examples=["ready"])
+    status: str = Field(
+        examples=["ready"],
+        description="ready, or degraded: serving, but a check that does not stop the API "
+        "failed (the read replica lags or is down, so reads go to the primary)",
+    )
     checks: dict[str, Check]
 
 
@@ -86,6 +92,12 @@ def check_database(url: str | None, head: str) -> Check:
     if current != head:
         return Check(ok=False, detail=f"at revision {current or 'none'}, head is {head}")
     return Check(ok=True, detail=f"at revision {current} (head)")
+
+
+def check_replica(gate: ReplicaGate) -> Check:
+    """Asks the standby now (and updates where reads go): ok when reads are on it."""
+    found = gate.refresh()
+    return Check(ok=found.use_replica, detail=found.detail)
 
 
 def check_broker(settings: Settings) -> Check:
@@ -157,17 +169,27 @@ def readyz(request: Request) -> Any:
     """200 when the database answers at the newest migration and the broker answers CONNECT;
     otherwise a 503 problem whose ``checks`` say which is down. What each check found is shown
     only to a caller with a valid API key (``X-API-Key`` or a bearer token); without one, or
-    with a bad one, ``detail`` is null."""
+    with a bad one, ``detail`` is null.
+
+    With a read replica (``URBANPULSE_DATABASE_READ_URL``), ``checks.replica`` says whether
+    reads are on it, and its replay lag; a replica down or past
+    ``URBANPULSE_DATABASE_READ_MAX_LAG`` makes the status ``degraded``, still 200: reads then
+    go to the primary, so the API keeps answering, freshly."""
     settings: Settings = request.app.state.settings
     checks = {
         "database": check_database(settings.database_url, request.app.state.head_revision),
         "broker": check_broker(settings),
     }
+    replica: Replica | None = request.app.state.replica
+    if replica is not None:
+        checks["replica"] = check_replica(replica.gate)
     if not _authenticated(request, database_up=checks["database"].ok):
         checks = {name: Check(ok=check.ok) for name, check in checks.items()}
-    down = [name for name, check in checks.items() if not check.ok]
+    optional = {"replica"}
+    down = [name for name, check in checks.items() if not check.ok and name not in optional]
     if not down:
-        return Readiness(status="ready", checks=checks)
+        degraded = any(name in checks and not checks[name].ok for name in optional)
+        return Readiness(status="degraded" if degraded else "ready", checks=checks)
     problem = Problem(
         503,
         "Not ready",

@@ -37,7 +37,7 @@ from services.kpi.catalog import KPIS
 from services.settings import Settings
 
 from ..auth import Principal
-from ..deps import Conn, current_principal
+from ..deps import ReadConn, current_principal
 from ..keys import ROLE_PERMISSIONS
 from ..problems import Problem
 
@@ -167,7 +167,7 @@ def _public_cache(request: Request) -> _PublicCache:
 def public_kpis(
     _: PublicOn,
     request: Request,
-    conn: Conn,
+    conn: ReadConn,
     period: Annotated[PublicPeriod, Query()] = "month",
 ) -> JSONResponse:
     settings: Settings = request.app.state.settings

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from ..deps import Conn, Principal, Reader
+from ..deps import Principal, ReadConn, Reader
 from ..models import Instant
 from ..pagination import Cursor, Limit, Page, decode_cursor, page_of
 from ..problems import Problem, responses
@@ -75,7 +75,7 @@ Since = Annotated[Instant | None, Query(description="received at or after")]
 
 @router.get("/quarantine", response_model=Page[QuarantineEntry], responses=responses(401, 403, 422))
 def list_quarantine(
-    conn: Conn,
+    conn: ReadConn,
     _: PayloadReader,
     *,
     reason: Annotated[str | None, Query(max_length=64)] = None,
@@ -121,7 +121,7 @@ def list_quarantine(
 
 
 @router.get("/quarantine/summary", response_model=Summary, responses=responses(401, 403, 422))
-def quarantine_summary(conn: Conn, _: Reader, since: Since = None) -> Summary:
+def quarantine_summary(conn: ReadConn, _: Reader, since: Since = None) -> Summary:
     """How many entries per reason (optionally since a time), most frequent first."""
     rows = conn.execute(
         "SELECT reason, count(*) FROM quarantine "

@@ -27,7 +27,7 @@ from services.storage.registry import (
     check_sensor_fields,
 )
 
-from ..deps import Conn, Reader, RegistryWriter
+from ..deps import Conn, ReadConn, Reader, RegistryWriter
 from ..models import (
     District,
     DistrictCreate,
@@ -182,7 +182,7 @@ def _refused(exc: FieldsError) -> Problem:
 
 @router.get("/districts", response_model=Page[District], responses=_READ)
 def list_districts(
-    conn: Conn, _: Reader, q: Q = None, cursor: Cursor = None, limit: Limit = 100
+    conn: ReadConn, _: Reader, q: Q = None, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[District]:
     """Districts by id; ``q`` matches id or name."""
     rows = _select(
@@ -202,7 +202,7 @@ def list_districts(
 @router.get(
     "/districts/{district_id}", response_model=District, responses=responses(401, 403, 404, 422)
 )
-def get_district(conn: Conn, _: Reader, district_id: DistrictId) -> District:
+def get_district(conn: ReadConn, _: Reader, district_id: DistrictId) -> District:
     return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
 
 
@@ -241,7 +241,7 @@ def update_district(
 
 @router.get("/gateways", response_model=Page[Gateway], responses=_READ)
 def list_gateways(
-    conn: Conn,
+    conn: ReadConn,
     _: Reader,
     *,
     district: Annotated[str | None, Query(max_length=64)] = None,
@@ -267,7 +267,7 @@ def list_gateways(
 @router.get(
     "/gateways/{gateway_id}", response_model=Gateway, responses=responses(401, 403, 404, 422)
 )
-def get_gateway(conn: Conn, _: Reader, gateway_id: GatewayId) -> Gateway:
+def get_gateway(conn: ReadConn, _: Reader, gateway_id: GatewayId) -> Gateway:
     return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
 
 
@@ -338,7 +338,7 @@ def delete_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gate
 
 @router.get("/sensors", response_model=Page[Sensor], responses=_READ)
 def list_sensors(
-    conn: Conn,
+    conn: ReadConn,
     _: Reader,
     *,
     district: Annotated[str | None, Query(max_length=64, examples=["centre"])] = None,
@@ -401,7 +401,7 @@ def last_readings(
 @router.get(
     "/sensors/{sensor_id}", response_model=SensorDetail, responses=responses(401, 403, 404, 422)
 )
-def get_sensor(conn: Conn, _: Reader, sensor_id: SensorId) -> SensorDetail:
+def get_sensor(conn: ReadConn, _: Reader, sensor_id: SensorId) -> SensorDetail:
     """A sensor with its status and the newest value of each quantity it measures."""
     return _sensor_detail(conn, sensor_id)
 
