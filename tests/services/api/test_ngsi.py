@@ -40,7 +40,7 @@ def pm25(i: int) -> float:
 def _sensor(db: Db, sid: str, kind: str, domain: str, **extra: Any) -> int:
     columns = ["id", "kind", "domain", "interval_s", *extra]
     row = db.execute(
-        f"INSERT INTO sensors ({', '.join(columns)}) "  # noqa: S608 - the test's own columns
+        f"INSERT INTO sensors ({', '.join(columns)}) "
         f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING key",
         (sid, kind, domain, 60, *extra.values()),
     ).fetchone()
