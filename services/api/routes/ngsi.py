@@ -22,10 +22,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import psycopg
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from psycopg.rows import TupleRow
 
@@ -35,7 +35,7 @@ from services.ngsi import models
 from services.ngsi.models import Entity, QueryError
 
 from ..deps import Conn, Reader
-from ..problems import Problem
+from ..problems import Problem, responses
 from .readings import _WIDTH_S, Resolution, _ceil, _floor, _rollup_statement, max_span
 
 router = APIRouter(tags=["ngsi-ld"])
@@ -44,11 +44,26 @@ LD_JSON = "application/ld+json"
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
+MAX_ID = 300
 _CONTEXT_LINK = (
     f'<{models.CORE_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="{LD_JSON}"'
 )
 # aggrPeriodDuration -> the rollup answering it
 _PERIODS = {"PT1M": Resolution.MINUTE, "PT1H": Resolution.HOUR, "P1D": Resolution.DAY}
+_LIST = {"type": "array", "items": {"type": "object"}}
+_ONE = {"type": "object"}
+_ERRORS = responses(400, 401, 403, 406)
+
+
+def _documented(schema: dict[str, Any], *errors: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: entities in either JSON form, and NGSI-LD problem details."""
+    ok = {
+        "description": "OK",
+        "content": {LD_JSON: {"schema": schema}, "application/json": {"schema": schema}},
+    }
+    return {**_ERRORS, **responses(*errors), 200: ok}
+
+
 AGGREGATES = ("avg", "min", "max", "sum", "totalCount")
 _MAPPED_QUANTITIES = sorted(
     {QUANTITIES[q].key for model in models.MODELS.values() for q in model.targets}
@@ -219,7 +234,7 @@ def _types(type: str | None, ids: Sequence[str] | None) -> list[str]:
     return list(models.ENTITY_TYPES)
 
 
-@router.get("/entities", responses={200: {"content": {LD_JSON: {}}}})
+@router.get("/entities", responses=_documented(_LIST))
 def query_entities(
     _: Reader,
     request: Request,
@@ -264,8 +279,8 @@ def query_entities(
 
 
 def _one(conn: psycopg.Connection[TupleRow], entity_id: str) -> Entity:
-    if ":" not in entity_id:
-        raise bad_request(f"{entity_id!r} is not a URI")
+    if ":" not in entity_id or len(entity_id) > MAX_ID:
+        raise bad_request(f"{entity_id[:MAX_ID]!r} is not a URI of at most {MAX_ID} characters")
     parsed = models.parse_entity_id(entity_id)
     found = _entities(conn, [parsed[0]], [entity_id]) if parsed else []
     if not found:
@@ -273,12 +288,12 @@ def _one(conn: psycopg.Connection[TupleRow], entity_id: str) -> Entity:
     return found[0]
 
 
-@router.get("/entities/{entity_id}", responses={200: {"content": {LD_JSON: {}}}})
+@router.get("/entities/{entity_id}", responses=_documented(_ONE, 404))
 def retrieve_entity(
     _: Reader,
     request: Request,
     conn: Conn,
-    entity_id: Annotated[str, Path(max_length=300)],
+    entity_id: str,
     *,
     attrs: str | None = None,
     options: str | None = None,
@@ -307,7 +322,7 @@ def _moment(value: str | None, name: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-@router.get("/temporal/entities", responses={200: {"content": {LD_JSON: {}}}})
+@router.get("/temporal/entities", responses=_documented(_LIST))
 def query_temporal(
     _: Reader,
     request: Request,
@@ -339,12 +354,12 @@ def query_temporal(
     return _reply(_temporal(request, conn, _types(type, ids), ids, query, ld=ld, page=page), ld)
 
 
-@router.get("/temporal/entities/{entity_id}", responses={200: {"content": {LD_JSON: {}}}})
+@router.get("/temporal/entities/{entity_id}", responses=_documented(_ONE, 404))
 def retrieve_temporal(
     _: Reader,
     request: Request,
     conn: Conn,
-    entity_id: Annotated[str, Path(max_length=300)],
+    entity_id: str,
     *,
     attrs: str | None = None,
     timerel: str | None = None,
