@@ -22,10 +22,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from psycopg.rows import TupleRow
 
@@ -322,33 +322,40 @@ def _moment(value: str | None, name: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class TemporalQuery:
+    """A temporal query's parameters as sent (NGSI-LD's names), before they are checked."""
+
+    attrs: str | None = None
+    timerel: str | None = None
+    timeAt: str | None = None  # noqa: N815 - NGSI-LD's parameter names
+    endTimeAt: str | None = None  # noqa: N815
+    aggrMethods: str | None = None  # noqa: N815
+    aggrPeriodDuration: str | None = None  # noqa: N815
+    options: str | None = None
+
+
+Temporal = Annotated[TemporalQuery, Depends()]
+
+
 @router.get("/temporal/entities", responses=_documented(_LIST))
 def query_temporal(
     _: Reader,
     request: Request,
     conn: Conn,
+    query: Temporal,
     *,
     type: str | None = None,
     id: str | None = None,
-    attrs: str | None = None,
-    timerel: str | None = None,
-    timeAt: str | None = None,  # noqa: N803 - NGSI-LD's parameter names
-    endTimeAt: str | None = None,  # noqa: N803
-    aggrMethods: str | None = None,  # noqa: N803
-    aggrPeriodDuration: str | None = None,  # noqa: N803
     limit: str | None = None,
     offset: str | None = None,
-    options: str | None = None,
 ) -> Response:
     """Aggregated temporal values of sensor entities."""
-    if type is None and id is None and attrs is None:
+    if type is None and id is None and query.attrs is None:
         raise bad_request("give at least one of type, id or attrs")
     ids = _list(id)
     first = _natural(offset, "offset", 0)
     size = _natural(limit, "limit", DEFAULT_LIMIT, MAX_LIMIT)
-    query = TemporalQuery(
-        attrs, timerel, timeAt, endTimeAt, aggrMethods, aggrPeriodDuration, options
-    )
     ld = _wants_ld(request)
     page = slice(first, first + size)
     return _reply(_temporal(request, conn, _types(type, ids), ids, query, ld=ld, page=page), ld)
@@ -356,40 +363,13 @@ def query_temporal(
 
 @router.get("/temporal/entities/{entity_id}", responses=_documented(_ONE, 404))
 def retrieve_temporal(
-    _: Reader,
-    request: Request,
-    conn: Conn,
-    entity_id: str,
-    *,
-    attrs: str | None = None,
-    timerel: str | None = None,
-    timeAt: str | None = None,  # noqa: N803
-    endTimeAt: str | None = None,  # noqa: N803
-    aggrMethods: str | None = None,  # noqa: N803
-    aggrPeriodDuration: str | None = None,  # noqa: N803
-    options: str | None = None,
+    _: Reader, request: Request, conn: Conn, entity_id: str, query: Temporal
 ) -> Response:
     ld = _wants_ld(request)
     entity = _one(conn, entity_id)
-    query = TemporalQuery(
-        attrs, timerel, timeAt, endTimeAt, aggrMethods, aggrPeriodDuration, options
-    )
     return _reply(
         _temporal(request, conn, [entity.type], [entity_id], query, ld=ld, page=slice(0, 1))[0], ld
     )
-
-
-@dataclass(frozen=True, slots=True)
-class TemporalQuery:
-    """A temporal query's parameters as sent, before they are checked."""
-
-    attrs: str | None
-    timerel: str | None
-    time_at: str | None
-    end_time_at: str | None
-    aggr_methods: str | None
-    aggr_period: str | None
-    options: str | None
 
 
 def _temporal(
@@ -403,7 +383,7 @@ def _temporal(
     page: slice,
 ) -> list[dict[str, Any]]:
     """The aggregated temporal representation of the sensor entities of ``types`` (``ids``)."""
-    aggr_methods, aggr_period, options = query.aggr_methods, query.aggr_period, query.options
+    aggr_methods, aggr_period, options = query.aggrMethods, query.aggrPeriodDuration, query.options
     if models.KPI_TYPE in types and (ids is not None or len(types) == 1):
         raise bad_request("KPI values have no temporal history here: see /v1/kpis/{id}/series")
     methods = _list(aggr_methods)
@@ -422,7 +402,7 @@ def _temporal(
     resolution = _PERIODS[aggr_period]
     if query.timerel != "between":
         raise bad_request("timerel=between with timeAt and endTimeAt is required")
-    start, end = _moment(query.time_at, "timeAt"), _moment(query.end_time_at, "endTimeAt")
+    start, end = _moment(query.timeAt, "timeAt"), _moment(query.endTimeAt, "endTimeAt")
     if end <= start:
         raise bad_request("endTimeAt must be after timeAt")
     limit = max_span(request.app.state.settings, resolution)
