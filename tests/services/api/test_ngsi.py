@@ -27,6 +27,7 @@ BASE = "/ngsi-ld/v1"
 LD = {"Accept": "application/ld+json"}
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 AQ = "urn:ngsi-ld:AirQualityObserved:aq-1"
+AQ2 = "urn:ngsi-ld:AirQualityObserved:aq-2"
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 START = NOW - timedelta(hours=3)
@@ -51,13 +52,14 @@ def _sensor(db: Db, sid: str, kind: str, domain: str, **extra: Any) -> int:
 @pytest.fixture
 def city(api_db: Db, database_url: str) -> None:
     """aq-1 (located, district d-north) with a pm25 and pm10 reading a minute for 3 hours;
-    n-1 (noise, no location) and t-1 (traffic) with one reading each; aq-old retired; one
-    KPI value. Rolled up."""
+    aq-2 with none; n-1 (noise, no location) and t-1 (traffic) with one reading each; aq-old
+    retired; one KPI value. Rolled up."""
     api_db.execute("INSERT INTO districts (id, name) VALUES ('d-north', 'North')")
     aq = _sensor(
         api_db, "aq-1", "air_quality", "environment",
         district_id="d-north", latitude=45.07, longitude=7.68,
     )  # fmt: skip
+    _sensor(api_db, "aq-2", "air_quality", "environment")  # nothing read yet
     noise = _sensor(api_db, "n-1", "noise", "environment")
     traffic = _sensor(api_db, "t-1", "traffic_counter", "traffic")
     old = _sensor(api_db, "aq-old", "air_quality", "environment", status="retired")
@@ -168,17 +170,29 @@ def _ids(response: Any) -> list[str]:
 
 def test_query_by_type_no_limit_027(reader: TestClient) -> None:
     ids = _ids(reader.get(f"{BASE}/entities", params={"type": "AirQualityObserved"}))
-    assert ids == [AQ]  # the retired sensor is not served
+    assert ids == [AQ, AQ2]  # the retired sensor is not served
     both = "AirQualityObserved,NoiseLevelObserved"
     ids = _ids(reader.get(f"{BASE}/entities", params={"type": both}))
-    assert ids == [AQ, "urn:ngsi-ld:NoiseLevelObserved:n-1"]
+    assert ids == [AQ, AQ2, "urn:ngsi-ld:NoiseLevelObserved:n-1"]
+
+
+def test_one_type_is_paged_in_the_database_like_any_other_query(reader: TestClient) -> None:
+    params: dict[str, Any] = {"type": "AirQualityObserved", "limit": 1, "count": "true"}
+    pages = [reader.get(f"{BASE}/entities", params={**params, "offset": n}) for n in range(3)]
+    assert [_ids(p) for p in pages] == [[AQ], [AQ2], []]
+    assert {p.headers["NGSILD-Results-Count"] for p in pages} == {"2"}
+    # The same page through the in-memory path (a q that every entity passes).
+    filtered = {**params, "offset": 1, "q": "name"}
+    assert _ids(reader.get(f"{BASE}/entities", params=filtered)) == [AQ2]
+    one = {"id": AQ2, "type": "AirQualityObserved", "count": "true"}
+    assert reader.get(f"{BASE}/entities", params=one).headers["NGSILD-Results-Count"] == "1"
 
 
 def test_query_by_type_limit_1_and_count_028(reader: TestClient) -> None:
     params: dict[str, Any] = {"attrs": "dateModified", "limit": 1, "count": "true"}
     first = reader.get(f"{BASE}/entities", params=params)
     assert len(_ids(first)) == 1
-    assert first.headers["NGSILD-Results-Count"] == "3"  # aq-1, n-1, t-1
+    assert first.headers["NGSILD-Results-Count"] == "3"  # aq-1, n-1, t-1; aq-2 read nothing
     seen = [
         _ids(reader.get(f"{BASE}/entities", params={**params, "offset": offset}))
         for offset in range(4)
