@@ -239,8 +239,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
 
     app.include_router(health.router)
+    app.include_router(ngsi_router, prefix="/ngsi-ld/v1")  # NGSI-LD subset, same keys as /v1
     app.include_router(pages.router)
     for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
         app.include_router(module.router, prefix="/v1")
-    app.include_router(ngsi_router, prefix="/ngsi-ld/v1")  # NGSI-LD subset, same keys as /v1
     return app
