@@ -38,6 +38,7 @@ from .routes import (
     registry,
     stream,
 )
+from .routes.ngsi import router as ngsi_router
 
 # Pool bounds. Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests
 # hold a connection for a few milliseconds, so ~10 connections serve a 2-core API; PostgreSQL's
@@ -270,6 +271,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
 
     app.include_router(health.router)
+    app.include_router(ngsi_router, prefix="/ngsi-ld/v1")  # NGSI-LD subset, same keys as /v1
     app.include_router(pages.router)
     for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
         app.include_router(module.router, prefix="/v1")
