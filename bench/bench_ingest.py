@@ -3,26 +3,27 @@
 One ingestion worker (``python -m services.cli ingest``, its own process) reads SenML packs of
 feeder-meter voltages (2,000 sensors under one gateway, QoS 1) from a real Mosquitto and lands
 them in a real PostgreSQL (durable: fsync and synchronous_commit on). Publishers are separate
-processes (a bare MQTT 3.1.1 client: QoS 1, 1,000 in flight, PUBLISH packets built before the
-clock starts; paho costs so much CPU a message that on 2 cores it was the bound at packs of 1),
-so neither shares a GIL with the worker. Measured:
+processes (paho-mqtt, MQTT 5, QoS 1, 1,000 in flight, each pack numbered in user properties as
+a gateway numbers it, so the worker takes the pack-ledger path and sends receipts; payloads and
+properties built before the clock starts), so neither shares a GIL with the worker. Measured:
 
   end to end       readings/s for packs of 1, 10 and 100: publish start to last row committed.
                    Done is when the last pack of every publisher is visible (one primary-key
                    lookup every 20 ms; the worker commits in arrival order) and then
                    ``count(*)`` says every reading is there. The publishers' own rate (start to
                    last PUBACK) is printed beside it: if it is not well above, they were the bound.
-  database only    ReadingWriter.write (staging COPY + INSERT ... ON CONFLICT) of the same rows,
-                   pre-built, at the worker's batch size, one commit a batch; and a plain binary
-                   COPY of the same rows into an empty table without a key.
-  broker only      the same payloads to a no-op subscriber (bare MQTT 3.1.1 client, QoS 1,
-                   each message acknowledged as soon as it is parsed).
+  database only    ReadingWriter.write of the same rows, pre-built, at the worker's batch size,
+                   one commit a batch: the idempotent path (staging COPY + INSERT ... ON
+                   CONFLICT) and the direct COPY, each also fed the same rows again (all
+                   duplicates); and a plain binary COPY into an empty table without a key.
+  broker only      the same payloads to a no-op paho subscriber (MQTT 5, QoS 1).
   naive            bench/naive_ingestor.py (paho callback, json.loads, one INSERT per reading,
                    autocommit) on a smaller load.
   latency          packs of 100 paced at a steady rate; each pack's SenML time is its publish
                    wall-clock time and it carries one record of a marker sensor; a poller reads
                    the marker's new rows every 20 ms: latency = first seen - record time
-                   (over-estimates by 0-20 ms plus one query).
+                   (over-estimates by 0-20 ms plus one query). Receipt lag: the publisher
+                   listens on the gateway's down topic; lag = receipt arrival - publish.
   memory           the worker's resident memory (VmRSS sampled every 100 ms, VmHWM) during the
                    run, and before/during/after a database outage (PostgreSQL stopped while a
                    steady publisher goes on, then started again on the same data directory),
@@ -45,9 +46,7 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -61,10 +60,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway import topics
 from gateway.kinds import QUANTITIES
+from gateway.receipts import PackId, Receipt, decode_receipt
 from gateway.senml import Record, encode
 from services.devstack.broker import Mosquitto
 from services.devstack.postgres import EmbeddedPostgres, free_port
@@ -93,93 +97,68 @@ def reading(i: int, t0: float) -> tuple[int, float, float]:
 # -- child processes -------------------------------------------------------------------------
 
 
-def _length(n: int) -> bytes:
-    """MQTT's variable-length "remaining length"."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-class RawMqtt:
-    """A bare MQTT 3.1.1 client over one socket, so that the load generator costs next to
-    nothing beside the worker on a 2-core machine (paho spends ~50 us a message in Python):
-    PUBLISH packets are built before the clock starts and written many per ``send``; a reader
-    thread counts PUBACKs; at most ``window`` QoS 1 messages are in flight, as paho's
-    ``max_inflight_messages_set(1000)`` would allow.
+class Mqtt5Publisher:
+    """A paho-mqtt MQTT 5 client publishing numbered packs as a gateway does (user properties
+    ``seq``, ``stream``, ``oldest`` of :mod:`gateway.receipts`), at most ``window`` QoS 1
+    messages in flight. The PUBLISH properties and payloads are built before the clock starts,
+    so the run measures paho's send path, not SenML encoding. Receipts on the gateway's down
+    topic are collected with their arrival time.
     """
 
-    def __init__(
-        self, mqtt_url: str, client_id: str, window: int = 1000, count_acks: bool = True
-    ) -> None:
+    def __init__(self, mqtt_url: str, client_id: str, window: int = 1000) -> None:
         url = urlsplit(mqtt_url)
-        self.sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 1883))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        cid = client_id.encode()
-        body = b"\x00\x04MQTT\x04\x02\x00\x00" + struct.pack(">H", len(cid)) + cid
-        self.sock.sendall(b"\x10" + _length(len(body)) + body)
-        if self._read(4)[:2] != b"\x20\x02":
-            raise RuntimeError(f"no CONNACK from {mqtt_url}")
-        self.window = window
-        self.sent = 0
+        self.stream = uuid.uuid4().hex
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        self.client.max_inflight_messages_set(window)
+        self.client.max_queued_messages_set(0)  # paho queues beyond the window, unbounded
         self.acked = 0
+        self.receipts: list[tuple[float, Receipt]] = []
         self._changed = threading.Condition()
-        if count_acks:
-            threading.Thread(target=self._count_pubacks, daemon=True).start()
+        self._connected = threading.Event()
+        self.client.on_connect = lambda *_: self._connected.set()
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=60)
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise RuntimeError(f"no CONNACK from {mqtt_url}")
 
-    def _read(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise RuntimeError("the broker closed the connection")
-            data += chunk
-        return data
-
-    def _count_pubacks(self) -> None:
-        pending = 0
-        while True:
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except OSError:
-                return
-            if not chunk:
-                return
-            pending += len(chunk)  # only PUBACKs (4 bytes) come back to a publisher
-            with self._changed:
-                self.acked += pending // 4
-                pending %= 4
-                self._changed.notify_all()
-
-    def packet(self, topic: str, payload: bytes, index: int) -> bytes:
-        """The QoS 1 PUBLISH of message number ``index`` of this connection."""
-        name = topic.encode()
-        head = struct.pack(">H", len(name)) + name + struct.pack(">H", index % 65535 + 1)
-        return b"\x32" + _length(len(head) + len(payload)) + head + payload
-
-    def send(self, packets: list[bytes]) -> None:
-        """Send ``packets`` in order, never more than ``window`` unacknowledged."""
-        done = 0
-        while done < len(packets):
-            with self._changed:
-                while self.sent - self.acked >= self.window:
-                    self._changed.wait()
-                room = self.window - (self.sent - self.acked)
-            chunk = packets[done : done + min(room, 256)]
-            self.sock.sendall(b"".join(chunk))
-            self.sent += len(chunk)
-            done += len(chunk)
-
-    def wait_acked(self) -> None:
+    def _on_publish(self, *_: object) -> None:
         with self._changed:
-            while self.acked < self.sent:
+            self.acked += 1
+            self._changed.notify_all()
+
+    def _on_message(self, _client: object, _userdata: object, message: Any) -> None:
+        receipt = decode_receipt(message.payload)
+        if receipt is not None and receipt.stream == self.stream:
+            self.receipts.append((time.time(), receipt))
+
+    def listen_for_receipts(self, gateway: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *_: done.set()
+        self.client.subscribe(topics.down_topic(gateway), qos=1)
+        if not done.wait(10):
+            raise RuntimeError("no SUBACK for the receipts topic")
+
+    def properties(self, seq: int) -> Properties:
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = PackId(self.stream, seq, 1).properties()
+        return properties
+
+    def send(self, topic: str, packets: list[tuple[bytes, Properties]]) -> None:
+        for payload, properties in packets:
+            self.client.publish(topic, payload, qos=1, properties=properties)
+
+    def wait_acked(self, count: int) -> None:
+        with self._changed:
+            while self.acked < count:
                 self._changed.wait()
 
     def close(self) -> None:
-        self.sock.sendall(b"\xe0\x00")  # DISCONNECT
-        self.sock.close()
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def pack_payload(pack: int, first_reading: int, t0: float) -> bytes:
@@ -201,16 +180,16 @@ def publish_load(
     out: Any,
 ) -> None:
     """Publish packs ``first .. first+count-1`` of a load as fast as the window allows."""
-    client = RawMqtt(mqtt_url, f"bench-pub-{uuid.uuid4().hex[:8]}")
+    client = Mqtt5Publisher(mqtt_url, f"bench-pub-{uuid.uuid4().hex[:8]}")
     packets = [
-        client.packet(topic, pack_payload(pack, j * pack, t0), k)
+        (pack_payload(pack, j * pack, t0), client.properties(k + 1))
         for k, j in enumerate(range(first, first + count))
     ]
     out.put(("ready", count * pack))
     start.wait()
     began = time.time()
-    client.send(packets)
-    client.wait_acked()
+    client.send(topic, packets)
+    client.wait_acked(len(packets))
     out.put(("done", began, time.time()))
     client.close()
 
@@ -225,11 +204,14 @@ def publish_paced(
     start: Any,
     out: Any,
 ) -> None:
-    """Publish packs of ``pack`` readings at ``rate`` readings/s, timed at publish (wall clock)."""
+    """Publish packs of ``pack`` readings at ``rate`` readings/s, timed at publish (wall clock);
+    report each pack's receipt lag (its receipt's arrival - its publish)."""
     interval = pack / rate
     total = round(seconds * rate / pack)
     names = [f"{sensor_id(s)}/voltage" for s in range(SENSORS + 1)]
-    client = RawMqtt(mqtt_url, f"bench-paced-{uuid.uuid4().hex[:8]}")
+    client = Mqtt5Publisher(mqtt_url, f"bench-paced-{uuid.uuid4().hex[:8]}")
+    client.listen_for_receipts(GATEWAY)
+    sent_at: dict[int, float] = {}
     out.put(("ready", total * pack))
     start.wait()
     began = last = time.time()
@@ -247,59 +229,56 @@ def publish_paced(
         while len(records) < pack:
             records.append(Record(name=names[rotate], time=t, unit="V", value=229.0))
             rotate = (rotate + 1) % SENSORS
-        client.send([client.packet(topic, encode(records), j)])
-    client.wait_acked()
-    out.put(("done", began, time.time(), behind))
+        sent_at[j + 1] = time.time()
+        client.send(topic, [(encode(records), client.properties(j + 1))])
+    client.wait_acked(total)
+    deadline = time.time() + 30
+    while (
+        time.time() < deadline
+        and sum(1 for _, r in list(client.receipts) for _ in r.seqs()) < total
+    ):
+        time.sleep(0.05)
+    lags: dict[int, float] = {}
+    for arrived, receipt in client.receipts:
+        for seq in receipt.seqs():
+            if seq in sent_at and seq not in lags:
+                lags[seq] = arrived - sent_at[seq]
+    out.put(("done", began, time.time(), behind, list(lags.values())))
     client.close()
 
 
 def noop_subscriber(mqtt_url: str, topic_filter: str, expected: int, _start: Any, out: Any) -> None:
-    """MQTT 3.1.1, QoS 1: parse each PUBLISH and acknowledge it at once (one send per read).
-
-    Bare, like the publishers, so that what is measured is the broker, not a client library.
-    """
-    sock = RawMqtt(mqtt_url, f"bench-noop-{uuid.uuid4().hex[:8]}", count_acks=False).sock
-    name = topic_filter.encode()
-    body = b"\x00\x01" + struct.pack(">H", len(name)) + name + b"\x01"
-    buffer = bytearray()
+    """paho-mqtt, MQTT 5, QoS 1: count each PUBLISH (paho acknowledges it) and nothing else."""
+    url = urlsplit(mqtt_url)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"bench-noop-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
     received = 0
-    sock.sendall(b"\x82" + _length(len(body)) + body)
-    out.put(("ready", 0))
     ended = time.time()
-    sock.settimeout(300)
-    while received < expected:
-        chunk = sock.recv(1 << 18)
-        if not chunk:
-            break
-        buffer += chunk
-        acks = []
-        at = 0
-        while True:  # whole packets in the buffer
-            if len(buffer) - at < 2:
-                break
-            length, shift, k = 0, 0, at + 1
-            while k < len(buffer):
-                length |= (buffer[k] & 0x7F) << shift
-                shift += 7
-                k += 1
-                if not buffer[k - 1] & 0x80:
-                    break
-            else:
-                break
-            if k + length > len(buffer):
-                break
-            if buffer[at] & 0xF0 == 0x30:
-                topic_len = int.from_bytes(buffer[k : k + 2])
-                pid = buffer[k + 2 + topic_len : k + 4 + topic_len]
-                acks.append(b"\x40\x02" + pid)
-                received += 1
-            at = k + length
-        del buffer[:at]
-        if acks:
-            sock.sendall(b"".join(acks))
-            ended = time.time()
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(*_: object) -> None:
+        nonlocal received, ended
+        received += 1
+        ended = time.time()
+        if received >= expected:
+            done.set()
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=60)
+    client.loop_start()
+    client.subscribe(topic_filter, qos=1)
+    if not subscribed.wait(10):
+        raise RuntimeError("no SUBACK")
+    out.put(("ready", 0))
+    done.wait(300)
     out.put(("done", ended, received))
-    sock.close()
+    client.disconnect()
+    client.loop_stop()
 
 
 @dataclass
@@ -583,20 +562,29 @@ def end_to_end(
     return e2e, Row("  publishers alone (start to last PUBACK)", pack, readings, packs, published)
 
 
-def database_only(url: str, rows: list[Reading], batch: int) -> tuple[Row, Row]:
+def database_only(url: str, rows: list[Reading], batch: int) -> list[Row]:
+    """The worker's database work on pre-built rows, one commit a batch, live-stream event on
+    (the default): the idempotent path (staging COPY + INSERT ... ON CONFLICT) and the direct
+    COPY the worker uses since the pack ledger, each then fed the same rows again (a replayed
+    load: all duplicates); and a plain binary COPY into an empty unkeyed table."""
     parts = [rows[i : i + batch] for i in range(0, len(rows), batch)]
-    with connect(url) as conn:
-        reset(conn)
-        conn.execute("TRUNCATE unkeyed")
+    result = []
     with psycopg.connect(libpq_url(url)) as conn:
-        # The same database work the worker does with its defaults: the live stream's event per
-        # batch included (URBANPULSE_LIVE_READINGS, on by default).
-        writer = ReadingWriter(conn, "partitioned", live_events=True)
-        began = time.perf_counter()
-        for part in parts:
-            writer.write(part)
+        for direct, name in ((False, "idempotent (staging + ON CONFLICT)"), (True, "direct COPY")):
+            with connect(url) as other:
+                reset(other)
+            conn.execute("CHECKPOINT")
             conn.commit()
-        idempotent = time.perf_counter() - began
+            writer = ReadingWriter(conn, "partitioned", live_events=True, direct=direct)
+            for label in ("", ", all duplicates"):
+                began = time.perf_counter()
+                for part in parts:
+                    writer.write(part)
+                    conn.commit()
+                seconds = time.perf_counter() - began
+                title = f"database only: {name}{label}, batch {batch:,}"
+                result.append(Row(title, 0, len(rows), 0, seconds))
+        conn.execute("TRUNCATE unkeyed")
         conn.execute("CHECKPOINT")
         conn.commit()
         began = time.perf_counter()
@@ -607,12 +595,8 @@ def database_only(url: str, rows: list[Reading], batch: int) -> tuple[Row, Row]:
                 copy.write(encode_copy(part))
             conn.commit()
         plain = time.perf_counter() - began
-    return (
-        Row(
-            f"database only: idempotent ReadingWriter, batch {batch:,}", 0, len(rows), 0, idempotent
-        ),
-        Row(f"database only: plain binary COPY, unkeyed, batch {batch:,}", 0, len(rows), 0, plain),
-    )
+    title = f"database only: plain binary COPY, unkeyed, batch {batch:,}"
+    return [*result, Row(title, 0, len(rows), 0, plain)]
 
 
 def broker_only(mqtt_url: str, pack: int, readings: int, t0: float) -> Row:
@@ -677,8 +661,9 @@ def naive(url: str, mqtt_url: str, readings: int, t0: float, log: Path, timeout:
 
 def latency(
     url: str, mqtt_url: str, keys: dict[int, int], rate: float, seconds: float
-) -> tuple[list[float], int, float, float]:
-    """Latencies (s) of the marker rows, packs published, worst publisher lag, achieved rate."""
+) -> tuple[list[float], int, float, float, list[float]]:
+    """Latencies (s) of the marker rows, packs published, worst publisher lag, achieved rate,
+    receipt lags (s)."""
     children = Children()
     children.spawn(publish_paced, mqtt_url, topics.up_topic(GATEWAY), rate, seconds, 100, True)
     children.ready()
@@ -700,8 +685,8 @@ def latency(
                 seen.append(now - t)
                 since = max(since, t)
             time.sleep(0.02)
-    ((began, ended, behind),) = children.results()
-    return seen, packs, behind, children.readings / (ended - began)
+    ((began, ended, behind, receipt_lags),) = children.results()
+    return seen, packs, behind, children.readings / (ended - began), receipt_lags
 
 
 def outage(
@@ -842,14 +827,15 @@ def main() -> None:
         for i in range(loads[100]):
             s, t, v = reading(i, t0)
             rows.append((t, keys[s], VOLTAGE, v))
-        idempotent, plain = database_only(url, rows, args.batch_records)
+        database_rows = database_only(url, rows, args.batch_records)
         del rows
-        table += [idempotent, plain]
+        idempotent, plain = database_rows[0], database_rows[-1]
+        table += database_rows
         for pack in (1, 10, 100):
             table.append(broker_only(mqtt_url, pack, loads[pack], t0))
         naive_row = naive(url, mqtt_url, naive_readings, t0, scratch / "naive.log", 120)
         table.append(naive_row)
-        lat, lat_packs, behind, lat_rate = latency(
+        lat, lat_packs, behind, lat_rate, receipt_lags = latency(
             url, mqtt_url, keys, args.latency_rate, latency_s
         )
         down = None
@@ -874,14 +860,14 @@ def main() -> None:
         )
         ref = idempotent.rate
         print(
-            f"{'variant':<58}{'pack':>5}{'readings':>11}{'seconds':>9}"
+            f"{'variant':<76}{'pack':>5}{'readings':>11}{'seconds':>9}"
             f"{'readings/s':>12}{'msgs/s':>9}{'vs idem':>8}"
         )
         for r in table:
             msgs = f"{r.messages / r.seconds:>9,.0f}" if r.messages else f"{'':>9}"
-            pack = f"{r.pack:>5}" if r.pack else f"{'':>5}"
+            pack_text = f"{r.pack:>5}" if r.pack else f"{'':>5}"
             print(
-                f"{r.name:<58}{pack}{r.readings:>11,}{r.seconds:>9.2f}"
+                f"{r.name:<76}{pack_text}{r.readings:>11,}{r.seconds:>9.2f}"
                 f"{r.rate:>12,.0f}{msgs}{r.rate / ref:>7.2f}x"
             )
         print(
@@ -895,6 +881,14 @@ def main() -> None:
                 f"  p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
                 f"p99 {percentile(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms, "
                 f"mean {statistics.fmean(lat) * 1000:.0f} ms"
+            )
+        if receipt_lags:
+            print(
+                f"  receipt lag (publish to the receipt's arrival at the publisher), "
+                f"{len(receipt_lags):,} of {lat_packs:,} packs receipted: "
+                f"p50 {percentile(receipt_lags, 0.5) * 1000:.0f} ms, "
+                f"p99 {percentile(receipt_lags, 0.99) * 1000:.0f} ms, "
+                f"max {max(receipt_lags) * 1000:.0f} ms"
             )
         print(
             "  method: each pack's SenML time is its publish wall-clock time and it holds one "
@@ -926,15 +920,25 @@ def main() -> None:
             for calls, ms, query in statements:
                 print(f"  {calls:>7,} {ms:>8,} {query}")
         p99 = percentile(lat, 0.99) if lat and len(lat) == lat_packs else float("inf")
+        receipt_p99 = (
+            percentile(receipt_lags, 0.99)
+            if receipt_lags and len(receipt_lags) == lat_packs
+            else float("inf")
+        )
+        at_rate = args.latency_rate >= 20_000
         targets = [
-            (">= 150,000 readings/s end to end, packs of 100", e2e[100].rate >= 150_000,
+            (">= 300,000 readings/s end to end, packs of 100", e2e[100].rate >= 300_000,
              f"{e2e[100].rate:,.0f}/s"),
-            (">= 60% of the database-only idempotent path", e2e[100].rate >= 0.6 * ref,
-             f"{e2e[100].rate / ref:.1%}"),
+            (">= 25% of a plain binary COPY (unkeyed), packs of 100",
+             e2e[100].rate >= 0.25 * plain.rate, f"{e2e[100].rate / plain.rate:.1%}"),
+            (">= 150,000 readings/s end to end, packs of 10", e2e[10].rate >= 150_000,
+             f"{e2e[10].rate:,.0f}/s"),
             (">= 30x the naive ingestor", e2e[100].rate >= 30 * naive_row.rate,
              f"{e2e[100].rate / naive_row.rate:.0f}x"),
-            ("p99 publish-to-row < 1 s at 20,000 readings/s",
-             p99 < 1.0 and args.latency_rate >= 20_000, f"{p99 * 1000:.0f} ms"),
+            ("p99 publish-to-row < 100 ms at 20,000 readings/s", p99 < 0.1 and at_rate,
+             f"{p99 * 1000:.0f} ms"),
+            ("receipt lag p99 < 250 ms at 20,000 readings/s", receipt_p99 < 0.25 and at_rate,
+             f"{receipt_p99 * 1000:.0f} ms"),
         ]  # fmt: skip
         print("\ntargets")
         for text, ok, value in targets:

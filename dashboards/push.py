@@ -1,8 +1,9 @@
 """Push the generated dashboards to a running Grafana through its HTTP API (grafana-client).
 
-grafana-client brings niquests and urllib3-future, whose urllib3 replacement breaks
-requests-based tools; it is imported here, inside :func:`push`, and nowhere else, so building
-the dashboards (and everything else in the package) never loads it.
+grafana-client is imported here, inside :func:`push`, and nowhere else, so building the
+dashboards (and everything else in the package) never loads it: from version 4 on it brings
+niquests and urllib3-future, whose urllib3 replacement breaks requests-based tools (we hold it
+below 4, but a user's environment may have a newer one).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def push(
         status = getattr(exc, "status_code", None)
         raise PushError("Grafana refused the push", status, str(exc)) from None
     except Exception as exc:  # the HTTP layer's own errors (refused connection, timeout)
-        if type(exc).__module__.split(".")[0] in {"niquests", "urllib3", "urllib3_future"}:
+        http_layers = {"requests", "niquests", "urllib3", "urllib3_future"}
+        if type(exc).__module__.split(".")[0] in http_layers:
             raise PushError(f"Grafana at {url}", None, str(exc)) from None
         raise

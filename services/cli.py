@@ -39,6 +39,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "services.storage.settings_cli:district_app",
         "Show and set a district's overrides of the city settings.",
     ),
+    "mqtt": ("services.mqtt_identity.cli:app", "Broker identities: per-gateway passwords and ACL."),
     "api": ("services.api.cli:app", "Serve the HTTP API (FastAPI, under /v1)."),
     "keys": ("services.api.keys_cli:app", "Create, list and revoke API keys."),
     "monitor": (
@@ -52,6 +53,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "alerts": (
         "services.kpi.alerts_cli:app",
         "List, acknowledge and clear alerts; alert rules; evaluate them.",
+    ),
+    "notify": (
+        "services.notify.cli:app",
+        "Alert notifications: run the notifier; webhook and e-mail subscriptions; dead letters.",
     ),
     "dashboards": (
         "dashboards.cli:app",

@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=10_000, description="most buckets of a KPI series"
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(
@@ -185,6 +185,102 @@ class Settings(BaseSettings):
     )
     # The API's import endpoint takes files up to this size; bigger ones go through the CLI.
     import_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+    # The public city page (services/api/routes/pages.py): off by default, because turning it on
+    # publishes the city's KPIs to anyone who can reach the API. Even then it shows KPIs with
+    # their targets, coverage and trend only; never readings or a sensor's id or position. The
+    # one thing about sensors it may add is how many each district has per domain.
+    public_page: bool = Field(
+        default=False, description="serve /public and /public/kpis without a key"
+    )
+    public_sensor_counts: bool = Field(
+        default=False, description="the public page also shows each district's sensor counts"
+    )
+
+    # --- API hardening (issue 11): what one caller may cost the API. ---
+    # Request bodies: refused with 413 while they stream in, past these sizes; a /v1 body's key
+    # is checked before any of it is read. The bulk route's own read stops at 10 MiB as well.
+    api_max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest body of a route"
+    )
+    api_max_body_bytes_bulk: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=10 * 1024 * 1024,
+        description="largest body of POST /v1/registry/bulk",
+    )
+    # Live streams (SSE): how many may be open at once per key (429 past it) and per process
+    # (503); the readings one poll of the log reads at most (what a stream holds); how long a
+    # send may wait on a reader that takes nothing before the stream is closed; how often an
+    # open stream asks the database whether its key is still valid (revoked: the stream ends).
+    api_stream_max_per_key: int = Field(
+        default=8, ge=1, le=10_000, description="live streams open at once per key"
+    )
+    api_stream_max: int = Field(
+        default=100, ge=1, le=100_000, description="live streams open at once per API process"
+    )
+    api_stream_page_readings: int = Field(
+        default=5_000, ge=1, le=1_000_000, description="readings one poll of the log reads"
+    )
+    api_stream_stall_timeout: timedelta = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="a stream whose reader takes nothing this long is closed",
+    )
+    api_stream_key_recheck: timedelta = Field(
+        default=timedelta(seconds=10),
+        gt=timedelta(0),
+        description="how often an open stream re-checks its key",
+    )
+    # Failed key checks: past this many within the window, from one client address or for one
+    # key id, further unverified attempts are answered 429 (Retry-After) with no query and no
+    # scrypt, until the window has passed.
+    api_auth_failures_max: int = Field(
+        default=10, ge=1, le=1_000_000, description="failed key checks allowed in the window"
+    )
+    api_auth_failures_window: timedelta = Field(
+        default=timedelta(minutes=1),
+        gt=timedelta(0),
+        description="the sliding window failed key checks are counted in",
+    )
+    # Read replica (issue 14). Unset, every query goes to the primary. Set, the API's read-only
+    # routes read from this streaming standby while its replay lag is within the maximum; past
+    # it, or while the standby does not answer, they read from the primary (answers stay
+    # fresh) and /readyz reports "degraded". Writes, key checks and the live stream always use
+    # the primary.
+    database_read_url: str | None = Field(
+        default=None, description="PostgreSQL URL of a streaming standby for the API's reads"
+    )
+    database_read_max_lag: timedelta = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="replay lag past which the API reads from the primary instead",
+    )
+
+    # Notifications (services.notify, issue 16): the notifier's pass interval, its retries and
+    # the SMTP server e-mail subscriptions go through. Backoff doubles from the base up to the
+    # cap: 6 attempts from 30 s span about 15 minutes before a row becomes a dead letter.
+    notify_interval: timedelta = Field(
+        default=timedelta(seconds=5), gt=timedelta(0), description="time between notifier passes"
+    )
+    notify_max_attempts: int = Field(
+        default=6, ge=1, le=100, description="deliveries tried before a dead letter"
+    )
+    notify_backoff_base: timedelta = Field(
+        default=timedelta(seconds=30), gt=timedelta(0), description="wait after the first failure"
+    )
+    notify_backoff_cap: timedelta = Field(
+        default=timedelta(hours=1), gt=timedelta(0), description="longest wait between attempts"
+    )
+    notify_timeout: timedelta = Field(
+        default=timedelta(seconds=10), gt=timedelta(0), description="one delivery's time limit"
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server; none: no e-mail")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(default="urbanpulse@localhost", description="the e-mails' sender")
+    smtp_starttls: bool = Field(default=False, description="upgrade to TLS before sending")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
 
 
 def load_settings(**overrides: Any) -> Settings:

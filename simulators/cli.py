@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from simulators.city import build_manifest, city_named
+from simulators.city import Manifest, build_manifest, city_named
 from simulators.runner import PublisherSink, Simulation, Sink, Stats, run
 from simulators.scenario import Scenario, load_scenario
 from simulators.settings import SimulatorSettings
@@ -62,6 +62,23 @@ def _table(stats: Stats, sink: Sink, speed: float | None) -> Table:
     table.add_row("rate", f"{stats.rate():,.0f} readings/s")
     table.add_row("outbox depth", f"{sink.depth():,} packs")
     return table
+
+
+def _publisher_sink(
+    settings: SimulatorSettings, manifest: Manifest, state_dir: Path
+) -> PublisherSink:
+    """Publishers for the manifest's gateways; with a credentials file, each logs in as itself
+    and every gateway without a password is named before anything starts."""
+    try:
+        passwords = settings.gateway_passwords()
+        for gateway in manifest.gateways:
+            settings.publisher_options(gateway["id"], passwords)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    return PublisherSink(
+        state_dir, lambda gateway_id: settings.publisher_options(gateway_id, passwords)
+    )
 
 
 @app.command()
@@ -141,7 +158,7 @@ def simulate(  # noqa: PLR0917 - typer maps options to parameters
     simulation = Simulation(manifest, events, seed)
 
     settings = SimulatorSettings()
-    sink = PublisherSink(state_dir, settings.publisher_options)
+    sink = _publisher_sink(settings, manifest, state_dir)
     stop = threading.Event()
     console.print(
         f"{the_city.name}: {len(manifest.sensors)} sensors, {len(manifest.gateways)} gateways, "

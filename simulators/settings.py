@@ -6,6 +6,8 @@ The same variable names as the server's settings (``URBANPULSE_MQTT_URL``, ``_US
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -22,6 +24,12 @@ class SimulatorSettings(BaseSettings):
     )
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    mqtt_credentials_file: Path | None = Field(
+        default=None,
+        description="JSON map of gateway id -> password (what `make up` keeps in "
+        ".urbanpulse/broker/credentials.json): each gateway logs in as itself, as a broker "
+        "with per-gateway identities and an ACL requires",
+    )
 
     @field_validator("mqtt_url")
     @classmethod
@@ -30,7 +38,26 @@ class SimulatorSettings(BaseSettings):
             raise ValueError("must be an mqtt:// or mqtts:// URL")
         return value
 
-    def publisher_options(self, gateway_id: str) -> PublisherOptions:
+    def gateway_passwords(self) -> dict[str, str]:
+        """The credentials file's gateway id -> password map ({} without one)."""
+        if self.mqtt_credentials_file is None:
+            return {}
+        path = self.mqtt_credentials_file
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"MQTT credentials file {path}: {exc}") from None
+        if not isinstance(known, dict) or not all(
+            isinstance(name, str) and isinstance(password, str) for name, password in known.items()
+        ):
+            raise ValueError(f"MQTT credentials file {path} must map gateway ids to passwords")
+        return known
+
+    def publisher_options(
+        self, gateway_id: str, passwords: dict[str, str] | None = None
+    ) -> PublisherOptions:
+        """How ``gateway_id`` reaches the broker: as itself when ``passwords`` (from
+        :meth:`gateway_passwords`) has it, else with the shared user name and password."""
         url = urlsplit(self.mqtt_url)
         tls = url.scheme == "mqtts"
         username = self.mqtt_username or (unquote(url.username) if url.username else None)
@@ -39,6 +66,13 @@ class SimulatorSettings(BaseSettings):
             if self.mqtt_password is not None
             else (unquote(url.password) if url.password else None)
         )
+        if passwords:
+            if gateway_id not in passwords:
+                raise ValueError(
+                    f"gateway {gateway_id} has no password in {self.mqtt_credentials_file}; "
+                    f'add "{gateway_id}": "<password>" there (and restart the broker)'
+                )
+            username, password = gateway_id, passwords[gateway_id]
         return PublisherOptions(
             gateway_id=gateway_id,
             host=url.hostname or "127.0.0.1",

@@ -16,12 +16,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from services.readreplica.routing import ReplicaGate
 from services.settings import Settings, load_settings
 from services.storage.urls import libpq_url
 
-from . import problems
+from . import docs, problems
 from .auth import Authenticator
-from .deps import statement_timeout_ms
+from .deps import KEY_CHECKS_AT_ONCE, Replica, current_principal, statement_timeout_ms
+from .guards import BodyLimitMiddleware, FailureLimiter
 from .metrics import ApiMetrics, MetricsMiddleware
 from .routes import (
     alerts,
@@ -29,12 +31,14 @@ from .routes import (
     health,
     kpi_settings,
     kpis,
-    live,
+    notifications,
+    pages,
     quarantine,
     readings,
     registry,
     stream,
 )
+from .routes.ngsi import router as ngsi_router
 
 # Pool bounds. Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests
 # hold a connection for a few milliseconds, so ~10 connections serve a 2-core API; PostgreSQL's
@@ -64,6 +68,14 @@ are made with `urbanpulse keys create`.
 **Errors** are RFC 9457 problem details (`application/problem+json`); validation problems list
 each bad field in `errors`.
 
+**Limits.** A request body larger than its route allows is refused with 413 while it streams
+in (`URBANPULSE_API_MAX_BODY_BYTES`, 256 KiB; `URBANPULSE_API_MAX_BODY_BYTES_BULK`, 10 MiB, for
+`/v1/registry/bulk`); a `/v1` request with a body has its key checked before any of the body is
+read. After `URBANPULSE_API_AUTH_FAILURES_MAX` (10) failed key checks within
+`URBANPULSE_API_AUTH_FAILURES_WINDOW` (a minute) from one address or for one key id, further
+attempts get 429 with `Retry-After` until the window has passed. The live stream's own limits
+are described on `/v1/stream`.
+
 **Pagination.** Lists return `{items, next_cursor}`; pass `cursor=<next_cursor>` for the next
 page until it is null.
 """
@@ -76,46 +88,58 @@ TAGS = [
 ]
 
 
-def async_pool_for(settings: Settings) -> AsyncConnectionPool:
+def async_pool_for(settings: Settings, *, replica: bool = False) -> AsyncConnectionPool:
     """Connections for the hottest read paths, which run on the event loop: no thread hop, no
     contention for the GIL between the loop and the threads (bench/bench_api.py measured the
-    readings endpoint's p95 halved)."""
-    if not settings.database_url:
-        raise ValueError("the API needs a database: set URBANPULSE_DATABASE_URL")
+    readings endpoint's p95 halved). ``replica``: to ``URBANPULSE_DATABASE_READ_URL``."""
+    url = _url(settings, replica=replica)
     return AsyncConnectionPool(
-        libpq_url(settings.database_url),
+        libpq_url(url),
         min_size=1,
         max_size=REQUEST_SLOTS,
         timeout=POOL_TIMEOUT_S,
         open=False,
-        name="urbanpulse-api-async",
+        name="urbanpulse-api-async" + ("-read" if replica else ""),
         # This pool serves only the readings endpoint: its statement timeout is that class's.
         kwargs={
-            "application_name": "urbanpulse-api",
+            "application_name": _application_name(replica),
             "autocommit": True,
             "options": _timeout_option(settings.api_statement_timeout_readings),
         },
     )
 
 
-def pool_for(settings: Settings) -> ConnectionPool:
-    if not settings.database_url:
-        raise ValueError("the API needs a database: set URBANPULSE_DATABASE_URL")
+def pool_for(settings: Settings, *, replica: bool = False) -> ConnectionPool:
+    url = _url(settings, replica=replica)
     return ConnectionPool(
-        libpq_url(settings.database_url),
+        libpq_url(url),
         min_size=POOL_MIN,
         max_size=POOL_MAX,
         timeout=POOL_TIMEOUT_S,
         # Do not wait for the first connections: the API starts (and /readyz says why it is
         # not ready) while the database is still coming up.
         open=False,
-        name="urbanpulse-api",
+        name="urbanpulse-api" + ("-read" if replica else ""),
         # KPI computations raise it for their transaction (routes/kpis.py); the rest keep this.
         kwargs={
-            "application_name": "urbanpulse-api",
+            "application_name": _application_name(replica),
             "options": _timeout_option(settings.api_statement_timeout_other),
         },
     )
+
+
+def _url(settings: Settings, *, replica: bool) -> str:
+    url = settings.database_read_url if replica else settings.database_url
+    if not url:
+        name = "DATABASE_READ_URL" if replica else "DATABASE_URL"
+        raise ValueError(f"the API needs a database: set URBANPULSE_{name}")
+    return url
+
+
+def _application_name(replica: bool) -> str:
+    # Names the replica's sessions in pg_stat_activity, so an operator sees which API reads
+    # land where.
+    return "urbanpulse-api-read" if replica else "urbanpulse-api"
 
 
 def _timeout_option(timeout: timedelta) -> str:
@@ -171,14 +195,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     pool = pool_for(settings)
 
     async_pool = async_pool_for(settings)
+    replica = (
+        Replica(
+            pool_for(settings, replica=True),
+            async_pool_for(settings, replica=True),
+            ReplicaGate(settings.database_read_url, settings.database_read_max_lag.total_seconds()),
+        )
+        if settings.database_read_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
         await async_pool.open(wait=False)
+        if replica is not None:
+            replica.pool.open(wait=False)
+            await replica.async_pool.open(wait=False)
+            replica.gate.start()
         try:
             yield
         finally:
+            if replica is not None:
+                replica.gate.stop()
+                await replica.async_pool.close()
+                replica.pool.close()
             await async_pool.close()
             pool.close()
 
@@ -190,13 +231,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         lifespan=lifespan,
         # Any route may fail unexpectedly or find the database gone; say so in every operation.
-        responses=problems.responses(500, 503, 504),
+        responses=problems.responses(413, 429, 500, 503, 504),
+        docs_url=None,  # served from the package by docs.install, not from a CDN
+        redoc_url=None,
     )
+    docs.install(app)
     app.state.settings = settings
     app.state.pool = pool
     app.state.async_pool = async_pool
+    app.state.replica = replica
     app.state.connection_slots = asyncio.Semaphore(REQUEST_SLOTS)
     app.state.authenticator = Authenticator(pool)
+    app.state.auth_failures = FailureLimiter(
+        settings.api_auth_failures_max, settings.api_auth_failures_window.total_seconds()
+    )
+    app.state.key_checks = asyncio.Semaphore(KEY_CHECKS_AT_ONCE)
+    app.state.streams = stream.StreamSlots(settings.api_stream_max, settings.api_stream_max_per_key)
     app.state.metrics = ApiMetrics()
     app.state.head_revision = health.head_revision()
 
@@ -207,12 +257,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(psycopg.errors.QueryCanceled, _on_statement_timeout)
     app.add_exception_handler(psycopg.DataError, _on_refused_by_database)
     app.add_exception_handler(psycopg.IntegrityError, _on_refused_by_database)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        authenticate=current_principal,
+        default=settings.api_max_body_bytes,
+        limits={
+            "/v1/registry/bulk": settings.api_max_body_bytes_bulk,
+            "/v1/imports": settings.import_max_body_bytes,
+        },
+    )
+    app.add_middleware(
+        stream.StallGuard,
+        path="/v1/stream",
+        timeout_s=settings.api_stream_stall_timeout.total_seconds(),
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, root=app)
 
     app.include_router(health.router)
-    app.include_router(live.router)
+    app.include_router(ngsi_router, prefix="/ngsi-ld/v1")  # NGSI-LD subset, same keys as /v1
+    app.include_router(pages.router)
     for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
         app.include_router(module.router, prefix="/v1")
+    # Notifications (issue 16): subscriptions and dead letters.
+    app.include_router(notifications.router, prefix="/v1")
     from .routes import dataio  # noqa: PLC0415 - issue 16's import/export routes, mounted here
 
     app.include_router(dataio.router, prefix="/v1")

@@ -10,6 +10,10 @@ key is being checked wait for that check rather than each paying a scrypt (bench
 measured seconds of tail latency from that herd). The cache holds at most :data:`CACHE_SIZE`
 keys, least recently used evicted first. Refusals are not cached, so a key registered a moment
 ago works at once.
+
+A failed check costs what a successful one does: an unknown or revoked key id still pays one
+scrypt, against a dummy hash made with the same parameters, so the time of a refusal does not
+tell whether an id exists (it was 1.7 ms for an unknown id against 37 ms for a wrong secret).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache
 
 from psycopg_pool import ConnectionPool
 
@@ -29,6 +34,19 @@ CACHE_SIZE = 1024
 # last_used_at is written at most this often per key and process (and the SQL refuses more
 # than once a minute across processes).
 TOUCH_INTERVAL_S = 60.0
+
+
+def key_id_of(token: str) -> str:
+    """The id part of a presented key (what precedes the first dot), bounded in length, to
+    count failures by; never the secret."""
+    return token.strip().partition(".")[0][:64]
+
+
+@cache
+def dummy_hash() -> str:
+    """A hash to verify against when there is no real one: made once per process, with the
+    parameters of real hashes, so that verifying against it costs what verifying a key does."""
+    return keys.hash_secret("not a key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +116,15 @@ class Authenticator:
             due = now - self._touched.get(principal.key_id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S
         return None if due else principal
 
+    def proven(self, token: str) -> bool:
+        """Whether this exact key was verified by this process and is still remembered (its
+        entry maybe due for a re-check): re-checking it costs no scrypt and proves nothing new
+        to a guesser, so the failure limiter lets it through (a guesser hammering a key id
+        does not lock out the key's holder)."""
+        fingerprint = hashlib.sha256(token.strip().encode()).digest()
+        with self._lock:
+            return fingerprint in self._cache
+
     def _fresh(self, fingerprint: bytes, now: float) -> Principal | None:
         with self._lock:
             entry = self._cache.get(fingerprint)
@@ -134,11 +161,22 @@ class Authenticator:
     def _verify(self, key_id: str, secret: str) -> Principal | None:
         with self._pool.connection() as conn:
             stored = keys.find_key(conn, key_id)
-        if stored is None or stored.revoked:
-            return None
-        if not keys.verify_secret(secret, stored.secret_hash):
+        matches = keys.verify_secret(secret, stored.secret_hash if stored else dummy_hash())
+        if stored is None or stored.revoked or not matches:
             return None
         return Principal(stored.id, stored.name, stored.role)
+
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether the key is still there and unrevoked, asked of the database now (an open
+        stream's periodic re-check); its cached entries are dropped when it is not."""
+        if self._still_valid(principal) is not None:
+            return True
+        with self._lock:
+            for fingerprint in [
+                f for f, e in self._cache.items() if e.principal.key_id == principal.key_id
+            ]:
+                del self._cache[fingerprint]
+        return False
 
     def _touch(self, key_id: str, now: float) -> None:
         with self._lock:

@@ -7,6 +7,9 @@
 
 - ``Conn``: a ``psycopg.Connection`` (tuple rows) from the app's pool; committed when the
   endpoint returns normally, rolled back when it raises, before the response is sent.
+- ``ReadConn``: the same for routes that only read: from the read replica's pool when
+  ``URBANPULSE_DATABASE_READ_URL`` is set and the replica is within its maximum lag, else
+  from the primary's. A route that writes, or must see its own write, takes ``Conn``.
 - ``require("read")`` is ``Annotated[Principal, Depends(...)]``: the caller, refused with 401
   (no or bad key) or 403 (role lacks the permission). mypy does not accept a call in an
   annotation, so typed code uses the aliases below (``Reader``, ``Streamer``, ``AlertWriter``,
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -31,11 +35,19 @@ from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from .auth import Authenticator, Principal
+from services.readreplica.routing import ReplicaGate
+
+from .auth import Authenticator, Principal, key_id_of
+from .guards import FailureLimiter, too_many
 from .keys import PERMISSIONS, ROLE_PERMISSIONS
 from .problems import Problem
 
 T = TypeVar("T")
+
+# Unverified key checks (a query and a scrypt each, ~40 ms of a core) running at once; the
+# others wait on the event loop, holding no thread, so a flood of wrong secrets cannot take the
+# threads and cores of callers whose keys are already verified.
+KEY_CHECKS_AT_ONCE = 2
 
 __all__ = [
     "PERMISSIONS",
@@ -44,11 +56,14 @@ __all__ = [
     "Conn",
     "KeyAdmin",
     "Principal",
+    "ReadConn",
     "Reader",
     "RegistryWriter",
+    "Replica",
     "Streamer",
     "get_conn",
     "get_pool",
+    "get_read_conn",
     "read_connection",
     "require",
     "statement_timeout_ms",
@@ -65,6 +80,27 @@ def get_pool(request: Request) -> ConnectionPool:
     """The app's connection pool (made in the lifespan of ``services.api.app``)."""
     pool: ConnectionPool = request.app.state.pool
     return pool
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """The read replica's pools and the gate saying whether to use them (``services.api.app``)."""
+
+    pool: ConnectionPool
+    async_pool: AsyncConnectionPool
+    gate: ReplicaGate
+
+
+def _replica(request: Request) -> Replica | None:
+    """The replica to read from now, or None: none configured, or lagging, or not answering."""
+    replica: Replica | None = request.app.state.replica
+    return replica if replica is not None and replica.gate.use_replica else None
+
+
+def read_pool(request: Request) -> ConnectionPool:
+    """The pool for a read-only request: the replica's while it is usable, else the primary's."""
+    replica = _replica(request)
+    return replica.pool if replica is not None else get_pool(request)
 
 
 async def connection_slot(request: Request) -> AsyncIterator[None]:
@@ -96,6 +132,7 @@ async def with_connection(
     work: Callable[[psycopg.Connection[TupleRow]], T],
     *,
     read_only: bool = False,
+    replica: bool | None = None,
 ) -> T:
     """Run ``work(conn)`` in a thread on a pooled connection, committed when it returns: for
     ``async`` endpoints that need the database only sometimes (a cache miss), so their other
@@ -103,9 +140,11 @@ async def with_connection(
 
     ``read_only`` runs each query in its own implicit transaction (autocommit), which saves the
     COMMIT round trip: a quarter of a readings request's time under load (py-spy).
+    ``replica`` (default: ``read_only``) takes the connection from :func:`read_pool`: for work
+    that writes nothing, whether or not it commits.
     """
     slots: asyncio.Semaphore = request.app.state.connection_slots
-    pool = get_pool(request)
+    pool = read_pool(request) if (read_only if replica is None else replica) else get_pool(request)
 
     def run() -> T:
         with pool.connection() as conn:
@@ -124,15 +163,27 @@ async def with_connection(
 @asynccontextmanager
 async def read_connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
     """An autocommit connection from the app's async pool, for read-only ``async`` endpoints
-    that always query (no thread at all)."""
-    pool: AsyncConnectionPool = request.app.state.async_pool
+    that always query (no thread at all); the replica's while it is usable."""
+    replica = _replica(request)
+    pool: AsyncConnectionPool = (
+        replica.async_pool if replica is not None else request.app.state.async_pool
+    )
     async with pool.connection() as conn:
+        yield conn
+
+
+def get_read_conn(
+    request: Request, _slot: Annotated[None, Depends(connection_slot, scope="function")]
+) -> Iterator[psycopg.Connection[TupleRow]]:
+    """Like :func:`get_conn`, from :func:`read_pool`."""
+    with read_pool(request).connection() as conn:
         yield conn
 
 
 # scope="function": the commit happens when the endpoint returns, before the response is
 # sent, so a client never sees 201 for a write that then fails to commit.
 Conn = Annotated[psycopg.Connection[TupleRow], Depends(get_conn, scope="function")]
+ReadConn = Annotated[psycopg.Connection[TupleRow], Depends(get_read_conn, scope="function")]
 
 _AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="urbanpulse", charset="UTF-8"'}
 
@@ -147,9 +198,23 @@ def _presented_key(request: Request) -> str | None:
     return None
 
 
+def client_address(request: Request) -> str:
+    """Who is calling, for counting failed key checks: the peer address (behind a proxy, run
+    uvicorn with ``--proxy-headers`` so that it is the client's, not the proxy's)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def current_principal(request: Request) -> Principal:
     """The caller, or a 401 problem when no valid key was presented. A key checked in the last
-    seconds is answered on the event loop; checking one takes a thread (a query, maybe scrypt)."""
+    seconds is answered on the event loop; checking one takes a thread (a query, maybe scrypt).
+
+    Unverified checks are guarded: a client address or key id with too many recent failures
+    gets a 429 before any query (``URBANPULSE_API_AUTH_FAILURES_MAX`` within
+    ``URBANPULSE_API_AUTH_FAILURES_WINDOW``), and at most :data:`KEY_CHECKS_AT_ONCE` run at
+    once."""
+    checked: Principal | None = getattr(request.state, "principal", None)
+    if checked is not None:
+        return checked  # already checked for this request, before its body was read
     token = _presented_key(request)
     if token is None:
         raise Problem(
@@ -160,11 +225,19 @@ async def current_principal(request: Request) -> Principal:
     authenticator: Authenticator = request.app.state.authenticator
     principal = authenticator.cached(token)
     if principal is None:
-        principal = await run_in_threadpool(authenticator.authenticate, token)
-    if principal is None:
-        raise Problem(
-            401, detail="the API key is unknown, malformed or revoked", headers=_AUTH_HEADERS
-        )
+        limiter: FailureLimiter = request.app.state.auth_failures
+        identities = ("client:" + client_address(request), "key:" + key_id_of(token))
+        wait = None if authenticator.proven(token) else limiter.retry_after(*identities)
+        if wait is not None:
+            raise too_many(f"too many failed API key checks; retry in {wait} s", wait)
+        checks: asyncio.Semaphore = request.app.state.key_checks
+        async with checks:
+            principal = await run_in_threadpool(authenticator.authenticate, token)
+        if principal is None:
+            limiter.failed(*identities)
+            raise Problem(
+                401, detail="the API key is unknown, malformed or revoked", headers=_AUTH_HEADERS
+            )
     request.state.principal = principal
     return principal
 

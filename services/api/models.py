@@ -10,15 +10,46 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from gateway.kinds import KINDS
 from services.storage.measures import MEASURE_SCHEMA
-from services.storage.registry import DistrictRow, GatewayRow, SensorRow
+from services.storage.registry import Count, DistrictRow, GatewayRow, SensorRow, json_number
 
 # A number with an optional unit, converted and checked by the route (the unit of rated_max
 # depends on the sensor's kind, which a PATCH may not carry).
 RawMeasure = Annotated[float | str | dict[str, Any] | None, WithJsonSchema(MEASURE_SCHEMA)]
+
+
+# JSON bodies hold what their schema says (issue 11): see services.storage.registry.Count. The
+# CSV path (SensorRow) keeps the lax parsing: there every cell is text.
+Latitude = Annotated[float, Field(ge=-90, le=90), BeforeValidator(json_number)]
+Longitude = Annotated[float, Field(ge=-180, le=180), BeforeValidator(json_number)]
+Lanes = Annotated[int, Field(ge=1, le=16), BeforeValidator(json_number)]
+
+
+def _rfc3339(value: Any) -> Any:
+    # Lax pydantic read "0.5" as a Unix time; the schema says date-time (RFC 3339).
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                "must be a date-time with an offset, like 2026-03-01T00:00:00Z"
+            ) from None
+    return value
+
+
+# A time in a query (since=...): ISO 8601 / RFC 3339 with an offset, never a bare number.
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class DistrictCreate(DistrictRow):
@@ -42,6 +73,11 @@ class GatewayCreate(GatewayRow):
 
 
 class SensorCreate(SensorRow):
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    customers_served: Count | None = None
+    lanes: Lanes | None = None
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -66,8 +102,8 @@ class _Update(BaseModel):
 
 class DistrictUpdate(_Update):
     name: str | None = Field(default=None, min_length=1)
-    population: int | None = Field(default=None, ge=0)
-    households: int | None = Field(default=None, ge=0)
+    population: Count | None = None
+    households: Count | None = None
     area_km2: RawMeasure = None
     boundary: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
@@ -93,19 +129,19 @@ class SensorUpdate(_Update):
     kind: str | None = Field(default=None, description="domain follows the kind")
     gateway_id: str | None = None
     district_id: str | None = None
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
     unit: str | None = None
     interval_s: RawMeasure = None
     installed_at: datetime | None = None
     status: Literal["active", "pending", "maintenance"] | None = None
     feeder: str | None = None
-    customers_served: int | None = Field(default=None, ge=0)
+    customers_served: Count | None = None
     dma: str | None = None
     segment_length_m: RawMeasure = None
     free_flow_speed: RawMeasure = None
     road_class: str | None = None
-    lanes: int | None = Field(default=None, ge=1, le=16)
+    lanes: Lanes | None = None
     rated_max: RawMeasure = None
     smart: bool | None = None
     metadata: dict[str, Any] | None = None

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +170,33 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(invalid("body", "not valid JSON"), request)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no resource at {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    problem = Problem(
-        exc.status_code, detail=detail, headers=dict(exc.headers) if exc.headers else None
-    )
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    problem = Problem(exc.status_code, detail=detail, headers=headers)
     return problem_response(problem, request)
+
+
+# The methods a route can serve (RFC 9110 section 9 and PATCH, RFC 5789).
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's 405 names only the first route
+    whose path matched, and FastAPI makes a route per operation: GET /v1/districts said
+    ``Allow: GET`` though POST is served there too (RFC 9110 section 15.5.6: all of them).
+    Asked of the routes themselves, each method in turn, so included routers answer too."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in routes
+            if isinstance(route, BaseRoute)
+        )
+    ]
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

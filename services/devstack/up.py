@@ -46,6 +46,8 @@ from services.ingest.cli import limits
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.engine import CURRENT_PERIODS
 from services.kpi.monitor import Monitor
+from services.notify.manage import config_from
+from services.notify.notifier import start_thread as start_notifier
 from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 from services.storage import migrate
 from services.storage.urls import libpq_url
@@ -138,7 +140,17 @@ def up(
                 f'an admin key, readable by you only; try: curl -H "X-API-Key: $(cat {key_file})" '
                 f"{api_url}/v1/kpis/current",
             ),
-            ("live page", f"{api_url}/live", "KPIs today, open alerts, new readings (same key)"),
+            (
+                "console",
+                f"{api_url}/console",
+                "map, KPI tiles, live charts, alerts (same key); wall screen: "
+                f"{api_url}/console?kiosk=1",
+            ),
+            *(
+                [("public page", f"{api_url}/public", "the city's KPIs for anyone, no key")]
+                if settings.public_page
+                else []
+            ),
             ("live stream", f"{api_url}/v1/stream", "Server-Sent Events, same key"),
         ]
         if city:
@@ -160,6 +172,13 @@ def up(
                     )
                 )
         _start_monitor(stack, monitor)
+        # Notifications (issue 16): their own thread and connection, off the evaluation's path.
+        stack.callback(
+            start_notifier(
+                database_url, config_from(settings), settings.notify_interval.total_seconds()
+            )
+        )
+        rows.append(("notifier", "alerts to webhooks and e-mail", "urbanpulse notify --help"))
         rows.append(
             (
                 "monitor",

@@ -1,3 +1,9 @@
 """The ingestion service: MQTT to the data layer, at least once, exactly once in the table.
 
+``worker.py`` is the shell (the MQTT session, batching, the commit, acknowledgements and
+receipts); ``decode.py`` its pure core (decode, validate, salvage: bytes, a registry snapshot
+and a clock in, rows and quarantine entries out; ``validate_pack`` for one pack), over
+``salvage.py`` and ``validate.py``; ``retry.py`` the one retry policy for database work;
+``registry.py`` the worker's sensor directory; ``quarantine.py`` the quarantine's store.
+
 May import ``gateway`` (the wire contract) and ``services.storage``."""

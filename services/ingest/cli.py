@@ -10,9 +10,9 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from prometheus_client import start_http_server
 
 from services.logs import configure as configure_logging
+from services.metrics_http import serve_metrics
 from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 
 from .validate import policy
@@ -55,6 +55,10 @@ def ingest(
     metrics_port: Annotated[
         int, typer.Option(help="Prometheus metrics on this port (0: none)")
     ] = 9108,
+    *,
+    metrics_host: Annotated[
+        str, typer.Option(help="address the metrics listen on (0.0.0.0 in a container)")
+    ] = "127.0.0.1",
     flush_ms: Annotated[
         float, typer.Option(help="or this long after a batch's first message")
     ] = 50.0,
@@ -96,15 +100,7 @@ def ingest(
         stop.set()
 
     if metrics_port:
-        try:
-            start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
-        except OSError as exc:
-            typer.echo(
-                f"cannot serve metrics on 127.0.0.1:{metrics_port} ({exc.strerror}): "
-                "pass another --metrics-port, or 0 for none",
-                err=True,
-            )
-            raise typer.Exit(2) from None
+        serve_metrics(worker.metrics.registry, metrics_host, metrics_port)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.run(stop, on_ready=lambda: logging.getLogger(__name__).info("ingesting"))

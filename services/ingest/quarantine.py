@@ -108,11 +108,19 @@ def bounded(entries: list[Rejected], max_entries: int) -> list[Rejected]:
 
 def store(conn: Conn, messages: Sequence[Quarantined]) -> int:
     """Insert each message once and its entries, in the caller's transaction; return the
-    number of entries. Two round trips for the whole batch, whatever its size: the ids are taken
-    from the sequence first so that entries can name their message without one insert each."""
+    number of entries."""
+    stored = [m for m in messages if m.entries]
+    store_ids(conn, stored)
+    return sum(len(m.entries) for m in stored)
+
+
+def store_ids(conn: Conn, messages: Sequence[Quarantined]) -> list[int]:
+    """:func:`store`, returning the id of each message stored (those with entries), in order.
+    Two round trips for the whole batch, whatever its size: the ids are taken from the sequence
+    first so that entries can name their message without one insert each."""
     messages = [m for m in messages if m.entries]
     if not messages:
-        return 0
+        return []
     with conn.cursor() as cur:
         ids = [
             int(row[0])  # type: ignore[call-overload]
@@ -140,7 +148,13 @@ def store(conn: Conn, messages: Sequence[Quarantined]) -> int:
             "record_index, reason, detail) VALUES (%s, to_timestamp(%s), %s, %s, %s, %s, %s, %s)",
             entries,
         )
-    return len(entries)
+    return ids
+
+
+def remove(conn: Conn, message_ids: Sequence[int]) -> None:
+    """Delete messages just stored (their entries go by cascade), in the caller's transaction."""
+    if message_ids:
+        conn.execute("DELETE FROM quarantine_messages WHERE id = ANY(%s)", (list(message_ids),))
 
 
 def prune(conn: Conn, *, retention: timedelta, max_bytes: int) -> int:

@@ -3,8 +3,10 @@
 Two threads. paho's network thread only puts each message on a bounded queue; when the queue is
 full it waits, the broker's in-flight window fills, and the broker holds the rest (it never
 buffers without bound here). The writer loop takes up to ``batch_records`` records or
-``flush_ms`` worth of messages, decodes and validates them, writes readings and quarantine rows
-in one transaction, commits, and only then acknowledges the messages, in the order they came.
+``flush_ms`` worth of messages, decodes and validates them (``decode.py``, the pure core),
+writes readings and quarantine rows in one transaction, commits, and only then acknowledges the
+messages, in the order they came. While the database is away each step retries with one policy
+(``retry.py``).
 A crash at any point before the commit loses nothing (the broker redelivers) and a crash after
 it doubles nothing (writes are idempotent on (sensor, quantity, time)).
 
@@ -21,15 +23,12 @@ the broker redelivers what was not acknowledged, so messages of an older connect
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -40,27 +39,27 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway import topics
-from gateway.errors import SenMLError, TopicError
-from gateway.limits import MAX_PACK_BYTES, MAX_PACK_RECORDS
-from gateway.receipts import PackId, ReceiptError, encode_receipt, pack_id
+from gateway.receipts import encode_receipt
 from services.storage import ledger
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
-from services.storage.writer import (
-    Conflict,
-    ExtraReading,
-    Reading,
-    ReadingWriter,
-    conflict_owners,
-    time_us,
-)
+from services.storage.writer import ReadingWriter, WriteResult
 
 from . import quarantine as quarantine_store
+from .decode import (
+    GatewayStatus,
+    PendingSensor,
+    Prepared,
+    add_message,
+    open_message,
+    refused_by_storage,
+    with_conflicts,
+)
 from .maintenance import Maintenance
 from .metrics import IngestMetrics
-from .quarantine import Quarantined, Rejected, bounded
+from .quarantine import Quarantined
 from .registry import SensorDirectory
-from .salvage import decode_salvaging
+from .retry import StoppedError, retry
 from .validate import Policy, Reason, Validator
 
 log = logging.getLogger(__name__)
@@ -132,10 +131,6 @@ class Stats:
     receipts: int = 0
 
 
-class _ShutdownError(Exception):  # control flow, never escapes run()
-    """Shutdown was asked for while the database was away: leave the batch unacknowledged."""
-
-
 @dataclass(slots=True)
 class _Batch:
     messages: list[_Message] = field(default_factory=list)
@@ -144,22 +139,20 @@ class _Batch:
 
 @dataclass(slots=True)
 class _Prepared:
-    """A batch decoded and validated, ready to be written in one transaction."""
+    """A batch with what decoding made of it, and its numbered packs committed so far."""
 
     batch: _Batch
-    rows: list[Reading] = field(default_factory=list)
-    extras: list[ExtraReading] = field(default_factory=list)
-    # One item per message with something quarantined, and that message's index in the batch.
-    quarantine: list[Quarantined] = field(default_factory=list)
-    quarantined_message: list[int] = field(default_factory=list)
-    status: list[tuple[str, bool, bool]] = field(default_factory=list)  # id, online, seen now
-    pending: set[tuple[str, str]] = field(default_factory=set)  # (sensor id, gateway id)
-    # After each message: (rows, extras, quarantine) so far, to write messages one by one.
-    ends: list[tuple[int, int, int]] = field(default_factory=list)
-    # Per message: (gateway id, identity) of a numbered pack, else None.
-    ids: list[tuple[str, PackId] | None] = field(default_factory=list)
+    decoded: Prepared
     # Numbered packs committed (stored now or before): (gateway id, stream) -> seqs.
     done: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Session:
+    """The committer's connection and its writer, both replaced after an outage."""
+
+    conn: psycopg.Connection[tuple[object, ...]]
+    writer: ReadingWriter
 
 
 class IngestWorker:
@@ -322,7 +315,7 @@ class IngestWorker:
                 self._hand_over(None, committer)
                 committer.join()
                 maintenance.stop()
-        except _ShutdownError:
+        except StoppedError:
             log.info("stopped while the database was away; the broker keeps the rest")
         finally:
             self._stop.set()
@@ -359,7 +352,7 @@ class IngestWorker:
             except queue.Full:
                 continue
         if prepared is not None:
-            raise _ShutdownError
+            raise StoppedError
 
     def _commit_loop(
         self,
@@ -370,7 +363,7 @@ class IngestWorker:
         try:
             while (prepared := self._prepared.get()) is not None:
                 conn, writer = self._store(prepared, conn, writer, stop)
-        except _ShutdownError:
+        except StoppedError:
             log.info("stopped while the database was away; the broker keeps the rest")
         finally:
             conn.close()
@@ -403,48 +396,53 @@ class IngestWorker:
         writer: ReadingWriter,
         stop: threading.Event,
     ) -> tuple[psycopg.Connection[tuple[object, ...]], ReadingWriter]:
-        delay = 0.5
+        """Write a batch, retrying while the database is away; then acknowledge and receipt."""
+        session = _Session(conn, writer)
         whole = True
-        while True:
+
+        def attempt() -> None:
+            nonlocal whole
+            started = time.perf_counter()
             try:
-                started = time.perf_counter()
                 if whole:
-                    self._write(prepared, conn, writer)
+                    self._write(prepared, session.conn, session.writer)
                 else:
-                    self._write_each(prepared, conn, writer)
-                self.metrics.flush_seconds.observe(time.perf_counter() - started)
-                break
-            except psycopg.OperationalError as exc:
-                # The database is away: keep the batch, hold the broker off, try again.
-                self.stats.database_errors += 1
-                self.metrics.database_errors.inc()
-                log.warning("database error, retrying in %.1fs: %s", delay, exc)
-                if stop.wait(delay):
-                    raise _ShutdownError from None
-                delay = min(delay * 2, 2.0) * (0.8 + 0.4 * random.random())  # noqa: S311
-                new = self._connect_database(stop)
-                if new is None:
-                    raise _ShutdownError from None
-                conn.close()
-                conn = new
-                writer = ReadingWriter(
-                    conn,
-                    storage_mode(conn),
-                    live_events=self.config.live_events,
-                    direct=self.config.direct_copy,
-                )
+                    self._write_each(prepared, session.conn, session.writer)
+            except psycopg.OperationalError:
+                raise
             except psycopg.Error:
                 # Not the database being away but something in the batch that PostgreSQL
                 # refuses and validation did not foresee. Retrying as is would loop forever:
                 # write it again message by message, quarantining only what is refused.
-                conn.rollback()
+                session.conn.rollback()
                 if not whole:
                     raise
                 log.exception("batch refused by the database; writing it message by message")
                 whole = False
+                started = time.perf_counter()
+                self._write_each(prepared, session.conn, session.writer)
+            self.metrics.flush_seconds.observe(time.perf_counter() - started)
+
+        def reconnect() -> None:
+            session.conn = new = self._reconnect(session.conn, stop)
+            session.writer = ReadingWriter(
+                new,
+                storage_mode(new),
+                live_events=self.config.live_events,
+                direct=self.config.direct_copy,
+            )
+
+        # The database is away: keep the batch, hold the broker off, try again.
+        retry(
+            attempt, stop=stop, what="database error", on_error=self._count_error, recover=reconnect
+        )
         self._acknowledge(prepared.batch)
         self._send_receipts(prepared)
-        return conn, writer
+        return session.conn, session.writer
+
+    def _count_error(self, _exc: psycopg.OperationalError) -> None:
+        self.stats.database_errors += 1
+        self.metrics.database_errors.inc()
 
     def _send_receipts(self, prepared: _Prepared) -> None:
         """One receipt per gateway stream for the whole flush, after its commit."""
@@ -459,153 +457,47 @@ class IngestWorker:
         prepared.done.clear()
 
     def _prepare(self, batch: _Batch, sensors: SensorDirectory, stop: threading.Event) -> _Prepared:
-        """Decode and validate; retry registry lookups while the database is away."""
-        delay = 0.5
-        while True:
-            try:
-                return self._decode_and_validate(batch, sensors)
-            except psycopg.OperationalError as exc:
-                self.stats.database_errors += 1
-                self.metrics.database_errors.inc()
-                log.warning("registry lookup failed, retrying in %.1fs: %s", delay, exc)
-                if stop.wait(delay):
-                    raise _ShutdownError from None
-                delay = min(delay * 2, 2.0)
-                new = self._connect_database(stop)
-                if new is None:
-                    raise _ShutdownError from None
-                sensors.conn.close()
-                sensors.conn = new
+        """Message by message: decode (``decode.open_message``), top the registry snapshot up
+        with its unknown sensors (retried while the database is away), validate
+        (``decode.add_message``)."""
 
-    def _decode_and_validate(self, batch: _Batch, sensors: SensorDirectory) -> _Prepared:
-        prepared = _Prepared(batch)
-        rows, extras = prepared.rows, prepared.extras
-        for number, message in enumerate(batch.messages):
-            prepared.ids.append(self._pack_id(message))
-            item = Quarantined(message.received_at, message.topic, message.payload)
-            try:
-                self._take_message(message, item, prepared, sensors)
-            finally:
-                if item.entries:
-                    prepared.quarantine.append(item)
-                    prepared.quarantined_message.append(number)
-                prepared.ends.append((len(rows), len(extras), len(prepared.quarantine)))
-        return prepared
+        def reconnect() -> None:
+            sensors.conn = self._reconnect(sensors.conn, stop)
 
-    @staticmethod
-    def _pack_id(message: _Message) -> tuple[str, PackId] | None:
-        if message.retained or not message.properties:
-            return None
-        try:
-            parsed = topics.parse_topic(message.topic)
-        except TopicError:
-            return None
-        if parsed.channel is not topics.Channel.UP:
-            return None
-        try:
-            identity = pack_id(message.properties)
-        except ReceiptError as exc:
-            # The pack itself may be fine: store it unnumbered (no ledger, no receipt; the
-            # gateway resends and the readings key absorbs it) rather than refuse readings.
-            log.warning("pack on %s has a malformed identity, taken unnumbered: %s", parsed, exc)
-            return None
-        return None if identity is None else (parsed.gateway_id, identity)
-
-    def _take_message(
-        self,
-        message: _Message,
-        item: Quarantined,
-        prepared: _Prepared,
-        sensors: SensorDirectory,
-    ) -> None:
-        """Decode and validate one message: its rows into ``prepared``, its rejects into
-        ``item``, at most ``max_entries_per_message`` of them itemised."""
-        entries = item.entries
-        try:
-            parsed = topics.parse_topic(message.topic)
-        except TopicError as exc:
-            entries.append(Rejected(None, None, None, Reason.BAD_TOPIC, str(exc)))
-            return
-        self.metrics.messages.labels(parsed.channel.value).inc()
-        gateway_id = parsed.gateway_id
-        if parsed.channel == topics.Channel.STATUS:
-            text = message.payload.decode("utf-8", "replace").strip().lower()
-            if text in ("online", "offline"):
-                # A retained status is the broker's memory, not a sign of life.
-                prepared.status.append((gateway_id, text == "online", not message.retained))
-            else:
-                entries.append(
-                    Rejected(
-                        gateway_id,
-                        None,
-                        None,
-                        Reason.BAD_STATUS,
-                        "status must be 'online' or 'offline'",
-                    )
+        decoded = Prepared()
+        for message in batch.messages:
+            taken = open_message(message)
+            if taken.channel is not None:
+                self.metrics.messages.labels(taken.channel.value).inc()
+            if taken.retained_ignored:
+                self._ignore_retained(message)
+            if taken.identity_error is not None:
+                log.warning(
+                    "pack on %s has a malformed identity, taken unnumbered: %s",
+                    message.topic,
+                    taken.identity_error,
                 )
-            return
-        if message.retained:
-            # The broker's copy of a pack someone published with the retain flag: it comes
-            # again at every (re)subscription, so it is never news (its first, live delivery
-            # carried no retain flag and was taken then).
-            self._ignore_retained(message)
-            return
-        size = len(message.payload)
-        if size > MAX_PACK_BYTES:
-            item.payload, item.size = message.payload[:MAX_PACK_BYTES], size
-            entries.append(
-                Rejected(
-                    gateway_id,
-                    None,
-                    None,
-                    Reason.PACK_TOO_LARGE,
-                    f"{size} bytes; a pack may hold {MAX_PACK_BYTES} (the first kept here)",
+            if taken.pack is not None and taken.pack.salvaged is not None:
+                retry(
+                    sensors.ensure,
+                    taken.pack.records,
+                    stop=stop,
+                    what="registry lookup failed",
+                    on_error=self._count_error,
+                    recover=reconnect,
                 )
+                if sensors.version != self._validator_version:
+                    self._validator.clear()
+                    self._validator_version = sensors.version
+            add_message(
+                decoded,
+                taken,
+                sensors.snapshot,
+                self._validator,
+                max_entries=self.config.max_entries_per_message,
+                register_unknown=self.config.register_unknown,
             )
-            return
-        try:
-            salvaged = decode_salvaging(message.payload, message.received_at)
-        except SenMLError as exc:
-            entries.append(Rejected(gateway_id, None, exc.index, Reason.NOT_SENML, str(exc)))
-            return
-        for bad in salvaged.bad:
-            entries.append(Rejected(gateway_id, None, bad.index, Reason.NOT_SENML, str(bad.error)))
-        records = salvaged.records
-        excess: Rejected | None = None
-        if len(records) > MAX_PACK_RECORDS:
-            first = salvaged.original_index(MAX_PACK_RECORDS)
-            excess = Rejected(
-                gateway_id,
-                None,
-                None,
-                Reason.TOO_MANY_RECORDS,
-                f"{len(records)} records; a pack may hold {MAX_PACK_RECORDS}: those from index "
-                f"{first} on ({len(records) - MAX_PACK_RECORDS}) were not looked at",
-            )
-            records = records[:MAX_PACK_RECORDS]
-        sensors.ensure(records)
-        if sensors.version != self._validator_version:
-            self._validator.clear()
-            self._validator_version = sensors.version
-        result = self._validator.validate(
-            gateway_id, records, sensors.snapshot, message.received_at
-        )
-        prepared.rows.extend(result.rows)
-        prepared.extras.extend(result.extras)
-        if self.config.register_unknown:
-            prepared.pending.update(
-                (r.sensor_id, gateway_id)
-                for r in result.rejects
-                if r.reason is Reason.UNKNOWN_SENSOR and r.sensor_id is not None
-            )
-        original_index = salvaged.original_index
-        entries.extend(
-            Rejected(gateway_id, r.sensor_id, original_index(r.index), r.reason, r.detail)
-            for r in result.rejects
-        )
-        item.entries = bounded(entries, self.config.max_entries_per_message)
-        if excess is not None:
-            item.entries.append(excess)
+        return _Prepared(batch, decoded)
 
     def _ignore_retained(self, message: _Message) -> None:
         self.stats.retained_ignored += 1
@@ -627,7 +519,7 @@ class IngestWorker:
         writer: ReadingWriter,
     ) -> None:
         """The whole batch in one transaction."""
-        self._write_part(prepared, conn, writer, range(len(prepared.ends)))
+        self._write_part(prepared, conn, writer, range(len(prepared.batch.messages)))
         self.stats.batches += 1
 
     def _write_each(
@@ -639,31 +531,20 @@ class IngestWorker:
         """Message by message, after PostgreSQL refused the batch: only the message it refuses
         again goes to quarantine, whole, with the error; the others are stored."""
         for index, message in enumerate(prepared.batch.messages):
+            one = range(index, index + 1)
             try:
-                self._write_part(prepared, conn, writer, range(index, index + 1))
+                self._write_part(prepared, conn, writer, one)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
                 conn.rollback()
                 log.warning("message on %s refused by the database: %s", message.topic, exc)
-                gateway_id = None
-                with contextlib.suppress(TopicError):
-                    gateway_id = topics.parse_topic(message.topic).gateway_id
-                refused = Quarantined(message.received_at, message.topic, message.payload)
-                refused.entries.append(
-                    Rejected(
-                        gateway_id,
-                        None,
-                        None,
-                        Reason.STORAGE_ERROR,
-                        f"{type(exc).__name__}: {exc}",
-                    )
-                )
-                replayed = self._claim(prepared, conn, range(index, index + 1))
+                gateway_id = prepared.decoded.gateway_ids[index]
+                replayed = self._claim(prepared, conn, one)
                 if not replayed:
-                    quarantine_store.store(conn, [refused])
+                    quarantine_store.store(conn, [refused_by_storage(message, gateway_id, exc)])
                 conn.commit()
-                self._done(prepared, range(index, index + 1))
+                self._done(prepared, one)
                 self.metrics.quarantined.labels(Reason.STORAGE_ERROR.value).inc()
         self.stats.batches += 1
 
@@ -675,20 +556,22 @@ class IngestWorker:
         messages: range,
     ) -> None:
         """Write the batch's ``messages`` and commit; status and pending sensors go with the
-        last message of the batch."""
-        ends = prepared.ends
-        start = ends[messages.start - 1] if messages.start > 0 else (0, 0, 0)
-        end = ends[messages.stop - 1]
-        last = messages.stop == len(ends)
+        last message of the batch.
+
+        The readings go last: writing them takes the events lock (``services.storage.events``),
+        which serialises every producer until this commit, so whatever does not depend on the
+        write (ledger, quarantine, registry) is done before it. Only conflicts, found by the
+        write, are handled under the lock (rare: a key stored with another value)."""
+        decoded = prepared.decoded
+        last = messages.stop == len(decoded.ends)
         replayed = self._claim(prepared, conn, messages)
         kept: Sequence[int] = messages
         if replayed:
             kept = [n for n in messages if n not in replayed]
-            rows, extras, items = self._without(prepared, kept)
-        else:
-            rows = prepared.rows[start[0] : end[0]]
-            extras = prepared.extras[start[1] : end[1]]
-            items = prepared.quarantine[start[2] : end[2]]
+        rows, extras, items = decoded.part(kept)
+        item_ids = quarantine_store.store_ids(conn, items)
+        if last:
+            self._update_registry(conn, decoded.pending, decoded.status)
         direct, fallback = writer.direct_batches, writer.fallback_batches
         try:
             written = writer.write(rows, extras)
@@ -697,29 +580,16 @@ class IngestWorker:
             self.metrics.direct_batches.inc(writer.direct_batches - direct)
             self.metrics.fallback_batches.inc(writer.fallback_batches - fallback)
         if written.conflicts:
-            items = self._with_conflicts(prepared, kept, written.conflicts)
-        quarantined = quarantine_store.store(conn, items)
-        if last:
-            for sensor_id, gateway_id in prepared.pending:
-                # The gateway only if registered: an unknown gateway must not fail the batch.
-                conn.execute(
-                    "INSERT INTO sensors (id, kind, domain, gateway_id, status) "
-                    "SELECT %s, 'unknown', 'unknown', (SELECT id FROM gateways WHERE id = %s), "
-                    "'pending' ON CONFLICT (id) DO NOTHING",
-                    (sensor_id, gateway_id),
-                )
-            for gateway_id, online, live in prepared.status:
-                conn.execute(
-                    "UPDATE gateways SET online = %s, "
-                    "last_seen = CASE WHEN %s THEN now() ELSE last_seen END WHERE id = %s",
-                    (online, live, gateway_id),
-                )
+            items = self._replace_with_conflicts(
+                prepared, conn=conn, kept=kept, items=items, item_ids=item_ids, written=written
+            )
         conn.commit()
         self._done(prepared, messages)
         self.stats.packs_replayed += len(replayed)
         self.metrics.packs_replayed.inc(len(replayed))
         if last:
             self.stats.messages += len(prepared.batch.messages)
+        quarantined = sum(len(item.entries) for item in items)
         self.stats.stored += written.inserted
         self.stats.duplicates += written.duplicates
         self.stats.conflicts += len(written.conflicts)
@@ -733,6 +603,56 @@ class IngestWorker:
             for entry in item.entries:
                 metrics.quarantined.labels(entry.reason).inc()
 
+    def _replace_with_conflicts(
+        self,
+        prepared: _Prepared,
+        *,
+        conn: psycopg.Connection[tuple[object, ...]],
+        kept: Sequence[int],
+        items: list[Quarantined],
+        item_ids: list[int],
+        written: WriteResult,
+    ) -> list[Quarantined]:
+        """Store again, with their conflict entries, the items of the messages whose readings
+        the key refused; return the batch part's items as they now stand."""
+        decoded = prepared.decoded
+        replaced = with_conflicts(
+            decoded,
+            prepared.batch.messages,
+            kept,
+            written.conflicts,
+            max_entries=self.config.max_entries_per_message,
+        )
+        wanted = set(kept)
+        numbers = [n for n in decoded.quarantined_message if n in wanted]  # parallel to items
+        quarantine_store.remove(
+            conn, [i for i, n in zip(item_ids, numbers, strict=True) if n in replaced]
+        )
+        new = list(replaced.values())
+        quarantine_store.store(conn, new)
+        return [i for i, n in zip(items, numbers, strict=True) if n not in replaced] + new
+
+    @staticmethod
+    def _update_registry(
+        conn: psycopg.Connection[tuple[object, ...]],
+        pending: set[PendingSensor],
+        status: list[GatewayStatus],
+    ) -> None:
+        for sensor in pending:
+            # The gateway only if registered: an unknown gateway must not fail the batch.
+            conn.execute(
+                "INSERT INTO sensors (id, kind, domain, gateway_id, status) "
+                "SELECT %s, 'unknown', 'unknown', (SELECT id FROM gateways WHERE id = %s), "
+                "'pending' ON CONFLICT (id) DO NOTHING",
+                (sensor.sensor_id, sensor.gateway_id),
+            )
+        for gateway in status:
+            conn.execute(
+                "UPDATE gateways SET online = %s, "
+                "last_seen = CASE WHEN %s THEN now() ELSE last_seen END WHERE id = %s",
+                (gateway.online, gateway.seen_now, gateway.gateway_id),
+            )
+
     @staticmethod
     def _claim(
         prepared: _Prepared, conn: psycopg.Connection[tuple[object, ...]], messages: Iterable[int]
@@ -742,10 +662,10 @@ class IngestWorker:
         keys: dict[tuple[str, str, int], list[int]] = {}
         oldest: dict[tuple[str, str, int], int] = {}
         for number in messages:
-            found = prepared.ids[number]
+            found = prepared.decoded.numbered[number]
             if found is not None:
-                gateway_id, identity = found
-                key = (gateway_id, identity.stream, identity.seq)
+                identity = found.identity
+                key = (found.gateway_id, identity.stream, identity.seq)
                 keys.setdefault(key, []).append(number)
                 oldest[key] = identity.oldest
         if not keys:
@@ -759,88 +679,10 @@ class IngestWorker:
     @staticmethod
     def _done(prepared: _Prepared, messages: Iterable[int]) -> None:
         for number in messages:
-            found = prepared.ids[number]
+            found = prepared.decoded.numbered[number]
             if found is not None:
-                gateway_id, identity = found
-                prepared.done.setdefault((gateway_id, identity.stream), []).append(identity.seq)
-
-    @staticmethod
-    def _without(
-        prepared: _Prepared, kept: Sequence[int]
-    ) -> tuple[list[Reading], list[ExtraReading], list[Quarantined]]:
-        """The rows, extras and quarantine items of the messages ``kept`` only."""
-        ends = prepared.ends
-        rows: list[Reading] = []
-        extras: list[ExtraReading] = []
-        for number in kept:
-            first = ends[number - 1] if number > 0 else (0, 0, 0)
-            rows.extend(prepared.rows[first[0] : ends[number][0]])
-            extras.extend(prepared.extras[first[1] : ends[number][1]])
-        wanted = set(kept)
-        items = [
-            item
-            for number, item in zip(prepared.quarantined_message, prepared.quarantine, strict=True)
-            if number in wanted
-        ]
-        return rows, extras, items
-
-    def _with_conflicts(
-        self, prepared: _Prepared, messages: Sequence[int], conflicts: tuple[Conflict, ...]
-    ) -> list[Quarantined]:
-        """The quarantine items of ``messages`` with a ``conflict`` entry for each refused
-        reading, under the message that carried it (new items: ``prepared`` stays as it was,
-        should this transaction be retried).
-
-        Only on this rare path is a message decoded again, to name the record's index."""
-        ends = prepared.ends
-
-        def carriers() -> Iterator[tuple[int, list[Reading], list[ExtraReading]]]:
-            for number in messages:
-                first = ends[number - 1] if number > 0 else (0, 0, 0)
-                rows = prepared.rows[first[0] : ends[number][0]]
-                yield number, rows, prepared.extras[first[1] : ends[number][1]]
-
-        found = conflict_owners(conflicts, carriers())
-        wanted = set(messages)
-        by_message = dict(zip(prepared.quarantined_message, prepared.quarantine, strict=True))
-        result = [i for n, i in by_message.items() if n in wanted and n not in found]
-        limit = self.config.max_entries_per_message
-        for number, refused in found.items():
-            message = prepared.batch.messages[number]
-            old = by_message.get(number)
-            item = Quarantined(message.received_at, message.topic, message.payload)
-            earlier = old.entries if old else []
-            # One bound over the message's entries old and new (``bounded`` folds an earlier
-            # summary into its own); the records past MAX_PACK_RECORDS stay outside it, as
-            # when the message was first taken apart.
-            excess = [e for e in earlier if e.reason == Reason.TOO_MANY_RECORDS]
-            joined = [e for e in earlier if e.reason != Reason.TOO_MANY_RECORDS]
-            joined.extend(self._conflict_entries(message, refused))
-            item.entries = [*bounded(joined, limit), *excess]
-            result.append(item)
-        return result
-
-    def _conflict_entries(self, message: _Message, conflicts: list[Conflict]) -> list[Rejected]:
-        gateway_id = topics.parse_topic(message.topic).gateway_id
-        indexes: dict[tuple[str, int], int] = {}
-        with contextlib.suppress(SenMLError):
-            salvaged = decode_salvaging(message.payload, message.received_at)
-            for position, record in enumerate(salvaged.records):
-                indexes.setdefault(
-                    (record.name, time_us(record.time)), salvaged.original_index(position)
-                )
-        return [
-            Rejected(
-                gateway_id,
-                c.sensor_id,
-                indexes.get((f"{c.sensor_id}/{c.quantity}", c.time_us)),
-                Reason.CONFLICT,
-                f"{c.sensor_id}/{c.quantity} at {_iso(c.time_us)} is stored with "
-                f"{_shown(c.stored)}; this message says {_shown(c.received)}. The stored value "
-                "stays: an operator decides",
-            )
-            for c in conflicts
-        ]
+                key = (found.gateway_id, found.identity.stream)
+                prepared.done.setdefault(key, []).append(found.identity.seq)
 
     def _acknowledge(self, batch: _Batch) -> None:
         current = self._connection
@@ -852,28 +694,28 @@ class IngestWorker:
             lag.observe(now - message.received_at)
         self.metrics.queue_depth.set(self._queue.qsize())
 
+    def _reconnect(
+        self, old: psycopg.Connection[tuple[object, ...]], stop: threading.Event
+    ) -> psycopg.Connection[tuple[object, ...]]:
+        """A new connection in place of ``old`` (closed); StoppedError if asked to stop first."""
+        new = self._connect_database(stop)
+        if new is None:
+            raise StoppedError
+        old.close()
+        return new
+
     def _connect_database(
         self, stop: threading.Event
     ) -> psycopg.Connection[tuple[object, ...]] | None:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                return psycopg.connect(libpq_url(self.config.database_url), connect_timeout=5)
-            except psycopg.OperationalError as exc:
-                self.stats.database_errors += 1
-                self.metrics.database_errors.inc()
-                log.warning("database unreachable, retrying in %.1fs: %s", delay, exc)
-                stop.wait(delay)
-                delay = min(delay * 2, 2.0)
-        return None
-
-
-def _iso(microseconds: int) -> str:
-    return datetime.fromtimestamp(microseconds / 1e6, UTC).isoformat(timespec="microseconds")
-
-
-def _shown(value: object) -> str:
-    """A stored or received value for a conflict's detail: a number, or an extra's one field."""
-    if isinstance(value, tuple):
-        return next((repr(v) for v in value if v is not None), "nothing")
-    return repr(value)
+        """A new connection, retried until it comes; None when asked to stop first."""
+        if stop.is_set():
+            return None
+        try:
+            return retry(
+                lambda: psycopg.connect(libpq_url(self.config.database_url), connect_timeout=5),
+                stop=stop,
+                what="database unreachable",
+                on_error=self._count_error,
+            )
+        except StoppedError:
+            return None

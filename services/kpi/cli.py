@@ -15,10 +15,15 @@ from rich.console import Console
 from rich.table import Table
 
 from services.settings import settings_for_command
+from services.storage import kpi_targets
+from services.storage.city_settings import UnknownDistrictError
 from services.storage.urls import libpq_url
 
 from . import baseline, engine
-from .catalog import KPIS, Better
+from .catalog import KPIS
+from .errors import KpiError, UnknownDistrict, UnknownKpi
+from .periods import period_bounds
+from .rating import Quality, Rating, checked_band
 
 app = typer.Typer(
     help="The city's KPIs: values, baselines, targets, current values.", no_args_is_help=True
@@ -62,10 +67,10 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 
 _RATING_STYLE = {
-    engine.Rating.MET: "green",
-    engine.Rating.WARNING: "yellow",
-    engine.Rating.MISSED: "red",
-    engine.Rating.INSUFFICIENT_DATA: "dim",
+    Rating.MET: "green",
+    Rating.WARNING: "yellow",
+    Rating.MISSED: "red",
+    Rating.INSUFFICIENT_DATA: "dim",
 }
 
 
@@ -87,13 +92,13 @@ def show(
         with _connect(database_url) as conn:
             timezone = engine.load_settings(conn).timezone
             if start is None and end is None:
-                lower, upper = engine.period_bounds(period, datetime.now(UTC), timezone)
+                lower, upper = period_bounds(period, datetime.now(UTC), timezone)
             elif start is None or end is None:
                 raise typer.BadParameter("give both --start and --end, or neither")
             else:
                 lower, upper = _moment(start, timezone), _moment(end, timezone)
             values = engine.compute(conn, kpi_id, lower, upper, grain=grain, districts=district)
-    except (engine.KpiError, psycopg.Error) as exc:
+    except (KpiError, psycopg.Error) as exc:
         raise _fail(exc) from None
     kpi = KPIS[kpi_id]
     table = Table(title=f"{kpi.id} {kpi.name} ({kpi.unit}, {kpi.better.value} is better)")
@@ -131,9 +136,9 @@ def baseline_set(
             values = baseline.set_baseline(
                 conn, _moment(start, timezone), _moment(end, timezone), kpi, recorded_by
             )
-    except (engine.KpiError, psycopg.Error) as exc:
+    except (KpiError, psycopg.Error) as exc:
         raise _fail(exc) from None
-    insufficient = sum(v.coverage.quality is engine.Quality.INSUFFICIENT for v in values)
+    insufficient = sum(v.coverage.quality is Quality.INSUFFICIENT for v in values)
     console.print(f"recorded {len(values)} baselines ({insufficient} on insufficient data)")
 
 
@@ -175,32 +180,19 @@ def targets_set(
     """Override a KPI's target and warning limit for the city or one district."""
     kpi = KPIS.get(kpi_id)
     if kpi is None:
-        raise _fail(engine.UnknownKpi(kpi_id))
-    bad_side = warning >= target if kpi.better is Better.LOWER else warning <= target
-    if not bad_side:
-        raise _fail(
-            ValueError(
-                f"{kpi_id} is better {kpi.better.value}: the warning limit must lie on the bad "
-                f"side of the target"
-            )
-        )
-    scope = district or engine.CITY
+        raise _fail(UnknownKpi(kpi_id))
+    try:
+        band = checked_band(kpi, target, warning)
+    except KpiError as exc:
+        raise _fail(exc) from None
     try:
         with _connect(database_url) as conn:
-            if (
-                district is not None
-                and not conn.execute(
-                    "SELECT 1 FROM districts WHERE id = %s", (district,)
-                ).fetchone()
-            ):
-                raise engine.UnknownDistrict([district])
-            conn.execute(
-                "INSERT INTO kpi_targets (kpi_id, scope, target, warning, updated_at) "
-                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (kpi_id, scope) DO UPDATE SET "
-                "target = excluded.target, warning = excluded.warning, updated_at = now()",
-                (kpi_id, scope, target, warning),
-            )
-    except (engine.KpiError, psycopg.Error) as exc:
+            scope = kpi_targets.set_target(
+                conn, kpi_id, district=district, target=band.target, warning=band.warning
+            ).scope
+    except UnknownDistrictError as exc:
+        raise _fail(UnknownDistrict([str(exc)])) from None
+    except psycopg.Error as exc:
         raise _fail(exc) from None
     console.print(f"{kpi_id} for {scope}: target {target:g}, warning {warning:g}")
 
@@ -211,6 +203,6 @@ def refresh(database_url: DatabaseOption = None) -> None:
     try:
         with _connect(database_url) as conn:
             changed = engine.refresh_current(conn)
-    except (engine.KpiError, psycopg.Error) as exc:
+    except (KpiError, psycopg.Error) as exc:
         raise _fail(exc) from None
     console.print(f"current values refreshed; {len(changed)} changed")

@@ -10,34 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
 
-# city_settings defaults: what a city that set nothing gets.
-DEFAULT_PEAK_PERIODS: tuple[tuple[time, time], ...] = (
-    (time(7, 0), time(9, 0)),
-    (time(16, 0), time(19, 0)),
-)
+# One definition, with the settings it types (the data layer's): re-exported for the queries.
+from services.storage.city_settings import CitySettings
 
-
-@dataclass(frozen=True, slots=True)
-class CitySettings:
-    """City-wide reference data (table ``city_settings``), with the defaults of ``KPIS.md``."""
-
-    timezone: str = "UTC"
-    # Weekday peak periods, local time (TRA-1).
-    peak_periods: tuple[tuple[time, time], ...] = DEFAULT_PEAK_PERIODS
-    # The grid's renewable fraction f_grid (ENE-3).
-    grid_renewable_fraction: float = 0.0
-    # Fill ratio at or above which a container overflows (WST-1).
-    overflow_threshold: float = 1.0
-    # Road classes counted as major roads (TRA-2).
-    major_road_classes: tuple[str, ...] = ("major", "arterial", "motorway", "primary")
-    # Minimum outage duration counted as a sustained interruption (ENE-1, ENE-2), seconds.
-    sustained_outage_s: float = 300.0
+__all__ = ["CitySettings", "Computation", "KpiQuery", "KpiRow"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ import psycopg
 import typer
 
 from services.logs import configure
+from services.metrics_http import serve_metrics
+from services.monitor.metrics import MonitorMetrics
 from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
@@ -74,6 +76,7 @@ class Monitor:
         *,
         first_periods: Sequence[str] | None = None,
         widen_after_s: float = 0.0,
+        metrics: MonitorMetrics | None = None,
     ) -> None:
         """``first_periods``: the current periods the rounds refresh at first (and ``wake`` may
         change) until ``widen_after_s`` seconds from now; every one after that."""
@@ -91,6 +94,7 @@ class Monitor:
         self._widened = False
         self.rounds = 0
         self.last: Round | None = None
+        self.metrics = metrics or MonitorMetrics()
         self._wake = threading.Event()
 
     @property
@@ -138,6 +142,7 @@ class Monitor:
                     while not stop.is_set():
                         self.last = run_round(conn, self.periods)
                         self.rounds += 1
+                        self.metrics.round_done(self.last)
                         log.info(
                             "monitor round: %d KPI values changed, %d alerts raised, %d cleared, "
                             "%d open (%.1f s)",
@@ -149,10 +154,12 @@ class Monitor:
                         )
                         self._pause(stop, max(self.every_s - self.last.seconds, 1.0))
             except psycopg.OperationalError as exc:
+                self.metrics.failed("database")
                 log.warning("monitor: database unavailable (%s); retrying", exc)
                 stop.wait(min(self.every_s, 10.0))
             except Exception:
                 # Never let the loop die silently: KPIs and alerts would freeze with no one told.
+                self.metrics.failed("round")
                 log.exception("monitor round failed; retrying")
                 stop.wait(min(self.every_s, 10.0))
 
@@ -167,6 +174,12 @@ def monitor(
     ] = None,
     every: Annotated[float, typer.Option(min=1.0, help="seconds between rounds")] = DEFAULT_EVERY_S,
     once: Annotated[bool, typer.Option(help="one round, print it, exit")] = False,
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics on this port (0: none; not with --once)")
+    ] = 9109,
+    metrics_host: Annotated[
+        str, typer.Option(help="address the metrics listen on (0.0.0.0 in a container)")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the monitor until interrupted (or one round with --once)."""
     settings, url = settings_for_command(database_url)
@@ -181,9 +194,12 @@ def monitor(
             f"{result.cleared} cleared, {result.open_alerts} open ({result.seconds:.1f} s)"
         )
         return
+    metrics = MonitorMetrics()
+    if metrics_port:
+        serve_metrics(metrics.registry, metrics_host, metrics_port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        Monitor(url, every).run(stop)
+        Monitor(url, every, metrics=metrics).run(stop)
     except KeyboardInterrupt:
         stop.set()

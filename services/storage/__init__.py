@@ -1,2 +1,6 @@
 """The data layer: schema, migrations, partitions or hypertables, rollups, retention, and the
-idempotent COPY write path. Imports nothing from the other service packages."""
+idempotent COPY write path; and the modules that own a family of tables' SQL, which the other
+layers call: the city settings (``city_settings.py``, with their typed ``CitySettings``), KPI
+targets and baselines (``kpi_targets.py``), the current KPI values (``kpi_current.py``), the
+event log (``events.py``), the pack ledger (``ledger.py``). Imports nothing from the other
+service packages."""

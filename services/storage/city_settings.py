@@ -226,6 +226,28 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType({s.name: s for s in _LIST})
 DISTRICT_SETTINGS = tuple(s.name for s in _LIST if s.district)
 
 
+def _peak_times(value: Any) -> tuple[tuple[time, time], ...]:
+    return tuple((time.fromisoformat(a), time.fromisoformat(b)) for a, b in value)
+
+
+@dataclass(frozen=True, slots=True)
+class CitySettings:
+    """The city's settings in effect, typed as the KPI queries read them; the defaults are the
+    settings' own (above), so that a city that set nothing gets the values of ``KPIS.md``."""
+
+    timezone: str = SETTINGS["timezone"].default
+    # Weekday peak periods, local time (TRA-1).
+    peak_periods: tuple[tuple[time, time], ...] = _peak_times(SETTINGS["peak_periods"].default)
+    # The grid's renewable fraction f_grid (ENE-3).
+    grid_renewable_fraction: float = SETTINGS["grid_renewable_fraction"].default
+    # Fill ratio at or above which a container overflows (WST-1).
+    overflow_threshold: float = SETTINGS["overflow_threshold"].default
+    # Road classes counted as major roads (TRA-2).
+    major_road_classes: tuple[str, ...] = tuple(SETTINGS["major_road_classes"].default)
+    # Minimum outage duration counted as a sustained interruption (ENE-1, ENE-2), seconds.
+    sustained_outage_s: float = SETTINGS["sustained_outage_s"].default
+
+
 def setting(name: str, *, district: bool = False) -> Setting:
     """The setting called ``name``; UnknownSettingError when unknown, CitySettingError when
     ``district`` and a district does not override it."""
@@ -294,6 +316,19 @@ def city_values(conn: Conn) -> list[Value]:
         else Value(s.name, s.default, "default")
         for s in _LIST
     ]
+
+
+def load_settings(conn: Conn) -> CitySettings:
+    """The city settings in effect (each stored value, else its default), typed."""
+    values = {v.name: v.value for v in city_values(conn)}
+    return CitySettings(
+        timezone=str(values["timezone"]),
+        peak_periods=_peak_times(values["peak_periods"] or SETTINGS["peak_periods"].default),
+        grid_renewable_fraction=float(values["grid_renewable_fraction"]),
+        overflow_threshold=float(values["overflow_threshold"]),
+        major_road_classes=tuple(values["major_road_classes"]),
+        sustained_outage_s=float(values["sustained_outage_s"]),
+    )
 
 
 def set_city(conn: Conn, name: str, raw: Any) -> Value:

@@ -84,13 +84,22 @@ def read_after(
     *,
     types: Sequence[str] | None = None,
     limit: int = 500,
+    max_readings: int | None = None,
 ) -> list[Event]:
-    """Committed events with ``id > after_id``, oldest first."""
+    """Committed events with ``id > after_id``, oldest first: at most ``limit`` events and, with
+    ``max_readings``, only as many events as keep their readings within it (the first event always
+    comes, however many it holds, so a reader always moves on)."""
     rows = conn.execute(
         "SELECT id, time, type, district_id, domain, sensor_id, data, sensor_keys, "
-        "quantity_keys, times, readings FROM events "
-        "WHERE id > %s AND (%s::text[] IS NULL OR type = ANY(%s::text[])) ORDER BY id LIMIT %s",
-        (after_id, types, types, limit),
+        "quantity_keys, times, readings FROM ("
+        "  SELECT *, sum(coalesce(cardinality(sensor_keys), 0)) OVER (ORDER BY id) AS upto,"
+        "    coalesce(cardinality(sensor_keys), 0) AS own"
+        "  FROM (SELECT * FROM events"
+        "    WHERE id > %s AND (%s::text[] IS NULL OR type = ANY(%s::text[]))"
+        "    ORDER BY id LIMIT %s) AS page"
+        ") AS counted "
+        "WHERE %s::bigint IS NULL OR upto <= %s::bigint OR upto = own ORDER BY id",
+        (after_id, types, types, limit, max_readings, max_readings),
     ).fetchall()
     return [
         Event(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -21,6 +21,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -43,6 +44,27 @@ Measured = Annotated[float | None, WithJsonSchema(MEASURE_SCHEMA)]
 # Kinds that are meters, smart or not (ICT-1).
 METER_KINDS = tuple(name for name, kind in KINDS.items() if kind.smart is not None)
 
+# When a sensor can have been installed. Beyond being plausible, the bounds keep every stored
+# instant readable: PostgreSQL takes years Python cannot hold (an offset can push 0001-01-01 or
+# 9999-12-31 into year 0 or 10000 in UTC, and a session in another time zone shows year 1 UTC
+# as 1 BC), after which every read of the registry failed (issue 11).
+INSTALLED_FROM = datetime(1900, 1, 1, tzinfo=UTC)
+INSTALLED_BEFORE = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def check_installed_at(value: datetime) -> datetime:
+    """``value`` in UTC (a time without an offset is UTC, whatever the server's time zone),
+    within [INSTALLED_FROM, INSTALLED_BEFORE); ValueError saying why not."""
+    try:
+        instant = value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+    except OverflowError:
+        instant = None  # its UTC is before year 1 or after 9999
+    if instant is None or not INSTALLED_FROM <= instant < INSTALLED_BEFORE:
+        raise ValueError(
+            f"must be from {INSTALLED_FROM:%Y-%m-%d} to before {INSTALLED_BEFORE:%Y-%m-%d} in UTC"
+        )
+    return instant
+
 
 class FieldsError(ValueError):
     """Registry values refused: ``problems`` lists each ``(column, reason)``."""
@@ -54,13 +76,16 @@ class FieldsError(ValueError):
 
 def check_sensor_field(kind: str | None, column: str, value: Any) -> Any:
     """Sensor ``column``'s ``value`` as stored: a value with a unit in its canonical unit and
-    plausible (``rated_max`` in the unit of the kind's rating), ``smart`` only for a meter;
-    ValueError saying why not. Other columns, and None, pass unchanged, and so do the
-    kind-dependent columns when ``kind`` is not a known kind (its own refusal says why)."""
+    plausible (``rated_max`` in the unit of the kind's rating), ``smart`` only for a meter,
+    ``installed_at`` as :func:`check_installed_at` keeps it; ValueError saying why not. Other
+    columns, and None, pass unchanged, and so do the kind-dependent columns when ``kind`` is
+    not a known kind (its own refusal says why)."""
     if value is None:
         return None
     if column in ATTRIBUTES:
         return measure(value, ATTRIBUTES[column])
+    if column == "installed_at":
+        return check_installed_at(value)
     found = KINDS.get(kind or "")
     if found is None:
         return value
@@ -112,6 +137,20 @@ def _checked(values: Mapping[str, Any], check: Callable[[str, Any], Any]) -> dic
     return checked
 
 
+def json_number(value: Any) -> Any:
+    """``value`` unless it is a bool or a string: lax pydantic took `true` as the count 1 and
+    "5" as 5, which a JSON body's schema refuses (schemathesis, issue 11). Not strict mode
+    either: JSON Schema's integer takes 8.0."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"must be a JSON number, not {type(value).__name__}")
+    return value
+
+
+# A count in a JSON body (districts come only as JSON; a CSV of sensors is text, parsed lax).
+# The bound comes before the validator, or pydantic's JSON schema says "ge" for "minimum".
+Count = Annotated[int, Field(ge=0), BeforeValidator(json_number)]
+
+
 class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,8 +158,8 @@ class _Row(BaseModel):
 class DistrictRow(_Row):
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1)
-    population: int | None = Field(default=None, ge=0)
-    households: int | None = Field(default=None, ge=0)
+    population: Count | None = None
+    households: Count | None = None
     area_km2: Measured = None
     boundary: dict[str, Any] | None = None
     reference: dict[str, Any] = Field(default_factory=dict)
@@ -185,6 +224,11 @@ class SensorRow(_Row):
     def _measured(cls, value: Any, info: ValidationInfo) -> Any:
         assert info.field_name is not None
         return check_sensor_field(info.data.get("kind"), info.field_name, value)
+
+    @field_validator("installed_at")
+    @classmethod
+    def _installed_at(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else check_installed_at(value)
 
     @field_validator("smart")
     @classmethod

@@ -30,6 +30,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -467,3 +468,79 @@ events = Table(
     CheckConstraint("type IN ('readings', 'kpi', 'alert')", name="type"),
 )
 Index("ix_events_time", events.c.time)
+
+# Notifications (services.storage.notifications, migration 0010): subscriptions, the notifier's
+# outbox (one row per alert transition, subscription and channel) and its cursor over events.
+notification_subscriptions = Table(
+    "notification_subscriptions",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("secret", Text),
+    Column("rule_ids", ARRAY(Text)),
+    Column("district_ids", ARRAY(Text)),
+    Column("min_severity", Text, nullable=False, server_default="info"),
+    Column(
+        "transitions",
+        ARRAY(Text),
+        nullable=False,
+        server_default=text("ARRAY['raised', 'acknowledged', 'cleared']"),
+    ),
+    Column("escalate_after_s", Double),
+    Column("escalate_to", Text),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    _ts(),
+    CheckConstraint("channel IN ('webhook', 'email')", name="channel"),
+    CheckConstraint("min_severity IN ('info', 'warning', 'critical')", name="severity"),
+    CheckConstraint("channel <> 'webhook' OR secret IS NOT NULL", name="secret"),
+    CheckConstraint("escalate_after_s IS NULL OR escalate_after_s > 0", name="escalation"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("alert_id", BigInteger, nullable=False),
+    Column("transition", Text, nullable=False),
+    Column("event_id", BigInteger),
+    Column(
+        "subscription_id",
+        BigInteger,
+        ForeignKey("notification_subscriptions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("channel", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_error", Text),
+    _ts(),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("dead_at", DateTime(timezone=True)),
+    UniqueConstraint("alert_id", "transition", "subscription_id", "channel"),
+    CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
+    CheckConstraint(
+        "transition IN ('raised', 'acknowledged', 'cleared', 'escalated')", name="transition"
+    ),
+)
+Index(
+    "ix_notifications_due",
+    notifications.c.next_attempt_at,
+    postgresql_where=notifications.c.status == "pending",
+)
+Index(
+    "ix_notifications_dead",
+    notifications.c.dead_at,
+    postgresql_where=notifications.c.status == "dead",
+)
+
+notify_cursor = Table(
+    "notify_cursor",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("last_event_id", BigInteger, nullable=False),
+)

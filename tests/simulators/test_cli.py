@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
+from services.devstack.broker import INGEST_USER, start_broker
+from simulators.city import build_manifest, city_named
 from simulators.cli import app
 from simulators.scenario import load_scenario
 from simulators.timespec import Clock, parse_time
@@ -59,3 +64,57 @@ def test_a_short_backfill_reaches_the_broker(
     assert result.exit_code == 0, result.output
     assert "sent" in result.output
     assert subscriber.wait_for(1, timeout=10)
+
+
+def _gateway_ids(prefix: str) -> list[str]:
+    return [gateway["id"] for gateway in build_manifest(city_named("small", prefix), 0).gateways]
+
+
+def test_each_gateway_logs_in_as_itself_from_a_credentials_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a broker that refuses anyone unnamed (and, with Mosquitto, applies the ACL that
+    lets a gateway publish only under its own id), as `make up` starts it."""
+    prefix = f"c{uuid.uuid4().hex[:10]}"
+    passwords = {gateway_id: uuid.uuid4().hex for gateway_id in _gateway_ids(prefix)}
+    passwords[INGEST_USER] = "reader-password"
+    broker = start_broker(tmp_path / "broker", users=passwords)
+    received: list[str] = []
+    reader = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    reader.username_pw_set(INGEST_USER, "reader-password")
+    reader.on_message = lambda _c, _u, message: received.append(message.topic)
+    try:
+        reader.connect(broker.host, broker.port)
+        reader.subscribe(f"ssc/v1/{prefix}-d01-water/up", qos=1)
+        reader.loop_start()
+        credentials = tmp_path / "credentials.json"
+        credentials.write_text(json.dumps(passwords))
+        monkeypatch.setenv("URBANPULSE_MQTT_URL", broker.url)
+        monkeypatch.setenv("URBANPULSE_MQTT_CREDENTIALS_FILE", str(credentials))
+        args = ["--backfill-from", "10m", "--gateway-prefix", prefix, "--quiet", "--batch", "5m"]
+        result = CliRunner().invoke(app, [*args, "--state-dir", str(tmp_path / "state")])
+        assert result.exit_code == 0, result.output
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received
+    finally:
+        reader.loop_stop()
+        reader.disconnect()
+        broker.close()
+
+
+def test_a_gateway_missing_from_the_credentials_file_is_named_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"c{uuid.uuid4().hex[:10]}"
+    ids = _gateway_ids(prefix)
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({gateway_id: "pw" for gateway_id in ids[1:]}))
+    monkeypatch.setenv("URBANPULSE_MQTT_URL", "mqtt://127.0.0.1:9")  # never reached
+    monkeypatch.setenv("URBANPULSE_MQTT_CREDENTIALS_FILE", str(credentials))
+    args = ["--backfill-from", "10m", "--gateway-prefix", prefix, "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2
+    assert f"gateway {ids[0]} has no password" in result.output
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").iterdir())

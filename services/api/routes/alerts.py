@@ -2,8 +2,9 @@
 rules that raise them.
 
 An operator acknowledges (takes in hand, with a comment) or clears an alert; the API records who
-from the key's name and id. The monitor raises and clears alerts by itself as conditions come
-and go (``cleared_by`` null).
+as the key's name (its holder, as the admin named it). Never the key's id: every reader sees an
+alert, and an id is half of a credential (issue 11). The monitor raises and clears alerts by
+itself as conditions come and go (``cleared_by`` null).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from services.kpi.alerts import lifecycle
 from services.kpi.alerts.errors import (
@@ -23,7 +24,8 @@ from services.kpi.alerts.errors import (
 from services.kpi.alerts.model import Alert
 from services.kpi.alerts.rules import Rule, get_rule, load_rules
 
-from ..deps import AlertWriter, Conn, Principal, Reader
+from ..deps import AlertWriter, Conn, Principal, ReadConn, Reader
+from ..models import Instant
 from ..pagination import MAX_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor, page_of
 from ..problems import Problem, invalid, responses
 
@@ -37,12 +39,12 @@ class Action(BaseModel):
 
 
 def _who(principal: Principal) -> str:
-    return f"{principal.name} (key {principal.key_id})"
+    return principal.name
 
 
 @router.get("/alerts", response_model=Page[Alert], responses=responses(401, 403, 422))
 def list_alerts(
-    conn: Conn,
+    conn: ReadConn,
     _: Reader,
     *,
     state: Annotated[
@@ -53,7 +55,7 @@ def list_alerts(
     district: Annotated[str | None, Query(max_length=64)] = None,
     domain: Annotated[str | None, Query(max_length=32)] = None,
     rule: Annotated[str | None, Query(max_length=64, description="rule id")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="raised at or after")] = None,
+    since: Annotated[Instant | None, Query(description="raised at or after")] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[Alert]:
@@ -82,7 +84,7 @@ def list_alerts(
 
 
 @router.get("/alerts/{alert_id}", response_model=Alert, responses=responses(401, 403, 404, 422))
-def get_alert(conn: Conn, _: Reader, alert_id: AlertId) -> Alert:
+def get_alert(conn: ReadConn, _: Reader, alert_id: AlertId) -> Alert:
     """One alert with its whole lifecycle (raised, acknowledged, cleared: when, who, why)."""
     try:
         return lifecycle.get_alert(conn, alert_id)
@@ -132,14 +134,14 @@ def clear(
 
 
 @router.get("/alert-rules", response_model=list[Rule], responses=responses(401, 403))
-def list_rules(conn: Conn, _: Reader) -> list[Rule]:
+def list_rules(conn: ReadConn, _: Reader) -> list[Rule]:
     """The alert rules: the defaults (builtin) and the city's own. A row broken by hand in the
     table is left out here (``urbanpulse alerts rules`` names it), not a 500 for everyone."""
     return load_rules(conn, invalid=[])
 
 
 @router.get("/alert-rules/{rule_id}", response_model=Rule, responses=responses(401, 403, 404, 422))
-def get_alert_rule(conn: Conn, _: Reader, rule_id: Annotated[str, Path(max_length=64)]) -> Rule:
+def get_alert_rule(conn: ReadConn, _: Reader, rule_id: Annotated[str, Path(max_length=64)]) -> Rule:
     """One alert rule."""
     try:
         return get_rule(conn, rule_id)

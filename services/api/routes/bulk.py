@@ -43,6 +43,20 @@ _EXAMPLE = {
 }
 
 
+def _parse_json(data: bytes | str) -> Any:
+    """The JSON value of ``data``, or a ValueError saying why not in the sender's terms: beside
+    json's own syntax errors, a number of thousands of digits (past Python's int limit) and
+    nesting past the recursion limit raise other errors, which were answered 500."""
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError:
+        raise ValueError("a number has too many digits") from None
+
+
 async def _body(request: Request) -> bytes:
     """The request body, refused with 413 past MAX_BODY_BYTES (declared or actually sent)."""
     declared = request.headers.get("content-length")
@@ -81,8 +95,8 @@ def _csv_manifest(data: bytes) -> dict[str, Any]:
             values: dict[str, Any] = {k: v for k, v in row.items() if v not in ("", None)}
             if "metadata" in values:
                 try:
-                    values["metadata"] = json.loads(values["metadata"])
-                except json.JSONDecodeError:
+                    values["metadata"] = _parse_json(values["metadata"])
+                except ValueError:
                     errors.append((f"sensors[{index}].metadata", "must be a JSON object"))
                     continue
             rows.append(values)
@@ -144,8 +158,8 @@ def bulk_register(
         manifest: Any = _csv_manifest(body)
     elif media_type in ("application/json", ""):
         try:
-            manifest = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            manifest = _parse_json(body)
+        except ValueError as exc:
             raise invalid_all([("body", f"not JSON: {exc}")]) from None
     else:
         raise Problem(415, detail="send application/json (a manifest) or text/csv (sensors)")

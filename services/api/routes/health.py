@@ -1,5 +1,10 @@
 """Operations endpoints, without auth: ``/healthz``, ``/readyz``, ``/metrics``.
 
+``/readyz`` answers anyone with its status and which check is down; what each check found (the
+broker's host and port, the migration revision) only a caller with a valid API key sees, since
+it maps the deployment for an attacker (issue 11). A key is checked against the database, so
+while the database is down only a key checked in the last seconds (the cache) counts.
+
 ``/readyz`` checks with fresh connections and short timeouts, not the request pool: a pool
 exhausted by slow queries must not make the probe hang, and a probe must see a database that
 came back before the pool notices.
@@ -22,11 +27,18 @@ from fastapi.responses import JSONResponse
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 
+from services.readreplica.routing import ReplicaGate
 from services.settings import Settings
 from services.storage.urls import libpq_url
 
+from ..auth import Authenticator
+from ..deps import Replica
+
+# The header parsing every /v1 route uses; /readyz uses it without refusing the caller.
+from ..deps import _presented_key as presented_key
 from ..problems import MEDIA_TYPE, Problem, responses
 
 router = APIRouter(tags=["operations"])
@@ -38,11 +50,19 @@ CHECK_TIMEOUT_S = 2.0
 
 class Check(BaseModel):
     ok: bool
-    detail: str = Field(examples=["at revision 0002 (head)"])
+    detail: str | None = Field(
+        default=None,
+        description="what the check found; null unless the caller sent a valid API key",
+        examples=["at revision 0002 (head)"],
+    )
 
 
 class Readiness(BaseModel):
-    status: str = Field(examples=["ready"])
+    status: str = Field(
+        examples=["ready"],
+        description="ready, or degraded: serving, but a check that does not stop the API "
+        "failed (the read replica lags or is down, so reads go to the primary)",
+    )
     checks: dict[str, Check]
 
 
@@ -72,6 +92,12 @@ def check_database(url: str | None, head: str) -> Check:
     if current != head:
         return Check(ok=False, detail=f"at revision {current or 'none'}, head is {head}")
     return Check(ok=True, detail=f"at revision {current} (head)")
+
+
+def check_replica(gate: ReplicaGate) -> Check:
+    """Asks the standby now (and updates where reads go): ok when reads are on it."""
+    found = gate.refresh()
+    return Check(ok=found.use_replica, detail=found.detail)
 
 
 def check_broker(settings: Settings) -> Check:
@@ -115,7 +141,10 @@ def check_broker(settings: Settings) -> Check:
             leftover.close()
     if not answers and closed:
         # rumqttd refuses a login by closing the connection without a CONNACK.
-        return Check(ok=False, detail=f"{host}:{port} refused CONNECT: closed the connection without a CONNACK")
+        return Check(
+            ok=False,
+            detail=f"{host}:{port} refused CONNECT: closed the connection without a CONNACK",
+        )
     if not answers:
         return Check(ok=False, detail=f"{host}:{port} did not answer CONNECT with CONNACK")
     if answers[0].is_failure:
@@ -138,25 +167,58 @@ def healthz() -> dict[str, str]:
 )
 def readyz(request: Request) -> Any:
     """200 when the database answers at the newest migration and the broker answers CONNECT;
-    otherwise a 503 problem whose ``checks`` say which is down."""
+    otherwise a 503 problem whose ``checks`` say which is down. What each check found is shown
+    only to a caller with a valid API key (``X-API-Key`` or a bearer token); without one, or
+    with a bad one, ``detail`` is null.
+
+    With a read replica (``URBANPULSE_DATABASE_READ_URL``), ``checks.replica`` says whether
+    reads are on it, and its replay lag; a replica down or past
+    ``URBANPULSE_DATABASE_READ_MAX_LAG`` makes the status ``degraded``, still 200: reads then
+    go to the primary, so the API keeps answering, freshly."""
     settings: Settings = request.app.state.settings
     checks = {
         "database": check_database(settings.database_url, request.app.state.head_revision),
         "broker": check_broker(settings),
     }
-    down = [name for name, check in checks.items() if not check.ok]
+    replica: Replica | None = request.app.state.replica
+    if replica is not None:
+        checks["replica"] = check_replica(replica.gate)
+    if not _authenticated(request, database_up=checks["database"].ok):
+        checks = {name: Check(ok=check.ok) for name, check in checks.items()}
+    optional = {"replica"}
+    down = [name for name, check in checks.items() if not check.ok and name not in optional]
     if not down:
-        return Readiness(status="ready", checks=checks)
+        degraded = any(name in checks and not checks[name].ok for name in optional)
+        return Readiness(status="degraded" if degraded else "ready", checks=checks)
     problem = Problem(
         503,
         "Not ready",
-        "down: " + ", ".join(f"{name} ({checks[name].detail})" for name in down),
+        "down: "
+        + ", ".join(
+            name if checks[name].detail is None else f"{name} ({checks[name].detail})"
+            for name in down
+        ),
         down=down,
         checks={name: check.model_dump() for name, check in checks.items()},
     )
     return JSONResponse(
         problem.body(instance=request.url.path), status_code=503, media_type=MEDIA_TYPE
     )
+
+
+def _authenticated(request: Request, *, database_up: bool) -> bool:
+    """Whether the caller sent a valid key. Never refuses: a probe without a key is answered.
+    With the database down only the cache can tell, without waiting for the pool."""
+    token = presented_key(request)
+    if token is None:
+        return False
+    authenticator: Authenticator = request.app.state.authenticator
+    if not database_up:
+        return authenticator.cached(token) is not None
+    try:
+        return authenticator.authenticate(token) is not None
+    except (PoolTimeout, psycopg.Error):
+        return False
 
 
 @router.get(

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.storage import city_settings as cs
 
-from ..deps import Conn, Reader, RegistryWriter, SettingsWriter
+from ..deps import Conn, ReadConn, Reader, RegistryWriter, SettingsWriter
 from ..problems import Problem, invalid, responses
 
 router = APIRouter(tags=["settings"])
@@ -94,7 +94,7 @@ def _answered() -> Iterator[None]:
 
 
 @router.get("/settings", response_model=SettingList, responses=responses(401, 403))
-def list_settings(conn: Conn, _: Reader) -> SettingList:
+def list_settings(conn: ReadConn, _: Reader) -> SettingList:
     """Every city setting in effect, with its unit, default and where it comes from."""
     return SettingList(items=[_shown(v) for v in cs.city_values(conn)])
 
@@ -102,7 +102,7 @@ def list_settings(conn: Conn, _: Reader) -> SettingList:
 @router.get(
     "/settings/{name}", response_model=SettingValue, responses=responses(401, 403, 404, 422)
 )
-def get_setting(conn: Conn, _: Reader, name: SettingName) -> SettingValue:
+def get_setting(conn: ReadConn, _: Reader, name: SettingName) -> SettingValue:
     with _answered():
         cs.setting(name)
     return next(_shown(v) for v in cs.city_values(conn) if v.name == name)
@@ -133,7 +133,7 @@ def delete_setting(conn: Conn, _: SettingsWriter, name: SettingName) -> SettingV
     response_model=SettingList,
     responses=responses(401, 403, 404, 422),
 )
-def list_district_settings(conn: Conn, _: Reader, district_id: DistrictId) -> SettingList:
+def list_district_settings(conn: ReadConn, _: Reader, district_id: DistrictId) -> SettingList:
     """The settings a district may override, each the district's own or else the city's."""
     with _answered():
         return SettingList(items=[_shown(v) for v in cs.district_values(conn, district_id)])

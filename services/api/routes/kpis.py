@@ -27,7 +27,7 @@ from services.kpi import engine
 from services.kpi.catalog import KPIS, Kpi
 from services.settings import Settings
 
-from ..deps import Conn, Reader, statement_timeout_ms, with_connection
+from ..deps import ReadConn, Reader, statement_timeout_ms, with_connection
 from ..problems import Problem, invalid, responses
 
 router = APIRouter(tags=["kpis"])
@@ -328,7 +328,7 @@ async def _values(
         )
 
     return await with_connection(
-        request, lambda conn: cache.get_or_compute(key, lambda: compute(conn))
+        request, lambda conn: cache.get_or_compute(key, lambda: compute(conn)), replica=True
     )
 
 
@@ -378,7 +378,7 @@ async def catalog(_: Reader) -> list[CatalogEntry]:
 
 @router.get("/kpis/current", response_model=CurrentValues, responses=responses(401, 403, 404, 422))
 def current_values(
-    conn: Conn,
+    conn: ReadConn,
     _: Reader,
     period: Annotated[Literal["day", "month", "year"], Query()] = "day",
     scope: Annotated[
@@ -494,7 +494,7 @@ async def kpi_series(
     response_model=list[BaselineModel],
     responses=responses(401, 403, 404),
 )
-def kpi_baseline(conn: Conn, _: Reader, kpi_id: KpiId) -> list[BaselineModel]:
+def kpi_baseline(conn: ReadConn, _: Reader, kpi_id: KpiId) -> list[BaselineModel]:
     """The recorded baseline of the KPI for the city and each district (``urbanpulse kpi
     baseline set`` records it); every value served also reports its change against it."""
     _kpi(kpi_id)

@@ -3,6 +3,10 @@
 Payloads can be up to the broker's 1 MiB and binary, so a list shows a text preview of the
 first bytes (invalid UTF-8 replaced) and the full length; the raw bytes stay with
 ``urbanpulse quarantine show``. Newest first, keyset-paginated by id.
+
+The list carries what gateways sent, raw: operators and engineers (and admins) read it, not
+service keys, which dashboards and exporters hold (issue 11). The summary (counts by reason)
+carries no payload, and every reader sees it.
 """
 
 from __future__ import annotations
@@ -10,17 +14,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from ..deps import Conn, Reader
+from ..deps import Principal, ReadConn, Reader
+from ..models import Instant
 from ..pagination import Cursor, Limit, Page, decode_cursor, page_of
-from ..problems import responses
+from ..problems import Problem, responses
 
 router = APIRouter(tags=["quarantine"])
 
 PREVIEW_BYTES = 512
+# The roles that read payloads: the people who act on what the city sends. (A permission of its
+# own in services.api.keys would say the same; until then, the roles are named here.)
+PAYLOAD_ROLES = frozenset({"operator", "engineer", "admin"})
+
+
+async def _payload_reader(principal: Reader) -> Principal:
+    if principal.role not in PAYLOAD_ROLES:
+        raise Problem(
+            403,
+            detail=f"quarantined payloads are for {', '.join(sorted(PAYLOAD_ROLES))} keys, "
+            f"not {principal.role!r}",
+            role=principal.role,
+        )
+    return principal
+
+
+PayloadReader = Annotated[Principal, Depends(_payload_reader)]
 
 
 class QuarantineEntry(BaseModel):
@@ -48,13 +70,13 @@ class Summary(BaseModel):
     reasons: list[ReasonCount]
 
 
-Since = Annotated[AwareDatetime | None, Query(description="received at or after")]
+Since = Annotated[Instant | None, Query(description="received at or after")]
 
 
 @router.get("/quarantine", response_model=Page[QuarantineEntry], responses=responses(401, 403, 422))
 def list_quarantine(
-    conn: Conn,
-    _: Reader,
+    conn: ReadConn,
+    _: PayloadReader,
     *,
     reason: Annotated[str | None, Query(max_length=64)] = None,
     gateway: Annotated[str | None, Query(max_length=64)] = None,
@@ -63,7 +85,8 @@ def list_quarantine(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[QuarantineEntry]:
-    """Quarantined messages and records, newest first."""
+    """Quarantined messages and records, newest first, with a preview of each payload
+    (operator, engineer and admin keys; a service key is refused with 403)."""
     before = decode_cursor(cursor, int)
     query = (
         "SELECT q.id, q.received_at, q.topic, q.gateway_id, q.sensor_id, q.record_index, "
@@ -98,7 +121,7 @@ def list_quarantine(
 
 
 @router.get("/quarantine/summary", response_model=Summary, responses=responses(401, 403, 422))
-def quarantine_summary(conn: Conn, _: Reader, since: Since = None) -> Summary:
+def quarantine_summary(conn: ReadConn, _: Reader, since: Since = None) -> Summary:
     """How many entries per reason (optionally since a time), most frequent first."""
     rows = conn.execute(
         "SELECT reason, count(*) FROM quarantine "

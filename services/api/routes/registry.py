@@ -1,9 +1,9 @@
 """/v1 districts, gateways and sensors: list, get, create, update, retire.
 
 Everyone with ``read`` reads; writes need ``registry:write`` (engineers, admins). Sensors and
-gateways are never deleted: ``DELETE`` retires them, like ``POST .../retire``, because their
-readings and KPI history keep referring to them. A reference to an unknown district or gateway
-is a 422 naming the field; a second create of an id is a 409.
+gateways are never deleted: ``DELETE`` retires them, like ``POST .../retire``, and the schema
+says so, because their readings and KPI history keep referring to them. A reference to an
+unknown district or gateway is a 422 naming the field; a second create of an id is a 409.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from services.storage.registry import (
     check_sensor_fields,
 )
 
-from ..deps import Conn, Reader, RegistryWriter
+from ..deps import Conn, ReadConn, Reader, RegistryWriter
 from ..models import (
     District,
     DistrictCreate,
@@ -56,6 +56,20 @@ _JSON_COLUMNS = {"boundary", "reference", "metadata"}
 # Raw readings newer than this answer "last value" before the 1-minute rollup catches up; older
 # ones come from the rollup's newest bucket (one index probe per quantity either way).
 _RAW_WINDOW = "15 minutes"
+
+# DELETE keeps the row (its readings and KPI history refer to it): what a client reads
+# afterwards is the retired resource, not a 404. The schema says so rather than "delete".
+_RETIRE_SENSOR = (
+    "The same as `POST /v1/sensors/{sensor_id}/retire`: the sensor is marked retired, with the "
+    "time, and answered as it now is. It is **not deleted**: its readings and KPI history keep "
+    'referring to it, and a `GET` afterwards still answers 200 with `"status": "retired"`. '
+    "Retiring again changes nothing."
+)
+_RETIRE_GATEWAY = (
+    "The same as `POST /v1/gateways/{gateway_id}/retire`: the gateway is marked retired once no "
+    "sensor that is not retired hangs off it (409 otherwise), and answered as it now is. It is "
+    '**not deleted**: a `GET` afterwards still answers 200 with `"status": "retired"`.'
+)
 
 SensorId = Annotated[str, Path(max_length=128, examples=["wm-0001"])]
 GatewayId = Annotated[str, Path(max_length=64, examples=["gw-centre-1"])]
@@ -168,7 +182,7 @@ def _refused(exc: FieldsError) -> Problem:
 
 @router.get("/districts", response_model=Page[District], responses=_READ)
 def list_districts(
-    conn: Conn, _: Reader, q: Q = None, cursor: Cursor = None, limit: Limit = 100
+    conn: ReadConn, _: Reader, q: Q = None, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[District]:
     """Districts by id; ``q`` matches id or name."""
     rows = _select(
@@ -188,7 +202,7 @@ def list_districts(
 @router.get(
     "/districts/{district_id}", response_model=District, responses=responses(401, 403, 404, 422)
 )
-def get_district(conn: Conn, _: Reader, district_id: DistrictId) -> District:
+def get_district(conn: ReadConn, _: Reader, district_id: DistrictId) -> District:
     return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
 
 
@@ -227,7 +241,7 @@ def update_district(
 
 @router.get("/gateways", response_model=Page[Gateway], responses=_READ)
 def list_gateways(
-    conn: Conn,
+    conn: ReadConn,
     _: Reader,
     *,
     district: Annotated[str | None, Query(max_length=64)] = None,
@@ -253,7 +267,7 @@ def list_gateways(
 @router.get(
     "/gateways/{gateway_id}", response_model=Gateway, responses=responses(401, 403, 404, 422)
 )
-def get_gateway(conn: Conn, _: Reader, gateway_id: GatewayId) -> Gateway:
+def get_gateway(conn: ReadConn, _: Reader, gateway_id: GatewayId) -> Gateway:
     return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
 
 
@@ -308,9 +322,14 @@ def retire_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gate
     return _retire_gateway(conn, gateway_id)
 
 
-@router.delete("/gateways/{gateway_id}", response_model=Gateway, responses=_WRITE)
+@router.delete(
+    "/gateways/{gateway_id}",
+    response_model=Gateway,
+    responses=_WRITE,
+    summary="Retire a gateway (it is not deleted)",
+    description=_RETIRE_GATEWAY,
+)
 def delete_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gateway:
-    """Same as ``POST .../retire``: gateways are never deleted."""
     return _retire_gateway(conn, gateway_id)
 
 
@@ -319,7 +338,7 @@ def delete_gateway(conn: Conn, _: RegistryWriter, gateway_id: GatewayId) -> Gate
 
 @router.get("/sensors", response_model=Page[Sensor], responses=_READ)
 def list_sensors(
-    conn: Conn,
+    conn: ReadConn,
     _: Reader,
     *,
     district: Annotated[str | None, Query(max_length=64, examples=["centre"])] = None,
@@ -382,7 +401,7 @@ def last_readings(
 @router.get(
     "/sensors/{sensor_id}", response_model=SensorDetail, responses=responses(401, 403, 404, 422)
 )
-def get_sensor(conn: Conn, _: Reader, sensor_id: SensorId) -> SensorDetail:
+def get_sensor(conn: ReadConn, _: Reader, sensor_id: SensorId) -> SensorDetail:
     """A sensor with its status and the newest value of each quantity it measures."""
     return _sensor_detail(conn, sensor_id)
 
@@ -466,7 +485,12 @@ def retire_sensor(conn: Conn, _: RegistryWriter, sensor_id: SensorId) -> SensorD
     return _retire_sensor(conn, sensor_id)
 
 
-@router.delete("/sensors/{sensor_id}", response_model=SensorDetail, responses=_WRITE)
+@router.delete(
+    "/sensors/{sensor_id}",
+    response_model=SensorDetail,
+    responses=_WRITE,
+    summary="Retire a sensor (it is not deleted)",
+    description=_RETIRE_SENSOR,
+)
 def delete_sensor(conn: Conn, _: RegistryWriter, sensor_id: SensorId) -> SensorDetail:
-    """Same as ``POST .../retire``: sensors are never deleted."""
     return _retire_sensor(conn, sensor_id)

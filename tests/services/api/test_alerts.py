@@ -106,3 +106,22 @@ def test_rules_are_listed(
     leak = api_client.get("/v1/alert-rules/water-leak-night-flow", headers=headers).json()
     assert leak["condition"] == "night_flow"
     assert api_client.get("/v1/alert-rules/nope", headers=headers).status_code == 404
+
+
+def test_who_acted_is_the_keys_name_and_no_reader_sees_a_key_id(
+    alerts: dict[str, int], api_client: TestClient, api_keys: dict[str, str], api_db: Conn
+) -> None:
+    """A key id is half of a credential (issue 11): every reader of alerts saw the operator's."""
+    operator = {"X-API-Key": api_keys["operator"]}
+    key_id = api_keys["operator"].partition(".")[0]
+    api_client.post(f"/v1/alerts/{alerts['pressure']}/acknowledge", headers=operator)
+    api_client.post(f"/v1/alerts/{alerts['fire']}/clear", headers=operator)
+    reader = {"X-API-Key": api_keys["service"]}
+    acked = api_client.get(f"/v1/alerts/{alerts['pressure']}", headers=reader).json()
+    cleared = api_client.get(f"/v1/alerts/{alerts['fire']}", headers=reader).json()
+    assert (acked["acknowledged_by"], cleared["cleared_by"]) == ("test operator", "test operator")
+    listed = api_client.get("/v1/alerts", headers=reader).text
+    streamed = [e.data for e in events.read_after(api_db, 0, types=["alert"])]
+    assert len(streamed) == 2
+    for seen in (listed, str(streamed)):
+        assert key_id not in seen

@@ -98,3 +98,23 @@ def test_bad_parameters(operator: TestClient) -> None:
         response = operator.get(f"/v1/quarantine?{query}")
         assert response.status_code == 422
         assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+@pytest.mark.usefixtures("entries")
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [("operator", 200), ("engineer", 200), ("admin", 200), ("service", 403)],
+)
+def test_only_people_who_act_on_it_read_the_payloads(
+    api_client: TestClient, api_keys: dict[str, str], role: str, status: int
+) -> None:
+    """Issue 11: a service key (a dashboard, an exporter) read every gateway's raw payloads."""
+    listed = api_client.get("/v1/quarantine", headers=auth(api_keys[role]))
+    assert listed.status_code == status, listed.text
+    if status == 403:
+        assert listed.headers["content-type"] == "application/problem+json"
+        assert listed.json()["role"] == "service"
+        assert "items" not in listed.json()
+    # How many entries per reason holds no payload: every reader sees it.
+    summary = api_client.get("/v1/quarantine/summary", headers=auth(api_keys[role]))
+    assert summary.status_code == 200

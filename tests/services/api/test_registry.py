@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -381,3 +382,84 @@ def test_bulk_csv_takes_units_and_smart(engineer: TestClient, api_db: Db) -> Non
         headers={"Content-Type": "text/csv"},
     )
     assert _fields(_problem(refused, 422)) == {"sensors[0].free_flow_speed"}
+
+
+# Issue 11: instants whose UTC falls outside Python's years 1..9999 (bulk stored them, then every
+# GET /v1/sensors was a 422), and instants no sensor was installed at.
+BAD_INSTALLED_AT = [
+    pytest.param("0001-01-01T00:00:00+01:00", id="utc-year-0"),
+    pytest.param("9999-12-31T23:00:00-05:00", id="utc-year-10000"),
+    pytest.param("0001-01-01T00:00:00Z", id="year-1"),
+    pytest.param("1899-12-31T23:59:59Z", id="before-1900"),
+    pytest.param("2200-01-01T00:00:00Z", id="from-2200"),
+]
+
+
+def _bulk_json(client: TestClient, installed_at: str) -> tuple[Any, str]:
+    manifest = json.loads(json.dumps(MANIFEST))
+    manifest["sensors"][1]["installed_at"] = installed_at
+    return client.post("/v1/registry/bulk", json=manifest), "sensors[1].installed_at"
+
+
+def _bulk_csv(client: TestClient, installed_at: str) -> tuple[Any, str]:
+    body = f"id,kind,installed_at\nn-1,noise,2024-03-01\nn-2,noise,{installed_at}\n"
+    response = client.post("/v1/registry/bulk", content=body, headers={"Content-Type": "text/csv"})
+    return response, "sensors[1].installed_at"
+
+
+def _create(client: TestClient, installed_at: str) -> tuple[Any, str]:
+    sensor = {"id": "n-1", "kind": "noise", "installed_at": installed_at}
+    return client.post("/v1/sensors", json=sensor), "body.installed_at"
+
+
+def _patch(client: TestClient, installed_at: str) -> tuple[Any, str]:
+    sensor = {"id": "n-0", "kind": "noise", "installed_at": "2024-03-01T08:00:00+01:00"}
+    assert client.post("/v1/sensors", json=sensor).status_code == 201
+    return client.patch("/v1/sensors/n-0", json={"installed_at": installed_at}), "body.installed_at"
+
+
+@pytest.mark.parametrize(
+    "send",
+    [_bulk_json, _bulk_csv, _create, _patch],
+    ids=["bulk-json", "bulk-csv", "create", "patch"],
+)
+@pytest.mark.parametrize("installed_at", BAD_INSTALLED_AT)
+def test_every_path_in_refuses_an_installed_at_out_of_range(
+    engineer: TestClient, api_db: Db, send: Any, installed_at: str
+) -> None:
+    _city(engineer)
+    response, field = send(engineer, installed_at)
+    problem = _problem(response, 422)
+    assert _fields(problem) == {field}
+    assert "from 1900-01-01 to before 2200-01-01 in UTC" in problem["errors"][0]["message"]
+    # Nothing stored, or left as it was: and every reader still reads the registry.
+    rows = api_db.execute("SELECT id, installed_at FROM sensors").fetchall()
+    assert rows in ([], [("n-0", datetime(2024, 3, 1, 7, tzinfo=UTC))])
+    listed = engineer.get("/v1/sensors")
+    assert listed.status_code == 200, listed.text
+
+
+def test_installed_at_is_the_instant_given_and_a_time_without_offset_is_utc(
+    engineer: TestClient,
+) -> None:
+    _city(engineer)
+    body = {"id": "n-1", "kind": "noise", "installed_at": "1900-01-01T01:00:00+01:00"}
+    created = engineer.post("/v1/sensors", json=body)
+    assert created.status_code == 201, created.text
+    assert _instant(created.json()["installed_at"]) == datetime(1900, 1, 1, tzinfo=UTC)
+    patched = engineer.patch("/v1/sensors/n-1", json={"installed_at": "2199-12-31T23:59:59"})
+    assert patched.status_code == 200, patched.text
+    assert _instant(patched.json()["installed_at"]) == datetime(
+        2199, 12, 31, 23, 59, 59, tzinfo=UTC
+    )
+    csv_body = "id,kind,installed_at\nn-2,noise,2024-03-01\n"
+    loaded = engineer.post(
+        "/v1/registry/bulk", content=csv_body, headers={"Content-Type": "text/csv"}
+    )
+    assert loaded.status_code == 200, loaded.text
+    stored = engineer.get("/v1/sensors/n-2").json()["installed_at"]
+    assert _instant(stored) == datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,11 +45,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def api_url(api_settings: Settings) -> Iterator[str]:
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    """The API of ``settings`` served by uvicorn in a thread; yields its base URL."""
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(api_settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -56,17 +58,39 @@ def api_url(api_settings: Settings) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def api_url(api_settings: Settings) -> Iterator[str]:
+    with serve(api_settings) as url:
+        yield url
+
+
+def messages_of(response: httpx.Response) -> Iterator[Message]:
+    """The messages of an open stream, as they arrive (keep-alive comments skipped)."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            continue
+        if line == "":
+            if "data" in fields:
+                yield Message(fields.get("id"), fields.get("event"), json.loads(fields["data"]))
+            fields = {}
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = value.removeprefix(" ")
 
 
 def read_messages(
     url: str, key: str, count: int, params: dict[str, object] | None = None, **headers: str
 ) -> list[Message]:
-    """The first ``count`` messages of the stream (keep-alive comments skipped)."""
+    """The first ``count`` messages of the stream."""
     messages: list[Message] = []
-    fields: dict[str, str] = {}
     with httpx.stream(
         "GET",
         f"{url}/v1/stream",
@@ -76,20 +100,10 @@ def read_messages(
     ) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith(":"):
-                continue
-            if line == "":
-                if "data" in fields:
-                    messages.append(
-                        Message(fields.get("id"), fields.get("event"), json.loads(fields["data"]))
-                    )
-                    if len(messages) == count:
-                        return messages
-                fields = {}
-                continue
-            name, _, value = line.partition(":")
-            fields[name] = value.removeprefix(" ")
+        for message in messages_of(response):
+            messages.append(message)
+            if len(messages) == count:
+                break
     return messages
 
 

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -20,10 +19,10 @@ import pytest
 from gateway import topics
 from gateway.senml import Record, encode
 from services.devstack.postgres import EmbeddedPostgres, free_port
-from services.ingest.worker import IngestWorker, WorkerConfig
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
-StartWorker = Callable[..., IngestWorker]
+from .conftest import StartWorker
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -65,37 +64,6 @@ def _wait_for(url: str, expected: int, timeout: float = 30) -> int:
     return _count(url)
 
 
-@pytest.fixture
-def start_worker() -> Iterator[StartWorker]:
-    running: list[tuple[threading.Thread, threading.Event]] = []
-
-    def start(
-        database_url: str, mqtt_url: str, group: str | None, client_id: str | None = None
-    ) -> IngestWorker:
-        worker = IngestWorker(
-            WorkerConfig(
-                database_url=database_url,
-                mqtt_url=mqtt_url,
-                group=group,
-                flush_ms=20,
-                client_id=client_id or f"ingest-{uuid.uuid4().hex[:8]}",
-                session_expiry_s=300,
-            )
-        )
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop, ready.set), daemon=True)
-        thread.start()
-        assert ready.wait(15)
-        time.sleep(0.3)
-        running.append((thread, stop))
-        return worker
-
-    yield start
-    for thread, stop in running:
-        stop.set()
-        thread.join(15)
-
-
 def _publish(mqtt_connect: MqttConnect, broker: BrokerUnderTest, packs: list[bytes]) -> None:
     publisher = mqtt_connect(broker)
     infos = [publisher.client.publish(topics.up_topic("gw-a"), p, qos=1) for p in packs]
@@ -113,7 +81,7 @@ def test_a_database_outage_loses_nothing(
     require(mqtt_broker, persistence=True)
     url = own_postgres.url
     _register(url)
-    worker = start_worker(url, mqtt_broker.url, group=f"g{uuid.uuid4().hex[:8]}")
+    worker = start_worker(url, group=f"g{uuid.uuid4().hex[:8]}", session_expiry_s=300, settle_s=0.3)
     start = float(int(time.time()) - 3600)
     _publish(mqtt_connect, mqtt_broker, [_pack(s, start) for s in range(10)])
     assert _wait_for(url, 500) == 500
@@ -147,7 +115,14 @@ def test_a_broker_restart_mid_stream_loses_nothing(
     )
     url = make_database("partitioned")
     _register(url)
-    start_worker(url, own_broker.url, group=group, client_id="ingest-restart")
+    start_worker(
+        url,
+        broker=own_broker,
+        group=group,
+        client_id="ingest-restart",
+        session_expiry_s=300,
+        settle_s=0.3,
+    )
     start = float(int(time.time()) - 3600)
     # Acknowledged by the broker, not yet (all) stored: the restart must keep them.
     _publish(
@@ -173,7 +148,7 @@ def test_two_workers_split_a_stream_with_no_loss_and_no_duplicate(
     url = make_database("partitioned")
     _register(url)
     group = f"g{uuid.uuid4().hex[:8]}"
-    workers = [start_worker(url, mqtt_broker.url, group=group) for _ in range(2)]
+    workers = [start_worker(url, group=group, session_expiry_s=300, settle_s=0.3) for _ in range(2)]
     start = float(int(time.time()) - 3600)
     _publish(
         mqtt_connect, mqtt_broker, [_pack(s, start + 100 * k) for k in range(6) for s in range(10)]

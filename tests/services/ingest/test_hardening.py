@@ -7,10 +7,8 @@ every gateway, and a retained message stays on the broker the whole session unle
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,67 +22,38 @@ from gateway.senml import Record, encode
 from services.ingest import maintenance as maintenance_module
 from services.ingest import quarantine
 from services.ingest.cli import limits
+from services.ingest.decode import open_message, prepare
 from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics
 from services.ingest.registry import SensorDirectory
-from services.ingest.worker import IngestWorker, WorkerConfig, _Batch, _Message
+from services.ingest.validate import Validator
+from services.ingest.worker import IngestWorker, WorkerConfig, _Message
 from services.settings import SettingsError, load_settings
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect
 
+from .conftest import MakeCity, StartWorker, Workers
+
 ROOT = Path(__file__).resolve().parents[3]
 Conn = psycopg.Connection[tuple[object, ...]]
-StartWorker = Callable[..., IngestWorker]
 
 
 @pytest.fixture
-def gateway_id() -> str:
-    return f"gw-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def city(make_database: Callable[[str], str], gateway_id: str) -> Iterator[tuple[str, Conn]]:
+def city(make_city: MakeCity, gateway_id: str) -> tuple[str, Conn]:
     """This test's gateway owning feeder meters fdr-0..fdr-2."""
-    url = make_database("partitioned")
-    with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO gateways (id) VALUES (%s)", [gateway_id])
-        for i in range(3):
-            conn.execute(
-                "INSERT INTO sensors (id, kind, domain, gateway_id) "
-                "VALUES (%s, 'feeder_meter', 'energy', %s)",
-                (f"fdr-{i}", gateway_id),
-            )
-        conn.commit()
-        yield url, conn
+    return make_city([gateway_id], {f"fdr-{i}": gateway_id for i in range(3)})
 
 
 @pytest.fixture
-def start_worker(mqtt_broker: BrokerUnderTest) -> Iterator[StartWorker]:
-    """A worker on a plain subscription (every broker we test with keeps those)."""
-    running: list[tuple[threading.Thread, threading.Event]] = []
+def start_worker(workers: Workers) -> StartWorker:
+    """A worker on a plain subscription (every broker we test with keeps those), started once
+    the retained burst of other tests' messages is over."""
 
     def start(database_url: str, **options: object) -> IngestWorker:
-        worker = IngestWorker(
-            WorkerConfig(
-                database_url=database_url,
-                mqtt_url=mqtt_broker.url,
-                client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-                session_expiry_s=60,
-                flush_ms=20,
-                **options,  # type: ignore[arg-type]
-            )
-        )
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop, ready.set), daemon=True)
-        thread.start()
-        assert ready.wait(15), "the worker did not subscribe"
-        running.append((thread, stop))
+        worker = workers.start(database_url, settle_s=0, session_expiry_s=60, **options)
         _settle(worker)
         return worker
 
-    yield start
-    for thread, stop in running:
-        stop.set()
-        thread.join(15)
+    return start
 
 
 # The session's broker is shared: a worker subscribing to every gateway's topics first receives
@@ -384,15 +353,14 @@ def test_what_a_broker_lets_through_past_the_limits_is_one_entry(
 ) -> None:
     """A broker not configured as ours may carry a larger pack: the worker keeps one entry
     and the first MAX_PACK_BYTES of it (straight through its decoding step and the store)."""
-    url, conn = city
-    worker = IngestWorker(WorkerConfig(database_url=url, mqtt_url="mqtt://127.0.0.1:1"))
+    _url, conn = city
     now = time.time()
     big = encode(
         Record(name=f"ghost-{i}/voltage", time=now - 5, unit="V", value=1.0) for i in range(40_000)
     )
     assert len(big) > MAX_PACK_BYTES
-    batch = _Batch([_Message(1, 1, 1, topics.up_topic(gateway_id), big, now)])
-    prepared = worker._decode_and_validate(batch, SensorDirectory(conn))
+    message = _Message(1, 1, 1, topics.up_topic(gateway_id), big, now)
+    prepared = prepare([open_message(message)], SensorDirectory(conn).snapshot, Validator())
     quarantine.store(conn, prepared.quarantine)
     conn.commit()
     [entry] = quarantine.list_entries(conn)

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,21 +26,17 @@ from services.ingest.salvage import decode_salvaging
 from services.ingest.validate import Policy, Reason, validate
 from services.storage.writer import ReadingWriter
 
+from .conftest import MakeCity
+
 ROOT = Path(__file__).resolve().parents[3]
 Conn = psycopg.Connection[tuple[object, ...]]
 GARBAGE = b"\x00garbage{\xff\xfe"
 
 
 @pytest.fixture
-def city(make_database: Callable[[str], str]) -> Iterator[tuple[str, Conn]]:
+def city(make_city: MakeCity) -> tuple[str, Conn]:
     """Gateways gw-a and gw-b; gw-a owns feeder meters fdr-0..fdr-2."""
-    url = make_database("partitioned")
-    with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO gateways (id) VALUES ('gw-a'), ('gw-b')")
-        for i in range(3):
-            _register(conn, f"fdr-{i}")
-        conn.commit()
-        yield url, conn
+    return make_city(["gw-a", "gw-b"], {f"fdr-{i}": "gw-a" for i in range(3)})
 
 
 def _register(conn: Conn, sensor: str, kind: str = "feeder_meter", gateway: str = "gw-a") -> None:

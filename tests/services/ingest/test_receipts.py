@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,60 +28,24 @@ from gateway.receipts import PackId
 from gateway.senml import Record, encode
 from services.devstack.broker import Mosquitto
 from services.ingest.cli import limits
-from services.ingest.worker import IngestWorker, WorkerConfig
+from services.ingest.worker import WorkerConfig
 from services.settings import load_settings
 from services.storage import ledger
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, Subscriber, require
+
+from .conftest import MakeCity, Workers
 
 Conn = psycopg.Connection[tuple[object, ...]]
 T0 = float(int(time.time()) - 3600)  # recent: older readings are past retention
 
 
 @pytest.fixture
-def city(make_database: Callable[[str], str]) -> Iterator[tuple[str, Conn, str]]:
-    """A database with one gateway (a fresh id, so topics are this test's own) and 4 meters."""
-    gateway_id = f"gw-{uuid.uuid4().hex[:10]}"
-    url = make_database("partitioned")
-    with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO gateways (id) VALUES (%s)", (gateway_id,))
-        for i in range(4):
-            conn.execute(
-                "INSERT INTO sensors (id, kind, domain, gateway_id) "
-                "VALUES (%s, 'feeder_meter', 'energy', %s)",
-                (f"{gateway_id}-m{i}", gateway_id),
-            )
-        conn.commit()
-        yield url, conn, gateway_id
-
-
-@pytest.fixture
-def start_worker() -> Iterator[Callable[..., tuple[IngestWorker, threading.Event]]]:
-    running: list[tuple[threading.Thread, threading.Event]] = []
-
-    def start(
-        database_url: str, broker: BrokerUnderTest, client_id: str | None = None
-    ) -> tuple[IngestWorker, threading.Event]:
-        worker = IngestWorker(
-            WorkerConfig(
-                database_url=database_url,
-                mqtt_url=broker.url,
-                client_id=client_id or f"ingest-{uuid.uuid4().hex[:8]}",
-                session_expiry_s=120,
-                flush_ms=20,
-            )
-        )
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop, ready.set), daemon=True)
-        thread.start()
-        assert ready.wait(15), "the worker did not subscribe"
-        time.sleep(0.2)
-        running.append((thread, stop))
-        return worker, stop
-
-    yield start
-    for thread, stop in running:
-        stop.set()
-        thread.join(15)
+def city(make_city: MakeCity, gateway_id: str) -> tuple[str, Conn, str]:
+    """This test's gateway with 4 meters."""
+    return (
+        *make_city([gateway_id], {f"{gateway_id}-m{i}": gateway_id for i in range(4)}),
+        gateway_id,
+    )
 
 
 def _pack(gateway_id: str, start: int, count: int, sensor: int = 0) -> bytes:
@@ -121,10 +84,10 @@ def test_a_redelivered_pack_writes_nothing_and_is_receipted_again(
     city: tuple[str, Conn, str],
     mqtt_broker: BrokerUnderTest,
     mqtt_connect: MqttConnect,
-    start_worker: Callable[..., tuple[IngestWorker, threading.Event]],
+    workers: Workers,
 ) -> None:
     url, conn, gateway_id = city
-    worker, _ = start_worker(url, mqtt_broker)
+    worker = workers.start(url)
     down = mqtt_connect(mqtt_broker, subscribe=topics.down_topic(gateway_id))
     sender = mqtt_connect(mqtt_broker).client
     identity = PackId("stream-a", 7, 7)
@@ -157,10 +120,10 @@ def test_two_packs_carrying_the_same_reading_store_it_once(
     city: tuple[str, Conn, str],
     mqtt_broker: BrokerUnderTest,
     mqtt_connect: MqttConnect,
-    start_worker: Callable[..., tuple[IngestWorker, threading.Event]],
+    workers: Workers,
 ) -> None:
     url, conn, gateway_id = city
-    worker, _ = start_worker(url, mqtt_broker)
+    worker = workers.start(url)
     down = mqtt_connect(mqtt_broker, subscribe=topics.down_topic(gateway_id))
     sender = mqtt_connect(mqtt_broker).client
     _publish(sender, gateway_id, _pack(gateway_id, 0, 6), PackId("s", 1, 1))
@@ -227,10 +190,10 @@ def test_a_gateway_keeps_packs_until_their_receipt(
     tmp_path: Path,
     city: tuple[str, Conn, str],
     mqtt_broker: BrokerUnderTest,
-    start_worker: Callable[..., tuple[IngestWorker, threading.Event]],
+    workers: Workers,
 ) -> None:
     url, conn, gateway_id = city
-    start_worker(url, mqtt_broker)
+    workers.start(url)
     publisher = _publisher(mqtt_broker, gateway_id, tmp_path / "outbox.sqlite")
     try:
         for n in range(10):
@@ -252,7 +215,7 @@ def test_a_pack_acknowledged_but_never_stored_is_resent_on_the_receipt_timeout(
     tmp_path: Path,
     city: tuple[str, Conn, str],
     mqtt_broker: BrokerUnderTest,
-    start_worker: Callable[..., tuple[IngestWorker, threading.Event]],
+    workers: Workers,
 ) -> None:
     """No subscriber when the packs arrive: the broker acknowledges and forgets them."""
     url, conn, gateway_id = city
@@ -263,7 +226,7 @@ def test_a_pack_acknowledged_but_never_stored_is_resent_on_the_receipt_timeout(
         assert publisher.wait_until(lambda h: h.acknowledged >= 4, 10)
         health = publisher.health()
         assert (health.outbox_depth, health.receipt_mode) == (4, "waiting")
-        start_worker(url, mqtt_broker)
+        workers.start(url)
         assert publisher.wait_until(lambda h: h.outbox_depth == 0, 20), publisher.health()
         health = publisher.health()
         assert health.resent >= 4
@@ -280,7 +243,7 @@ def test_packs_acknowledged_by_a_broker_killed_before_its_save_are_stored_once(
     tmp_path: Path,
     city: tuple[str, Conn, str],
     own_broker: BrokerUnderTest,
-    start_worker: Callable[..., tuple[IngestWorker, threading.Event]],
+    workers: Workers,
 ) -> None:
     """Mosquitto queued the packs for the (stopped) worker's session and acknowledged them,
     then was SIGKILLed before its autosave: the queue is gone; the outbox still has them."""
@@ -288,8 +251,8 @@ def test_packs_acknowledged_by_a_broker_killed_before_its_save_are_stored_once(
     assert isinstance(own_broker.handle, Mosquitto)
     url, conn, gateway_id = city
     client_id = f"ingest-{uuid.uuid4().hex[:8]}"
-    _, stop = start_worker(url, own_broker, client_id)
-    stop.set()  # its persistent session stays at the broker, queueing for it
+    first = workers.start(url, broker=own_broker, client_id=client_id)
+    workers.stop(first)  # its persistent session stays at the broker, queueing for it
     time.sleep(1.0)
     publisher = _publisher(own_broker, gateway_id, tmp_path / "outbox.sqlite")
     try:
@@ -298,7 +261,7 @@ def test_packs_acknowledged_by_a_broker_killed_before_its_save_are_stored_once(
         assert publisher.wait_until(lambda h: h.acknowledged >= 4, 10)
         own_broker.handle.stop(signal.SIGKILL)
         own_broker.handle.start()
-        start_worker(url, own_broker, client_id)
+        workers.start(url, broker=own_broker, client_id=client_id)
         assert publisher.wait_until(lambda h: h.outbox_depth == 0, 30), publisher.health()
         time.sleep(0.5)
         assert _count(conn) == 40
@@ -331,7 +294,7 @@ def test_packs_acknowledged_by_the_embedded_broker_then_lost_in_its_restart_are_
     tmp_path: Path,
     city: tuple[str, Conn, str],
     embedded_broker: BrokerUnderTest,
-    start_worker: Callable[..., tuple[IngestWorker, threading.Event]],
+    workers: Workers,
 ) -> None:
     """rumqttd keeps nothing: packs it acknowledged while the worker was away die with it."""
     assert embedded_broker.handle is not None
@@ -342,7 +305,7 @@ def test_packs_acknowledged_by_the_embedded_broker_then_lost_in_its_restart_are_
             publisher.put(_pack(gateway_id, 10 * n, 10, sensor=n))
         assert publisher.wait_until(lambda h: h.acknowledged >= 4, 10)
         embedded_broker.handle.restart()
-        start_worker(url, embedded_broker)
+        workers.start(url, broker=embedded_broker)
         # The gateway's re-send at reconnect may reach the new broker before the worker has
         # subscribed (and be lost again); the receipt timeout (30 s) then sends them once more.
         assert publisher.wait_until(lambda h: h.outbox_depth == 0, 75), publisher.health()

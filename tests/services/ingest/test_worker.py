@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -21,24 +21,16 @@ from gateway.senml import Record, encode
 from services.ingest.worker import IngestWorker, WorkerConfig
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
+from .conftest import MakeCity
+
 ROOT = Path(__file__).resolve().parents[3]
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
 @pytest.fixture
-def city(make_database: Callable[[str], str]) -> Iterator[tuple[str, Conn]]:
-    """A database with one gateway, ``gw-<id>``, owning ten feeder meters."""
-    url = make_database("partitioned")
-    with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO gateways (id) VALUES ('gw-a'), ('gw-b')")
-        for i in range(10):
-            conn.execute(
-                "INSERT INTO sensors (id, kind, domain, gateway_id) "
-                "VALUES (%s, 'feeder_meter', 'energy', 'gw-a')",
-                (f"fdr-{i}",),
-            )
-        conn.commit()
-        yield url, conn
+def city(make_city: MakeCity) -> tuple[str, Conn]:
+    """Gateways gw-a and gw-b; gw-a owns ten feeder meters."""
+    return make_city(["gw-a", "gw-b"], {f"fdr-{i}": "gw-a" for i in range(10)})
 
 
 @pytest.fixture(autouse=True)
@@ -48,35 +40,9 @@ def _durable_broker(mqtt_broker: BrokerUnderTest) -> None:
     require(mqtt_broker, persistence=True)
 
 
-@pytest.fixture
-def start_worker(mqtt_broker: BrokerUnderTest) -> Iterator[Callable[[str], IngestWorker]]:
-    running: list[tuple[threading.Thread, threading.Event]] = []
-
-    def start(
-        database_url: str, client_id: str | None = None, group: str | None = None
-    ) -> IngestWorker:
-        worker = IngestWorker(
-            WorkerConfig(
-                database_url=database_url,
-                mqtt_url=mqtt_broker.url,
-                client_id=client_id or f"ingest-{uuid.uuid4().hex[:8]}",
-                group=group or f"g{uuid.uuid4().hex[:8]}",
-                session_expiry_s=120,
-                flush_ms=20,
-            )
-        )
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop, ready.set), daemon=True)
-        thread.start()
-        assert ready.wait(15), "the worker did not subscribe"
-        time.sleep(0.2)
-        running.append((thread, stop))
-        return worker
-
-    yield start
-    for thread, stop in running:
-        stop.set()
-        thread.join(10)
+def _group() -> str:
+    # A shared subscription of the worker's own, as a worker of a scaled-out group has.
+    return f"g{uuid.uuid4().hex[:8]}"
 
 
 def _pack(sensor: str, start: float, count: int, value: float = 230.0) -> bytes:
@@ -110,7 +76,7 @@ def test_every_published_record_is_stored_once(
     mqtt_connect: MqttConnect,
 ) -> None:
     url, conn = city
-    worker = start_worker(url)
+    worker = start_worker(url, group=_group())
     gateway = mqtt_connect(mqtt_broker)
     start = float(int(time.time()) - 3600)
     infos = [
@@ -145,7 +111,7 @@ def test_bad_input_is_quarantined_with_its_reason_and_the_rest_stored(
     mqtt_connect: MqttConnect,
 ) -> None:
     url, conn = city
-    start_worker(url)
+    start_worker(url, group=_group())
     gateway = mqtt_connect(mqtt_broker)
     now = float(int(time.time()))
     good = {"n": "voltage", "u": "V", "v": 231.0}
@@ -201,7 +167,7 @@ def test_gateway_status_updates_the_registry(
     mqtt_connect: MqttConnect,
 ) -> None:
     url, conn = city
-    start_worker(url)
+    start_worker(url, group=_group())
     gateway = mqtt_connect(mqtt_broker)
     gateway.client.publish(topics.status_topic("gw-a"), b"online", qos=1).wait_for_publish(10)
     deadline = time.monotonic() + 10
@@ -317,7 +283,7 @@ def test_a_message_the_database_refuses_is_quarantined_and_its_batch_stored(
     # A rule validation knows nothing of (say, added by a DBA): PostgreSQL refuses the batch.
     conn.execute("ALTER TABLE readings ADD CONSTRAINT no_123 CHECK (value <> 123.0)")
     conn.commit()
-    start_worker(url)
+    start_worker(url, group=_group())
     gateway = mqtt_connect(mqtt_broker)
     now = float(int(time.time()) - 60)
     refused = _pack("fdr-1", now, 1, value=123.0)

@@ -8,27 +8,23 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.kpi import engine
 from services.kpi.baseline import get_baselines, set_baseline
 from services.kpi.catalog import KPIS, Band, Better
-from services.kpi.engine import (
+from services.kpi.engine import compute, current, refresh_current
+from services.kpi.errors import InvalidPeriod, InvalidTarget, UnknownDistrict, UnknownKpi
+from services.kpi.model import KpiRow
+from services.kpi.periods import buckets, period_bounds
+from services.kpi.rating import (
     Coverage,
-    InvalidPeriod,
     Quality,
     Rating,
-    UnknownDistrict,
-    UnknownKpi,
     annualise,
-    buckets,
-    compute,
+    checked_band,
     coverage_of,
-    current,
-    period_bounds,
     rate,
-    refresh_current,
     target_band,
+    value_of,
 )
-from services.kpi.model import KpiRow
 
 from .conftest import City
 
@@ -430,12 +426,13 @@ def test_a_running_period_is_annualised_over_what_was_observed() -> None:
     by 365 / 30 (which would rate a bad start ten times too kindly)."""
     start = datetime.now(UTC) - timedelta(days=3)
     row = KpiRow(start, None, 0.5, sources_used=1, sources_expected=1, completeness=1.0)
-    value = engine._value_of(  # the rating step alone, for a period still running
+    value = value_of(  # the rating step alone, for a period still running
         KPIS["ENE-1"],
         row,
         scope="city",
         start=start,
         end=start + timedelta(days=30),
+        now=datetime.now(UTC),
         targets={},
         recorded={},
     )
@@ -449,3 +446,24 @@ def test_periods_past_the_calendar_are_invalid_not_errors() -> None:
         period_bounds("year", datetime(9999, 6, 1, tzinfo=UTC))
     with pytest.raises(InvalidPeriod):
         buckets(datetime(9999, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "year")
+
+
+@pytest.mark.parametrize(
+    ("kpi_id", "target", "warning", "valid"),
+    [
+        ("ICT-1", 50.0, 40.0, True),  # higher is better: warning below the target
+        ("ICT-1", 50.0, 50.0, True),
+        ("ICT-1", 50.0, 60.0, False),
+        ("ENE-1", 1.0, 2.0, True),  # lower is better: warning above the target
+        ("ENE-1", 1.0, 0.5, False),
+    ],
+)
+def test_a_target_band_needs_its_warning_on_the_bad_side(
+    kpi_id: str, target: float, warning: float, valid: bool
+) -> None:
+    kpi = KPIS[kpi_id]
+    if valid:
+        assert checked_band(kpi, target, warning) == Band(target, warning)
+    else:
+        with pytest.raises(InvalidTarget, match="bad side"):
+            checked_band(kpi, target, warning)

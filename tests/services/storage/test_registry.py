@@ -157,6 +157,33 @@ def test_the_command_loads_a_file_and_reports_bad_rows(database_url: str, tmp_pa
     assert "nothing was loaded" in refused.stderr
 
 
+@pytest.mark.parametrize(
+    "installed_at",
+    [
+        pytest.param("0001-01-01T00:00:00+01:00", id="utc-year-0"),
+        pytest.param("9999-12-31T23:00:00-05:00", id="utc-year-10000"),
+    ],
+)
+def test_the_command_refuses_an_installed_at_readers_cannot_read(
+    database_url: str, db: Conn, installed_at: str
+) -> None:
+    """Issue 11: bulk loads stored these, and every read of the registry failed afterwards."""
+    manifest = _manifest()
+    manifest["sensors"][0]["installed_at"] = installed_at
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.cli", "registry", "load", "-"],
+        input=json.dumps(manifest),
+        capture_output=True,
+        text=True,
+        env={"URBANPULSE_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stdout
+    assert "sensors[0].installed_at: Value error, must be from 1900-01-01" in refused.stderr
+    assert db.execute("SELECT count(*) FROM sensors").fetchone() == (0,)
+
+
 def _traffic_manifest(**segment: Any) -> dict[str, Any]:
     manifest = _manifest()
     manifest["sensors"].append(

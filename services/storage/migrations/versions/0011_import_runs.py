@@ -4,8 +4,8 @@ An import resumed after a crash or an interruption starts after the last committ
 or row), so nothing is lost and nothing is written or quarantined twice; a file imported again
 (same bytes, same options) is found here and writes nothing (issue 16).
 
-Revision ID: 0007
-Revises: 0005
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-05
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0005"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

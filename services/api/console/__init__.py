@@ -1,0 +1,1 @@
+"""The built-in pages' static files (HTML, JS, CSS), served by ``services.api.routes.pages``."""

@@ -1,0 +1,1 @@
+"""The monitor's operations side: its Prometheus metrics (the loop is services.kpi.monitor)."""

@@ -1,0 +1,85 @@
+"""The current KPI values (table ``kpi_current``): the current day, month and year of every KPI
+and scope as the KPI engine last computed them, so that reads stay cheap.
+
+The one module with this table's SQL: the engine's ``refresh_current`` writes through it (the
+monitor calls that every minute), and ``engine.current`` reads through it. Each row keeps the
+rated value's JSON body as the engine made it; this module does not interpret it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+Conn = psycopg.Connection[TupleRow]
+
+# pg_advisory_xact_lock key: one refresher at a time (the rollups' refresh uses 7_210_002).
+REFRESH_LOCK = 7_210_003
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What a row holds that says whether a new computation changed it."""
+
+    value: float | None
+    rating: str
+
+
+def lock_refresh(conn: Conn) -> None:
+    """Take the refresh lock for the rest of the caller's transaction."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (REFRESH_LOCK,))
+
+
+def stored(conn: Conn) -> dict[tuple[str, str, str], Stored]:
+    """Every row's value and rating, by (KPI id, scope, period)."""
+    return {
+        (str(k), str(s), str(p)): Stored(v, str(r))
+        for k, s, p, v, r in conn.execute(
+            "SELECT kpi_id, scope, period, value, rating FROM kpi_current"
+        ).fetchall()
+    }
+
+
+def upsert(
+    conn: Conn,
+    *,
+    kpi_id: str,
+    scope: str,
+    period: str,
+    bounds: tuple[datetime, datetime],
+    value: float | None,
+    rating: str,
+    body: dict[str, Any],
+) -> None:
+    """Store one current value, computed now (the caller commits)."""
+    conn.execute(
+        "INSERT INTO kpi_current (kpi_id, scope, period, period_start, "
+        "period_end, value, rating, body, computed_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+        "ON CONFLICT (kpi_id, scope, period) DO UPDATE SET "
+        "period_start = excluded.period_start, period_end = excluded.period_end, "
+        "value = excluded.value, rating = excluded.rating, body = excluded.body, "
+        "computed_at = excluded.computed_at",
+        (kpi_id, scope, period, bounds[0], bounds[1], value, rating, Jsonb(body)),
+    )
+
+
+def read(
+    conn: Conn, *, period: str, kpi_ids: Sequence[str] | None, scope: str | None
+) -> list[dict[str, Any]]:
+    """The stored bodies of ``period`` (of ``kpi_ids`` and ``scope``; None: all) with their
+    ``computed_at``, ordered by KPI, the city first."""
+    ids = list(kpi_ids) if kpi_ids is not None else None
+    rows = conn.execute(
+        "SELECT body, computed_at FROM kpi_current WHERE period = %s "
+        "AND (%s::text[] IS NULL OR kpi_id = ANY(%s::text[])) "
+        "AND (%s::text IS NULL OR scope = %s) ORDER BY kpi_id, scope <> 'city', scope",
+        (period, ids, ids, scope, scope),
+    ).fetchall()
+    return [{**body, "computed_at": computed_at.isoformat()} for body, computed_at in rows]

@@ -1,0 +1,435 @@
+"""The least-privilege roles of migration 0006, on the real PostgreSQL (and TimescaleDB where
+offered): each service runs under a login in its group role and does its work, and what it
+must not do is refused by the server.
+
+Each test makes login users for the group roles (as deploy/postgres/initdb/10-roles.sh does in
+production) and drops them afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from fastapi.testclient import TestClient
+from psycopg import sql
+from typer.testing import CliRunner
+
+from dashboards import build
+from gateway import topics
+from gateway.senml import Record, encode
+from services.api.app import create_app
+from services.api.keys import create_key
+from services.cli import app as cli
+from services.devstack.postgres import EmbeddedPostgres, _wheel_paths
+from services.ingest.worker import IngestWorker, WorkerConfig
+from services.kpi.alerts.defaults import install_defaults
+from services.settings import Settings
+from services.storage import migrate, partitions
+from services.storage.migrate import _alembic_config
+from services.storage.urls import libpq_url, sqlalchemy_url, with_database
+from tests.dashboards.grafana_datasource import Variable, interpolate
+from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
+
+from .waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+Login = Callable[[str], str]
+
+
+def _new_login(
+    conn: psycopg.Connection[Any], url: str, prefix: str, group: str | None = None
+) -> tuple[str, str]:
+    """A new login role (in ``group`` when given): its name and ``url`` with its credentials."""
+    name = f"t_{prefix}_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(12)
+    statement = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+        sql.Identifier(name), sql.Literal(password)
+    )
+    if group is not None:
+        statement += sql.SQL(" IN ROLE {}").format(sql.Identifier(group))
+    conn.execute(statement)
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return name, urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}"))
+
+
+@pytest.fixture
+def login(database_url: str) -> Iterator[Login]:
+    """``login("urbanpulse_api")`` -> the database URL of a new login in that group role."""
+    made: list[str] = []
+
+    def make(group: str) -> str:
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+            name, url = _new_login(conn, database_url, group.removeprefix("urbanpulse_"), group)
+        made.append(name)
+        return url
+
+    yield make
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        for name in made:
+            role = sql.Identifier(name)
+            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            conn.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def _refused(url: str, statement: str) -> bool:
+    with psycopg.connect(libpq_url(url)) as conn:
+        try:
+            conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            return True
+        conn.rollback()
+    return False
+
+
+def _allowed(url: str, statement: str) -> None:
+    with psycopg.connect(libpq_url(url)) as conn:
+        conn.execute(statement)
+        conn.rollback()  # a check, not a change
+
+
+@pytest.fixture
+def arranged(database_url: str) -> str:
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        conn.execute("INSERT INTO districts (id, name) VALUES ('d01', 'North')")
+        conn.execute("INSERT INTO gateways (id, district_id) VALUES ('gw-a', 'd01')")
+        conn.execute(
+            "INSERT INTO sensors (id, kind, domain, gateway_id, district_id) "
+            "VALUES ('fdr-1', 'feeder_meter', 'energy', 'gw-a', 'd01')"
+        )
+        conn.execute(
+            "WITH m AS (INSERT INTO quarantine_messages (received_at, topic, bytes, payload) "
+            "VALUES (now(), 'ssc/v1/gw-a/up', 12, 'secret bytes') RETURNING id, received_at) "
+            "INSERT INTO quarantine (received_at, topic, reason, message_id) "
+            "SELECT received_at, 'ssc/v1/gw-a/up', 'bad_json', id FROM m"
+        )
+        create_key(conn, "someone", "admin")
+    return database_url
+
+
+REFUSED = {
+    "urbanpulse_ingest": [
+        "SELECT secret_hash FROM api_keys",
+        "INSERT INTO api_keys (id, name, role, secret_hash) VALUES ('k', 'k', 'admin', 'h')",
+        "UPDATE gateways SET district_id = NULL",  # only online and last_seen
+        "INSERT INTO alerts (rule_id, subject_id, severity, message) VALUES "
+        "('r', 's', 'warning', 'm')",
+        "DROP TABLE sensors",
+        # (It may create tables in partition mode: a partition is one.)
+    ],
+    "urbanpulse_api": [
+        "INSERT INTO readings (time, sensor_key, quantity_key, value) VALUES (now(), 1, 1, 1.0)",
+        "DELETE FROM readings",
+        "UPDATE quarantine_messages SET payload = ''",
+        "DROP TABLE sensors",
+        "TRUNCATE api_keys",
+        "CREATE TABLE intruder (x int)",
+        "DELETE FROM districts",
+    ],
+    "urbanpulse_monitor": [
+        "SELECT secret_hash FROM api_keys",
+        "INSERT INTO readings (time, sensor_key, quantity_key, value) VALUES (now(), 1, 1, 1.0)",
+        "UPDATE sensors SET status = 'retired'",
+        "DROP TABLE kpi_current",
+    ],
+    "urbanpulse_grafana": [
+        "SELECT id FROM api_keys",
+        "SELECT payload FROM quarantine_messages",
+        "SELECT detail FROM quarantine",
+        "SELECT * FROM readings",
+        "INSERT INTO districts (id, name) VALUES ('x', 'x')",
+        "SELECT * FROM pack_ledger",
+    ],
+}
+ALLOWED = {
+    "urbanpulse_ingest": [
+        "UPDATE gateways SET online = true, last_seen = now() WHERE id = 'gw-a'",
+        "SELECT id, kind FROM sensors",
+    ],
+    # The API checks keys, so it reads their hashes.
+    "urbanpulse_api": ["SELECT secret_hash FROM api_keys", "SELECT * FROM readings LIMIT 1"],
+    "urbanpulse_monitor": ["SELECT * FROM readings_1h LIMIT 1", "DELETE FROM kpi_current"],
+    "urbanpulse_grafana": [
+        "SELECT reason, count(*) FROM quarantine GROUP BY reason",
+        "SELECT * FROM readings_1m LIMIT 1",
+        "SELECT * FROM kpi_current LIMIT 1",
+        "SELECT * FROM alerts LIMIT 1",
+    ],
+}
+
+
+@pytest.mark.parametrize("group", sorted(REFUSED))
+def test_each_role_is_refused_what_it_must_not_do(arranged: str, login: Login, group: str) -> None:
+    url = login(group)
+    for statement in ALLOWED[group]:
+        _allowed(url, statement)
+    assert [s for s in REFUSED[group] if not _refused(url, s)] == []
+
+
+def test_the_refusal_check_can_fail(arranged: str) -> None:
+    # The superuser is refused nothing: _refused says so.
+    assert not _refused(arranged, "SELECT secret_hash FROM api_keys")
+
+
+def _pack(sensor: str, start: float, count: int) -> bytes:
+    return encode(
+        [
+            Record(name=f"{sensor}/voltage", time=start + i, unit="V", value=230.0)
+            for i in range(count)
+        ]
+    )
+
+
+def _count(url: str, query: str) -> int:
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_ingestion_works_under_its_role(
+    arranged: str,
+    login: Login,
+    mqtt_broker: BrokerUnderTest,
+    mqtt_connect: MqttConnect,
+    storage_mode: str,
+) -> None:
+    require(mqtt_broker, persistence=True)
+    url = login("urbanpulse_ingest")
+    worker = IngestWorker(
+        WorkerConfig(
+            database_url=url,
+            mqtt_url=mqtt_broker.url,
+            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+            group=f"g{uuid.uuid4().hex[:8]}",
+            session_expiry_s=60,
+            flush_ms=20,
+        )
+    )
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop, ready.set), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(15), "the worker did not subscribe"
+        time.sleep(0.2)
+        gateway = mqtt_connect(mqtt_broker)
+        now = time.time()
+        for info in (
+            gateway.client.publish(topics.up_topic("gw-a"), _pack("fdr-1", now - 60, 10), qos=1),
+            gateway.client.publish(topics.up_topic("gw-a"), b"{not senml", qos=1),
+            gateway.client.publish(topics.status_topic("gw-a"), b"online", qos=1),
+        ):
+            info.wait_for_publish(10)
+        wait_for(lambda: _count(arranged, "SELECT count(*) FROM readings") == 10, "readings")
+        wait_for(lambda: _count(arranged, "SELECT count(*) FROM quarantine") == 2, "quarantine")
+        wait_for(
+            lambda: _count(arranged, "SELECT count(*) FROM gateways WHERE online") == 1,
+            "gateway status",
+        )
+    finally:
+        stop.set()
+        thread.join(10)
+    if storage_mode == "partitioned":
+        # Its maintenance creates partitions ahead and drops expired ones (owner's rights).
+        ahead = time.time() + 30 * 86400
+        created = partitions.maintain(url, now=ahead, ahead=3, retention_s=10 * 86400)
+        assert created.created > 0
+        assert created.dropped
+
+
+def test_the_api_works_under_its_role(
+    arranged: str, login: Login, mqtt_broker: BrokerUnderTest
+) -> None:
+    url = login("urbanpulse_api")
+    with psycopg.connect(libpq_url(arranged)) as conn:
+        _, admin = create_key(conn, "admin", "admin")
+        install_defaults(conn)
+        alert = conn.execute(
+            "INSERT INTO alerts (rule_id, subject_id, district_id, domain, severity, message, "
+            "value) VALUES ('water-low-pressure', 'p-1', 'd01', 'water', 'warning', 'm', 1) "
+            "RETURNING id"
+        ).fetchone()
+    assert alert is not None
+    settings = Settings(database_url=url, mqtt_url=mqtt_broker.url, _env_file=None)  # type: ignore[call-arg]
+    headers = {"X-API-Key": admin}
+    with TestClient(create_app(settings)) as client:
+        paths = [
+            path
+            for path, item in client.get("/openapi.json").json()["paths"].items()
+            if "get" in item and "{" not in path and not path.endswith(("/stream", "/events"))
+        ]
+        assert len(paths) > 5
+        failed = {}
+        for path in paths:
+            response = client.get(path, headers=headers)
+            if response.status_code >= 500:
+                failed[path] = response.text
+        assert failed == {}
+        writes = [
+            client.post("/v1/districts", json={"id": "d02", "name": "South"}, headers=headers),
+            client.post("/v1/gateways", json={"id": "gw-b", "district_id": "d02"}, headers=headers),
+            client.put("/v1/settings/timezone", json={"value": "Europe/Rome"}, headers=headers),
+            client.post(f"/v1/alerts/{alert[0]}/acknowledge", json={}, headers=headers),
+            client.post(f"/v1/alerts/{alert[0]}/clear", json={}, headers=headers),
+        ]
+        assert [(w.status_code // 100, w.text) for w in writes if w.status_code // 100 != 2] == []
+
+
+def test_the_monitor_works_under_its_role(arranged: str, login: Login) -> None:
+    url = login("urbanpulse_monitor")
+    with psycopg.connect(libpq_url(arranged)) as conn:
+        install_defaults(conn)
+    result = CliRunner().invoke(cli, ["monitor", "--once", "--database-url", url])
+    assert result.exit_code == 0, result.output
+
+
+def _panel_queries() -> Iterator[tuple[str, dict[str, Any], str]]:
+    for path in sorted(build.GENERATED.glob("*.json")):
+        model = json.loads(path.read_text(encoding="utf-8"))
+        for panel in build.panels(model):
+            for target in panel["targets"]:
+                yield model["uid"], model, target["rawSql"]
+
+
+def test_grafana_runs_every_panel_query_under_its_role(arranged: str, login: Login) -> None:
+    url = login("urbanpulse_grafana")
+    end = datetime.now(UTC)
+    start = end - timedelta(days=1)
+    refused = []
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        for uid, model, query in _panel_queries():
+            values: dict[str, Variable] = {}
+            for variable in model["templating"]["list"]:
+                if variable["type"] == "custom":
+                    options = [o.strip() for o in variable["query"].split(",")]
+                    values[variable["name"]] = Variable(options[0])
+                else:
+                    # A query variable's own query runs under the role too.
+                    expanded = interpolate(
+                        variable["query"], values, start, end, timedelta(minutes=1)
+                    )
+                    try:
+                        rows = conn.execute(expanded).fetchall()
+                    except psycopg.errors.InsufficientPrivilege as exc:
+                        refused.append((uid, variable["name"], str(exc)))
+                        rows = []
+                    options = [str(r[0]) for r in rows] or ["d01"]
+                    values[variable["name"]] = Variable(options, multi=True, include_all=True)
+            try:
+                conn.execute(interpolate(query, values, start, end, timedelta(minutes=1)))
+            except psycopg.errors.InsufficientPrivilege as exc:
+                refused.append((uid, query[:60], str(exc)))
+    assert refused == []
+
+
+def _grants(url: str) -> int:
+    return _count(
+        url,
+        "SELECT count(*) FROM information_schema.role_table_grants "
+        "WHERE grantee LIKE 'urbanpulse\\_%'",
+    )
+
+
+def test_the_roles_migration_downgrades_and_upgrades_again(database_url: str) -> None:
+    assert _grants(database_url) > 0
+    engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            command.downgrade(_alembic_config(connection), "0005")
+            connection.commit()
+    finally:
+        engine.dispose()
+    assert _grants(database_url) == 0
+    migrate.upgrade(database_url)
+    assert _grants(database_url) > 0
+
+
+def test_a_migration_by_a_non_superuser_keeps_its_single_role(postgres_server: str) -> None:
+    # `urbanpulse up` migrates as the owner of its embedded database, not a superuser.
+    with psycopg.connect(libpq_url(postgres_server), autocommit=True) as conn:
+        name, server_url = _new_login(conn, postgres_server, "owner")
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(*[sql.Identifier(name)] * 2))
+        # As EmbeddedPostgres.app_url does: the migration looks at shared_preload_libraries.
+        conn.execute(sql.SQL("GRANT pg_read_all_settings TO {}").format(sql.Identifier(name)))
+    url = with_database(server_url, name)
+    try:
+        migrate.upgrade(url, mode="partitioned")
+        assert migrate.status(url).pending == ()
+        assert _grants(url) == 0
+    finally:
+        with psycopg.connect(libpq_url(postgres_server), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_the_deploy_init_script_makes_logins_that_get_their_roles_grants(
+    tmp_path: Path,
+) -> None:
+    """deploy/postgres/initdb/10-roles.sh, run as the TimescaleDB image would run it (psql as
+    the superuser on a new server, secrets as files), then the migrations: each login has its
+    role's rights and no more. On a server of its own: the logins are cluster-wide names."""
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    passwords = {}
+    for login in ("ingest", "api", "monitor", "grafana"):
+        passwords[login] = secrets.token_urlsafe(12)
+        (secrets_dir / f"db_{login}_password").write_text(passwords[login] + "\n")
+    with EmbeddedPostgres(fast=True) as server_url:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE urbanpulse")
+        parts = urlsplit(server_url)
+        bin_dir = _wheel_paths()[0] / "bin"
+        result = subprocess.run(
+            ["sh", str(ROOT / "deploy" / "postgres" / "initdb" / "10-roles.sh")],
+            env={
+                "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                "POSTGRES_USER": "postgres",
+                "POSTGRES_DB": "urbanpulse",
+                "PGHOST": "127.0.0.1",
+                "PGPORT": str(parts.port),
+                "PGPASSWORD": parts.password or "",
+                "URBANPULSE_SECRETS_DIR": str(secrets_dir),
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        url = with_database(server_url, "urbanpulse")
+        migrate.upgrade(url, mode="partitioned")
+
+        def as_login(login: str) -> str:
+            host = parts.netloc.rpartition("@")[2]
+            return urlunsplit(
+                parts._replace(netloc=f"{login}:{passwords[login]}@{host}", path="/urbanpulse")
+            )
+
+        _allowed(as_login("api"), "SELECT secret_hash FROM api_keys")
+        assert _refused(as_login("api"), "INSERT INTO readings VALUES (now(), 1, 1, 1.0)")
+        assert _refused(as_login("grafana"), "SELECT id FROM api_keys")
+        assert _refused(as_login("ingest"), "SELECT id FROM api_keys")
+        _allowed(as_login("ingest"), "SELECT count(*) FROM sensors")
+        assert _refused(as_login("monitor"), "SELECT id FROM api_keys")
+        # postgres-exporter scrapes as the monitor login.
+        with psycopg.connect(as_login("monitor")) as conn:
+            row = conn.execute("SELECT pg_has_role('pg_monitor', 'MEMBER')").fetchone()
+        assert row == (True,)
+        # A wrong password is refused: the logins are not open to anyone.
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(as_login("api").replace(passwords["api"], "wrong")).close()

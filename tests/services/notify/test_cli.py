@@ -1,0 +1,77 @@
+"""``urbanpulse notify`` end to end on a real database, through the top-level command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.storage import notifications as store
+
+from .conftest import GATEWAY_RULE, Conn, raise_alert
+
+
+def _run(url: str, *args: str) -> tuple[int, str]:
+    runner = CliRunner(env={"COLUMNS": "300"})
+    result = runner.invoke(app, ["notify", *args, "--database-url", url])
+    return result.exit_code, result.output
+
+
+def test_subscriptions_add_list_remove(notify_url: str) -> None:
+    code, out = _run(
+        notify_url,
+        "subscriptions", "add", "--name", "night shift", "--channel", "email",
+        "--target", "night@city.example", "--rule", GATEWAY_RULE, "--district", "north",
+        "--min-severity", "warning", "--escalate-after", "900",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "subscription 1 added: email night@city.example" in out
+
+    code, out = _run(notify_url, "subscriptions", "list")
+    assert code == 0
+    assert "night shift" in out
+    assert GATEWAY_RULE in out
+    assert "900 s" in out
+
+    assert _run(notify_url, "subscriptions", "remove", "1") == (0, "subscription 1 removed\n")
+    code, out = _run(notify_url, "subscriptions", "remove", "1")
+    assert (code, out.strip()) == (1, "no subscription 1")
+
+
+def test_a_bad_target_or_rule_is_refused_naming_the_option(notify_url: str) -> None:
+    code, out = _run(
+        notify_url, "subscriptions", "add", "--name", "x", "--channel", "email", "--target", "x"
+    )
+    assert code == 2
+    assert "--target" in out
+    code, out = _run(
+        notify_url,
+        "subscriptions", "add", "--name", "x", "--channel", "webhook",
+        "--target", "https://ops.city.example/h", "--rule", "no-such-rule",
+    )  # fmt: skip
+    assert code == 2
+    assert "--rule:" in out
+    assert "no-such-rule" in out
+
+
+def test_run_once_then_dead_letters_list_and_replay(
+    notify_url: str, conn: Conn, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("URBANPULSE_NOTIFY_MAX_ATTEMPTS", "1")
+    code, out = _run(
+        notify_url, "subscriptions", "add", "--name", "x", "--channel", "webhook",
+        "--target", "http://127.0.0.1:9/h",
+    )  # fmt: skip
+    assert code == 0, out
+    alert = raise_alert(conn)
+    code, out = _run(notify_url, "run", "--once")
+    assert (code, out) == (0, "1 enqueued, 0 escalated, 0 sent, 1 failed, 1 dead\n")
+
+    code, out = _run(notify_url, "dead-letters", "list")
+    assert code == 0
+    assert "unreachable" in out
+    [row] = store.notifications_of(conn, alert.id)
+    assert _run(notify_url, "dead-letters", "replay", str(row["id"])) == (0, "1 queued again\n")
+    [row] = store.notifications_of(conn, alert.id)
+    assert (row["status"], row["attempts"]) == ("pending", 0)
