@@ -28,6 +28,7 @@ from .metrics import ApiMetrics, MetricsMiddleware
 from .routes import (
     alerts,
     bulk,
+    dataio,
     health,
     kpi_settings,
     kpis,
@@ -276,11 +277,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ngsi_router, prefix="/ngsi-ld/v1")  # NGSI-LD subset, same keys as /v1
     app.include_router(pages.router)
-    for module in (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings):
+    v1 = (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings)
+    # Issue 16: notification subscriptions and dead letters; history import and open-data export.
+    for module in (*v1, notifications, dataio):
         app.include_router(module.router, prefix="/v1")
-    # Notifications (issue 16): subscriptions and dead letters.
-    app.include_router(notifications.router, prefix="/v1")
-    from .routes import dataio  # noqa: PLC0415 - issue 16's import/export routes, mounted here
-
-    app.include_router(dataio.router, prefix="/v1")
     return app
