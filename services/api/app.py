@@ -261,10 +261,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         authenticate=current_principal,
-        default=settings.api_max_body_bytes,
+        default=(settings.api_max_body_bytes, "URBANPULSE_API_MAX_BODY_BYTES"),
         limits={
-            "/v1/registry/bulk": settings.api_max_body_bytes_bulk,
-            "/v1/imports": settings.import_max_body_bytes,
+            "/v1/registry/bulk": (
+                settings.api_max_body_bytes_bulk,
+                "URBANPULSE_API_MAX_BODY_BYTES_BULK",
+            ),
+            "/v1/imports": (settings.import_max_body_bytes, "URBANPULSE_IMPORT_MAX_BODY_BYTES"),
         },
     )
     app.add_middleware(

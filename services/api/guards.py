@@ -52,16 +52,17 @@ class _BodyTooLargeError(Exception):
 
 
 class BodyLimitMiddleware:
-    """Per-route body limits (``limits``: exact path -> bytes, else ``default``) and the key
-    check before a ``/v1`` body is read (``authenticate`` raises a Problem to refuse)."""
+    """Per-route body limits (``limits``: exact path -> (bytes, the setting that sets them),
+    else ``default``) and the key check before a ``/v1`` body is read (``authenticate`` raises a
+    Problem to refuse). A refusal names the setting, so an operator knows what to raise."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         authenticate: Authenticate,
-        default: int,
-        limits: Mapping[str, int],
+        default: tuple[int, str],
+        limits: Mapping[str, tuple[int, str]],
     ) -> None:
         self.app = app
         self.authenticate = authenticate
@@ -73,10 +74,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        limit = self.limits.get(scope["path"], self.default)
+        limit, setting = self.limits.get(scope["path"], self.default)
         declared = request.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            await _refuse(_too_large(limit), request, send)
+            await _refuse(_too_large(limit, setting), request, send)
             return
         has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
         if scope["method"] in _BODY_METHODS and has_body and scope["path"].startswith("/v1/"):
@@ -115,14 +116,15 @@ class BodyLimitMiddleware:
         with contextlib.suppress(_BodyTooLargeError):
             await self.app(scope, limited_receive, guarded_send)
         if exceeded:
-            await _refuse(_too_large(limit), request, send)
+            await _refuse(_too_large(limit, setting), request, send)
 
 
-def _too_large(limit: int) -> problems.Problem:
+def _too_large(limit: int, setting: str) -> problems.Problem:
     return problems.Problem(
         413,
-        detail=f"the request body may be at most {limit} bytes on this route",
+        detail=f"the request body may be at most {limit} bytes on this route ({setting})",
         max_bytes=limit,
+        setting=setting,
     )
 
 
