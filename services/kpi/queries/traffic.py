@@ -45,8 +45,8 @@ from ._sql import (
     SENSOR_EXPECTED,
     SERVICE_SPAN,
     WANTED_GROUP,
-    compose,
     fetch_rows,
+    off_minute,
     params,
     tiled,
 )
@@ -155,7 +155,11 @@ HAVING {WANTED_GROUP}
 ORDER BY bucket_start, district_id NULLS LAST
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
-_MONITORING_COVERAGE = f"""
+
+def _monitoring_coverage(cut: bool) -> str:
+    """TRA-2's statement (``cut``: a bucket bound may fall inside a minute)."""
+    tiles = tiled("sg.key", "sg.bucket_start", "sg.bucket_end", "%(count)s", off_minute=cut)
+    return f"""
 WITH {BUCKETS_CTE},
 segments AS (
     SELECT b.bucket_start, b.bucket_end, s.key, s.district_id,
@@ -169,7 +173,7 @@ per_segment AS (
     SELECT sg.bucket_start, sg.district_id, sg.length_km, sg.expected,
            coalesce(sum(r.count), 0) AS delivered
     FROM segments AS sg
-    LEFT JOIN LATERAL {tiled("sg.key", "sg.bucket_start", "sg.bucket_end", "%(count)s")} AS r
+    LEFT JOIN LATERAL {tiles} AS r
            ON true
     GROUP BY sg.bucket_start, sg.key, sg.district_id, sg.length_km, sg.expected
 ),
@@ -222,7 +226,7 @@ def monitoring_coverage(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> 
         count=QUANTITIES["count"].key,
         monitored_share=MONITORED_SHARE,
     )
-    return fetch_rows(conn, compose(_MONITORING_COVERAGE, query), values)
+    return fetch_rows(conn, _monitoring_coverage(off_minute(query)), values)
 
 
 COMPUTATIONS: Mapping[str, Computation] = {

@@ -5,7 +5,9 @@ hour and day buckets all start and end between readings) with values that rise a
 min, max, first and last each sit somewhere different. For ranges cut on the day, the hour,
 the minute, the second and the microsecond, the tiles' count, sum, min, max, first and last
 (by time) equal the same aggregates over ``readings``; and the range's rows come from the
-coarsest rollups (a whole day is one ``readings_1d`` row, not 1440 minutes).
+coarsest rollups (a whole day is one ``readings_1d`` row, not 1440 minutes). Bounds on whole
+minutes read no raw readings at all, and a session TimeZone with daylight saving (timestamptz
++ '1 day' is 23 or 25 hours there) changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.kinds import QUANTITIES
 from services.storage import rollups
 from services.storage.modes import storage_mode
 from services.storage.writer import ReadingWriter
+from tests.services.storage.plans import raw_scans
 
 Db = psycopg.Connection[tuple[object, ...]]
 
@@ -88,25 +91,42 @@ S = timedelta(seconds=1)
 def test_tiles_aggregate_as_the_raw_readings(
     db: Db, sensor: int, lo: datetime, hi: datetime
 ) -> None:
-    values = {"sensor": sensor, "quantity": QUANTITIES["pm25"].key, "lo": lo, "hi": hi}
-    source = rollups.tiled(
-        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", "%(quantity)s"
+    _assert_tiles_as_raw(db, sensor, lo, hi)
+
+
+def _source(lo: datetime, hi: datetime) -> str:
+    return rollups.tiled(
+        "%(sensor)s",
+        "%(lo)s::timestamptz",
+        "%(hi)s::timestamptz",
+        "%(quantity)s",
+        off_minute=rollups.off_minute(lo, hi),
     )
-    tiled = db.execute(_AGGREGATES.format(source=source), values).fetchone()
+
+
+def _assert_tiles_as_raw(
+    db: Db, sensor: int, lo: datetime, hi: datetime
+) -> tuple[object, ...] | None:
+    """The tiles' aggregates over [lo, hi) equal the raw readings'; returns them (None: empty)."""
+    values = {"sensor": sensor, "quantity": QUANTITIES["pm25"].key, "lo": lo, "hi": hi}
+    tiled = db.execute(_AGGREGATES.format(source=_source(lo, hi)), values).fetchone()
     raw = db.execute(_RAW, values).fetchone()
     assert tiled is not None
     assert raw is not None
     count, total, low, high, first, last, _rows = tiled
     if raw[0] == 0:
         assert count is None
-        return
+        return None
     assert (count, low, high, first, last) == (raw[0], raw[2], raw[3], raw[4], raw[5])
     assert total == pytest.approx(raw[1], rel=1e-12)
+    return tiled
 
 
 def test_whole_days_come_from_the_daily_rollup(db: Db, sensor: int) -> None:
     values = {"sensor": sensor, "lo": DAY0, "hi": DAY0 + timedelta(days=3)}
-    source = rollups.tiled("%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz")
+    source = rollups.tiled(
+        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", off_minute=True
+    )
     row = db.execute(_AGGREGATES.format(source=source), values).fetchone()
     assert row is not None
     assert row[-1] == 3  # three day rows
@@ -124,3 +144,79 @@ def test_whole_days_come_from_the_daily_rollup(db: Db, sensor: int) -> None:
     # and its 7:00 minute's readings before 7:00:30 (at 7 s steps from midnight: 7 h is 198,000 s
     # from DAY0, so 198,002, 198,009, 198,016 and 198,023 s).
     assert row[-1] == (4 + 59 + 23) + 1 + (7 + 4)
+
+
+def _raw_scans(db: Db, sensor: int, lo: datetime, hi: datetime, *, off_minute: bool) -> int:
+    source = rollups.tiled(
+        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", off_minute=off_minute
+    )
+    values = {"sensor": sensor, "lo": lo, "hi": hi}
+    return raw_scans(db, _AGGREGATES.format(source=source), values)
+
+
+def test_whole_minutes_read_no_raw_readings(db: Db, sensor: int) -> None:
+    lo, hi = DAY0 + 5 * H + 17 * M, DAY0 + timedelta(days=2, hours=7, minutes=43)
+    assert not rollups.off_minute(lo, hi)
+    assert rollups.off_minute(lo, hi + timedelta(microseconds=1))
+    whole = _raw_scans(db, sensor, lo, hi, off_minute=False)
+    cut = _raw_scans(db, sensor, lo, hi, off_minute=True)
+    # TimescaleDB's real-time aggregation reads the newest chunks of readings under the rollups
+    # whatever the bounds; the raw legs of a cut minute come on top of it.
+    assert whole < cut
+    if storage_mode(db) == "partitioned":
+        assert whole == 0
+
+
+# Europe/Paris changed to summer time on 2026-03-29 at 01:00 UTC and back on 2026-10-25 at
+# 01:00 UTC: in that session TimeZone, timestamptz + '1 day' is 23 hours, then 25.
+SPRING = datetime(2026, 3, 28, tzinfo=UTC)
+AUTUMN = datetime(2026, 10, 24, tzinfo=UTC)
+D = timedelta(days=1)
+
+
+@pytest.fixture
+def dst_sensor(db: Db) -> int:
+    """Readings every 7 s over three UTC days around each change (2 x 37,028)."""
+    row = db.execute(
+        "INSERT INTO sensors (id, kind, domain, interval_s) "
+        "VALUES ('air-t-dst', 'air_quality', 'environment', 7) RETURNING key"
+    ).fetchone()
+    assert row is not None
+    key = int(str(row[0]))
+    pm25 = QUANTITIES["pm25"].key
+    count = int(3 * D / STEP)
+    rows = [
+        ((day0 + i * STEP).timestamp(), key, pm25, _value(i))
+        for day0 in (SPRING, AUTUMN)
+        for i in range(count)
+    ]
+    db.commit()
+    mode = storage_mode(db)
+    ReadingWriter(db, mode).write(rows)
+    db.commit()
+    rollups.refresh(db, mode, now=AUTUMN + 3 * D + M)
+    return key
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"),
+    [
+        (SPRING, SPRING + 3 * D),  # whole days over the change
+        (SPRING + D + 30 * M, SPRING + 2 * D + 5 * H),  # 00:30 on the day of the change
+        (SPRING + 23 * H + 30 * M, SPRING + 2 * D + 1 * H),
+        (SPRING + 23 * H + 59 * M + 59 * S, SPRING + 2 * D + S),
+        (AUTUMN, AUTUMN + 3 * D),
+        (AUTUMN + 13 * H + 17 * M + 30 * S, AUTUMN + 2 * D + 22 * H + 43 * M + 10 * S),
+        (AUTUMN + D + 30 * M, AUTUMN + 2 * D + 5 * H),
+        (AUTUMN + 2 * H, AUTUMN + 2 * D),  # the last whole day ends after the 25-hour one
+    ],
+)
+def test_a_daylight_saving_session_tiles_as_utc(
+    db: Db, dst_sensor: int, lo: datetime, hi: datetime
+) -> None:
+    db.execute("SET TimeZone = 'UTC'")
+    in_utc = _assert_tiles_as_raw(db, dst_sensor, lo, hi)
+    db.execute("SET TimeZone = 'Europe/Paris'")
+    in_paris = _assert_tiles_as_raw(db, dst_sensor, lo, hi)
+    assert in_utc is not None
+    assert in_paris == in_utc
