@@ -36,7 +36,7 @@ from services.settings import Settings
 from services.storage import rollups
 
 from ..deps import Reader, read_connection
-from ..problems import Problem, invalid, responses
+from ..problems import Problem, invalid, limit_refused, responses, span_text
 
 router = APIRouter(tags=["readings"])
 
@@ -117,19 +117,14 @@ def span_problem(
         return None
     setting = f"URBANPULSE_API_MAX_SPAN_{served.value.upper()}"
     coarsest = served is Resolution.DAY
-    problem = invalid(
+    return limit_refused(
         "query.start" if coarsest else "query.resolution",
-        f"{served.value} readings cover at most {_days(limit)} ({setting}); this range covers "
-        f"{_days(end - start)}: narrow it"
+        f"{served.value} readings cover at most {span_text(limit)} ({setting}); this range covers "
+        f"{span_text(end - start)}: narrow it"
         + ("" if coarsest else " or choose a coarser resolution"),
+        setting,
+        seconds=limit.total_seconds(),
     )
-    problem.extensions["limit"] = {"setting": setting, "seconds": limit.total_seconds()}
-    return problem
-
-
-def _days(span: timedelta) -> str:
-    days = span.total_seconds() / 86400
-    return f"{days:g} days" if days >= 1 else f"{span.total_seconds():g} s"
 
 
 def expected_points(resolution: Resolution, span_s: float, interval_s: float) -> float:
