@@ -13,6 +13,7 @@ direct aggregation of the raw rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -84,18 +85,22 @@ def _ceil_sql(moment: str, width: str) -> str:
     )
 
 
-def tiled(sensor: str, lo: str, hi: str, quantity: str | None = None, *, off_minute: bool) -> str:
+def tiled(
+    sensor: str, lo: str, hi: str, quantity: str | None = None, *, cut_minutes: str | None
+) -> str:
     """A LATERAL subquery of the rollup rows of sensor ``sensor`` that tile ``[lo, hi)``
     exactly: ``readings_1d`` for the whole UTC days inside, ``readings_1h`` for the whole hours
-    left at either edge, ``readings_1m`` for the whole minutes left, and, with ``off_minute``,
-    the raw readings of a partial minute (as one-reading rows). Each reading of the range is in
-    exactly one row, so sum/count, min/max and first/last by time over the rows are those of the
-    raw readings.
+    left at either edge, ``readings_1m`` for the whole minutes left, and the raw readings of a
+    minute a bound cuts (as one-reading rows). Each reading of the range is in exactly one row,
+    so sum/count, min/max and first/last by time over the rows are those of the raw readings.
 
-    ``off_minute`` must be true when any value ``lo`` or ``hi`` takes may fall inside a minute
-    (:func:`off_minute` tells for the moments a caller knows); without it, the readings of a cut
-    minute are missing. With whole minutes, leave it false: a raw leg makes the planner expand
-    every partition or chunk of ``readings``, which costs more than the rest of the query.
+    ``cut_minutes`` says which minutes the values of ``lo`` and ``hi`` may cut, as a condition
+    on ``t.time`` made of bind parameters (:func:`cut_minutes` makes it from the moments a
+    caller knows), or None when they are all whole minutes. With None there are no raw legs at
+    all; with a condition, the raw legs read only the readings it admits, and since its terms
+    are constants the planner prunes the partitions (or chunks) of ``readings`` outside those
+    minutes while planning. A raw leg whose time bounds are the columns of a join is planned
+    against every partition, which costs more than the rest of a query (bench_bounds).
 
     ``sensor``, ``lo`` and ``hi`` are SQL expressions (columns of the rows it is joined to);
     ``quantity``, when given, is the right side of ``quantity_key = ...`` (a bind parameter, a
@@ -120,8 +125,11 @@ def tiled(sensor: str, lo: str, hi: str, quantity: str | None = None, *, off_min
         legs.append(
             f"{base} AND t.bucket >= greatest({_floor_sql(hi, coarser)}, {_ceil_sql(lo, coarser)})"
         )
-    if off_minute:
-        raw = f"SELECT {_RAW_COLUMNS} FROM readings AS t WHERE t.sensor_key = {sensor}{wanted}"
+    if cut_minutes is not None:
+        raw = (
+            f"SELECT {_RAW_COLUMNS} FROM readings AS t WHERE t.sensor_key = {sensor}{wanted}"
+            f" AND ({cut_minutes})"
+        )
         first_minute = _ceil_sql(lo, "1 minute")
         legs.append(f"{raw} AND t.time >= {lo} AND t.time < least({hi}, {first_minute})")
         legs.append(
@@ -143,9 +151,31 @@ def ceil(moment: datetime, width: timedelta) -> datetime:
     return start if start == moment else start + width
 
 
-def off_minute(*moments: datetime) -> bool:
-    """Whether any of ``moments`` falls inside a minute: :func:`tiled`'s ``off_minute``."""
-    return any(floor(moment, MINUTE) != moment for moment in moments)
+# Past this many cut minutes (a series in a zone with seconds in its offset, before 1972) the
+# condition stops naming each one: the raw legs are planned over all of readings instead.
+MOST_CUT_MINUTES = 32
+
+
+def cut_minutes(
+    moments: Iterable[datetime], name: str = "cut_minute"
+) -> tuple[str | None, dict[str, datetime]]:
+    """:func:`tiled`'s ``cut_minutes`` for ranges whose bounds are among ``moments``: the
+    condition on ``t.time`` that admits the minutes they cut, and its bind parameters (named
+    ``{name}_N``, to merge into the statement's); None when every moment is a whole minute, and
+    ``"true"`` (no pruning while planning) past :data:`MOST_CUT_MINUTES` minutes."""
+    minutes = sorted({floor(m, MINUTE) for m in moments if floor(m, MINUTE) != m})
+    if not minutes:
+        return None, {}
+    if len(minutes) > MOST_CUT_MINUTES:
+        return "true", {}
+    values: dict[str, datetime] = {}
+    terms = []
+    for i, minute in enumerate(minutes):
+        values[f"{name}_{i}"], values[f"{name}_{i}_end"] = minute, minute + MINUTE
+        terms.append(
+            f"t.time >= %({name}_{i})s::timestamptz AND t.time < %({name}_{i}_end)s::timestamptz"
+        )
+    return " OR ".join(f"({term})" for term in terms), values
 
 
 @dataclass(frozen=True, slots=True)

@@ -264,7 +264,10 @@ async def _read(
                 "query.resolution", f"raw over this range is more than {MAX_POINTS} points"
             )
     else:
-        cursor = await conn.execute(*rollup_query(served, sensor_key, key, start, end))
+        statement, values = rollup_query(served, sensor_key, key, start, end)
+        # Never prepared: a generic plan knows no bound, so it would plan every partition of
+        # readings that a cut minute's raw legs may read, and prune them only as it starts.
+        cursor = await conn.execute(statement, values, prepare=False)
         rows = await cursor.fetchall()
     wants_csv = format is Format.CSV or (
         format is None and "text/csv" in request.headers.get("accept", "")
@@ -318,8 +321,8 @@ def _json(
 
 # A piece of a bucket cut by start or end, stamped with the piece's start: its readings from
 # the rollups that tile it (an empty piece gives no row).
-def _piece(lo: str, hi: str, *, off_minute: bool) -> str:
-    tiles = rollups.tiled("%(sensor)s", lo, hi, "%(quantity)s", off_minute=off_minute)
+def _piece(lo: str, hi: str, cut_minutes: str | None) -> str:
+    tiles = rollups.tiled("%(sensor)s", lo, hi, "%(quantity)s", cut_minutes=cut_minutes)
     point = "sum(r.sum) / sum(r.count), min(r.min), max(r.max), sum(r.count)::bigint"
     return f"SELECT {lo}, {point} FROM {tiles} AS r HAVING sum(r.count) > 0"  # noqa: S608
 
@@ -330,8 +333,9 @@ def rollup_query(
     """The statement and parameters of the points at ``served`` over [start, end): whole buckets
     from its rollup, the cut buckets at either edge tiled. The left piece ends where whole
     buckets start (or at end); the right one starts where whole buckets end, never before the
-    left piece's end. A piece that is empty is left out, and only a piece with a bound inside a
-    minute reads raw readings (what a raw leg costs to plan: ``rollups.tiled``)."""
+    left piece's end. Every bound is a bind parameter, the minutes a piece's bounds cut too, so
+    the planner prunes the partitions of ``readings`` a piece does not need; a piece on whole
+    minutes reads no raw readings, and an empty piece is left out."""
     width = timedelta(seconds=_WIDTH_S[served])
     whole_start, whole_end = rollups.ceil(start, width), rollups.floor(end, width)
     left_end, right_start = min(whole_start, end), max(whole_end, whole_start)
@@ -351,17 +355,11 @@ def rollup_query(
         "AND bucket >= %(whole_start)s AND bucket < %(whole_end)s"
     ]
     if start < left_end:
-        left = _piece(
-            "%(start)s::timestamptz",
-            "%(left_end)s::timestamptz",
-            off_minute=rollups.off_minute(start, left_end),
-        )
-        parts.insert(0, left)
+        cut, cut_values = rollups.cut_minutes([start, left_end], name="left_cut")
+        parts.insert(0, _piece("%(start)s::timestamptz", "%(left_end)s::timestamptz", cut))
+        values.update(cut_values)
     if right_start < end:
-        right = _piece(
-            "%(right_start)s::timestamptz",
-            "%(end)s::timestamptz",
-            off_minute=rollups.off_minute(right_start, end),
-        )
-        parts.append(right)
+        cut, cut_values = rollups.cut_minutes([right_start, end], name="right_cut")
+        parts.append(_piece("%(right_start)s::timestamptz", "%(end)s::timestamptz", cut))
+        values.update(cut_values)
     return "\nUNION ALL ".join(parts) + "\nORDER BY 1", values

@@ -8,8 +8,8 @@ running expects readings only up to now) and binds :func:`params` (named paramet
 A query reads rollup rows of a sensor over a range with :func:`tiled`, which answers any range
 from the coarsest rollups that tile it exactly (whole UTC days, then hours, then minutes, then
 the raw readings of a partial minute), so bounds off the hour cost what whole days cost. Its
-``off_minute`` comes from :func:`off_minute`, so that the raw readings are read (and planned)
-only when a range may cut a minute.
+``cut_minutes`` comes from :func:`cut_minutes`, so that raw readings are read (and planned) only
+in the minutes a range cuts.
 
 The fragments refer to the registry row as ``s`` and the bucket as ``b``.
 """
@@ -60,10 +60,18 @@ WANTED_GROUP = """(grouping(district_id) = 1 OR (district_id IS NOT NULL
 
 
 def params(query: KpiQuery, **extra: Any) -> dict[str, Any]:
-    """The named parameters of the shared fragments, plus the query's own."""
+    """The named parameters of the shared fragments (those of :func:`cut_minutes` too), plus the
+    query's own."""
     starts, ends = query.bucket_arrays()
     districts = list(query.districts) if query.districts is not None else None
-    return {"bucket_starts": starts, "bucket_ends": ends, "districts": districts, **extra}
+    _, cuts = _bucket_cuts(query)
+    return {
+        "bucket_starts": starts,
+        "bucket_ends": ends,
+        "districts": districts,
+        **cuts,
+        **extra,
+    }
 
 
 def fetch_rows(
@@ -73,7 +81,9 @@ def fetch_rows(
 ) -> list[KpiRow]:
     """Run a KPI query whose columns are (bucket_start, district_id, value, sources_used,
     sources_expected, completeness, detail) and return its rows as :class:`KpiRow`."""
-    rows = conn.execute(statement, values).fetchall()
+    # Never prepared: a generic plan knows no bucket bound, so the raw legs of the minutes they
+    # cut (``tiled``) would be planned over every partition of readings, pruned only as it starts.
+    rows = conn.execute(statement, values, prepare=False).fetchall()
     return [
         KpiRow(
             bucket=bucket,
@@ -127,17 +137,23 @@ _DAY = timedelta(days=1)
 _NO_OFFSET = timedelta(0)
 
 
-def off_minute(query: KpiQuery, *, local_days: bool = False) -> bool:
-    """:func:`tiled`'s ``off_minute`` for the ranges ``query`` tiles: whether a bucket bound,
-    or with ``local_days`` a local midnight of the city's timezone (``SENSOR_DAYS``), may fall
-    inside a minute. Today's zones are whole minutes off UTC; older ones were not (Paris was
-    UTC+00:09:21 until 1911), and a period that far back needs the raw readings of its cut
-    minutes."""
-    bounds = [moment for bucket in query.buckets for moment in bucket]
-    if rollups.off_minute(*bounds):
-        return True
-    if not local_days:
-        return False
+def cut_minutes(query: KpiQuery, *, local_days: bool = False) -> str | None:
+    """:func:`tiled`'s ``cut_minutes`` for the ranges ``query`` tiles: the minutes its bucket
+    bounds cut (their parameters are in :func:`params`), or None. With ``local_days``
+    (``SENSOR_DAYS``) the local midnights of the city's timezone bound ranges too: today's zones
+    are whole minutes off UTC, older ones were not (Paris was UTC+00:09:21 until 1911), and a
+    period with such midnights reads the raw readings of every minute it cuts (``"true"``)."""
+    condition, _ = _bucket_cuts(query)
+    if local_days and _midnights_off_minute(query):
+        return "true"
+    return condition
+
+
+def _bucket_cuts(query: KpiQuery) -> tuple[str | None, dict[str, Any]]:
+    return rollups.cut_minutes(moment for bucket in query.buckets for moment in bucket)
+
+
+def _midnights_off_minute(query: KpiQuery) -> bool:
     zone = ZoneInfo(query.settings.timezone)
     # One sample a day finds every offset the zone takes in the period (none lasts under a day).
     moment = query.start

@@ -37,8 +37,8 @@ from ._sql import (
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
     WANTED_GROUP,
+    cut_minutes,
     fetch_rows,
-    off_minute,
     params,
     tiled,
 )
@@ -46,18 +46,18 @@ from ._sql import (
 _FEEDER_QUANTITIES = "ANY(ARRAY[%(power)s, %(voltage)s])"
 
 
-def _interruptions_sql(value: str, cut: bool) -> str:
-    """ENE-1 and ENE-2's statement, ``value`` their column of ``indices`` (``cut``: a bucket
-    bound may fall inside a minute)."""
+def _interruptions_sql(value: str, cut: str | None) -> str:
+    """ENE-1 and ENE-2's statement, ``value`` their column of ``indices`` (``cut``: the minutes
+    its bounds cut, ``_sql.cut_minutes``)."""
     period_tiles = tiled(
         "f.key",
         "%(period_start)s::timestamptz",
         "%(period_end)s::timestamptz",
         _FEEDER_QUANTITIES,
-        off_minute=cut,
+        cut_minutes=cut,
     )
     bucket_tiles = tiled(
-        "f.key", "f.bucket_start", "f.bucket_end", _FEEDER_QUANTITIES, off_minute=cut
+        "f.key", "f.bucket_start", "f.bucket_end", _FEEDER_QUANTITIES, cut_minutes=cut
     )
     return f"""
 WITH {BUCKETS_CTE},
@@ -174,7 +174,7 @@ _SAIDI = "customer_minutes / nullif(customers_served, 0)"
 def _interruptions(conn: psycopg.Connection[TupleRow], query: KpiQuery, value: str) -> list[KpiRow]:
     return fetch_rows(
         conn,
-        _interruptions_sql(value, off_minute(query)),
+        _interruptions_sql(value, cut_minutes(query)),
         params(
             query,
             power=QUANTITIES["power"].key,
@@ -196,9 +196,9 @@ def saidi(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     return _interruptions(conn, query, _SAIDI)
 
 
-def _renewable_share(cut: bool) -> str:
-    """ENE-3's statement (``cut``: a bucket bound may fall inside a minute)."""
-    tiles = tiled("g.key", "g.bucket_start", "g.bucket_end", "%(energy)s", off_minute=cut)
+def _renewable_share(cut: str | None) -> str:
+    """ENE-3's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("g.key", "g.bucket_start", "g.bucket_end", "%(energy)s", cut_minutes=cut)
     return f"""
 WITH {BUCKETS_CTE},
 registers AS (
@@ -256,7 +256,7 @@ def renewable_share(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list
     """ENE-3: (E_pv + f_grid E_feeder) / (E_feeder + E_pv), in %."""
     return fetch_rows(
         conn,
-        _renewable_share(off_minute(query)),
+        _renewable_share(cut_minutes(query)),
         params(
             query,
             energy=QUANTITIES["energy"].key,

@@ -51,7 +51,7 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, off_minute, params, tiled
+from ._sql import SENSOR_DAYS, WANTED_GROUP, cut_minutes, fetch_rows, params, tiled
 
 # The share of expected readings that makes a station-day valid (KPIS.md, EU 2008/50/EC).
 VALID_DAY_SHARE = 0.75
@@ -75,9 +75,9 @@ ORDER BY bucket_start, district_id NULLS LAST
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
 
-def _air_days(cut: bool) -> str:
-    """AIR-n's station values after ``SENSOR_DAYS`` (``cut``: a station-day may cut a minute)."""
-    tiles = tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s", off_minute=cut)
+def _air_days(cut: str | None) -> str:
+    """AIR-n's station values after ``SENSOR_DAYS`` (``cut``: ``_sql.cut_minutes``)."""
+    tiles = tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s", cut_minutes=cut)
     return f"""
 , day_means AS (
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
@@ -170,7 +170,7 @@ def _run(
 
 def _air(quantity: str) -> Computation:
     def compute(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
-        per_station = _air_days(off_minute(query, local_days=True))
+        per_station = _air_days(cut_minutes(query, local_days=True))
         return _run(conn, query, per_station, kind="air_quality", quantity=quantity)
 
     compute.__name__ = f"air_{quantity}"

@@ -28,16 +28,16 @@ from ._sql import (
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
     WANTED_GROUP,
+    cut_minutes,
     fetch_rows,
-    off_minute,
     params,
     tiled,
 )
 
 
-def _meters_reporting(cut: bool) -> str:
-    """ICT-1's statement (``cut``: a bucket bound may fall inside a minute)."""
-    tiles = tiled("m.key", "m.bucket_start", "m.bucket_end", off_minute=cut)
+def _meters_reporting(cut: str | None) -> str:
+    """ICT-1's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("m.key", "m.bucket_start", "m.bucket_end", cut_minutes=cut)
     return f"""
 WITH {BUCKETS_CTE},
 meters AS (
@@ -80,7 +80,7 @@ def meters_reporting(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> lis
     """ICT-1: % of registered electricity meters that are smart and have at least one reading in
     the bucket."""
     values = params(query, smart_default=bool(KINDS["electricity_meter"].smart))
-    return fetch_rows(conn, _meters_reporting(off_minute(query)), values)
+    return fetch_rows(conn, _meters_reporting(cut_minutes(query)), values)
 
 
 COMPUTATIONS: Mapping[str, Computation] = {"ICT-1": meters_reporting}

@@ -45,8 +45,8 @@ from ._sql import (
     SENSOR_EXPECTED,
     SERVICE_SPAN,
     WANTED_GROUP,
+    cut_minutes,
     fetch_rows,
-    off_minute,
     params,
     tiled,
 )
@@ -156,9 +156,9 @@ ORDER BY bucket_start, district_id NULLS LAST
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
 
-def _monitoring_coverage(cut: bool) -> str:
-    """TRA-2's statement (``cut``: a bucket bound may fall inside a minute)."""
-    tiles = tiled("sg.key", "sg.bucket_start", "sg.bucket_end", "%(count)s", off_minute=cut)
+def _monitoring_coverage(cut: str | None) -> str:
+    """TRA-2's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("sg.key", "sg.bucket_start", "sg.bucket_end", "%(count)s", cut_minutes=cut)
     return f"""
 WITH {BUCKETS_CTE},
 segments AS (
@@ -226,7 +226,7 @@ def monitoring_coverage(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> 
         count=QUANTITIES["count"].key,
         monitored_share=MONITORED_SHARE,
     )
-    return fetch_rows(conn, _monitoring_coverage(off_minute(query)), values)
+    return fetch_rows(conn, _monitoring_coverage(cut_minutes(query)), values)
 
 
 COMPUTATIONS: Mapping[str, Computation] = {

@@ -28,12 +28,12 @@ from psycopg.rows import TupleRow
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, off_minute, params, tiled
+from ._sql import SENSOR_DAYS, WANTED_GROUP, cut_minutes, fetch_rows, params, tiled
 
 
-def _overflow_rate(cut: bool) -> str:
-    """WST-1's statement after ``SENSOR_DAYS`` (``cut``: a container-day may cut a minute)."""
-    tiles = tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s", off_minute=cut)
+def _overflow_rate(cut: str | None) -> str:
+    """WST-1's statement after ``SENSOR_DAYS`` (``cut``: ``_sql.cut_minutes``)."""
+    tiles = tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s", cut_minutes=cut)
     return f"""
 , container_days AS (
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
@@ -75,7 +75,7 @@ ORDER BY bucket_start, district_id NULLS LAST
 
 def container_overflow_rate(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     """WST-1: % of observed container-days whose maximum fill reached the overflow threshold."""
-    statement = SENSOR_DAYS + _overflow_rate(off_minute(query, local_days=True))
+    statement = SENSOR_DAYS + _overflow_rate(cut_minutes(query, local_days=True))
     values = params(
         query,
         kind="waste_container",

@@ -36,8 +36,8 @@ from ._sql import (
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
     WANTED_GROUP,
+    cut_minutes,
     fetch_rows,
-    off_minute,
     params,
     tiled,
 )
@@ -47,9 +47,9 @@ from ._sql import (
 INFLOW_COMPLETENESS_NEEDED = 0.75
 
 
-def _non_revenue_water(cut: bool) -> str:
-    """WAT-1's statement (``cut``: a bucket bound may fall inside a minute)."""
-    tiles = tiled("w.key", "w.bucket_start", "w.bucket_end", "%(flow)s", off_minute=cut)
+def _non_revenue_water(cut: str | None) -> str:
+    """WAT-1's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("w.key", "w.bucket_start", "w.bucket_end", "%(flow)s", cut_minutes=cut)
     return f"""
 WITH {BUCKETS_CTE},
 water_sensors AS (
@@ -139,7 +139,7 @@ def non_revenue_water(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> li
     """WAT-1: 100 (SIV - C) / SIV over the balanced DMAs of each scope, in %."""
     return fetch_rows(
         conn,
-        _non_revenue_water(off_minute(query)),
+        _non_revenue_water(cut_minutes(query)),
         params(
             query,
             flow=QUANTITIES["flow"].key,

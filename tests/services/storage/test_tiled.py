@@ -94,14 +94,13 @@ def test_tiles_aggregate_as_the_raw_readings(
     _assert_tiles_as_raw(db, sensor, lo, hi)
 
 
-def _source(lo: datetime, hi: datetime) -> str:
-    return rollups.tiled(
-        "%(sensor)s",
-        "%(lo)s::timestamptz",
-        "%(hi)s::timestamptz",
-        "%(quantity)s",
-        off_minute=rollups.off_minute(lo, hi),
+def _source(lo: datetime, hi: datetime) -> tuple[str, dict[str, datetime]]:
+    """The tiles of [lo, hi), and the parameters of the minutes its bounds cut."""
+    cut, values = rollups.cut_minutes([lo, hi])
+    source = rollups.tiled(
+        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", "%(quantity)s", cut_minutes=cut
     )
+    return source, values
 
 
 def _assert_tiles_as_raw(
@@ -109,7 +108,8 @@ def _assert_tiles_as_raw(
 ) -> tuple[object, ...] | None:
     """The tiles' aggregates over [lo, hi) equal the raw readings'; returns them (None: empty)."""
     values = {"sensor": sensor, "quantity": QUANTITIES["pm25"].key, "lo": lo, "hi": hi}
-    tiled = db.execute(_AGGREGATES.format(source=_source(lo, hi)), values).fetchone()
+    source, cuts = _source(lo, hi)
+    tiled = db.execute(_AGGREGATES.format(source=source), {**values, **cuts}).fetchone()
     raw = db.execute(_RAW, values).fetchone()
     assert tiled is not None
     assert raw is not None
@@ -125,7 +125,7 @@ def _assert_tiles_as_raw(
 def test_whole_days_come_from_the_daily_rollup(db: Db, sensor: int) -> None:
     values = {"sensor": sensor, "lo": DAY0, "hi": DAY0 + timedelta(days=3)}
     source = rollups.tiled(
-        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", off_minute=True
+        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", cut_minutes="true"
     )
     row = db.execute(_AGGREGATES.format(source=source), values).fetchone()
     assert row is not None
@@ -146,25 +146,55 @@ def test_whole_days_come_from_the_daily_rollup(db: Db, sensor: int) -> None:
     assert row[-1] == (4 + 59 + 23) + 1 + (7 + 4)
 
 
-def _raw_scans(db: Db, sensor: int, lo: datetime, hi: datetime, *, off_minute: bool) -> int:
+def _raw_scans(db: Db, sensor: int, lo: datetime, hi: datetime, cut: str | None = None) -> int:
+    """Scans of readings in the plan of the tiles of [lo, hi) (``cut``: as ``tiled``; by default
+    the minutes lo and hi cut)."""
+    cut_values: dict[str, datetime] = {}
+    if cut is None:
+        cut, cut_values = rollups.cut_minutes([lo, hi])
     source = rollups.tiled(
-        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", off_minute=off_minute
+        "%(sensor)s", "%(lo)s::timestamptz", "%(hi)s::timestamptz", cut_minutes=cut
     )
-    values = {"sensor": sensor, "lo": lo, "hi": hi}
+    values = {"sensor": sensor, "lo": lo, "hi": hi, **cut_values}
     return raw_scans(db, _AGGREGATES.format(source=source), values)
 
 
 def test_whole_minutes_read_no_raw_readings(db: Db, sensor: int) -> None:
     lo, hi = DAY0 + 5 * H + 17 * M, DAY0 + timedelta(days=2, hours=7, minutes=43)
-    assert not rollups.off_minute(lo, hi)
-    assert rollups.off_minute(lo, hi + timedelta(microseconds=1))
-    whole = _raw_scans(db, sensor, lo, hi, off_minute=False)
-    cut = _raw_scans(db, sensor, lo, hi, off_minute=True)
+    assert rollups.cut_minutes([lo, hi]) == (None, {})
+    whole = _raw_scans(db, sensor, lo, hi)
+    cut = _raw_scans(db, sensor, lo, hi + 30 * S)
     # TimescaleDB's real-time aggregation reads the newest chunks of readings under the rollups
     # whatever the bounds; the raw legs of a cut minute come on top of it.
     assert whole < cut
     if storage_mode(db) == "partitioned":
         assert whole == 0
+
+
+def test_the_raw_legs_are_pruned_to_the_cut_minutes_while_planning(db: Db, sensor: int) -> None:
+    lo, hi = DAY0 + 5 * H + 17 * M + 30 * S, DAY0 + timedelta(days=2, hours=7, minutes=43)
+    pruned = _raw_scans(db, sensor, lo, hi)
+    unpruned = _raw_scans(db, sensor, lo, hi, cut="true")
+    assert pruned < unpruned
+    if storage_mode(db) == "partitioned":
+        # Each of the two raw legs plans the one partition of the cut minute (the right leg's
+        # bounds are no constants, so only its cut-minute terms prune).
+        assert pruned == 2
+
+
+def test_cut_minutes_name_each_minute_cut() -> None:
+    lo, hi = DAY0 + 30 * S, DAY0 + timedelta(days=1, minutes=3, microseconds=5)
+    condition, values = rollups.cut_minutes([lo, DAY0 + H, hi, lo], name="c")
+    assert values == {
+        "c_0": DAY0,
+        "c_0_end": DAY0 + M,
+        "c_1": DAY0 + D + 3 * M,
+        "c_1_end": DAY0 + D + 4 * M,
+    }
+    assert condition is not None
+    assert condition.count(" OR ") == 1
+    every_second = [DAY0 + i * (M + S) for i in range(1, rollups.MOST_CUT_MINUTES + 2)]
+    assert rollups.cut_minutes(every_second) == ("true", {})
 
 
 # Europe/Paris changed to summer time on 2026-03-29 at 01:00 UTC and back on 2026-10-25 at
