@@ -35,23 +35,33 @@ def _value(i: int) -> float:
     return round(50 + 40 * math.sin(i / 97.0) + i / 1000.0, 6)
 
 
-@pytest.fixture
-def sensor(db: Db) -> int:
+def _seed(db: Db, sensor_id: str, day0s: list[datetime], now: datetime) -> int:
+    """A sensor reading every 7 s for three days from each of ``day0s``, rolled up at ``now``."""
     row = db.execute(
         "INSERT INTO sensors (id, kind, domain, interval_s) "
-        "VALUES ('air-t-1', 'air_quality', 'environment', 7) RETURNING key"
+        "VALUES (%s, 'air_quality', 'environment', 7) RETURNING key",
+        (sensor_id,),
     ).fetchone()
     assert row is not None
     key = int(str(row[0]))
     pm25 = QUANTITIES["pm25"].key
     count = int(timedelta(days=3) / STEP)
-    rows = [((DAY0 + i * STEP).timestamp(), key, pm25, _value(i)) for i in range(count)]
+    rows = [
+        ((day0 + i * STEP).timestamp(), key, pm25, _value(i))
+        for day0 in day0s
+        for i in range(count)
+    ]
     db.commit()
     mode = storage_mode(db)
     ReadingWriter(db, mode).write(rows)
     db.commit()
-    rollups.refresh(db, mode, now=DAY0 + timedelta(days=3, minutes=1))
+    rollups.refresh(db, mode, now=now)
     return key
+
+
+@pytest.fixture
+def sensor(db: Db) -> int:
+    return _seed(db, "air-t-1", [DAY0], DAY0 + timedelta(days=3, minutes=1))
 
 
 _AGGREGATES = """
@@ -207,46 +217,28 @@ D = timedelta(days=1)
 @pytest.fixture
 def dst_sensor(db: Db) -> int:
     """Readings every 7 s over three UTC days around each change (2 x 37,028)."""
-    row = db.execute(
-        "INSERT INTO sensors (id, kind, domain, interval_s) "
-        "VALUES ('air-t-dst', 'air_quality', 'environment', 7) RETURNING key"
-    ).fetchone()
-    assert row is not None
-    key = int(str(row[0]))
-    pm25 = QUANTITIES["pm25"].key
-    count = int(3 * D / STEP)
-    rows = [
-        ((day0 + i * STEP).timestamp(), key, pm25, _value(i))
-        for day0 in (SPRING, AUTUMN)
-        for i in range(count)
-    ]
-    db.commit()
-    mode = storage_mode(db)
-    ReadingWriter(db, mode).write(rows)
-    db.commit()
-    rollups.refresh(db, mode, now=AUTUMN + 3 * D + M)
-    return key
+    return _seed(db, "air-t-dst", [SPRING, AUTUMN], AUTUMN + 3 * D + M)
 
 
-@pytest.mark.parametrize(
-    ("lo", "hi"),
-    [
-        (SPRING, SPRING + 3 * D),  # whole days over the change
-        (SPRING + D + 30 * M, SPRING + 2 * D + 5 * H),  # 00:30 on the day of the change
-        (SPRING + 23 * H + 30 * M, SPRING + 2 * D + 1 * H),
-        (SPRING + 23 * H + 59 * M + 59 * S, SPRING + 2 * D + S),
-        (AUTUMN, AUTUMN + 3 * D),
-        (AUTUMN + 13 * H + 17 * M + 30 * S, AUTUMN + 2 * D + 22 * H + 43 * M + 10 * S),
-        (AUTUMN + D + 30 * M, AUTUMN + 2 * D + 5 * H),
-        (AUTUMN + 2 * H, AUTUMN + 2 * D),  # the last whole day ends after the 25-hour one
-    ],
-)
-def test_a_daylight_saving_session_tiles_as_utc(
-    db: Db, dst_sensor: int, lo: datetime, hi: datetime
-) -> None:
-    db.execute("SET TimeZone = 'UTC'")
-    in_utc = _assert_tiles_as_raw(db, dst_sensor, lo, hi)
-    db.execute("SET TimeZone = 'Europe/Paris'")
-    in_paris = _assert_tiles_as_raw(db, dst_sensor, lo, hi)
-    assert in_utc is not None
-    assert in_paris == in_utc
+# Ranges across each change: whole days, 00:30 on the day of the change (its ceiling to a day was
+# 23 h later), over midnight, off everything, and whole days ending after the 25-hour day.
+DST_RANGES = [
+    (SPRING, SPRING + 3 * D),
+    (SPRING + D + 30 * M, SPRING + 2 * D + 5 * H),
+    (SPRING + 23 * H + 30 * M, SPRING + 2 * D + 1 * H),
+    (SPRING + 23 * H + 59 * M + 59 * S, SPRING + 2 * D + S),
+    (AUTUMN, AUTUMN + 3 * D),
+    (AUTUMN + 13 * H + 17 * M + 30 * S, AUTUMN + 2 * D + 22 * H + 43 * M + 10 * S),
+    (AUTUMN + D + 30 * M, AUTUMN + 2 * D + 5 * H),
+    (AUTUMN + 2 * H, AUTUMN + 2 * D),
+]
+
+
+def test_a_daylight_saving_session_tiles_as_utc(db: Db, dst_sensor: int) -> None:
+    for lo, hi in DST_RANGES:
+        db.execute("SET TimeZone = 'UTC'")
+        in_utc = _assert_tiles_as_raw(db, dst_sensor, lo, hi)
+        db.execute("SET TimeZone = 'Europe/Paris'")
+        in_paris = _assert_tiles_as_raw(db, dst_sensor, lo, hi)
+        assert in_utc is not None
+        assert in_paris == in_utc, (lo, hi)
