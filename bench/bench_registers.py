@@ -69,7 +69,7 @@ def seed(conn: Conn, meters: int, start: datetime, days: int) -> int:
         "FROM generate_series(1, %s) AS n",
         (METER_STEP_S, meters),
     )
-    keys = dict(conn.execute("SELECT id, key FROM sensors").fetchall())
+    keys = {str(row[0]): row[1] for row in conn.execute("SELECT id, key FROM sensors").fetchall()}
     inflow_key = int(str(keys.pop("wi-a")))
     meter_keys = sorted(int(str(k)) for k in keys.values())
     conn.commit()
