@@ -12,12 +12,18 @@ year of one sensor's readings, through the real API on a real PostgreSQL.
    - one station's readings over the same three years-long ranges (``GET
      /v1/sensors/{id}/readings``, resolution auto: daily points, the cut edge days tiled);
    - the baseline of what an off-hour range cost before: the KPI's rows read from
-     ``readings_1m`` for the whole year (direct SQL, one aggregate; it flatters the old path).
+     ``readings_1m`` for the whole year (direct SQL, one aggregate; it flatters the old path);
+   - how long PostgreSQL takes to plan each station's tiled read of the three ranges
+     (``EXPLAIN``'s planning time), and, as the baseline, the same with raw legs whatever the
+     bounds and not pruned to the minutes they cut, as every range was planned before: such a
+     raw leg makes the planner expand every partition of ``readings``.
    Prints each median, and the ratio of each off-hour figure to the whole-day one.
 
 Target: off the hour within 2x of whole days.
 
-    .venv/bin/python bench/bench_bounds.py [--stations 4] [--runs 5]
+    .venv/bin/python bench/bench_bounds.py [--stations 4] [--runs 5] [--data-dir DIR]
+
+(``--data-dir``: the server's data is kept there, and a later run reuses it instead of seeding.)
 """
 
 from __future__ import annotations
@@ -118,6 +124,40 @@ def _ranges(year_start: datetime, year_end: datetime) -> dict[str, tuple[datetim
     }
 
 
+# A year-long KPI's core: each station's readings over the range from the rows that tile it.
+_TILED_PER_STATION = """
+SELECT s.key, sum(r.count), sum(r.sum)
+FROM sensors AS s CROSS JOIN LATERAL {tiles} AS r
+WHERE s.kind = 'air_quality'
+GROUP BY s.key
+"""
+
+
+def planning_ms(
+    url: str, lo: datetime, hi: datetime, runs: int, *, unpruned: bool = False
+) -> float:
+    """The median time PostgreSQL takes to plan the tiled read of [lo, hi) of every station
+    (EXPLAIN's "Planning Time"): raw legs only for the minutes lo and hi cut, pruned to them;
+    ``unpruned``: raw legs whatever the bounds, over all of ``readings``, as before."""
+    cut, cut_values = rollups.cut_minutes([lo, hi])
+    tiles = rollups.tiled(
+        "s.key",
+        "%(lo)s::timestamptz",
+        "%(hi)s::timestamptz",
+        "%(q)s",
+        cut_minutes="true" if unpruned else cut,
+    )
+    statement = "EXPLAIN (SUMMARY, FORMAT JSON) " + _TILED_PER_STATION.format(tiles=tiles)
+    values = {"lo": lo, "hi": hi, "q": QUANTITIES["pm25"].key, **cut_values}
+    with psycopg.connect(libpq_url(url)) as conn:
+        samples = []
+        for _ in range(runs + 1):  # the first warms the catalog caches
+            row = conn.execute(statement, values).fetchone()
+            assert row is not None
+            samples.append(float(row[0][0]["Planning Time"]))
+    return statistics.median(samples[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stations", type=int, default=4)
@@ -130,19 +170,6 @@ def main() -> None:
     first_day = (datetime.now(UTC) - timedelta(days=DAYS + 4)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
-    year_start = first_day + timedelta(days=1)
-    year_end = year_start + timedelta(days=DAYS)
-    ranges = {
-        "whole days": (year_start, year_end),
-        "30 s off the minute": (
-            year_start + timedelta(seconds=30),
-            year_end + timedelta(seconds=30),
-        ),
-        "off the hour": (
-            year_start + timedelta(hours=5, minutes=17, seconds=30),
-            year_end + timedelta(hours=7, minutes=43, seconds=10),
-        ),
-    }
 
     server = EmbeddedPostgres(
         args.data_dir, fast=True, settings={"shared_buffers": "512MB", "work_mem": "32MB"}
@@ -157,11 +184,11 @@ def main() -> None:
                 row = conn.execute("SELECT min(time) FROM readings").fetchone()
             assert row is not None
             first_day = row[0]
-            year_start = first_day + timedelta(days=1)
-            year_end = year_start + timedelta(days=DAYS)
-            ranges = _ranges(year_start, year_end)
         else:
             seed(url, args.stations, first_day)
+        year_start = first_day + timedelta(days=1)
+        year_end = year_start + timedelta(days=DAYS)
+        ranges = _ranges(year_start, year_end)
         with psycopg.connect(libpq_url(url)) as conn:
             _, key = create_key(conn, "bench", "service")
             conn.commit()
@@ -200,6 +227,11 @@ def main() -> None:
                 ).fetchall()
 
         baseline_ms = median_ms(minute_rollup_year, args.runs)
+        planning = {name: planning_ms(url, lo, hi, args.runs) for name, (lo, hi) in ranges.items()}
+        before = {
+            name: planning_ms(url, lo, hi, args.runs, unpruned=True)
+            for name, (lo, hi) in ranges.items()
+        }
     finally:
         server.stop()
 
@@ -216,7 +248,15 @@ def main() -> None:
             f"{label:34}{whole:12.1f}{figures['30 s off the minute']:12.1f}"
             f"{figures['off the hour']:14.1f}{worst:12.2f}x"
         )
+    print(
+        f"{'planning, each station tiled (ms)':34}{planning['whole days']:12.1f}"
+        f"{planning['30 s off the minute']:12.1f}{planning['off the hour']:14.1f}"
+    )
     print(f"baseline: the year's readings_1m rows of the KPI, one aggregate: {baseline_ms:.1f} ms")
+    print(
+        f"{'baseline: planning, raw legs unpruned':34}{before['whole days']:12.1f}"
+        f"{before['30 s off the minute']:12.1f}{before['off the hour']:14.1f}"
+    )
     print(f"target: off the hour within {TARGET_RATIO:g}x of whole days")
 
 

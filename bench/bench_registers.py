@@ -1,20 +1,24 @@
-"""What reading cumulative registers at the bucket boundaries costs (issue 10, section 3): WAT-1
-over ``--meters`` customer meters read every 15 min for ``--days`` days, against, in the same run,
-what the stretched method it replaced read and what touching every raw reading costs.
+"""What reading cumulative registers at the bucket boundaries costs (issue 10, section 3).
 
-Each WAT-1 row probes ``readings_1m`` twice per meter and boundary (``queries/_registers.py``),
-so its cost follows meters x buckets, not the readings in a bucket:
+Measures, on an embedded PostgreSQL (partitioned mode) seeded in the same run with one district
+metered area (DMA): an inflow meter read every minute and ``--meters`` customer meters read every
+15 min for ``--days`` days (water used 06:00-22:00 only), the median time of ``--repeat`` runs
+(after a warm-up) of WAT-1, non-revenue water (``services.kpi.queries.water``), computed:
 
 - ``WAT-1, 1 bucket``: the whole span as one value (2 boundaries a meter);
 - ``WAT-1, daily``: one bucket a day (days + 1 boundaries a meter);
 - ``WAT-1, hourly, last 7 days``: 168 buckets.
 
-Baselines on the same data:
+Each boundary is two index probes per meter (``queries/_registers.py``): in ``readings_1h`` when
+it is a whole UTC hour, else in ``readings_1m``, so the cost follows meters x buckets, not the
+readings in a bucket. Baselines, on the same data:
 
 - ``stretched core``: each meter's first and last reading per bucket from the rollup that tiles
   the buckets (``readings_1d`` for days, ``readings_1h`` for hours), the read the old last - first
   method made (its SIV and the rest of the balance left out, which flatters it);
 - ``raw scan``: each meter's max - min index over the raw readings of the span.
+
+Prints a table of query, buckets, median ms and rows returned, and the WAT-1 value found.
 
     .venv/bin/python bench/bench_registers.py [--meters 500] [--days 30] [--repeat 5]
 """
@@ -65,7 +69,7 @@ def seed(conn: Conn, meters: int, start: datetime, days: int) -> int:
         "FROM generate_series(1, %s) AS n",
         (METER_STEP_S, meters),
     )
-    keys = dict(conn.execute("SELECT id, key FROM sensors").fetchall())
+    keys = {str(row[0]): row[1] for row in conn.execute("SELECT id, key FROM sensors").fetchall()}
     inflow_key = int(str(keys.pop("wi-a")))
     meter_keys = sorted(int(str(k)) for k in keys.values())
     conn.commit()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -102,6 +103,21 @@ def invalid_all(errors: Iterable[tuple[str, str]], detail: str | None = None) ->
     items = [{"field": f, "message": m} for f, m in errors]
     names = ", ".join(dict.fromkeys(e["field"] for e in items))
     return Problem(422, "Invalid request", detail or f"invalid input: {names}", errors=items)
+
+
+def span_text(span: timedelta) -> str:
+    """A time span as a refusal states it: in days, or in seconds when under a day."""
+    days = span.total_seconds() / 86400
+    return f"{days:g} days" if days >= 1 else f"{span.total_seconds():g} s"
+
+
+def limit_refused(field: str, message: str, setting: str, **limit: float) -> Problem:
+    """A 422 refusing a request past a configured limit: ``field`` and ``message`` as in
+    :func:`invalid` (the message names ``setting`` and how to stay within it), and the member
+    ``limit: {"setting": setting, **limit}`` for clients to read, e.g. ``seconds=86400.0``."""
+    problem = invalid(field, message)
+    problem.extensions["limit"] = {"setting": setting, **limit}
+    return problem
 
 
 class FieldError(BaseModel):

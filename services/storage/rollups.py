@@ -13,6 +13,7 @@ direct aggregation of the raw rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,9 +24,10 @@ WATERMARK = "rollups"
 # A single refresher at a time, whichever process calls it.
 _REFRESH_LOCK = 7_210_002
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 
 _WIDTHS = (
-    ("readings_1m", timedelta(minutes=1)),
+    ("readings_1m", MINUTE),
     ("readings_1h", timedelta(hours=1)),
     ("readings_1d", timedelta(days=1)),
 )
@@ -54,10 +56,12 @@ Range = tuple[datetime, datetime]
 
 
 # (rollup, its bucket width, the next coarser width): a row of a level is a tile of [lo, hi)
-# when its bucket lies inside the range and the coarser bucket around it does not.
+# when its bucket lies inside the range and the coarser bucket around it does not. A day is
+# '24 hours', never '1 day': timestamptz +/- '1 day' follows the session's TimeZone, a 23- or
+# 25-hour day across a DST change, while the buckets are UTC days.
 _LEVELS = (
-    ("readings_1d", "1 day", None),
-    ("readings_1h", "1 hour", "1 day"),
+    ("readings_1d", "24 hours", None),
+    ("readings_1h", "1 hour", "24 hours"),
     ("readings_1m", "1 minute", "1 hour"),
 )
 _ROLLUP_COLUMNS = (
@@ -81,12 +85,22 @@ def _ceil_sql(moment: str, width: str) -> str:
     )
 
 
-def tiled(sensor: str, lo: str, hi: str, quantity: str | None = None) -> str:
+def tiled(
+    sensor: str, lo: str, hi: str, quantity: str | None = None, *, cut_minutes: str | None
+) -> str:
     """A LATERAL subquery of the rollup rows of sensor ``sensor`` that tile ``[lo, hi)``
     exactly: ``readings_1d`` for the whole UTC days inside, ``readings_1h`` for the whole hours
     left at either edge, ``readings_1m`` for the whole minutes left, and the raw readings of a
-    partial minute (as one-reading rows). Each reading of the range is in exactly one row, so
-    sum/count, min/max and first/last by time over the rows are those of the raw readings.
+    minute a bound cuts (as one-reading rows). Each reading of the range is in exactly one row,
+    so sum/count, min/max and first/last by time over the rows are those of the raw readings.
+
+    ``cut_minutes`` says which minutes the values of ``lo`` and ``hi`` may cut, as a condition
+    on ``t.time`` made of bind parameters (:func:`cut_minutes` makes it from the moments a
+    caller knows), or None when they are all whole minutes. With None there are no raw legs at
+    all; with a condition, the raw legs read only the readings it admits, and since its terms
+    are constants the planner prunes the partitions (or chunks) of ``readings`` outside those
+    minutes while planning. A raw leg whose time bounds are the columns of a join is planned
+    against every partition, which costs more than the rest of a query (bench_bounds).
 
     ``sensor``, ``lo`` and ``hi`` are SQL expressions (columns of the rows it is joined to);
     ``quantity``, when given, is the right side of ``quantity_key = ...`` (a bind parameter, a
@@ -111,13 +125,57 @@ def tiled(sensor: str, lo: str, hi: str, quantity: str | None = None) -> str:
         legs.append(
             f"{base} AND t.bucket >= greatest({_floor_sql(hi, coarser)}, {_ceil_sql(lo, coarser)})"
         )
-    raw = f"SELECT {_RAW_COLUMNS} FROM readings AS t WHERE t.sensor_key = {sensor}{wanted}"
-    legs.append(f"{raw} AND t.time >= {lo} AND t.time < least({hi}, {_ceil_sql(lo, '1 minute')})")
-    legs.append(
-        f"{raw} AND t.time >= greatest({_floor_sql(hi, '1 minute')}, {_ceil_sql(lo, '1 minute')})"
-        f" AND t.time < {hi}"
-    )
+    if cut_minutes is not None:
+        raw = (
+            f"SELECT {_RAW_COLUMNS} FROM readings AS t WHERE t.sensor_key = {sensor}{wanted}"
+            f" AND ({cut_minutes})"
+        )
+        first_minute = _ceil_sql(lo, "1 minute")
+        legs.append(f"{raw} AND t.time >= {lo} AND t.time < least({hi}, {first_minute})")
+        legs.append(
+            f"{raw} AND t.time >= greatest({_floor_sql(hi, '1 minute')}, {first_minute})"
+            f" AND t.time < {hi}"
+        )
     return "(" + "\n    UNION ALL ".join(legs) + ")"
+
+
+def floor(moment: datetime, width: timedelta) -> datetime:
+    """The start of the bucket of ``width`` holding ``moment`` (buckets are aligned on the
+    epoch, UTC, as the rollups' are); exact to the microsecond, far from 1970 too."""
+    return _EPOCH + ((moment - _EPOCH) // width) * width
+
+
+def ceil(moment: datetime, width: timedelta) -> datetime:
+    """The first bucket boundary of ``width`` at or after ``moment``."""
+    start = floor(moment, width)
+    return start if start == moment else start + width
+
+
+# Past this many cut minutes (a series in a zone with seconds in its offset, before 1972) the
+# condition stops naming each one: the raw legs are planned over all of readings instead.
+MOST_CUT_MINUTES = 32
+
+
+def cut_minutes(
+    moments: Iterable[datetime], name: str = "cut_minute"
+) -> tuple[str | None, dict[str, datetime]]:
+    """:func:`tiled`'s ``cut_minutes`` for ranges whose bounds are among ``moments``: the
+    condition on ``t.time`` that admits the minutes they cut, and its bind parameters (named
+    ``{name}_N``, to merge into the statement's); None when every moment is a whole minute, and
+    ``"true"`` (no pruning while planning) past :data:`MOST_CUT_MINUTES` minutes."""
+    minutes = sorted({floor(m, MINUTE) for m in moments if floor(m, MINUTE) != m})
+    if not minutes:
+        return None, {}
+    if len(minutes) > MOST_CUT_MINUTES:
+        return "true", {}
+    values: dict[str, datetime] = {}
+    terms = []
+    for i, minute in enumerate(minutes):
+        values[f"{name}_{i}"], values[f"{name}_{i}_end"] = minute, minute + MINUTE
+        terms.append(
+            f"t.time >= %({name}_{i})s::timestamptz AND t.time < %({name}_{i}_end)s::timestamptz"
+        )
+    return " OR ".join(f"({term})" for term in terms), values
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,18 +184,9 @@ class RefreshResult:
     ranges: tuple[Range, ...]  # the minute-aligned ranges recomputed
 
 
-def _floor(moment: datetime, width: timedelta) -> datetime:
-    return _EPOCH + ((moment - _EPOCH) // width) * width
-
-
-def _ceil(moment: datetime, width: timedelta) -> datetime:
-    floor = _floor(moment, width)
-    return floor if floor == moment else floor + width
-
-
 def align(ranges: list[Range], width: timedelta) -> list[Range]:
     """Widen each range to whole buckets of ``width`` and merge those that touch."""
-    widened = sorted((_floor(lo, width), _ceil(hi, width)) for lo, hi in ranges if lo < hi)
+    widened = sorted((floor(lo, width), ceil(hi, width)) for lo, hi in ranges if lo < hi)
     merged: list[Range] = []
     for lo, hi in widened:
         if merged and lo <= merged[-1][1]:
@@ -175,11 +224,7 @@ def _refresh_partitioned(conn: psycopg.Connection[TupleRow], now: datetime) -> R
             "SELECT watermark FROM rollup_watermarks WHERE name = %s", (WATERMARK,)
         ).fetchone()
         old: datetime | None = row[0] if row else None
-        new = (
-            max(_floor(now, timedelta(minutes=1)), old)
-            if old
-            else _floor(now, timedelta(minutes=1))
-        )
+        new = max(floor(now, MINUTE), old) if old else floor(now, MINUTE)
         # Take the invalidations before reading the readings: a writer that commits in between
         # leaves its invalidation for the next refresh, so nothing is missed.
         touched: list[Range] = [
@@ -194,7 +239,7 @@ def _refresh_partitioned(conn: psycopg.Connection[TupleRow], now: datetime) -> R
             start = first[0] if first and first[0] is not None else new
         else:
             start = old
-        ranges = align([*touched, (start, new)], timedelta(minutes=1))
+        ranges = align([*touched, (start, new)], MINUTE)
         for width_name, width in _WIDTHS:
             target_ranges = align(ranges, width)
             for lo, hi in target_ranges:

@@ -28,7 +28,7 @@ from services.kpi.catalog import KPIS, Kpi
 from services.settings import Settings
 
 from ..deps import ReadConn, Reader, statement_timeout_ms, with_connection
-from ..problems import Problem, invalid, responses
+from ..problems import Problem, invalid, limit_refused, responses, span_text
 
 router = APIRouter(tags=["kpis"])
 
@@ -214,40 +214,56 @@ def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, date
     return start, end
 
 
-def _days(span: timedelta) -> str:
-    return f"{span.total_seconds() / 86400:g} days"
+# Where each grain's buckets are counted from on UTC's calendar: hours and days from the epoch,
+# weeks (ISO, from Monday) from the first Monday after it.
+_GRAIN_ORIGIN = {
+    "hour": (datetime(1970, 1, 1, tzinfo=UTC), timedelta(hours=1)),
+    "day": (datetime(1970, 1, 1, tzinfo=UTC), timedelta(days=1)),
+    "week": (datetime(1970, 1, 5, tzinfo=UTC), timedelta(days=7)),
+}
+
+
+def series_length(start: datetime, end: datetime, grain: str) -> int | None:
+    """The buckets of a ``grain`` series over [start, end) on UTC's calendar (what
+    ``engine.buckets(start, end, grain, "UTC")`` makes), counted without making them: the
+    engine makes them once, for the city's calendar. None: off the calendar."""
+    try:
+        first, last = start.astimezone(UTC), (end - timedelta(microseconds=1)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    if grain == "year":
+        return last.year - first.year + 1
+    if grain == "month":
+        return (last.year - first.year) * 12 + last.month - first.month + 1
+    origin, width = _GRAIN_ORIGIN[grain]
+    return (last - origin) // width - (first - origin) // width + 1
 
 
 def _check_bounds(settings: Settings, start: datetime, end: datetime, grain: str | None) -> None:
-    """Refuse, before any query, a range or a series larger than the settings allow."""
+    """Refuse, before any query or cached answer, a range or a series larger than the settings
+    allow."""
     limit = settings.api_kpi_max_span
     if end - start > limit:
-        problem = invalid(
+        raise limit_refused(
             "query.start",
-            f"a KPI covers at most {_days(limit)} (URBANPULSE_API_KPI_MAX_SPAN); this range "
-            f"covers {_days(end - start)}: narrow it",
+            f"a KPI covers at most {span_text(limit)} (URBANPULSE_API_KPI_MAX_SPAN); this range "
+            f"covers {span_text(end - start)}: narrow it",
+            "URBANPULSE_API_KPI_MAX_SPAN",
+            seconds=limit.total_seconds(),
         )
-        problem.extensions["limit"] = {
-            "setting": "URBANPULSE_API_KPI_MAX_SPAN",
-            "seconds": limit.total_seconds(),
-        }
-        raise problem
     if grain is None:
         return
     most = settings.api_kpi_max_buckets
     # Counted on UTC's calendar: the city's differs by at most the one bucket a shift moves.
-    try:
-        count: int | None = len(engine.buckets(start, end, grain, "UTC"))
-    except engine.InvalidPeriod:
-        count = None  # more than the engine ever makes, or off the calendar
+    count = series_length(start, end, grain)
     if count is None or count > most:
-        problem = invalid(
+        raise limit_refused(
             "query.grain",
             f"a series has at most {most} buckets (URBANPULSE_API_KPI_MAX_BUCKETS); this one "
             f"has {'more' if count is None else count}: choose a coarser grain or narrow the range",
+            "URBANPULSE_API_KPI_MAX_BUCKETS",
+            buckets=most,
         )
-        problem.extensions["limit"] = {"setting": "URBANPULSE_API_KPI_MAX_BUCKETS", "buckets": most}
-        raise problem
 
 
 def _period_in_city(
@@ -475,8 +491,7 @@ async def kpi_series(
 ) -> KpiValues:
     """The KPI as a time series at ``grain`` (hour to year), per district asked for and the city."""
     kpi = _kpi(kpi_id)
-    if end <= start:
-        raise invalid("query.end", "must be after start")
+    _range(start, end)
     _cache_headers(response)
     return await _values(
         request,

@@ -39,10 +39,11 @@ from gateway.kinds import QUANTITIES, QUANTITIES_BY_KEY
 from services.kpi.catalog import KPIS
 from services.ngsi import models
 from services.ngsi.models import Entity, QueryError
+from services.storage import rollups
 
 from ..deps import Conn, Reader
 from ..problems import Problem, responses
-from .readings import _WIDTH_S, Resolution, _ceil, _floor, _rollup_statement, max_span
+from .readings import _WIDTH_S, Resolution, max_span, rollup_query
 
 router = APIRouter(tags=["ngsi-ld"])
 
@@ -470,17 +471,9 @@ def _temporal(
         for quantity, target in model.targets.items():
             if wanted is not None and target.name not in wanted:
                 continue
-            rows = conn.execute(
-                _rollup_statement(resolution),
-                {
-                    "sensor": key,
-                    "quantity": QUANTITIES[quantity].key,
-                    "start": start,
-                    "end": end,
-                    "whole_start": _ceil(start, resolution),
-                    "whole_end": _floor(end, resolution),
-                },
-            ).fetchall()
+            statement, values = rollup_query(resolution, key, QUANTITIES[quantity].key, start, end)
+            # Never prepared, as /readings: a generic plan would plan every partition.
+            rows = conn.execute(statement, values, prepare=False).fetchall()
             if rows:
                 entity[target.name] = _aggregated(rows, methods, target, resolution, end)
         if len(entity) == 2:
@@ -505,7 +498,8 @@ def _aggregated(
     for method in methods:
         attribute[method] = []
     for bucket, mean, low, high, count in rows:
-        stop = min(_floor(bucket, resolution) + timedelta(seconds=_WIDTH_S[resolution]), end)
+        width = timedelta(seconds=_WIDTH_S[resolution])
+        stop = min(rollups.floor(bucket, width) + width, end)
         span = [bucket.isoformat().replace("+00:00", "Z"), stop.isoformat().replace("+00:00", "Z")]
         values = {
             "avg": mean * target.scale,

@@ -33,10 +33,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from gateway.kinds import KINDS, QUANTITIES
 from services.settings import Settings
-from services.storage.rollups import tiled
+from services.storage import rollups
 
 from ..deps import Reader, read_connection
-from ..problems import Problem, invalid, responses
+from ..problems import Problem, invalid, limit_refused, responses, span_text
 
 router = APIRouter(tags=["readings"])
 
@@ -44,7 +44,6 @@ AUTO_POINTS = 2000
 # A hard cap on one answer (~5 MB of JSON): a client wanting more pages by time range.
 MAX_POINTS = 100_000
 DEFAULT_SPAN = timedelta(hours=24)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Resolution(StrEnum):
@@ -118,19 +117,14 @@ def span_problem(
         return None
     setting = f"URBANPULSE_API_MAX_SPAN_{served.value.upper()}"
     coarsest = served is Resolution.DAY
-    problem = invalid(
+    return limit_refused(
         "query.start" if coarsest else "query.resolution",
-        f"{served.value} readings cover at most {_days(limit)} ({setting}); this range covers "
-        f"{_days(end - start)}: narrow it"
+        f"{served.value} readings cover at most {span_text(limit)} ({setting}); this range covers "
+        f"{span_text(end - start)}: narrow it"
         + ("" if coarsest else " or choose a coarser resolution"),
+        setting,
+        seconds=limit.total_seconds(),
     )
-    problem.extensions["limit"] = {"setting": setting, "seconds": limit.total_seconds()}
-    return problem
-
-
-def _days(span: timedelta) -> str:
-    days = span.total_seconds() / 86400
-    return f"{days:g} days" if days >= 1 else f"{span.total_seconds():g} s"
 
 
 def expected_points(resolution: Resolution, span_s: float, interval_s: float) -> float:
@@ -270,17 +264,10 @@ async def _read(
                 "query.resolution", f"raw over this range is more than {MAX_POINTS} points"
             )
     else:
-        cursor = await conn.execute(
-            _rollup_statement(served),
-            {
-                "sensor": sensor_key,
-                "quantity": key,
-                "start": start,
-                "end": end,
-                "whole_start": _ceil(start, served),
-                "whole_end": _floor(end, served),
-            },
-        )
+        statement, values = rollup_query(served, sensor_key, key, start, end)
+        # Never prepared: a generic plan knows no bound, so it would plan every partition of
+        # readings that a cut minute's raw legs may read, and prune them only as it starts.
+        cursor = await conn.execute(statement, values, prepare=False)
         rows = await cursor.fetchall()
     wants_csv = format is Format.CSV or (
         format is None and "text/csv" in request.headers.get("accept", "")
@@ -334,41 +321,45 @@ def _json(
 
 # A piece of a bucket cut by start or end, stamped with the piece's start: its readings from
 # the rollups that tile it (an empty piece gives no row).
-_PIECE = (
-    "SELECT {lo}, sum(r.sum) / sum(r.count), min(r.min), max(r.max), sum(r.count)::bigint "
-    "FROM {tiles} AS r HAVING sum(r.count) > 0"
-)
+def _piece(lo: str, hi: str, cut_minutes: str | None) -> str:
+    tiles = rollups.tiled("%(sensor)s", lo, hi, "%(quantity)s", cut_minutes=cut_minutes)
+    point = "sum(r.sum) / sum(r.count), min(r.min), max(r.max), sum(r.count)::bigint"
+    return f"SELECT {lo}, {point} FROM {tiles} AS r HAVING sum(r.count) > 0"  # noqa: S608
 
 
-def _rollup_statement(served: Resolution) -> str:
-    """The points at ``served`` over [start, end): whole buckets from its rollup, the cut
-    buckets at either edge tiled (the left piece ends where whole buckets start or at end; the
-    right one starts where whole buckets end, never before the left piece's end)."""
-    left_hi = "least(%(whole_start)s::timestamptz, %(end)s::timestamptz)"
-    right_lo = "greatest(%(whole_end)s::timestamptz, %(whole_start)s::timestamptz)"
-    left = _PIECE.format(
-        lo="%(start)s::timestamptz",
-        tiles=tiled("%(sensor)s", "%(start)s::timestamptz", left_hi, "%(quantity)s"),
-    )
-    right = _PIECE.format(
-        lo=right_lo,
-        tiles=tiled("%(sensor)s", right_lo, "%(end)s::timestamptz", "%(quantity)s"),
-    )
-    whole = (
+def rollup_query(
+    served: Resolution, sensor: int, quantity: int, start: datetime, end: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of the points at ``served`` over [start, end): whole buckets
+    from its rollup, the cut buckets at either edge tiled. The left piece ends where whole
+    buckets start (or at end); the right one starts where whole buckets end, never before the
+    left piece's end. Every bound is a bind parameter, the minutes a piece's bounds cut too, so
+    the planner prunes the partitions of ``readings`` a piece does not need; a piece on whole
+    minutes reads no raw readings, and an empty piece is left out."""
+    width = timedelta(seconds=_WIDTH_S[served])
+    whole_start, whole_end = rollups.ceil(start, width), rollups.floor(end, width)
+    left_end, right_start = min(whole_start, end), max(whole_end, whole_start)
+    values: dict[str, Any] = {
+        "sensor": sensor,
+        "quantity": quantity,
+        "start": start,
+        "end": end,
+        "whole_start": whole_start,
+        "whole_end": whole_end,
+        "left_end": left_end,
+        "right_start": right_start,
+    }
+    parts = [
         f"SELECT bucket, sum / count, min, max, count FROM {_TABLE[served]} "  # noqa: S608 - table name from _TABLE
         "WHERE sensor_key = %(sensor)s AND quantity_key = %(quantity)s "
         "AND bucket >= %(whole_start)s AND bucket < %(whole_end)s"
-    )
-    return f"{left}\nUNION ALL {whole}\nUNION ALL {right}\nORDER BY 1"
-
-
-def _ceil(moment: datetime, resolution: Resolution) -> datetime:
-    floor = _floor(moment, resolution)
-    return floor if floor == moment else floor + timedelta(seconds=_WIDTH_S[resolution])
-
-
-def _floor(moment: datetime, resolution: Resolution) -> datetime:
-    """The start of the bucket holding ``moment`` (buckets are aligned on the epoch, UTC)."""
-    # Exact to the microsecond (a float timestamp is not, far from 1970).
-    width = timedelta(seconds=_WIDTH_S[resolution])
-    return _EPOCH + ((moment - _EPOCH) // width) * width
+    ]
+    if start < left_end:
+        cut, cut_values = rollups.cut_minutes([start, left_end], name="left_cut")
+        parts.insert(0, _piece("%(start)s::timestamptz", "%(left_end)s::timestamptz", cut))
+        values.update(cut_values)
+    if right_start < end:
+        cut, cut_values = rollups.cut_minutes([right_start, end], name="right_cut")
+        parts.append(_piece("%(right_start)s::timestamptz", "%(end)s::timestamptz", cut))
+        values.update(cut_values)
+    return "\nUNION ALL ".join(parts) + "\nORDER BY 1", values

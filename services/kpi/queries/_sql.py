@@ -1,27 +1,30 @@
-"""SQL pieces every KPI query shares: the buckets, the rollup to read, the sensors expected.
+"""SQL pieces every KPI query shares: the buckets, the sensors expected, the rollup rows.
 
 A query built on these reads the buckets as ``buckets(bucket_start, bucket_end, observed_end)``
 (``observed_end`` is ``bucket_end`` capped at the transaction's ``now()``, so a period still
 running expects readings only up to now) and binds :func:`params` (named parameters
-``bucket_starts``, ``bucket_ends``, ``districts``). Rollup names come from :func:`rollup_for` and
-go into the text with ``psycopg.sql.Identifier``; every value is a bind parameter.
+``bucket_starts``, ``bucket_ends``, ``districts``); every value is a bind parameter.
 
 A query reads rollup rows of a sensor over a range with :func:`tiled`, which answers any range
 from the coarsest rollups that tile it exactly (whole UTC days, then hours, then minutes, then
-the raw readings of a partial minute), so bounds off the hour cost what whole days cost.
+the raw readings of a partial minute), so bounds off the hour cost what whole days cost. Its
+``cut_minutes`` comes from :func:`cut_minutes`, so that raw readings are read (and planned) only
+in the minutes a range cuts.
 
 The fragments refer to the registry row as ``s`` and the bucket as ``b``.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
+
+from services.storage import rollups
 
 # Re-exported: the queries take it from here with the other fragments.
 from services.storage.rollups import tiled as tiled  # noqa: PLC0414 (explicit re-export)
@@ -55,28 +58,20 @@ EXPECTED_READINGS = f"({ACTIVE_SECONDS} / s.interval_s)"
 WANTED_GROUP = """(grouping(district_id) = 1 OR (district_id IS NOT NULL
     AND (%(districts)s::text[] IS NULL OR district_id = ANY(%(districts)s::text[]))))"""
 
-_ROLLUPS = (
-    ("readings_1d", timedelta(days=1)),
-    ("readings_1h", timedelta(hours=1)),
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def rollup_for(query: KpiQuery) -> str:
-    """The coarsest rollup whose buckets tile every bucket of ``query`` exactly: ``readings_1d``
-    when all bounds are whole UTC days, ``readings_1h`` when whole hours, else ``readings_1m``."""
-    bounds = [moment for bucket in query.buckets for moment in bucket]
-    for name, width in _ROLLUPS:
-        if all((moment - _EPOCH) % width == timedelta(0) for moment in bounds):
-            return name
-    return "readings_1m"
-
 
 def params(query: KpiQuery, **extra: Any) -> dict[str, Any]:
-    """The named parameters of the shared fragments, plus the query's own."""
+    """The named parameters of the shared fragments (those of :func:`cut_minutes` too), plus the
+    query's own."""
     starts, ends = query.bucket_arrays()
     districts = list(query.districts) if query.districts is not None else None
-    return {"bucket_starts": starts, "bucket_ends": ends, "districts": districts, **extra}
+    _, cuts = _bucket_cuts(query)
+    return {
+        "bucket_starts": starts,
+        "bucket_ends": ends,
+        "districts": districts,
+        **cuts,
+        **extra,
+    }
 
 
 def fetch_rows(
@@ -86,7 +81,9 @@ def fetch_rows(
 ) -> list[KpiRow]:
     """Run a KPI query whose columns are (bucket_start, district_id, value, sources_used,
     sources_expected, completeness, detail) and return its rows as :class:`KpiRow`."""
-    rows = conn.execute(statement, values).fetchall()
+    # Never prepared: a generic plan knows no bucket bound, so the raw legs of the minutes they
+    # cut (``tiled``) would be planned over every partition of readings, pruned only as it starts.
+    rows = conn.execute(statement, values, prepare=False).fetchall()
     return [
         KpiRow(
             bucket=bucket,
@@ -101,19 +98,9 @@ def fetch_rows(
     ]
 
 
-def compose(template: str, query: KpiQuery) -> sql.Composed:
-    """``template`` with ``{rollup}`` replaced by the rollup :func:`rollup_for` picks (literal
-    braces in the SQL must be doubled)."""
-    return sql.SQL(template).format(rollup=sql.Identifier(rollup_for(query)))
-
-
 SERVICE_SPAN = """greatest(b.bucket_start, s.installed_at) AS service_start,
            least(b.observed_end, s.retired_at) AS service_end"""
 """A sensor's time in service within a bucket (up to now), as two columns."""
-
-_ONE_DAY = timedelta(days=1)
-_HOUR = timedelta(hours=1)
-_NO_OFFSET = timedelta(0)
 
 # The sensors of %(kind)s in service in each bucket and their local days (%(tz)s), cut at the
 # bucket's edges, with the readings each sensor-day owes (up to now, for a bucket still running):
@@ -146,23 +133,34 @@ sensor_days AS (
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
 
-def local_day_rollup(query: KpiQuery) -> str:
-    """The coarsest rollup that tiles both the buckets of ``query`` and the local days inside
-    them: the daily rollup only where local days are UTC days, the hourly one where the city's
-    UTC offset is a whole number of hours throughout, else the minute rollup."""
-    rollup = rollup_for(query)
-    if rollup == "readings_1m":
-        return rollup
+_DAY = timedelta(days=1)
+_NO_OFFSET = timedelta(0)
+
+
+def cut_minutes(query: KpiQuery, *, local_days: bool = False) -> str | None:
+    """:func:`tiled`'s ``cut_minutes`` for the ranges ``query`` tiles: the minutes its bucket
+    bounds cut (their parameters are in :func:`params`), or None. With ``local_days``
+    (``SENSOR_DAYS``) the local midnights of the city's timezone bound ranges too: today's zones
+    are whole minutes off UTC, older ones were not (Paris was UTC+00:09:21 until 1911), and a
+    period with such midnights reads the raw readings of every minute it cuts (``"true"``)."""
+    condition, _ = _bucket_cuts(query)
+    if local_days and _midnights_off_minute(query):
+        return "true"
+    return condition
+
+
+def _bucket_cuts(query: KpiQuery) -> tuple[str | None, dict[str, Any]]:
+    return rollups.cut_minutes(moment for bucket in query.buckets for moment in bucket)
+
+
+def _midnights_off_minute(query: KpiQuery) -> bool:
     zone = ZoneInfo(query.settings.timezone)
     # One sample a day finds every offset the zone takes in the period (none lasts under a day).
-    moments = [moment for bucket in query.buckets for moment in bucket]
     moment = query.start
-    while moment < query.end:
-        moments.append(moment)
-        moment += _ONE_DAY
-    offsets = {moment.astimezone(zone).utcoffset() or _NO_OFFSET for moment in moments}
-    if offsets == {_NO_OFFSET}:
-        return rollup
-    if all(offset % _HOUR == _NO_OFFSET for offset in offsets):
-        return "readings_1h"
-    return "readings_1m"
+    while True:
+        offset = moment.astimezone(zone).utcoffset() or _NO_OFFSET
+        if offset % rollups.MINUTE:
+            return True
+        if moment >= query.end:
+            return False
+        moment = min(moment + _DAY, query.end)

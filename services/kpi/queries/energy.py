@@ -37,7 +37,7 @@ from ._sql import (
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
     WANTED_GROUP,
-    compose,
+    cut_minutes,
     fetch_rows,
     params,
     tiled,
@@ -45,7 +45,21 @@ from ._sql import (
 
 _FEEDER_QUANTITIES = "ANY(ARRAY[%(power)s, %(voltage)s])"
 
-_INTERRUPTIONS = f"""
+
+def _interruptions_sql(value: str, cut: str | None) -> str:
+    """ENE-1 and ENE-2's statement, ``value`` their column of ``indices`` (``cut``: the minutes
+    its bounds cut, ``_sql.cut_minutes``)."""
+    period_tiles = tiled(
+        "f.key",
+        "%(period_start)s::timestamptz",
+        "%(period_end)s::timestamptz",
+        _FEEDER_QUANTITIES,
+        cut_minutes=cut,
+    )
+    bucket_tiles = tiled(
+        "f.key", "f.bucket_start", "f.bucket_end", _FEEDER_QUANTITIES, cut_minutes=cut
+    )
+    return f"""
 WITH {BUCKETS_CTE},
 feeders AS (
     -- feeder meters in service at some time of the period: the ones whose minutes we scan
@@ -57,11 +71,7 @@ zero_spans AS (
     -- the days with an outage, not all 525,600 of them
     SELECT DISTINCT f.key, f.interval_s, r.first_time, r.last_time
     FROM feeders f
-    CROSS JOIN LATERAL {
-    tiled(
-        "f.key", "%(period_start)s::timestamptz", "%(period_end)s::timestamptz", _FEEDER_QUANTITIES
-    )
-} r
+    CROSS JOIN LATERAL {period_tiles} r
     WHERE r.min <= 0
 ),
 candidates AS (
@@ -107,7 +117,7 @@ served AS (
 received AS (
     SELECT f.bucket_start, f.key, r.quantity_key, sum(r.count) AS n
     FROM served f
-    CROSS JOIN LATERAL {tiled("f.key", "f.bucket_start", "f.bucket_end", _FEEDER_QUANTITIES)} r
+    CROSS JOIN LATERAL {bucket_tiles} r
     GROUP BY 1, 2, 3
 ),
 per_feeder AS (
@@ -139,7 +149,7 @@ indices AS (
     HAVING {WANTED_GROUP}
 )
 SELECT bucket_start, district_id,
-       {{value}} AS value,
+       {value} AS value,
        sources_used, sources_expected, completeness,
        jsonb_build_object(
            'customers_served', customers_served,
@@ -156,15 +166,15 @@ FROM indices
 ORDER BY bucket_start, district_id NULLS LAST
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
+
 _SAIFI = "customer_interruptions / nullif(customers_served, 0)"
 _SAIDI = "customer_minutes / nullif(customers_served, 0)"
 
 
 def _interruptions(conn: psycopg.Connection[TupleRow], query: KpiQuery, value: str) -> list[KpiRow]:
-    statement = compose(_INTERRUPTIONS.replace("{value}", value), query)
     return fetch_rows(
         conn,
-        statement,
+        _interruptions_sql(value, cut_minutes(query)),
         params(
             query,
             power=QUANTITIES["power"].key,
@@ -186,7 +196,10 @@ def saidi(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     return _interruptions(conn, query, _SAIDI)
 
 
-_RENEWABLE_SHARE = f"""
+def _renewable_share(cut: str | None) -> str:
+    """ENE-3's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("g.key", "g.bucket_start", "g.bucket_end", "%(energy)s", cut_minutes=cut)
+    return f"""
 WITH {BUCKETS_CTE},
 registers AS (
     SELECT b.bucket_start, b.bucket_end, s.key, s.kind, s.district_id, s.interval_s,
@@ -206,7 +219,7 @@ register_spans AS (
 received AS (
     SELECT g.bucket_start, g.key, sum(r.count) AS n
     FROM registers g
-    CROSS JOIN LATERAL {tiled("g.key", "g.bucket_start", "g.bucket_end", "%(energy)s")} r
+    CROSS JOIN LATERAL {tiles} r
     GROUP BY 1, 2
 ),
 energies AS (
@@ -243,7 +256,7 @@ def renewable_share(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list
     """ENE-3: (E_pv + f_grid E_feeder) / (E_feeder + E_pv), in %."""
     return fetch_rows(
         conn,
-        compose(_RENEWABLE_SHARE, query),
+        _renewable_share(cut_minutes(query)),
         params(
             query,
             energy=QUANTITIES["energy"].key,

@@ -46,13 +46,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import TupleRow
 
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, params, tiled
+from ._sql import SENSOR_DAYS, WANTED_GROUP, cut_minutes, fetch_rows, params, tiled
 
 # The share of expected readings that makes a station-day valid (KPIS.md, EU 2008/50/EC).
 VALID_DAY_SHARE = 0.75
@@ -75,12 +74,16 @@ HAVING {WANTED_GROUP}
 ORDER BY bucket_start, district_id NULLS LAST
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
-_AIR = """
+
+def _air_days(cut: str | None) -> str:
+    """AIR-n's station values after ``SENSOR_DAYS`` (``cut``: ``_sql.cut_minutes``)."""
+    tiles = tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s", cut_minutes=cut)
+    return f"""
 , day_means AS (
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
            coalesce(sum(r.count), 0) AS delivered, sum(r.sum) / sum(r.count) AS mean
     FROM sensor_days AS sd
-    LEFT JOIN LATERAL {tiled} AS r ON true
+    LEFT JOIN LATERAL {tiles} AS r ON true
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
 ),
 station_values AS (
@@ -95,7 +98,8 @@ station_values AS (
     ) AS days
     GROUP BY bucket_start, id, district_id
 )
-"""
+"""  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
+
 
 # Energy is 10^(L/10); every reading of a minute counts with that minute's mean level.
 _NOISE = """
@@ -108,7 +112,7 @@ _NOISE = """
            10 * log(sum(r.count * power(10::float8, r.sum / r.count / 10)) / sum(r.count))
                AS level
     FROM sensor_days AS sd
-    JOIN {rollup} AS r
+    JOIN readings_1m AS r
       ON r.sensor_key = sd.key AND r.quantity_key = %(quantity)s
      AND r.bucket >= sd.day_start AND r.bucket < sd.day_end
     CROSS JOIN LATERAL (SELECT extract(hour FROM r.bucket AT TIME ZONE %(tz)s) AS local_hour) AS lh
@@ -150,15 +154,10 @@ def _run(
     query: KpiQuery,
     per_station: str,
     *,
-    rollup: str,
     kind: str,
     quantity: str,
 ) -> list[KpiRow]:
-    template = sql.SQL(SENSOR_DAYS + per_station + _WORST_STATION_PER_SCOPE)
-    statement = template.format(
-        rollup=sql.Identifier(rollup),
-        tiled=sql.SQL(tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s")),
-    )
+    statement = SENSOR_DAYS + per_station + _WORST_STATION_PER_SCOPE
     values = params(
         query,
         kind=kind,
@@ -171,8 +170,8 @@ def _run(
 
 def _air(quantity: str) -> Computation:
     def compute(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
-        # The rollup rows come from _sql.tiled; {rollup} names no table in _AIR.
-        return _run(conn, query, _AIR, rollup="readings_1m", kind="air_quality", quantity=quantity)
+        per_station = _air_days(cut_minutes(query, local_days=True))
+        return _run(conn, query, per_station, kind="air_quality", quantity=quantity)
 
     compute.__name__ = f"air_{quantity}"
     compute.__doc__ = f"Worst valid station's mean {quantity} per district and for the city."
@@ -181,8 +180,7 @@ def _air(quantity: str) -> Computation:
 
 def noise_lden(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     """NOI-1: the loudest station's Lden per district and for the city."""
-    # Energy means need the minute rollup whatever the buckets (module docstring).
-    return _run(conn, query, _NOISE, rollup="readings_1m", kind="noise", quantity="laeq")
+    return _run(conn, query, _NOISE, kind="noise", quantity="laeq")
 
 
 COMPUTATIONS: Mapping[str, Computation] = {

@@ -28,13 +28,17 @@ from ._sql import (
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
     WANTED_GROUP,
-    compose,
+    cut_minutes,
     fetch_rows,
     params,
     tiled,
 )
 
-_METERS_REPORTING = f"""
+
+def _meters_reporting(cut: str | None) -> str:
+    """ICT-1's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("m.key", "m.bucket_start", "m.bucket_end", cut_minutes=cut)
+    return f"""
 WITH {BUCKETS_CTE},
 meters AS (
     SELECT b.bucket_start, b.bucket_end, s.key, s.district_id,
@@ -45,7 +49,8 @@ meters AS (
 received AS (
     -- readings per meter and quantity; a meter's reading sets are those of its fullest quantity
     SELECT m.bucket_start, m.key, r.quantity_key, sum(r.count) AS n
-    FROM meters m CROSS JOIN LATERAL {tiled("m.key", "m.bucket_start", "m.bucket_end")} r
+    FROM meters m
+    CROSS JOIN LATERAL {tiles} r
     GROUP BY 1, 2, 3
 ),
 per_meter AS (
@@ -75,7 +80,7 @@ def meters_reporting(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> lis
     """ICT-1: % of registered electricity meters that are smart and have at least one reading in
     the bucket."""
     values = params(query, smart_default=bool(KINDS["electricity_meter"].smart))
-    return fetch_rows(conn, compose(_METERS_REPORTING, query), values)
+    return fetch_rows(conn, _meters_reporting(cut_minutes(query)), values)
 
 
 COMPUTATIONS: Mapping[str, Computation] = {"ICT-1": meters_reporting}

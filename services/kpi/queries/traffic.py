@@ -45,7 +45,7 @@ from ._sql import (
     SENSOR_EXPECTED,
     SERVICE_SPAN,
     WANTED_GROUP,
-    compose,
+    cut_minutes,
     fetch_rows,
     params,
     tiled,
@@ -155,7 +155,11 @@ HAVING {WANTED_GROUP}
 ORDER BY bucket_start, district_id NULLS LAST
 """  # noqa: S608 (the text is this package's constant fragments; values are bind parameters)
 
-_MONITORING_COVERAGE = f"""
+
+def _monitoring_coverage(cut: str | None) -> str:
+    """TRA-2's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("sg.key", "sg.bucket_start", "sg.bucket_end", "%(count)s", cut_minutes=cut)
+    return f"""
 WITH {BUCKETS_CTE},
 segments AS (
     SELECT b.bucket_start, b.bucket_end, s.key, s.district_id,
@@ -169,7 +173,7 @@ per_segment AS (
     SELECT sg.bucket_start, sg.district_id, sg.length_km, sg.expected,
            coalesce(sum(r.count), 0) AS delivered
     FROM segments AS sg
-    LEFT JOIN LATERAL {tiled("sg.key", "sg.bucket_start", "sg.bucket_end", "%(count)s")} AS r
+    LEFT JOIN LATERAL {tiles} AS r
            ON true
     GROUP BY sg.bucket_start, sg.key, sg.district_id, sg.length_km, sg.expected
 ),
@@ -222,7 +226,7 @@ def monitoring_coverage(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> 
         count=QUANTITIES["count"].key,
         monitored_share=MONITORED_SHARE,
     )
-    return fetch_rows(conn, compose(_MONITORING_COVERAGE, query), values)
+    return fetch_rows(conn, _monitoring_coverage(cut_minutes(query)), values)
 
 
 COMPUTATIONS: Mapping[str, Computation] = {

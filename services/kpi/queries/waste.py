@@ -23,20 +23,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import TupleRow
 
 from gateway.kinds import QUANTITIES
 
 from ..model import Computation, KpiQuery, KpiRow
-from ._sql import SENSOR_DAYS, WANTED_GROUP, fetch_rows, params, tiled
+from ._sql import SENSOR_DAYS, WANTED_GROUP, cut_minutes, fetch_rows, params, tiled
 
-_OVERFLOW_RATE = f"""
+
+def _overflow_rate(cut: str | None) -> str:
+    """WST-1's statement after ``SENSOR_DAYS`` (``cut``: ``_sql.cut_minutes``)."""
+    tiles = tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s", cut_minutes=cut)
+    return f"""
 , container_days AS (
     SELECT sd.bucket_start, sd.id, sd.district_id, sd.expected,
            coalesce(sum(r.count), 0) AS delivered, max(r.max) AS max_fill
     FROM sensor_days AS sd
-    LEFT JOIN LATERAL {tiled("sd.key", "sd.day_start", "sd.day_end", "%(quantity)s")} AS r
+    LEFT JOIN LATERAL {tiles} AS r
            ON true
     GROUP BY sd.bucket_start, sd.id, sd.district_id, sd.day_start, sd.expected
 ),
@@ -72,7 +75,7 @@ ORDER BY bucket_start, district_id NULLS LAST
 
 def container_overflow_rate(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> list[KpiRow]:
     """WST-1: % of observed container-days whose maximum fill reached the overflow threshold."""
-    statement = sql.SQL(SENSOR_DAYS + _OVERFLOW_RATE).format()
+    statement = SENSOR_DAYS + _overflow_rate(cut_minutes(query, local_days=True))
     values = params(
         query,
         kind="waste_container",

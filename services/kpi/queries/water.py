@@ -36,7 +36,7 @@ from ._sql import (
     EXPECTED_READINGS,
     SENSOR_EXPECTED,
     WANTED_GROUP,
-    compose,
+    cut_minutes,
     fetch_rows,
     params,
     tiled,
@@ -46,7 +46,11 @@ from ._sql import (
 # capture threshold the other KPIs use).
 INFLOW_COMPLETENESS_NEEDED = 0.75
 
-_NON_REVENUE_WATER = f"""
+
+def _non_revenue_water(cut: str | None) -> str:
+    """WAT-1's statement (``cut``: the minutes its bounds cut, ``_sql.cut_minutes``)."""
+    tiles = tiled("w.key", "w.bucket_start", "w.bucket_end", "%(flow)s", cut_minutes=cut)
+    return f"""
 WITH {BUCKETS_CTE},
 water_sensors AS (
     SELECT b.bucket_start, b.bucket_end, b.observed_end, s.key, s.kind, s.district_id, s.dma,
@@ -65,7 +69,7 @@ register_spans AS (
 inflow_reads AS (
     SELECT w.bucket_start, w.key, sum(r.count) AS n, sum(r.sum) AS total
     FROM water_sensors w
-    CROSS JOIN LATERAL {tiled("w.key", "w.bucket_start", "w.bucket_end", "%(flow)s")} r
+    CROSS JOIN LATERAL {tiles} r
     WHERE w.kind = 'water_inflow'
     GROUP BY 1, 2
 ),
@@ -135,7 +139,7 @@ def non_revenue_water(conn: psycopg.Connection[TupleRow], query: KpiQuery) -> li
     """WAT-1: 100 (SIV - C) / SIV over the balanced DMAs of each scope, in %."""
     return fetch_rows(
         conn,
-        compose(_NON_REVENUE_WATER, query),
+        _non_revenue_water(cut_minutes(query)),
         params(
             query,
             flow=QUANTITIES["flow"].key,
@@ -191,7 +195,7 @@ def drinking_water_compliance(conn: psycopg.Connection[TupleRow], query: KpiQuer
     """WAT-2: % of complete quality reading sets inside the WHO limits."""
     return fetch_rows(
         conn,
-        compose(_COMPLIANCE, query),
+        _COMPLIANCE,
         params(
             query,
             ph=QUANTITIES["ph"].key,

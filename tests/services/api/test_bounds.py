@@ -19,20 +19,27 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.kinds import QUANTITIES
 from services.api.app import create_app
+from services.api.routes.readings import Resolution, rollup_query
 from services.settings import Settings
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
 from services.storage.writer import ReadingWriter
 from tests.services.api.conftest import auth
 from tests.services.kpi.conftest import City
+from tests.services.storage.plans import raw_scans
 
 DAY1 = (datetime.now(UTC) - timedelta(days=4)).replace(hour=0, minute=0, second=0, microsecond=0)
 END = DAY1 + timedelta(days=2, hours=12)
 STEP = timedelta(seconds=20)
+SECOND = timedelta(seconds=1)
 # Off the day, the hour and the minute at both ends.
 START_OFF = DAY1 + timedelta(hours=5, minutes=17, seconds=30)
 END_OFF = DAY1 + timedelta(days=2, hours=7, minutes=43, seconds=10)
+# Off the day and the hour, on the minute: no raw readings needed.
+START_MINUTE = DAY1 + timedelta(hours=5, minutes=17)
+END_MINUTE = DAY1 + timedelta(days=2, hours=7, minutes=43)
 
 
 def _value(moment: datetime) -> float:
@@ -134,28 +141,29 @@ def test_a_series_off_the_hour_is_cut_exactly(
 
 
 @pytest.mark.usefixtures("station")
+@pytest.mark.parametrize(("start", "end"), [(START_OFF, END_OFF), (START_MINUTE, END_MINUTE)])
 def test_readings_off_the_hour_cut_their_edge_buckets_exactly(
-    api_client: TestClient, api_keys: dict[str, str]
+    api_client: TestClient, api_keys: dict[str, str], start: datetime, end: datetime
 ) -> None:
     body = _get(
         api_client,
         api_keys["service"],
         "/v1/sensors/air-d01-1/readings",
         quantity="pm25",
-        start=START_OFF.isoformat(),
-        end=END_OFF.isoformat(),
+        start=start.isoformat(),
+        end=end.isoformat(),
         resolution="1h",
     )
     points = body["points"]
     assert isinstance(points, list)
-    # Expected: the first point [START_OFF, next hour) stamped START_OFF, whole hours, the
-    # last one [END_OFF's hour, END_OFF).
-    edges = [START_OFF]
-    moment = START_OFF.replace(minute=0, second=0) + timedelta(hours=1)
-    while moment < END_OFF:
+    # Expected: the first point [start, next hour) stamped start, whole hours, the last one
+    # [end's hour, end).
+    edges = [start]
+    moment = start.replace(minute=0, second=0) + timedelta(hours=1)
+    while moment < end:
         edges.append(moment)
         moment += timedelta(hours=1)
-    edges.append(END_OFF)
+    edges.append(end)
     readings = _readings()
     expected = []
     for lo, hi in pairwise(edges):
@@ -170,6 +178,24 @@ def test_readings_off_the_hour_cut_their_edge_buckets_exactly(
         assert have[0] == want[0]
         assert have[1] == pytest.approx(want[1], rel=1e-12)
         assert have[2:] == want[2:]
+
+
+@pytest.mark.usefixtures("station")
+def test_readings_on_whole_minutes_plan_no_raw_readings(database_url: str) -> None:
+    pm25 = QUANTITIES["pm25"].key
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        row = conn.execute("SELECT key FROM sensors WHERE id = 'air-d01-1'").fetchone()
+        assert row is not None
+        key = int(str(row[0]))
+        whole = raw_scans(conn, *rollup_query(Resolution.HOUR, key, pm25, START_MINUTE, END_MINUTE))
+        cut = raw_scans(
+            conn, *rollup_query(Resolution.HOUR, key, pm25, START_MINUTE, END_MINUTE + SECOND)
+        )
+        # TimescaleDB's real-time aggregation reads the newest chunks of readings under the
+        # rollups whatever the bounds; a cut minute's raw legs come on top of it.
+        assert whole < cut
+        if storage_mode(conn) == "partitioned":
+            assert whole == 0
 
 
 def _refusal(response: object, field: str, setting: str) -> None:

@@ -145,6 +145,36 @@ def test_air_in_a_half_hour_time_zone(city: City, db: Conn) -> None:
     assert values == pytest.approx([10.0, 10.0, 30.0, 30.0])
 
 
+def test_air_station_days_cut_inside_a_minute(city: City, db: Conn) -> None:
+    # Paris kept its mean time, UTC+00:09:21, until 1911: local midnight on 3 November 1905 is
+    # 23:50:39 UTC on the 2nd. Over two whole UTC days (bounds on the minute) the station-days
+    # are [2 Nov 00:00, 23:50:39), [23:50:39, 3 Nov 23:50:39) and [23:50:39, 4 Nov 00:00) UTC,
+    # each cutting a minute whose readings on either side belong to different days.
+    start = datetime(1905, 11, 2, tzinfo=UTC)
+    cuts = [
+        start + DAY - timedelta(minutes=9, seconds=21),
+        start + 2 * DAY - timedelta(minutes=9, seconds=21),
+    ]
+    last_first = cuts[1] + timedelta(seconds=1)  # the third day's first reading, 23:50:40
+
+    def value(moment: datetime) -> float:
+        if moment < cuts[0]:
+            return 10.0
+        if moment < cuts[1]:
+            return 40.0
+        return 100.0 if moment == last_first else 70.0
+
+    city.district("centre")
+    station = city.sensor("air-c1", "air_quality", "centre", interval_s=20)
+    city.series(station, "pm25", start, start + 2 * DAY, step_s=20, value=value)
+    query = KpiQuery(buckets=[(start, start + 2 * DAY)], settings=CitySettings("Europe/Paris"))
+    # Day means 10, 40 and, over the 28 readings 23:50:40..23:59:40 (28.05 owed: valid),
+    # (100 + 27 x 70) / 28; a day missing its cut minute's readings would read 70 there.
+    expected = (10.0 + 40.0 + (100.0 + 27 * 70.0) / 28) / 3
+    city_row = COMPUTATIONS["AIR-1"](db, query)[-1]
+    assert city_row.value == pytest.approx(expected, rel=1e-12)
+
+
 def test_air_expects_readings_only_while_a_station_is_in_service(city: City, db: Conn) -> None:
     city.district("centre")
     # Installed at noon: day 1 expects 12 readings (valid from 9); 10 of them arrive.
