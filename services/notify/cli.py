@@ -4,7 +4,6 @@ dead letters."""
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services import logs
 from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
@@ -66,7 +66,7 @@ def run(
 ) -> None:
     """Deliver alert transitions to the subscriptions, every URBANPULSE_NOTIFY_INTERVAL."""
     settings, url = settings_for_command(database_url)
-    logging.basicConfig(level=settings.log_level)
+    logs.configure(settings.log_level, settings.log_format.value)
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         notifier = Notifier(conn, manage.config_from(settings))
         if once:

@@ -15,7 +15,9 @@ from .conftest import GATEWAY_RULE, Conn, raise_alert
 def _run(url: str, *args: str) -> tuple[int, str]:
     runner = CliRunner(env={"COLUMNS": "300"})
     result = runner.invoke(app, ["notify", *args, "--database-url", url])
-    return result.exit_code, result.output
+    # A success is what the command printed; a failure also shows its errors (stderr, where the
+    # log records go too).
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def test_subscriptions_add_list_remove(notify_url: str) -> None:
