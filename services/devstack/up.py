@@ -63,6 +63,8 @@ FIRST_ROUND_TIMEOUT_S = 120.0
 # that will never come.
 WIDEN_AFTER_S = 1800.0
 console = Console()
+# In a clone (not in an installed wheel, which carries no deploy/).
+GRAFANA_PROVISIONING = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "provisioning"
 
 
 def _server_data_dir(base: Path) -> Path:
@@ -152,6 +154,18 @@ def up(
                 else []
             ),
             ("live stream", f"{api_url}/v1/stream", "Server-Sent Events, same key"),
+            *(
+                [
+                    (
+                        "Grafana",
+                        str(GRAFANA_PROVISIONING),
+                        "provisioning for a Grafana 11.6 (datasource + 7 dashboards); or "
+                        "`urbanpulse dashboards push` to a running one",
+                    )
+                ]
+                if GRAFANA_PROVISIONING.is_dir()
+                else []
+            ),
         ]
         if city:
             with console.status("registering and starting the simulated city"):
