@@ -32,8 +32,10 @@ from services.kpi.catalog import KPIS
 from services.settings import Settings
 from services.storage.urls import libpq_url
 
-from ..deps import Reader, RegistryWriter, get_pool
+from ..deps import Reader, RegistryWriter, get_pool, statement_timeout_ms
 from ..problems import Problem, invalid_all, responses
+from .kpis import check_bounds
+from .readings import Resolution, span_problem
 
 router = APIRouter(tags=["data in and out"])
 
@@ -222,6 +224,10 @@ def export_readings(
             f"(URBANPULSE_OPEN_DATA_SENSOR_LEVEL={allowed}); ask for level=district",
         )
     selection = _selection(start, end, district, domain)
+    # The same spans per rollup as /readings: a stream is bounded in memory, not in work.
+    refused = span_problem(settings, Resolution(rollup.value), start, end)
+    if refused is not None:
+        raise refused
     pool = get_pool(request)
 
     def chunks() -> Iterator[bytes]:
@@ -253,8 +259,14 @@ def export_kpis(
     fmt: FormatQuery = OutputFormat.CSV,
 ) -> StreamingResponse:
     """KPI values of a period with rating, coverage and baseline, per district and the city."""
+    settings: Settings = request.app.state.settings
     selection = _selection(start, end, district, domain)
+    # The KPI endpoints' bounds: the longest range, the most buckets, a statement timeout.
+    check_bounds(settings, start, end, grain)
+    timeout_ms = statement_timeout_ms(settings.api_statement_timeout_kpis)
     with get_pool(request).connection() as conn:
+        # For this transaction only: the pooled connection keeps the default of other requests.
+        conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(timeout_ms),))
         try:
             rows = list(exporter.kpi_rows(conn, selection, grain))
         except ExportError as exc:

@@ -239,7 +239,7 @@ def series_length(start: datetime, end: datetime, grain: str) -> int | None:
     return (last - origin) // width - (first - origin) // width + 1
 
 
-def _check_bounds(settings: Settings, start: datetime, end: datetime, grain: str | None) -> None:
+def check_bounds(settings: Settings, start: datetime, end: datetime, grain: str | None) -> None:
     """Refuse, before any query or cached answer, a range or a series larger than the settings
     allow."""
     limit = settings.api_kpi_max_span
@@ -307,7 +307,7 @@ async def _values(
 ) -> KpiValues:
     """The answer from the cache, on the event loop; or computed once in a thread."""
     settings: Settings = request.app.state.settings
-    _check_bounds(settings, start, end, grain)
+    check_bounds(settings, start, end, grain)
     timeout_ms = statement_timeout_ms(settings.api_statement_timeout_kpis)
     cache = _cache_of(request)
     key = (kpi.id, start, end, grain, tuple(sorted(districts)) if districts else None, include_city)

@@ -167,3 +167,25 @@ def test_kpi_export_and_catalog(
 )
 def test_exports_need_a_key(api_client: TestClient, path: str) -> None:
     assert api_client.get(path, params=PERIOD).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "setting"),
+    [
+        # Found by schemathesis: a KPI export from 2000 to 5188 ran past the client's timeout.
+        ("/v1/exports/kpis", {"start": "2000-01-01T00:00:00Z", "end": "5188-01-01T00:00:00Z"},
+         "URBANPULSE_API_KPI_MAX_SPAN"),
+        ("/v1/exports/kpis", {**PERIOD, "grain": "hour", "end": "2030-01-01T00:00:00Z"},
+         "URBANPULSE_API_KPI_MAX_BUCKETS"),
+        ("/v1/exports/readings",
+         {"start": "2000-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z", "rollup": "raw"},
+         "URBANPULSE_API_MAX_SPAN_RAW"),
+    ],
+)  # fmt: skip
+def test_an_export_past_the_api_limits_is_refused_naming_the_setting(
+    api_client: TestClient, api_keys: dict[str, str], path: str, params: dict[str, str],
+    setting: str,
+) -> None:  # fmt: skip
+    response = api_client.get(path, params=params, headers=_auth(api_keys["service"]))
+    assert response.status_code == 422, response.text
+    assert setting in response.text

@@ -75,7 +75,8 @@ def test_up_starts_everything_and_keeps_data_across_restarts(data_dir: Path) -> 
     assert key not in first.stdout
     assert str(data_dir / "api-key") in first.stdout
     assert f"{settings['URBANPULSE_API_URL']}/console" in first.stdout  # where the console is
-    assert "Grafana" in first.stdout and "provisioning" in first.stdout
+    assert "Grafana" in first.stdout
+    assert "provisioning" in first.stdout
     assert (data_dir / "api-key").stat().st_mode & 0o077 == 0
     # Everything it started is stopped again.
     assert not _listening(database_url)
