@@ -55,8 +55,9 @@ GUARANTEE_SETTINGS = {
     "persistence": "true",
 }
 
-# deploy/mosquitto/acl, which production mounts, is a link to this package file: a wheel
-# install has no deploy/, and one file cannot drift from another.
+# make up's static ACL (every gateway by the %u pattern); deploy/mosquitto/acl links to this
+# package file, as a wheel install has no deploy/. Production generates its ACL from the
+# registry instead (`urbanpulse mqtt credentials sync`, services/mqtt_identity).
 ACL = resources.files("services.devstack").joinpath("mosquitto.acl").read_text(encoding="utf-8")
 INGEST_USER = "ingest"  # the name the ACL gives every gateway's topics to
 
