@@ -115,7 +115,7 @@ async def import_history(
         zone(timezone)
     except SourceError as exc:
         raise invalid_all([("query.timezone", str(exc))]) from None
-    spool = await _spooled_body(request, settings.import_max_body_bytes)
+    spool = await _spooled_body(request)
 
     def run() -> importer.ImportResult:
         assert settings.database_url is not None
@@ -139,28 +139,14 @@ async def import_history(
     return JSONResponse(result.as_dict())
 
 
-async def _spooled_body(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+async def _spooled_body(request: Request) -> Any:
+    """The body in a spooled file. Its size is bounded before it gets here: the body-limit
+    middleware refuses an import past URBANPULSE_IMPORT_MAX_BODY_BYTES while it streams in."""
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed by run()
-    size = 0
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            spool.close()
-            raise _too_large(limit)
         spool.write(chunk)
     spool.seek(0)
     return spool
-
-
-def _too_large(limit: int) -> Problem:
-    return Problem(
-        413,
-        detail=f"an import body may be at most {limit} bytes (URBANPULSE_IMPORT_MAX_BODY_BYTES); "
-        "import bigger files with `urbanpulse import`",
-    )
 
 
 def _selection(
