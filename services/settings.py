@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=10_000, description="most buckets of a KPI series"
     )
 
+    @field_validator("database_read_url", mode="before")
+    @classmethod
+    def _blank_read_url(cls, value: object) -> object:
+        # deploy/compose.yaml passes an empty URBANPULSE_DATABASE_READ_URL when no standby is
+        # configured (compose cannot leave a variable out conditionally): no replica.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url", "database_read_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:

@@ -53,3 +53,12 @@ def test_the_read_url_must_be_a_postgresql_url(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("URBANPULSE_DATABASE_READ_MAX_LAG", "0")
     with pytest.raises(SettingsError, match="URBANPULSE_DATABASE_READ_MAX_LAG"):
         load_settings()
+
+
+def test_an_empty_read_url_means_no_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What deploy/compose.yaml passes when no standby is configured.
+    monkeypatch.setenv("URBANPULSE_ENV_FILE", "/nonexistent")
+    monkeypatch.setenv("URBANPULSE_DATABASE_READ_URL", "")
+    assert load_settings().database_read_url is None
+    monkeypatch.setenv("URBANPULSE_DATABASE_READ_URL", "postgresql://replica/urbanpulse")
+    assert load_settings().database_read_url == "postgresql://replica/urbanpulse"
