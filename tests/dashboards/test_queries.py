@@ -124,6 +124,47 @@ def _check(
         assert panel_type == "table", panel_type
 
 
+def check_panel(
+    conn: psycopg.Connection[Any],
+    city: SeededCity,
+    model: dict[str, Any],
+    panel: dict[str, Any],
+    target: dict[str, Any],
+    district: str | None,
+) -> None:
+    """Run one panel target over each of its ranges, as Grafana would, on ``conn`` (in
+    autocommit) and check it returns what its panel needs; also run on a streaming standby by
+    tests/deploy/test_grafana_replica.py."""
+    variables = _variables(conn, model, district, city)
+    # The provisioned datasource leaves TimescaleDB off (its expansion works in both
+    # modes); in TimescaleDB mode the time_bucket expansion is run as well.
+    flags = (False, True) if city.mode == "timescaledb" else (False,)
+    for span in _ranges(panel):
+        end = city.ready
+        start = end - span
+        for timescaledb in flags:
+            sql = interpolate(
+                target["rawSql"],
+                variables,
+                start,
+                end,
+                panel_interval(start, end, minimum=MIN_INTERVAL),
+                timescaledb=timescaledb,
+            )
+            assert "$" not in sql, f"left unexpanded: {sql}"
+            with conn.cursor() as cursor:
+                cursor.execute(sql)  # type: ignore[arg-type]
+                try:
+                    _check(
+                        panel["type"],
+                        target,
+                        cursor,
+                        no_value="noValue" in panel.get("fieldConfig", {}).get("defaults", {}),
+                    )
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc} over {span}\n{sql}") from None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("district", [None, "d01"], ids=["all-districts", "d01"])
 @pytest.mark.parametrize(("model", "panel", "target"), PANELS)
@@ -135,34 +176,7 @@ def test_panel_query_returns_what_its_panel_needs(
     district: str | None,
 ) -> None:
     with psycopg.connect(libpq_url(seeded_city.url), autocommit=True) as conn:
-        variables = _variables(conn, model, district, seeded_city)
-        # The provisioned datasource leaves TimescaleDB off (its expansion works in both
-        # modes); in TimescaleDB mode the time_bucket expansion is run as well.
-        flags = (False, True) if seeded_city.mode == "timescaledb" else (False,)
-        for span in _ranges(panel):
-            end = seeded_city.ready
-            start = end - span
-            for timescaledb in flags:
-                sql = interpolate(
-                    target["rawSql"],
-                    variables,
-                    start,
-                    end,
-                    panel_interval(start, end, minimum=MIN_INTERVAL),
-                    timescaledb=timescaledb,
-                )
-                assert "$" not in sql, f"left unexpanded: {sql}"
-                with conn.cursor() as cursor:
-                    cursor.execute(sql)  # type: ignore[arg-type]
-                    try:
-                        _check(
-                            panel["type"],
-                            target,
-                            cursor,
-                            no_value="noValue" in panel.get("fieldConfig", {}).get("defaults", {}),
-                        )
-                    except AssertionError as exc:
-                        raise AssertionError(f"{exc} over {span}\n{sql}") from None
+        check_panel(conn, seeded_city, model, panel, target, district)
 
 
 def test_no_panel_reads_raw_readings() -> None:
