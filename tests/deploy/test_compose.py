@@ -15,13 +15,16 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
 
 from dashboards.build import GRAFANA_VERSION
+from tests.dashboards.grafana_provisioning import interpolate_value
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -45,9 +48,26 @@ def _ours(service: dict[str, Any]) -> bool:
     return str(service.get("image", "")).startswith("urbanpulse:")
 
 
-def _interpolate(text: str) -> str:
-    """Compose's interpolation with each variable's default (what an empty .env gives)."""
-    return VARIABLE.sub(lambda m: m.group(3) or "", text)
+def _interpolate(text: str, dotenv: Mapping[str, str] | None = None) -> str:
+    """Compose's interpolation (of one level, all this file uses) with the variables of a
+    ``.env``; by default an empty one, which leaves each variable's default."""
+    values = dotenv or {}
+
+    def sub(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2) or "", match.group(3) or ""
+        value = values.get(name)
+        given = value is not None and (value != "" or ":" not in operator)
+        if operator.endswith("-"):
+            return value if given and value is not None else argument
+        if operator.endswith("?"):
+            if not given or value is None:
+                raise ValueError(f"{name}: {argument}")
+            return value
+        if operator.endswith("+"):
+            return argument if given else ""
+        return value or ""
+
+    return VARIABLE.sub(sub, text)
 
 
 def _env_example() -> dict[str, str]:
@@ -305,3 +325,124 @@ def test_the_entrypoint_refuses_a_missing_secret_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "PGPASSWORD_FILE" in result.stderr
+
+
+def _stack(dotenv: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The services as compose resolves them for this .env: the YAML is parsed first, then
+    each string in it interpolated (so ``KEY: ${VAR:-}`` is an empty string, not a null), and
+    ``$$`` is a literal dollar."""
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        if isinstance(node, str):
+            return _interpolate(node, dotenv).replace("$$", "$")
+        return node
+
+    return dict(resolve(_compose())["services"])
+
+
+def _replica_example() -> dict[str, str]:
+    """The lines .env.example gives (commented out) for the ``replica`` profile."""
+    return dict(
+        re.findall(r"^#\s+(URBANPULSE_[A-Z_]+)=(\S+)$", (ROOT / ".env.example").read_text(), re.M)
+    )
+
+
+def test_compose_interpolation_as_emulated() -> None:
+    # The rules the datasource test below relies on, as compose documents them.
+    assert _interpolate("${A:-d}", {"A": ""}) == "d"
+    assert _interpolate("${A-d}", {"A": ""}) == ""
+    assert _interpolate("${A:-d}", {"A": "v"}) == "v"
+    assert _interpolate("${A:+x}", {"A": "v"}) == "x"
+    assert _interpolate("$${A}", {"A": "v"}) == "$${A}"
+    with pytest.raises(ValueError, match="needed"):
+        _interpolate("${A:?needed}", {"A": ""})
+
+
+@pytest.mark.parametrize("replica", [False, True], ids=["primary", "replica"])
+def test_grafanas_datasource_reads_the_standby_when_configured_else_the_primary(
+    replica: bool,
+) -> None:
+    """The provisioned datasource's address, as Grafana would expand it in the environment
+    compose gives its container (no Grafana server or Docker here: both expansions are
+    emulated, compose's above and Grafana's in tests/dashboards/grafana_provisioning.py)."""
+    dotenv = _env_example() | (_replica_example() if replica else {})
+    services = _stack(dotenv)
+    environment = {k: str(v) for k, v in services["grafana"]["environment"].items()}
+    environment["URBANPULSE_PG_PASSWORD"] = "from-the-secret-file"
+    (source,) = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "urbanpulse.yaml").read_text()
+    )["datasources"]
+    host, _, port = interpolate_value(source["url"], environment).partition(":")
+    assert (host, port) == (("standby" if replica else "timescaledb"), "5432")
+    # The role is the least-privilege login either way (the standby replays its grants).
+    assert interpolate_value(source["user"], environment) == "grafana"
+    assert interpolate_value(source["jsonData"]["database"], environment) == "urbanpulse"
+    # And with an empty .env the default is the primary too: compose gives the default,
+    # since Grafana's expansion has none.
+    assert (
+        _stack({"URBANPULSE_DOMAIN": "localhost"})["grafana"]["environment"]["URBANPULSE_PG_HOST"]
+        == "timescaledb:5432"
+    )
+    # The API's reads go where the same .env says: nowhere else by default.
+    read_url = services["api-1"]["environment"]["URBANPULSE_DATABASE_READ_URL"]
+    if replica:
+        assert read_url.startswith("postgresql://api@standby:5432/")
+        assert services["standby"]["profiles"] == ["replica"]
+    else:
+        assert read_url == ""
+
+
+def test_a_default_in_the_provisioning_file_would_silently_be_empty() -> None:
+    # Why the default lives in compose.yaml, not in the datasource file.
+    assert interpolate_value("${URBANPULSE_PG_HOST:-timescaledb:5432}", {}) == ""
+    datasource = (
+        DEPLOY / "grafana" / "provisioning" / "datasources" / "urbanpulse.yaml"
+    ).read_text()
+    assert not re.search(r"\$\{[A-Z_]+:", datasource)
+
+
+def test_the_standby_is_the_primarys_image_behind_the_replica_profile() -> None:
+    services = _services()
+    standby, primary = services["standby"], services["timescaledb"]
+    assert standby["profiles"] == ["replica"]
+    # A standby replays WAL: the same PostgreSQL and TimescaleDB build as the primary.
+    assert standby["image"] == primary["image"]
+    assert not primary.get("profiles")
+    mounts = {v.split(":")[1]: (DEPLOY / v.split(":")[0]).resolve() for v in standby["volumes"]}
+    entrypoint = mounts[standby["entrypoint"][0]]
+    assert entrypoint == DEPLOY / "postgres" / "standby" / "entrypoint.sh"
+    assert os.access(entrypoint, os.X_OK)
+    # Its own data volume, never the primary's.
+    data = "/var/lib/postgresql/data"
+    volume = next(v.split(":")[0] for v in standby["volumes"] if v.split(":")[1] == data)
+    assert volume != next(v.split(":")[0] for v in primary["volumes"] if v.endswith(data))
+    assert volume in _compose()["volumes"]
+    assert standby["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    assert standby["environment"]["URBANPULSE_PRIMARY_HOST"] == "timescaledb"
+    # Both ends of replication read the password from the same secret file.
+    assert "db_replication_password" in standby["secrets"]
+    assert "db_replication_password" in primary["secrets"]
+    # The primary's image runs every init script of deploy/postgres/initdb/ (the replication
+    # login among them) on its first start.
+    initdb = {
+        (DEPLOY / v.split(":")[0]).resolve()
+        for v in primary["volumes"]
+        if v.split(":")[1].startswith("/docker-entrypoint-initdb.d/")
+    }
+    assert initdb == set((DEPLOY / "postgres" / "initdb").glob("*.sh"))
+    # Readers of the standby do not need it to exist without the profile.
+    for name in ("grafana", "api-1", "api-2"):
+        assert services[name]["depends_on"]["standby"]["required"] is False, name
+
+
+def test_the_database_scripts_are_valid_shell() -> None:
+    # Run for real by tests/fixtures/replica.py (deployed_pair) and tests/deploy/test_roles.py.
+    for script in sorted((DEPLOY / "postgres").rglob("*.sh")):
+        result = subprocess.run(
+            ["sh", "-n", str(script)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, (script, result.stderr)
