@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from services.storage.partitions import maintain
 from tests.dashboards.conftest import SeededCity, seed
@@ -140,3 +141,34 @@ def test_grafana_on_the_standby_still_cannot_read_what_its_role_is_denied(
     wrong = pair.login_url("grafana", standby=True).replace(pair.passwords["grafana"], "wrong")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(wrong).close()
+
+
+def _districts(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT id FROM districts").fetchall()}
+
+
+def test_restarted_with_a_rotated_password_the_standby_catches_up(pair: DeployedPair) -> None:
+    """The entrypoint's second start: no new base backup (the data directory is kept), the
+    password file rewritten from the secret, streaming resumed from where it stopped. The old
+    password no longer works on the primary, so streaming again proves the new file is used."""
+    pair.stop_standby()
+    with psycopg.connect(pair.primary_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO districts (id, name) VALUES ('dzz', 'while stopped')")
+        rotated = "rotated:" + pair.passwords["replication"]  # a ':' the passfile must escape
+        conn.execute(sql.SQL("ALTER ROLE replicator PASSWORD {}").format(sql.Literal(rotated)))
+    secret = pair.secrets_dir / "db_replication_password"
+    secret.write_text(rotated + "\n")
+    pair.passwords["replication"] = rotated
+    identifier = (pair.standby_dir / "global" / "pg_control").stat().st_ino
+    pair.start_standby()
+    wait_for(
+        lambda: "dzz" in _districts(pair.login_url("grafana", standby=True)),
+        "the standby caught up after its restart",
+        timeout=60,
+    )
+    # The same data directory, not a new base backup.
+    assert (pair.standby_dir / "global" / "pg_control").stat().st_ino == identifier
+    with psycopg.connect(pair.primary_url) as conn:
+        senders = conn.execute("SELECT usename, state FROM pg_stat_replication").fetchall()
+    assert senders == [("replicator", "streaming")]
