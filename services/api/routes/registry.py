@@ -4,6 +4,9 @@ Everyone with ``read`` reads; writes need ``registry:write`` (engineers, admins)
 gateways are never deleted: ``DELETE`` retires them, like ``POST .../retire``, and the schema
 says so, because their readings and KPI history keep referring to them. A reference to an
 unknown district or gateway is a 422 naming the field; a second create of an id is a 409.
+
+The routes check and answer; every statement on the registry's tables is
+``services.storage.registry``'s (its ``tables``), which takes column names from the schema.
 """
 
 from __future__ import annotations
