@@ -206,7 +206,7 @@ class Settings(BaseSettings):
 
     # --- API hardening (issue 11): what one caller may cost the API. ---
     # Request bodies: refused with 413 while they stream in, past these sizes; a /v1 body's key
-    # is checked before any of it is read. The bulk route's own read stops at 10 MiB as well.
+    # is checked before any of it is read. The bulk limit is at most 10 MiB: it is parsed whole.
     api_max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest body of a route"
     )

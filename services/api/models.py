@@ -1,8 +1,10 @@
 """Request and response bodies of the registry routes.
 
 Create bodies are the manifest rows of ``services.storage.registry`` (the same checks as
-``urbanpulse registry load``), with examples for the OpenAPI schema; responses mirror the
-registry's columns.
+``urbanpulse registry load``), with examples for the OpenAPI schema; update bodies hold the
+fields a row may change; answers hold the columns the registry's tables read. A field name reaches
+SQL only as a column the schema has (the registry's tables refuse any other), and
+``tests/services/api/test_models.py`` checks these models against those columns.
 """
 
 from __future__ import annotations

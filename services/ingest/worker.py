@@ -40,7 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway import topics
 from gateway.receipts import encode_receipt
-from services.storage import ledger
+from services.storage import ledger, registry
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
 from services.storage.writer import ReadingWriter, WriteResult
@@ -638,20 +638,8 @@ class IngestWorker:
         pending: set[PendingSensor],
         status: list[GatewayStatus],
     ) -> None:
-        for sensor in pending:
-            # The gateway only if registered: an unknown gateway must not fail the batch.
-            conn.execute(
-                "INSERT INTO sensors (id, kind, domain, gateway_id, status) "
-                "SELECT %s, 'unknown', 'unknown', (SELECT id FROM gateways WHERE id = %s), "
-                "'pending' ON CONFLICT (id) DO NOTHING",
-                (sensor.sensor_id, sensor.gateway_id),
-            )
-        for gateway in status:
-            conn.execute(
-                "UPDATE gateways SET online = %s, "
-                "last_seen = CASE WHEN %s THEN now() ELSE last_seen END WHERE id = %s",
-                (gateway.online, gateway.seen_now, gateway.gateway_id),
-            )
+        registry.add_pending_sensors(conn, pending)
+        registry.record_gateway_status(conn, status)
 
     @staticmethod
     def _claim(

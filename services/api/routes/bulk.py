@@ -25,10 +25,6 @@ from ..problems import Problem, invalid_all, responses
 
 router = APIRouter(tags=["registry"])
 
-# 10 MiB holds a manifest of ~30,000 sensors, more than a field team registers at once; a
-# bigger body is refused before it is read into memory.
-MAX_BODY_BYTES = 10 * 1024 * 1024
-
 _EXAMPLE = {
     "districts": [{"id": "centre", "name": "Centre", "population": 42000}],
     "gateways": [{"id": "gw-centre-1", "district_id": "centre"}],
@@ -58,22 +54,10 @@ def _parse_json(data: bytes | str) -> Any:
 
 
 async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 past MAX_BODY_BYTES (declared or actually sent)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _too_large()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large() -> Problem:
-    return Problem(413, detail=f"a bulk body may be at most {MAX_BODY_BYTES} bytes; split it")
+    """The request body. Its size is bounded before it gets here: the body-limit middleware
+    (``services.api.guards``) refuses a body past URBANPULSE_API_MAX_BODY_BYTES_BULK while it
+    streams in."""
+    return await request.body()
 
 
 def _csv_manifest(data: bytes) -> dict[str, Any]:
@@ -109,7 +93,7 @@ def _csv_manifest(data: bytes) -> dict[str, Any]:
 
 def _report(errors: list[RowError]) -> Problem:
     problem = invalid_all(
-        [(_where(e), e.message) for e in errors],
+        [(e.where, e.message) for e in errors],
         f"{len(errors)} bad row(s); nothing was registered",
     )
     problem.extensions["rows"] = [
@@ -117,10 +101,6 @@ def _report(errors: list[RowError]) -> Problem:
         for e in errors
     ]
     return problem
-
-
-def _where(error: RowError) -> str:
-    return f"{error.section}[{error.index}]" + (f".{error.field}" if error.field else "")
 
 
 @router.post(

@@ -4,6 +4,9 @@ Everyone with ``read`` reads; writes need ``registry:write`` (engineers, admins)
 gateways are never deleted: ``DELETE`` retires them, like ``POST .../retire``, and the schema
 says so, because their readings and KPI history keep referring to them. A reference to an
 unknown district or gateway is a 422 naming the field; a second create of an id is a 409.
+
+The routes check and answer; every statement on the registry's tables is
+``services.storage.registry``'s (its ``tables``), which takes column names from the schema.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from urllib.parse import quote
 
 import psycopg
 from fastapi import APIRouter, Path, Query, Response, status
-from psycopg import sql
-from psycopg.rows import TupleRow, dict_row
-from psycopg.types.json import Jsonb
+from psycopg.rows import TupleRow
 
 from gateway.kinds import KINDS, QUANTITIES
+from services.storage import registry
 from services.storage.registry import (
     DistrictRow,
     FieldsError,
@@ -49,10 +51,6 @@ router = APIRouter(tags=["registry"])
 _READ = responses(401, 403, 422)
 _WRITE = responses(401, 403, 404, 409, 422)
 
-_DISTRICT_COLUMNS = list(District.model_fields)
-_GATEWAY_COLUMNS = list(Gateway.model_fields)
-_SENSOR_COLUMNS = list(Sensor.model_fields)
-_JSON_COLUMNS = {"boundary", "reference", "metadata"}
 # Raw readings newer than this answer "last value" before the 1-minute rollup catches up; older
 # ones come from the rollup's newest bucket (one index probe per quantity either way).
 _RAW_WINDOW = "15 minutes"
@@ -79,98 +77,34 @@ Q = Annotated[
 ]
 
 
-def _select(
-    conn: psycopg.Connection[TupleRow],
-    table: str,
-    columns: Sequence[str],
-    filters: dict[str, Any],
-    *,
-    q: str | None = None,
-    q_columns: Sequence[str] = ("id",),
-    after: str | None = None,
-    limit: int = 1,
-) -> list[dict[str, Any]]:
-    """Rows of ``table`` matching equality ``filters``, ``q`` and the keyset cursor, by id."""
-    where: list[sql.Composable] = [
-        sql.SQL("{} = %s").format(sql.Identifier(c)) for c, v in filters.items() if v is not None
-    ]
-    params: list[Any] = [v for v in filters.values() if v is not None]
-    if q:
-        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where.append(
-            sql.SQL("({})").format(
-                sql.SQL(" OR ").join(
-                    sql.SQL("{} ILIKE %s").format(sql.Identifier(c)) for c in q_columns
-                )
-            )
-        )
-        params.extend([pattern] * len(q_columns))
-    if after is not None:
-        where.append(sql.SQL("id > %s"))
-        params.append(after)
-    query = sql.SQL("SELECT {} FROM {} {} ORDER BY id LIMIT %s").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.Identifier(table),
-        sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
-    )
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
-
-
 def _one(
-    conn: psycopg.Connection[TupleRow], table: str, columns: Sequence[str], key: str, what: str
+    conn: psycopg.Connection[TupleRow],
+    table: registry.RegistryTable,
+    key: str,
+    columns: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    rows = _select(conn, table, columns, {"id": key})
-    if not rows:
-        raise Problem(404, detail=f"no {what} {key!r}")
-    return rows[0]
-
-
-def _exists(conn: psycopg.Connection[TupleRow], table: str, key: str) -> bool:
-    query = sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(sql.Identifier(table))
-    return conn.execute(query, (key,)).fetchone() is not None
+    row = table.get(conn, key, columns)
+    if row is None:
+        raise Problem(404, detail=f"no {table.what} {key!r}")
+    return row
 
 
 def _check_references(conn: psycopg.Connection[TupleRow], values: dict[str, Any]) -> None:
-    problems = [
-        (f"body.{column}", f"unknown {table[:-1]} {values[column]!r}")
-        for column, table in (("district_id", "districts"), ("gateway_id", "gateways"))
-        if values.get(column) is not None and not _exists(conn, table, values[column])
-    ]
+    problems = registry.unknown_references(conn, [values])
     if problems:
-        raise invalid_all(problems)
+        raise invalid_all((f"body.{column}", reason) for _, column, reason in problems)
 
 
-def _insert(conn: psycopg.Connection[TupleRow], table: str, values: dict[str, Any]) -> None:
-    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING").format(
-        sql.Identifier(table),
-        sql.SQL(", ").join(map(sql.Identifier, values)),
-        sql.SQL(", ").join(sql.Placeholder() * len(values)),
-    )
-    cursor = conn.execute(query, [_adapt(c, v) for c, v in values.items()])
-    if cursor.rowcount == 0:
-        raise Problem(409, detail=f"{table[:-1]} {values['id']!r} exists; PATCH it instead")
-
-
-def _update(
-    conn: psycopg.Connection[TupleRow], table: str, key: str, values: dict[str, Any]
+def _insert(
+    conn: psycopg.Connection[TupleRow], table: registry.RegistryTable, values: dict[str, Any]
 ) -> None:
-    if not values:
-        return
-    query = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(
-        sql.Identifier(table),
-        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values),
-    )
-    conn.execute(query, [*(_adapt(c, v) for c, v in values.items()), key])
+    if not table.insert(conn, values):
+        raise Problem(409, detail=f"{table.what} {values['id']!r} exists; PATCH it instead")
 
 
 def _location(collection: str, key: str) -> str:
     # Percent-encoded: a district id may hold any character, and headers carry only Latin-1.
     return f"/v1/{collection}/{quote(key, safe='')}"
-
-
-def _adapt(column: str, value: Any) -> Any:
-    return Jsonb(value) if column in _JSON_COLUMNS and value is not None else value
 
 
 def _refused(exc: FieldsError) -> Problem:
@@ -185,16 +119,7 @@ def list_districts(
     conn: ReadConn, _: Reader, q: Q = None, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[District]:
     """Districts by id; ``q`` matches id or name."""
-    rows = _select(
-        conn,
-        "districts",
-        _DISTRICT_COLUMNS,
-        {},
-        q=q,
-        q_columns=("id", "name"),
-        after=decode_cursor(cursor, str),
-        limit=limit + 1,
-    )
+    rows = registry.districts.find(conn, q=q, after=decode_cursor(cursor, str), limit=limit + 1)
     items, next_cursor = page_of(rows, limit, lambda r: r["id"])
     return Page[District](items=[District(**r) for r in items], next_cursor=next_cursor)
 
@@ -203,7 +128,7 @@ def list_districts(
     "/districts/{district_id}", response_model=District, responses=responses(401, 403, 404, 422)
 )
 def get_district(conn: ReadConn, _: Reader, district_id: DistrictId) -> District:
-    return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
+    return District(**_one(conn, registry.districts, district_id))
 
 
 @router.post(
@@ -213,16 +138,16 @@ def create_district(
     conn: Conn, _: RegistryWriter, body: DistrictCreate, response: Response
 ) -> District:
     values = DistrictRow.model_validate(body.model_dump()).model_dump()
-    _insert(conn, "districts", values)
+    _insert(conn, registry.districts, values)
     response.headers["Location"] = _location("districts", body.id)
-    return District(**_one(conn, "districts", _DISTRICT_COLUMNS, body.id, "district"))
+    return District(**_one(conn, registry.districts, body.id))
 
 
 @router.patch("/districts/{district_id}", response_model=District, responses=_WRITE)
 def update_district(
     conn: Conn, _: RegistryWriter, district_id: DistrictId, body: DistrictUpdate
 ) -> District:
-    _one(conn, "districts", ["id"], district_id, "district")
+    _one(conn, registry.districts, district_id, ["id"])
     values = body.model_dump(exclude_unset=True)
     if values.get("name", "") is None:
         raise invalid("body.name", "a district keeps a name")
@@ -232,8 +157,8 @@ def update_district(
         values = check_district_fields(values)
     except FieldsError as exc:
         raise _refused(exc) from None
-    _update(conn, "districts", district_id, values)
-    return District(**_one(conn, "districts", _DISTRICT_COLUMNS, district_id, "district"))
+    registry.districts.update(conn, district_id, values)
+    return District(**_one(conn, registry.districts, district_id))
 
 
 # --- gateways ---------------------------------------------------------------------------------
@@ -251,11 +176,9 @@ def list_gateways(
     limit: Limit = 100,
 ) -> Page[Gateway]:
     """Gateways by id, filtered by district and status (active, retired)."""
-    rows = _select(
+    rows = registry.gateways.find(
         conn,
-        "gateways",
-        _GATEWAY_COLUMNS,
-        {"district_id": district, "status": status_},
+        equal={"district_id": district, "status": status_},
         q=q,
         after=decode_cursor(cursor, str),
         limit=limit + 1,
@@ -268,7 +191,7 @@ def list_gateways(
     "/gateways/{gateway_id}", response_model=Gateway, responses=responses(401, 403, 404, 422)
 )
 def get_gateway(conn: ReadConn, _: Reader, gateway_id: GatewayId) -> Gateway:
-    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
+    return Gateway(**_one(conn, registry.gateways, gateway_id))
 
 
 @router.post(
@@ -279,41 +202,37 @@ def create_gateway(
 ) -> Gateway:
     values = GatewayRow.model_validate(body.model_dump()).model_dump()
     _check_references(conn, values)
-    _insert(conn, "gateways", values)
+    _insert(conn, registry.gateways, values)
     response.headers["Location"] = _location("gateways", body.id)
-    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, body.id, "gateway"))
+    return Gateway(**_one(conn, registry.gateways, body.id))
 
 
 @router.patch("/gateways/{gateway_id}", response_model=Gateway, responses=_WRITE)
 def update_gateway(
     conn: Conn, _: RegistryWriter, gateway_id: GatewayId, body: GatewayUpdate
 ) -> Gateway:
-    current = _one(conn, "gateways", ["id", "status"], gateway_id, "gateway")
+    current = _one(conn, registry.gateways, gateway_id, ["id", "status"])
     if current["status"] == "retired":
         raise Problem(409, detail=f"gateway {gateway_id!r} is retired")
     values = body.model_dump(exclude_unset=True)
     if "metadata" in values and values["metadata"] is None:
         values["metadata"] = {}
     _check_references(conn, values)
-    _update(conn, "gateways", gateway_id, values)
-    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
+    registry.gateways.update(conn, gateway_id, values)
+    return Gateway(**_one(conn, registry.gateways, gateway_id))
 
 
 def _retire_gateway(conn: psycopg.Connection[TupleRow], gateway_id: str) -> Gateway:
-    _one(conn, "gateways", ["id"], gateway_id, "gateway")
-    attached = conn.execute(
-        "SELECT count(*) FROM sensors WHERE gateway_id = %s AND status <> 'retired'",
-        (gateway_id,),
-    ).fetchone()
-    if attached and attached[0]:
+    _one(conn, registry.gateways, gateway_id, ["id"])
+    attached = registry.retire_gateway(conn, gateway_id)
+    if attached:
         raise Problem(
             409,
-            detail=f"gateway {gateway_id!r} still carries {attached[0]} sensor(s) not retired: "
+            detail=f"gateway {gateway_id!r} still carries {attached} sensor(s) not retired: "
             "move or retire them first",
-            sensors=attached[0],
+            sensors=attached,
         )
-    conn.execute("UPDATE gateways SET status = 'retired' WHERE id = %s", (gateway_id,))
-    return Gateway(**_one(conn, "gateways", _GATEWAY_COLUMNS, gateway_id, "gateway"))
+    return Gateway(**_one(conn, registry.gateways, gateway_id))
 
 
 @router.post("/gateways/{gateway_id}/retire", response_model=Gateway, responses=_WRITE)
@@ -351,11 +270,9 @@ def list_sensors(
     limit: Limit = 100,
 ) -> Page[Sensor]:
     """Sensors by id, filtered by district, kind, domain, status and gateway."""
-    rows = _select(
+    rows = registry.sensors.find(
         conn,
-        "sensors",
-        _SENSOR_COLUMNS,
-        {
+        equal={
             "district_id": district,
             "kind": kind,
             "domain": domain,
@@ -407,7 +324,7 @@ def get_sensor(conn: ReadConn, _: Reader, sensor_id: SensorId) -> SensorDetail:
 
 
 def _sensor_detail(conn: psycopg.Connection[TupleRow], sensor_id: str) -> SensorDetail:
-    row = _one(conn, "sensors", ["key", *_SENSOR_COLUMNS], sensor_id, "sensor")
+    row = _one(conn, registry.sensors, sensor_id, ["key", *registry.sensors.columns])
     key = row.pop("key")
     return SensorDetail(**row, last=last_readings(conn, key, row["kind"]))
 
@@ -434,7 +351,7 @@ def create_sensor(
     if values["status"] == "retired":
         raise invalid("body.status", "register a sensor active, pending or in maintenance")
     _check_references(conn, values)
-    _insert(conn, "sensors", values)
+    _insert(conn, registry.sensors, values)
     response.headers["Location"] = _location("sensors", body.id)
     return _sensor_detail(conn, body.id)
 
@@ -444,7 +361,7 @@ def update_sensor(
     conn: Conn, _: RegistryWriter, sensor_id: SensorId, body: SensorUpdate
 ) -> SensorDetail:
     """Change some fields of a sensor; a retired sensor stays as it was."""
-    current = _one(conn, "sensors", ["id", "status", "kind"], sensor_id, "sensor")
+    current = _one(conn, registry.sensors, sensor_id, ["id", "status", "kind"])
     if current["status"] == "retired":
         raise Problem(409, detail=f"sensor {sensor_id!r} is retired")
     values = body.model_dump(exclude_unset=True)
@@ -464,17 +381,13 @@ def update_sensor(
     if "metadata" in values and values["metadata"] is None:
         values["metadata"] = {}
     _check_references(conn, values)
-    _update(conn, "sensors", sensor_id, _sensor_values(values))
+    registry.sensors.update(conn, sensor_id, _sensor_values(values))
     return _sensor_detail(conn, sensor_id)
 
 
 def _retire_sensor(conn: psycopg.Connection[TupleRow], sensor_id: str) -> SensorDetail:
-    _one(conn, "sensors", ["id"], sensor_id, "sensor")
-    conn.execute(
-        "UPDATE sensors SET status = 'retired', retired_at = coalesce(retired_at, now()) "
-        "WHERE id = %s",
-        (sensor_id,),
-    )
+    _one(conn, registry.sensors, sensor_id, ["id"])
+    registry.retire_sensor(conn, sensor_id)
     return _sensor_detail(conn, sensor_id)
 
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from services.api.routes.bulk import MAX_BODY_BYTES
+from services.settings import Settings
 from tests.services.api.conftest import auth
 
 Db = psycopg.Connection[tuple[object, ...]]
@@ -270,7 +270,9 @@ def test_bulk_bad_csv(
     assert _count(api_db, "sensors") == 0
 
 
-def test_bulk_refuses_bad_json_other_media_and_huge_bodies(engineer: TestClient) -> None:
+def test_bulk_refuses_bad_json_other_media_and_huge_bodies(
+    engineer: TestClient, api_settings: Settings
+) -> None:
     problem = _problem(
         engineer.post(
             "/v1/registry/bulk", content=b"{not json", headers={"Content-Type": "application/json"}
@@ -282,11 +284,16 @@ def test_bulk_refuses_bad_json_other_media_and_huge_bodies(engineer: TestClient)
         engineer.post("/v1/registry/bulk", content=b"x", headers={"Content-Type": "text/xml"}),
         415,
     )
-    huge = b"id,kind\n" + b"n,noise\n" * (MAX_BODY_BYTES // 8 + 1)
-    _problem(
+    limit = api_settings.api_max_body_bytes_bulk
+    huge = b"id,kind\n" + b"n,noise\n" * (limit // 8 + 1)
+    too_large = _problem(
         engineer.post("/v1/registry/bulk", content=huge, headers={"Content-Type": "text/csv"}),
         413,
     )
+    # The refusal names the setting an operator raises, and the limit it set.
+    assert too_large["setting"] == "URBANPULSE_API_MAX_BODY_BYTES_BULK"
+    assert too_large["max_bytes"] == limit
+    assert "URBANPULSE_API_MAX_BODY_BYTES_BULK" in too_large["detail"]
 
 
 def test_sensor_quantities_take_a_unit_and_implausible_ones_are_refused(

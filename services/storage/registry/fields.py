@@ -1,30 +1,24 @@
-"""Bulk registration: districts, gateways and sensors from a manifest, all or nothing.
+"""A registry row's fields and the checks on them: pure, no database.
 
-The manifest is what ``urbanpulse simulate --manifest-out`` writes and what a field engineer
-prepares: ``{"districts": [...], "gateways": [...], "sensors": [...]}`` whose keys are the
-registry's column names. Every row is checked (kind known, domain matching the kind, ids in the
-wire contract's alphabet, references resolvable); one bad row refuses the whole load and every
-bad row is reported with its section, index and reason. Loading the same manifest again changes
-nothing (rows are upserted by id).
+``DistrictRow``, ``GatewayRow`` and ``SensorRow`` are the rows a manifest, a CSV and the API's
+create bodies hold. Their fields are the columns a row sets: the schema's columns but those the
+registry maintains itself (``created_at``, a gateway's ``online``...), as
+``tests/services/storage/registry/test_fields.py`` checks. The ``check_*`` functions are the
+per-field rules the API's updates apply one field at a time.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import psycopg
-from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -34,8 +28,8 @@ from gateway.kinds import KINDS
 from gateway.names import is_valid_sensor_id
 from gateway.topics import is_valid_gateway_id
 
-from .city_settings import check_reference
-from .measures import ATTRIBUTES, MEASURE_SCHEMA, measure, rating_of
+from ..city_settings import check_reference
+from ..measures import ATTRIBUTES, MEASURE_SCHEMA, measure, rating_of
 
 # A registry number with a physical unit: a number in the canonical unit, "50 km/h" or
 # {"value": 50, "unit": "km/h"} (see .measures), stored converted to the canonical unit.
@@ -151,11 +145,33 @@ def json_number(value: Any) -> Any:
 Count = Annotated[int, Field(ge=0), BeforeValidator(json_number)]
 
 
-class _Row(BaseModel):
+def _id_in(valid: Callable[[str], bool], alphabet: str) -> AfterValidator:
+    """An id of the wire contract; ``alphabet`` says which ids ``valid`` takes."""
+
+    def check(value: str) -> str:
+        if not valid(value):
+            raise ValueError(alphabet)
+        return value
+
+    return AfterValidator(check)
+
+
+GatewayId = Annotated[
+    str, _id_in(is_valid_gateway_id, "gateway ids are [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+]
+SensorId = Annotated[
+    str,
+    _id_in(is_valid_sensor_id, "sensor ids are [A-Za-z0-9][A-Za-z0-9_.:-]{0,127} (no '/')"),
+]
+
+
+class Row(BaseModel):
+    """A registry row as written: no field beyond the columns."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class DistrictRow(_Row):
+class DistrictRow(Row):
     id: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1)
     population: Count | None = None
@@ -175,22 +191,15 @@ class DistrictRow(_Row):
         return check_district_field("reference", value)
 
 
-class GatewayRow(_Row):
-    id: str
+class GatewayRow(Row):
+    id: GatewayId
     district_id: str | None = None
     description: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not is_valid_gateway_id(value):
-            raise ValueError("gateway ids are [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-        return value
 
-
-class SensorRow(_Row):
-    id: str
+class SensorRow(Row):
+    id: SensorId
     kind: str
     domain: str | None = None  # derived from the kind when absent
     gateway_id: str | None = None
@@ -235,13 +244,6 @@ class SensorRow(_Row):
     def _smart(cls, value: bool | None, info: ValidationInfo) -> Any:
         return check_sensor_field(info.data.get("kind"), "smart", value)
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not is_valid_sensor_id(value):
-            raise ValueError("sensor ids are [A-Za-z0-9][A-Za-z0-9_.:-]{0,127} (no '/')")
-        return value
-
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:
@@ -255,167 +257,3 @@ class SensorRow(_Row):
         if value not in ("active", "pending", "maintenance", "retired"):
             raise ValueError("one of active, pending, maintenance, retired")
         return value
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    section: str
-    index: int
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.section}[{self.index}]" + (f".{self.field}" if self.field else "")
-        return f"{where}: {self.message}"
-
-
-class ManifestError(Exception):
-    """The manifest was refused; ``errors`` lists every bad row."""
-
-    def __init__(self, errors: list[RowError]) -> None:
-        super().__init__(f"{len(errors)} bad row(s); nothing was loaded")
-        self.errors = errors
-
-
-@dataclass(slots=True)
-class LoadResult:
-    districts: int = 0
-    gateways: int = 0
-    sensors: int = 0
-    errors: list[RowError] = field(default_factory=list)
-
-
-_SECTIONS: dict[str, type[_Row]] = {
-    "districts": DistrictRow,
-    "gateways": GatewayRow,
-    "sensors": SensorRow,
-}
-
-
-def parse(manifest: Any) -> tuple[list[DistrictRow], list[GatewayRow], list[SensorRow]]:
-    """Check every row; raise ManifestError listing all the bad ones."""
-    errors: list[RowError] = []
-    if not isinstance(manifest, dict):
-        raise ManifestError([RowError("manifest", 0, None, "must be a JSON object")])
-    unknown = set(manifest) - set(_SECTIONS)
-    errors.extend(RowError(name, 0, None, "unknown section") for name in sorted(unknown))
-    parsed: dict[str, list[Any]] = {}
-    for section, model in _SECTIONS.items():
-        rows = manifest.get(section, [])
-        if not isinstance(rows, list):
-            errors.append(RowError(section, 0, None, "must be a list"))
-            continue
-        parsed[section] = []
-        for index, row in enumerate(rows):
-            try:
-                parsed[section].append(model.model_validate(row))
-            except ValidationError as exc:
-                errors.extend(
-                    RowError(section, index, ".".join(map(str, e["loc"])) or None, e["msg"])
-                    for e in exc.errors()
-                )
-    for index, sensor in enumerate(parsed.get("sensors", [])):
-        kind = KINDS.get(sensor.kind)
-        if kind is not None and sensor.domain not in (None, kind.domain.value):
-            errors.append(
-                RowError(
-                    "sensors",
-                    index,
-                    "domain",
-                    f"a {sensor.kind} is in the {kind.domain.value} domain",
-                )
-            )
-    _check_duplicates(parsed, errors)
-    if errors:
-        raise ManifestError(errors)
-    return parsed["districts"], parsed["gateways"], parsed["sensors"]
-
-
-def _check_duplicates(parsed: dict[str, list[Any]], errors: list[RowError]) -> None:
-    for section, rows in parsed.items():
-        seen: set[str] = set()
-        for index, row in enumerate(rows):
-            if row.id in seen:
-                errors.append(RowError(section, index, "id", f"{row.id!r} appears twice"))
-            seen.add(row.id)
-
-
-def load(conn: psycopg.Connection[TupleRow], manifest: Any) -> LoadResult:
-    """Upsert the manifest's rows in one transaction (the caller's; commits on success)."""
-    districts, gateways, sensors = parse(manifest)
-    errors = _check_references(conn, districts, gateways, sensors)
-    if errors:
-        raise ManifestError(errors)
-    with conn.transaction():
-        for d in districts:
-            conn.execute(
-                "INSERT INTO districts (id, name, population, households, area_km2, boundary, "
-                "reference) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-                "name = excluded.name, population = excluded.population, "
-                "households = excluded.households, area_km2 = excluded.area_km2, "
-                "boundary = excluded.boundary, reference = excluded.reference",
-                (
-                    d.id,
-                    d.name,
-                    d.population,
-                    d.households,
-                    d.area_km2,
-                    None if d.boundary is None else Jsonb(d.boundary),
-                    Jsonb(d.reference),
-                ),
-            )
-        for g in gateways:
-            conn.execute(
-                "INSERT INTO gateways (id, district_id, description, metadata) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-                "district_id = excluded.district_id, description = excluded.description, "
-                "metadata = excluded.metadata",
-                (g.id, g.district_id, g.description, Jsonb(g.metadata)),
-            )
-        for s in sensors:
-            kind = KINDS[s.kind]
-            values = s.model_dump(exclude={"metadata"})
-            values["domain"] = kind.domain.value
-            values["interval_s"] = s.interval_s or kind.interval_s
-            columns = [*values, "metadata"]
-            conn.execute(
-                f"INSERT INTO sensors ({', '.join(columns)}) VALUES "  # noqa: S608 - model's own field names
-                f"({', '.join(['%s'] * len(columns))}) ON CONFLICT (id) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id"),
-                (*values.values(), Jsonb(s.metadata)),
-            )
-    return LoadResult(len(districts), len(gateways), len(sensors))
-
-
-def _check_references(
-    conn: psycopg.Connection[TupleRow],
-    districts: list[DistrictRow],
-    gateways: list[GatewayRow],
-    sensors: list[SensorRow],
-) -> list[RowError]:
-    known_districts = {d.id for d in districts} | {
-        r[0] for r in conn.execute("SELECT id FROM districts")
-    }
-    known_gateways = {g.id for g in gateways} | {
-        r[0] for r in conn.execute("SELECT id FROM gateways")
-    }
-    errors = [
-        RowError("gateways", i, "district_id", f"unknown district {g.district_id!r}")
-        for i, g in enumerate(gateways)
-        if g.district_id is not None and g.district_id not in known_districts
-    ]
-    for i, s in enumerate(sensors):
-        if s.district_id is not None and s.district_id not in known_districts:
-            errors.append(
-                RowError("sensors", i, "district_id", f"unknown district {s.district_id!r}")
-            )
-        if s.gateway_id is not None and s.gateway_id not in known_gateways:
-            errors.append(RowError("sensors", i, "gateway_id", f"unknown gateway {s.gateway_id!r}"))
-    return errors
-
-
-def read_manifest(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError([RowError("manifest", 0, None, f"not JSON: {exc}")]) from None

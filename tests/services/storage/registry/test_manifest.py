@@ -14,7 +14,7 @@ import pytest
 from gateway.kinds import KINDS
 from services.storage.registry import ManifestError, load, parse
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
