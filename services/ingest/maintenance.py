@@ -9,7 +9,8 @@ extension's policies do both. In both modes it drops live-stream events past the
 every round, and every ``maintain_every_s`` prunes the quarantine by age and size
 (``quarantine.prune``, which sums the stored bytes) and the pack ledger below each gateway's
 oldest pack and by age (``ledger.prune``): neither grows fast enough to need more, and every
-worker runs this loop.
+worker runs this loop. The retention policies (``retention.apply``) are applied at the same
+pace, in both modes, in bounded work.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import timedelta
 
 import psycopg
 
-from services.storage import events, ledger, partitions, rollups
+from services.storage import events, ledger, partitions, retention, rollups
 from services.storage.urls import libpq_url
 
 from . import quarantine
@@ -86,6 +87,9 @@ class Maintenance:
                         self.metrics.quarantine_pruned.inc(pruned)
                         self.metrics.ledger_pruned.inc(ledger.prune(conn, self.ledger_retention))
                         conn.commit()
+                        # Bounded per run; what is left waits for the next round.
+                        expired = retention.apply(conn, self.mode)
+                        log.info("retention: %s", expired.as_dict())
                 if maintain:
                     if self.mode == "partitioned":
                         partitions.maintain(self.database_url)

@@ -1,0 +1,223 @@
+"""Erasure of one sensor's raw readings over a range, audited (table ``erasures``).
+
+Every erasure is recorded before it starts (who, when, the sensor, the range, why, the rollup
+mode) and completed with what it removed, so the audit shows unfinished ones too. The raw rows
+of both readings tables go in committed batches; the range is bounded by ``max_span``.
+
+``rollups="keep"`` leaves the rollups as they were: they are brought up to date over the range
+first (so that what is kept is complete), and the deletion is kept from reaching them. In
+TimescaleDB mode that means removing the invalidations the deletion logged for the 1-minute
+aggregate (a refresh would otherwise rebuild those buckets from what remains); a reading written
+into the same range by someone else while the erasure runs loses its invalidation the same way
+and reaches the rollups only with a later refresh of that range.
+
+``rollups="recompute"`` takes the sensor's data out of the rollups too: every bucket the range
+touches is recomputed from what remains. Partition mode does it for the sensor alone, at any
+age; TimescaleDB refreshes the aggregates over the range (every sensor's buckets there), so the
+range must be newer than ``retention.refresh_floor``, where every series still has its raw rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow, dict_row
+
+from . import rollups
+from .errors import StorageError
+from .retention import BATCH_ROWS, RAW_TABLES, refresh_floor
+
+Conn = psycopg.Connection[TupleRow]
+
+MODES = ("keep", "recompute")
+COLUMNS = (
+    "id, requested_at, actor, sensor_id, range_start, range_end, reason, rollups, rows_erased, "
+    "buckets_recomputed, finished_at"
+)
+
+
+class SensorNotFoundError(StorageError, LookupError):
+    def __init__(self, sensor_id: str) -> None:
+        super().__init__(f"no sensor {sensor_id!r} in the registry")
+        self.sensor_id = sensor_id
+
+
+class InvalidErasureError(StorageError, ValueError):
+    """A refused erasure request; ``field`` names the bad input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    sensor_id: str
+    start: datetime
+    end: datetime
+    reason: str
+    rollups: str
+    actor: str
+
+    def check(self, max_span: timedelta) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise InvalidErasureError("start", "times need a UTC offset")
+        if self.end <= self.start:
+            raise InvalidErasureError("end", "must be after start")
+        if self.end - self.start > max_span:
+            raise InvalidErasureError(
+                "end",
+                f"the range may span at most {max_span.days} days "
+                "(URBANPULSE_ERASURE_MAX_SPAN); erase a longer one in parts",
+            )
+        if not self.reason.strip():
+            raise InvalidErasureError("reason", "say why the data is erased")
+        if self.rollups not in MODES:
+            raise InvalidErasureError("rollups", f"must be one of {', '.join(MODES)}")
+
+
+def erase(
+    conn: Conn,
+    mode: str,
+    request: Request,
+    *,
+    max_span: timedelta,
+    batch_rows: int = BATCH_ROWS,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Erase as ``request`` says; commits as it goes; returns the completed audit row.
+    Raises InvalidErasureError or SensorNotFoundError before anything is written."""
+    request.check(max_span)
+    row = conn.execute("SELECT key FROM sensors WHERE id = %s", (request.sensor_id,)).fetchone()
+    if row is None:
+        raise SensorNotFoundError(request.sensor_id)
+    key = int(row[0])
+    if mode == "timescaledb" and request.rollups == "recompute":
+        floor = refresh_floor(conn, "1m", now)
+        if floor is not None and request.start < floor:
+            raise InvalidErasureError(
+                "start",
+                f"in TimescaleDB mode rollups are recomputed only from {floor:%Y-%m-%d %H:%M} "
+                "UTC on (older raw readings of other sensors may be gone); use rollups=keep",
+            )
+    conn.commit()
+    if request.rollups == "keep":
+        # What is kept must be complete: roll the range up before its raw rows go.
+        if mode == "timescaledb":
+            rollups.refresh_range(conn, *_days(request.start, request.end))
+        else:
+            rollups.refresh(conn, mode)
+    erasure_id = _record(conn, request)
+    touched = _sensor_buckets(conn, key, request) if request.rollups == "recompute" else 0
+    erased = sum(
+        _delete(conn, table, key, (request.start, request.end), batch_rows) for table in RAW_TABLES
+    )
+    if request.rollups == "keep" and mode == "timescaledb":
+        _forget_invalidations(conn, request.start, request.end)
+    elif request.rollups == "recompute":
+        if mode == "timescaledb":
+            rollups.refresh_range(conn, *_days(request.start, request.end))
+        else:
+            rollups.recompute_sensor(conn, key, request.start, request.end)
+            conn.commit()
+    finished = conn.execute(
+        f"UPDATE erasures SET rows_erased = %s, buckets_recomputed = %s, finished_at = now() "
+        f"WHERE id = %s RETURNING {COLUMNS}",
+        (erased, touched, erasure_id),
+    ).fetchone()
+    conn.commit()
+    return _as_dict(finished)
+
+
+def listed(conn: Conn, *, sensor_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The audit, newest first (of one sensor, or all)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {COLUMNS} FROM erasures WHERE %(sensor)s::text IS NULL "
+            "OR sensor_id = %(sensor)s ORDER BY id DESC LIMIT %(limit)s",
+            {"sensor": sensor_id, "limit": limit},
+        ).fetchall()
+
+
+def _as_dict(row: tuple[Any, ...] | None) -> dict[str, Any]:
+    assert row is not None
+    return dict(zip([c.strip() for c in COLUMNS.split(",")], row, strict=True))
+
+
+def _days(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC days around [start, end): the 1-day aggregate refreshes whole buckets."""
+    day = timedelta(days=1)
+    return rollups.floor(start, day), rollups.ceil(end, day)
+
+
+def _record(conn: Conn, request: Request) -> int:
+    row = conn.execute(
+        "INSERT INTO erasures (actor, sensor_id, range_start, range_end, reason, rollups) "
+        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            request.actor,
+            request.sensor_id,
+            request.start,
+            request.end,
+            request.reason,
+            request.rollups,
+        ),
+    ).fetchone()
+    conn.commit()
+    assert row is not None
+    return int(row[0])
+
+
+def _sensor_buckets(conn: Conn, key: int, request: Request) -> int:
+    """The sensor's rollup rows in the buckets the range touches: what a recompute replaces."""
+    total = 0
+    for name, (lo, hi) in rollups.affected(request.start, request.end):
+        row = conn.execute(
+            f"SELECT count(*) FROM {name} WHERE sensor_key = %s AND bucket >= %s AND bucket < %s",
+            (key, lo, hi),
+        ).fetchone()
+        total += int(row[0]) if row else 0
+    conn.commit()
+    return total
+
+
+def _delete(
+    conn: Conn, table: str, key: int, span: tuple[datetime, datetime], batch_rows: int
+) -> int:
+    """Delete the sensor's rows of ``table`` in [start, end), in committed batches."""
+    done = 0
+    while True:
+        deleted = conn.execute(
+            f"DELETE FROM {table} WHERE (sensor_key, quantity_key, time) IN "
+            f"(SELECT sensor_key, quantity_key, time FROM {table} WHERE sensor_key = %s "
+            "AND time >= %s AND time < %s LIMIT %s)",
+            (key, *span, batch_rows),
+        ).rowcount
+        conn.commit()
+        done += deleted
+        if deleted < batch_rows:
+            return done
+
+
+def _forget_invalidations(conn: Conn, start: datetime, end: datetime) -> None:
+    """TimescaleDB: drop the invalidations of ``readings`` that lie inside [start, end) (those
+    the deletion logged at its commits), so no refresh rebuilds the kept buckets."""
+    conn.execute(
+        "DELETE FROM _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l "
+        "USING _timescaledb_catalog.hypertable h "
+        "WHERE l.hypertable_id = h.id AND h.table_name = 'readings' "
+        "AND h.schema_name = current_schema() "
+        "AND l.lowest_modified_value >= %s AND l.greatest_modified_value < %s",
+        (_micros(start), _micros(end)),
+    )
+    conn.commit()
+
+
+def _micros(moment: datetime) -> int:
+    """TimescaleDB's internal time of a timestamptz: microseconds from the Unix epoch."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
