@@ -254,9 +254,8 @@ def sync_refresh_policies(conn: Conn, now: datetime | None = None) -> None:
             "SELECT alter_job(j.job_id, config => jsonb_set(j.config, '{start_offset}', "
             "coalesce(to_jsonb(%s::interval::text), 'null'::jsonb))) "
             "FROM timescaledb_information.jobs j "
-            "JOIN timescaledb_information.continuous_aggregates c "
-            "ON c.materialization_hypertable_name = j.hypertable_name "
-            "WHERE j.proc_name = 'policy_refresh_continuous_aggregate' AND c.view_name = %s",
+            "WHERE j.proc_name = 'policy_refresh_continuous_aggregate' "
+            "AND j.hypertable_name = %s",
             (offset, ROLLUP_VIEWS[level]),
         )
     conn.commit()

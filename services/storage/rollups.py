@@ -229,7 +229,10 @@ def refresh_range(
             start = lo if floor_ is None or (lo is not None and lo >= floor_) else floor_
             if start is not None and hi is not None and start >= hi:
                 continue
-            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (name, start, hi))
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
+                (name, start, hi),
+            )
     finally:
         conn.autocommit = previous
 

@@ -115,9 +115,7 @@ def upgrade() -> None:
             "to_jsonb(greatest(interval '1 hour', make_interval(days => p.raw_days - 1))::text)))"
             " FROM timescaledb_information.jobs j, retention_policies p "
             "WHERE j.proc_name = 'policy_refresh_continuous_aggregate' "
-            "AND j.hypertable_name = (SELECT materialization_hypertable_name "
-            "FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_1m') "
-            "AND p.scope = 'default'"
+            "AND j.hypertable_name = 'readings_1m' AND p.scope = 'default'"
         )
     superuser = op.get_bind().scalar(
         sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
