@@ -14,7 +14,6 @@ from typing import Annotated
 import psycopg
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from services.settings import settings_for_command
 from services.storage import erasure as stored
@@ -86,17 +85,14 @@ def list_(
     _, url = settings_for_command(database_url)
     with psycopg.connect(libpq_url(url)) as conn:
         rows = stored.listed(conn, sensor_id=sensor_id, limit=limit)
-    table = Table("id", "when", "who", "sensor", "range", "rollups", "rows", "buckets", "reason")
+    # One line each: the audit is read (and grepped) whole, reason included.
     for row in rows:
-        table.add_row(
-            str(row["id"]),
-            f"{row['requested_at']:%Y-%m-%d %H:%M}",
-            str(row["actor"]),
-            str(row["sensor_id"]),
-            f"{row['range_start']:%Y-%m-%d %H:%M} - {row['range_end']:%Y-%m-%d %H:%M}",
-            str(row["rollups"]),
-            str(row["rows_erased"]),
-            str(row["buckets_recomputed"]),
-            str(row["reason"]),
+        console.print(
+            f"#{row['id']} {row['requested_at']:%Y-%m-%d %H:%M} {row['actor']} "
+            f"{row['sensor_id']} [{row['range_start']:%Y-%m-%dT%H:%M}, "
+            f"{row['range_end']:%Y-%m-%dT%H:%M}) rollups {row['rollups']}: "
+            f"{row['rows_erased']} rows, {row['buckets_recomputed']} buckets recomputed; "
+            f"reason: {row['reason']}",
+            soft_wrap=True,
+            highlight=False,
         )
-    console.print(table)

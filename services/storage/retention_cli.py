@@ -44,7 +44,7 @@ def _connect(database_url: str | None) -> psycopg.Connection[tuple[object, ...]]
 
 
 def _years(value: object) -> str:
-    return "for ever" if value is None else f"{value} y"
+    return "-" if value is None else str(value)
 
 
 @app.command()
@@ -52,15 +52,16 @@ def show(database_url: DatabaseOption = None) -> None:
     """List the policies, the default first."""
     with _connect(database_url) as conn:
         rows = retention.listed(conn)
-    table = Table("scope", "name", "raw", "1m", "1h", "1d", "set by", "at")
+    table = Table(
+        "scope", "name", "raw (d)", "1m (y)", "1h (y)", "1d (y)", "set by", caption="-: for ever"
+    )
     for row in rows:
         table.add_row(
             str(row["scope"]),
             str(row["name"]) or "-",
-            f"{row['raw_days']} d",
+            str(row["raw_days"]),
             *(_years(row[f"rollup_{level}_years"]) for level in ("1m", "1h", "1d")),
             str(row["updated_by"]),
-            f"{row['updated_at']:%Y-%m-%d %H:%M}",
         )
     console.print(table)
 
