@@ -2,7 +2,9 @@
 
 Every erasure is recorded before it starts (who, when, the sensor, the range, why, the rollup
 mode) and completed with what it removed, so the audit shows unfinished ones too. The raw rows
-of both readings tables go in committed batches; the range is bounded by ``max_span``.
+of both readings tables go in committed batches through ``urbanpulse_erase_batch`` (migration
+0012), which deletes only what an open erasure names: the API's role may call it, but may not
+delete readings itself. The range is bounded by ``max_span``.
 
 ``rollups="keep"`` leaves the rollups as they were: they are brought up to date over the range
 first (so that what is kept is complete), and the deletion is kept from reaching them. In
@@ -19,18 +21,21 @@ range must be newer than ``retention.refresh_floor``, where every series still h
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg.rows import TupleRow, dict_row
 
 from . import rollups
 from .errors import StorageError
-from .retention import BATCH_ROWS, RAW_TABLES, refresh_floor
+from .retention import BATCH_ROWS, refresh_floor
 
 Conn = psycopg.Connection[TupleRow]
+log = logging.getLogger(__name__)
 
 MODES = ("keep", "recompute")
 COLUMNS = (
@@ -108,19 +113,23 @@ def erase(
     if request.rollups == "keep":
         # What is kept must be complete: roll the range up before its raw rows go.
         if mode == "timescaledb":
-            rollups.refresh_range(conn, *_from_day(request.start))
+            _refresh(conn, request.start)
         else:
-            rollups.refresh(conn, mode)
+            try:
+                rollups.refresh(conn, mode)
+            except psycopg.errors.InsufficientPrivilege:
+                # The API's role does not keep the rollups: ingestion does, every minute; only
+                # the minute still running may then leave with the raw rows.
+                conn.rollback()
     erasure_id = _record(conn, request)
     touched = _sensor_buckets(conn, key, request) if request.rollups == "recompute" else 0
-    erased = sum(
-        _delete(conn, table, key, (request.start, request.end), batch_rows) for table in RAW_TABLES
-    )
+    erased = _delete(conn, erasure_id, batch_rows)
     if request.rollups == "keep" and mode == "timescaledb":
-        _forget_invalidations(conn, request.start, request.end)
+        conn.execute("SELECT urbanpulse_forget_invalidations(%s)", (erasure_id,))
+        conn.commit()
     elif request.rollups == "recompute":
         if mode == "timescaledb":
-            rollups.refresh_range(conn, *_from_day(request.start))
+            _refresh(conn, request.start)
         else:
             rollups.recompute_sensor(conn, key, request.start, request.end)
             conn.commit()
@@ -146,6 +155,16 @@ def listed(conn: Conn, *, sensor_id: str | None = None, limit: int = 100) -> lis
 def _as_dict(row: tuple[Any, ...] | None) -> dict[str, Any]:
     assert row is not None
     return dict(zip([c.strip() for c in COLUMNS.split(",")], row, strict=True))
+
+
+def _refresh(conn: Conn, start: datetime) -> None:
+    """TimescaleDB: refresh the aggregates from the erasure's day on. Only their owner may; for
+    another role (the API's) their policies do it within their schedule, which covers the range
+    (it is newer than the refresh floor)."""
+    try:
+        rollups.refresh_range(conn, *_from_day(start))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        log.warning("erasure: the aggregates' policies will refresh them (%s)", exc)
 
 
 def _from_day(start: datetime) -> tuple[datetime, None]:
@@ -188,39 +207,16 @@ def _sensor_buckets(conn: Conn, key: int, request: Request) -> int:
     return total
 
 
-def _delete(
-    conn: Conn, table: str, key: int, span: tuple[datetime, datetime], batch_rows: int
-) -> int:
-    """Delete the sensor's rows of ``table`` in [start, end), in committed batches."""
+def _delete(conn: Conn, erasure_id: int, batch_rows: int) -> int:
+    """Delete the erasure's rows of both readings tables, in committed batches, through the
+    function that allows only that (migration 0012: the API may not delete readings)."""
     done = 0
     while True:
-        deleted = conn.execute(
-            f"DELETE FROM {table} WHERE (sensor_key, quantity_key, time) IN "
-            f"(SELECT sensor_key, quantity_key, time FROM {table} WHERE sensor_key = %s "
-            "AND time >= %s AND time < %s LIMIT %s)",
-            (key, *span, batch_rows),
-        ).rowcount
+        row = conn.execute(
+            "SELECT urbanpulse_erase_batch(%s, %s)", (erasure_id, batch_rows)
+        ).fetchone()
         conn.commit()
+        deleted = int(row[0]) if row else 0
         done += deleted
         if deleted < batch_rows:
             return done
-
-
-def _forget_invalidations(conn: Conn, start: datetime, end: datetime) -> None:
-    """TimescaleDB: drop the invalidations of ``readings`` that lie inside [start, end) (those
-    the deletion logged at its commits), so no refresh rebuilds the kept buckets."""
-    conn.execute(
-        "DELETE FROM _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l "
-        "USING _timescaledb_catalog.hypertable h "
-        "WHERE l.hypertable_id = h.id AND h.table_name = 'readings' "
-        "AND h.schema_name = current_schema() "
-        "AND l.lowest_modified_value >= %s AND l.greatest_modified_value < %s",
-        (_micros(start), _micros(end)),
-    )
-    conn.commit()
-
-
-def _micros(moment: datetime) -> int:
-    """TimescaleDB's internal time of a timestamptz: microseconds from the Unix epoch."""
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -68,15 +68,48 @@ CREATE TABLE erasures (
 COMMENT ON TABLE erasures IS 'audit of erasures of a sensor''s raw readings';
 COMMENT ON COLUMN erasures.actor IS 'API key name (key id) or the CLI''s user';
 CREATE INDEX ix_erasures_sensor_id ON erasures (sensor_id);
+
+-- The one way to delete a sensor's raw readings for those who may not delete readings (the
+-- API): only the sensor and range of an open erasure, recorded beforehand, in bounded batches.
+CREATE FUNCTION urbanpulse_erase_batch(p_erasure bigint, p_batch integer) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    e record;
+    n bigint;
+    m bigint;
+BEGIN
+    SELECT s.key, x.range_start, x.range_end INTO e
+    FROM erasures x JOIN sensors s ON s.id = x.sensor_id
+    WHERE x.id = p_erasure AND x.finished_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'erasure % is not open', p_erasure USING ERRCODE = 'no_data_found';
+    END IF;
+    DELETE FROM readings WHERE (sensor_key, quantity_key, time) IN (
+        SELECT sensor_key, quantity_key, time FROM readings
+        WHERE sensor_key = e.key AND time >= e.range_start AND time < e.range_end
+        LIMIT p_batch);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n < p_batch THEN
+        DELETE FROM readings_extra WHERE (sensor_key, quantity_key, time) IN (
+            SELECT sensor_key, quantity_key, time FROM readings_extra
+            WHERE sensor_key = e.key AND time >= e.range_start AND time < e.range_end
+            LIMIT p_batch - n);
+        GET DIAGNOSTICS m = ROW_COUNT;
+        n := n + m;
+    END IF;
+    RETURN n;
+END $$;
+REVOKE EXECUTE ON FUNCTION urbanpulse_erase_batch(bigint, integer) FROM PUBLIC;
 """
 
 # Only where 0006 set the roles up (a superuser migrating). The API changes policies and erases
-# (its audit rows, the raw rows, in partition mode the rollup buckets it recomputes); ingestion
-# applies the policies in its maintenance loop, so it reads them and deletes what they expire.
+# (its audit rows; the raw rows through urbanpulse_erase_batch only, never DELETE on readings;
+# in partition mode the rollup buckets it recomputes); ingestion applies the policies in its
+# maintenance loop, so it reads them and deletes what they expire.
 GRANTS = """
 GRANT SELECT, INSERT, UPDATE, DELETE ON retention_policies TO urbanpulse_api;
 GRANT SELECT, INSERT, UPDATE ON erasures TO urbanpulse_api;
-GRANT DELETE ON readings, readings_extra TO urbanpulse_api;
+GRANT EXECUTE ON FUNCTION urbanpulse_erase_batch(bigint, integer) TO urbanpulse_api;
 GRANT SELECT ON retention_policies TO urbanpulse_ingest;
 GRANT DELETE ON readings, readings_extra TO urbanpulse_ingest;
 DO $$
@@ -90,9 +123,37 @@ END $$;
 TIMESCALEDB = """
 SELECT remove_retention_policy('readings', if_exists => true);
 SELECT remove_retention_policy('readings_extra', if_exists => true);
+
+-- An erasure keeping the rollups: the invalidations its deletion logged inside its range are
+-- dropped, so that no refresh rebuilds the kept buckets from what remains (TimescaleDB's
+-- catalog, hence a definer's function, for a kept erasure still open only).
+CREATE FUNCTION urbanpulse_forget_invalidations(p_erasure bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    e record;
+    n bigint;
+BEGIN
+    SELECT range_start, range_end INTO e FROM erasures
+    WHERE id = p_erasure AND rollups = 'keep' AND finished_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'erasure % is not an open one keeping the rollups', p_erasure
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    DELETE FROM _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l
+    USING _timescaledb_catalog.hypertable h
+    WHERE l.hypertable_id = h.id AND h.table_name = 'readings'
+      AND h.schema_name = current_schema()
+      AND l.lowest_modified_value >= (extract(epoch FROM e.range_start) * 1000000)::bigint
+      AND l.greatest_modified_value < (extract(epoch FROM e.range_end) * 1000000)::bigint;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+REVOKE EXECUTE ON FUNCTION urbanpulse_forget_invalidations(bigint) FROM PUBLIC;
 """
 
 DOWNGRADE = """
+DROP FUNCTION IF EXISTS urbanpulse_forget_invalidations(bigint);
+DROP FUNCTION urbanpulse_erase_batch(bigint, integer);
 DROP TABLE erasures;
 DROP TABLE retention_policies;
 """
@@ -122,6 +183,11 @@ def upgrade() -> None:
     )
     if superuser:
         op.execute(GRANTS)
+        if _mode() == "timescaledb":
+            op.execute(
+                "GRANT EXECUTE ON FUNCTION urbanpulse_forget_invalidations(bigint) "
+                "TO urbanpulse_api"
+            )
 
 
 def downgrade() -> None:
