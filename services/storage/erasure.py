@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -38,6 +38,8 @@ Conn = psycopg.Connection[TupleRow]
 log = logging.getLogger(__name__)
 
 MODES = ("keep", "recompute")
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 COLUMNS = (
     "id, requested_at, actor, sensor_id, range_start, range_end, reason, rollups, rows_erased, "
     "buckets_recomputed, finished_at"
@@ -71,6 +73,10 @@ class Request:
     def check(self, max_span: timedelta) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise InvalidErasureError("start", "times need a UTC offset")
+        for name, moment in (("start", self.start), ("end", self.end)):
+            # Bucket arithmetic around the range must stay within what datetime can carry.
+            if not EARLIEST <= moment <= LATEST:
+                raise InvalidErasureError(name, f"must lie between {EARLIEST:%Y} and {LATEST:%Y}")
         if self.end <= self.start:
             raise InvalidErasureError("end", "must be after start")
         if self.end - self.start > max_span:

@@ -242,6 +242,7 @@ def test_an_empty_range_is_audited_and_bad_requests_are_refused(city: City) -> N
         (_request("em-0", TODAY - 500 * DAY, TODAY, "keep"), "end", "at most 400 days"),
         (erasure.Request("em-0", RECENT, TODAY, " ", "keep", "x"), "reason", "say why"),
         (_request("em-0", RECENT, TODAY, "drop"), "rollups", "keep, recompute"),
+        (_request("em-0", datetime(1, 1, 1, tzinfo=UTC), TODAY, "keep"), "start", "between 1900"),
     ]
     if city.mode == "timescaledb":
         # The default raw retention is 400 days: older buckets cannot be rebuilt there.
