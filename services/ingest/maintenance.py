@@ -65,6 +65,18 @@ class Maintenance:
         if self._thread.is_alive():
             self._thread.join(30)
 
+    def _apply_retention(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Bounded per run: what is left waits for the next round. Its failure (in TimescaleDB
+        mode the policies' jobs and chunks are their owner's to change, not ingestion's role)
+        is logged and leaves the rest of the maintenance on its schedule."""
+        try:
+            expired = retention.apply(conn, self.mode)
+        except psycopg.Error as exc:
+            conn.rollback()
+            log.warning("retention not applied: %s (run `urbanpulse retention apply`)", exc)
+            return
+        log.info("retention: %s", expired.as_dict())
+
     def _run(self) -> None:
         next_maintain = 0.0
         while not self._stop.wait(self.rollup_every_s):
@@ -87,9 +99,7 @@ class Maintenance:
                         self.metrics.quarantine_pruned.inc(pruned)
                         self.metrics.ledger_pruned.inc(ledger.prune(conn, self.ledger_retention))
                         conn.commit()
-                        # Bounded per run; what is left waits for the next round.
-                        expired = retention.apply(conn, self.mode)
-                        log.info("retention: %s", expired.as_dict())
+                        self._apply_retention(conn)
                 if maintain:
                     if self.mode == "partitioned":
                         partitions.maintain(self.database_url)

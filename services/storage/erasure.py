@@ -31,8 +31,10 @@ import psycopg.errors
 from psycopg.rows import TupleRow, dict_row
 
 from . import rollups
-from .errors import StorageError
+from .errors import FieldError, SensorNotFoundError
 from .retention import BATCH_ROWS, refresh_floor
+
+__all__ = ["InvalidErasureError", "Request", "SensorNotFoundError", "erase", "listed"]
 
 Conn = psycopg.Connection[TupleRow]
 log = logging.getLogger(__name__)
@@ -46,19 +48,8 @@ COLUMNS = (
 )
 
 
-class SensorNotFoundError(StorageError, LookupError):
-    def __init__(self, sensor_id: str) -> None:
-        super().__init__(f"no sensor {sensor_id!r} in the registry")
-        self.sensor_id = sensor_id
-
-
-class InvalidErasureError(StorageError, ValueError):
+class InvalidErasureError(FieldError):
     """A refused erasure request; ``field`` names the bad input."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

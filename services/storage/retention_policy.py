@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from gateway.kinds import KINDS, QUANTITIES, Domain
 
-from .errors import StorageError
+from .errors import FieldError
 
 SCOPES = ("quantity", "kind", "domain", "default")  # most specific first
 LEVELS = ("1m", "1h", "1d")
@@ -29,13 +29,8 @@ MAX_RAW_DAYS = 100 * DAYS_PER_YEAR
 MAX_YEARS = 1000
 
 
-class InvalidPolicyError(StorageError, ValueError):
+class InvalidPolicyError(FieldError):
     """A policy the caller gave is refused; ``field`` names the bad input."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
