@@ -65,6 +65,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("services.devstack.up:app", "Run the platform on this machine (embedded default)."),
     "import": ("services.dataio.cli:import_app", "Import history: CSV, SenML JSON lines, Parquet."),
     "export": ("services.dataio.cli:export_app", "Export open data, a DCAT-AP described bundle."),
+    "retention": (
+        "services.storage.retention_cli:app",
+        "Retention policies: raw readings (days) and rollups (years) per domain, kind, quantity.",
+    ),
+    "erase": (
+        "services.kpi.erase_cli:app",
+        "Erase a sensor's raw readings over a range (audited).",
+    ),
     "simulate": (
         "simulators.cli:app",
         "Run a simulated city: sensor models publishing through gateways.",

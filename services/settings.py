@@ -289,6 +289,15 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
 
+    # Retention and erasure (services/storage/retention.py, erasure.py; issue 16). How long
+    # data is kept is set per domain, kind or quantity with `urbanpulse retention` (the table
+    # retention_policies; URBANPULSE_RETENTION only seeds the default at the first migration).
+    # One erasure covers at most this span of a sensor's readings: its rows go in committed
+    # batches, and a recompute refreshes the rollups over the whole span at once.
+    erasure_max_span: timedelta = Field(
+        default=timedelta(days=400), gt=timedelta(0), description="longest range one erasure takes"
+    )
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line per bad variable."""

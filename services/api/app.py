@@ -37,6 +37,7 @@ from .routes import (
     quarantine,
     readings,
     registry,
+    retention,
     stream,
 )
 from .routes.ngsi import router as ngsi_router
@@ -282,6 +283,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     v1 = (registry, bulk, readings, quarantine, kpis, alerts, stream, kpi_settings)
     # Issue 16: notification subscriptions and dead letters; history import and open-data export.
-    for module in (*v1, notifications, dataio):
+    # Issue 16: retention policies and audited erasure.
+    for module in (*v1, notifications, dataio, retention):
         app.include_router(module.router, prefix="/v1")
     return app

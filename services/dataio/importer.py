@@ -385,14 +385,7 @@ def refresh_span(conn: Conn, mode: str, lo: datetime, hi: datetime) -> None:
     day = timedelta(days=1)
     start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
     end = datetime(hi.year, hi.month, hi.day, tzinfo=UTC) + day
-    conn.commit()
-    previous = conn.autocommit
-    conn.autocommit = True  # refresh_continuous_aggregate refuses to run in a transaction
-    try:
-        for name in ("readings_1m", "readings_1h", "readings_1d"):
-            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (name, start, end))
-    finally:
-        conn.autocommit = previous
+    rollups.refresh_range(conn, start, end)
 
 
 def refresh_kpis(conn: Conn, hi: datetime, now: datetime | None = None) -> bool:

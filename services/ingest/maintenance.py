@@ -9,7 +9,8 @@ extension's policies do both. In both modes it drops live-stream events past the
 every round, and every ``maintain_every_s`` prunes the quarantine by age and size
 (``quarantine.prune``, which sums the stored bytes) and the pack ledger below each gateway's
 oldest pack and by age (``ledger.prune``): neither grows fast enough to need more, and every
-worker runs this loop.
+worker runs this loop. The retention policies (``retention.apply``) are applied at the same
+pace, in both modes, in bounded work.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import timedelta
 
 import psycopg
 
-from services.storage import events, ledger, partitions, rollups
+from services.storage import events, ledger, partitions, retention, rollups
 from services.storage.urls import libpq_url
 
 from . import quarantine
@@ -64,6 +65,18 @@ class Maintenance:
         if self._thread.is_alive():
             self._thread.join(30)
 
+    def _apply_retention(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Bounded per run: what is left waits for the next round. Its failure (in TimescaleDB
+        mode the policies' jobs and chunks are their owner's to change, not ingestion's role)
+        is logged and leaves the rest of the maintenance on its schedule."""
+        try:
+            expired = retention.apply(conn, self.mode)
+        except psycopg.Error as exc:
+            conn.rollback()
+            log.warning("retention not applied: %s (run `urbanpulse retention apply`)", exc)
+            return
+        log.info("retention: %s", expired.as_dict())
+
     def _run(self) -> None:
         next_maintain = 0.0
         while not self._stop.wait(self.rollup_every_s):
@@ -86,6 +99,7 @@ class Maintenance:
                         self.metrics.quarantine_pruned.inc(pruned)
                         self.metrics.ledger_pruned.inc(ledger.prune(conn, self.ledger_retention))
                         conn.commit()
+                        self._apply_retention(conn)
                 if maintain:
                     if self.mode == "partitioned":
                         partitions.maintain(self.database_url)

@@ -88,17 +88,14 @@ def refresh_rollups(database_url: DatabaseOption = None) -> None:
 
 @app.command()
 def maintain(database_url: DatabaseOption = None) -> None:
-    """Create partitions ahead and drop those past retention (partition mode)."""
+    """Create partitions ahead and drop those past every retention policy (partition mode)."""
     settings, url = settings_for_command(database_url)
     try:
         if migrate.status(url).mode != "partitioned":
             console.print("nothing to do: TimescaleDB's policies maintain chunks")
             return
-        result = partitions.maintain(
-            url,
-            ahead=settings.partitions_ahead,
-            retention_s=int(settings.retention.total_seconds()),
-        )
+        # What is dropped follows the retention policies (`urbanpulse retention show`).
+        result = partitions.maintain(url, ahead=settings.partitions_ahead)
     except (StorageError, psycopg.Error) as exc:
         raise _fail(exc) from None
     console.print(f"partitions created: {result.created}; dropped: {len(result.dropped)}")

@@ -21,3 +21,19 @@ class NotMigratedError(StorageError):
 
     def __init__(self) -> None:
         super().__init__("the database has no UrbanPulse schema: run `urbanpulse db upgrade`")
+
+
+class FieldError(StorageError, ValueError):
+    """The caller's input is refused; ``field`` names it and ``message`` says what is wrong
+    (the API answers 422 naming the field, the CLI prints both)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class SensorNotFoundError(StorageError, LookupError):
+    def __init__(self, sensor_id: str) -> None:
+        super().__init__(f"no sensor {sensor_id!r} in the registry")
+        self.sensor_id = sensor_id

@@ -3,8 +3,9 @@
 Partitions are aligned to the partition interval from the Unix epoch (UTC midnight for the
 default of one day) and named after their start, ``readings_p20261124`` or, for intervals
 shorter than a day, ``readings_p20261124t0600``. ``maintain`` creates them ahead and drops those
-past the retention window; the writer creates any it still lacks, so no reading is refused for
-want of a partition (the ingest validator has already bounded how old or new a time may be).
+past every retention policy's raw retention; the writer creates any it still lacks, so no
+reading is refused for want of a partition (the ingest validator has already bounded how old
+or new a time may be).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.rows import TupleRow
 
+from .retention_policy import longest_raw
 from .urls import libpq_url
 
 PARTITIONED_TABLES = ("readings", "readings_extra")
@@ -103,7 +105,8 @@ class MaintenanceResult:
 def maintain(
     url: str, now: float | None = None, ahead: int = 7, retention_s: int | None = None
 ) -> MaintenanceResult:
-    """Create partitions from one interval back to ``ahead`` intervals on; drop the expired."""
+    """Create partitions from one interval back to ``ahead`` intervals on; drop those past
+    every retention policy (``retention_s`` overrides the longest raw retention)."""
     now = _time.time() if now is None else now
     with psycopg.connect(libpq_url(url)) as conn:
         partitions = PartitionSet(read_interval(conn))
@@ -113,20 +116,37 @@ def maintain(
         missing = wanted - partitions.known
         partitions.ensure(conn, missing)
         if retention_s is None:
-            row = conn.execute(
-                "SELECT value FROM storage_settings WHERE name = 'retention'"
-            ).fetchone()
-            retention_s = int(str(row[0]).split()[0]) if row else 400 * 86400
-        dropped = []
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-        for number in sorted(partitions.known):
-            end = (number + 1) * partitions.interval_s
-            if end <= now - retention_s:
-                for table in PARTITIONED_TABLES:
-                    name = _partition_name(
-                        table, number * partitions.interval_s, partitions.interval_s
-                    )
+            from .retention import policies  # retention drops partitions through this module
+
+            kept = longest_raw(policies(conn).values())
+            retention_s = int(kept.total_seconds())
+        dropped = drop_expired(conn, now - retention_s, partitions=partitions)
+        return MaintenanceResult(created=len(missing), dropped=dropped)
+
+
+def drop_expired(
+    conn: psycopg.Connection[TupleRow],
+    before: float,
+    *,
+    dry_run: bool = False,
+    partitions: PartitionSet | None = None,
+) -> tuple[str, ...]:
+    """Drop (or, ``dry_run``, name) the partitions of both tables that end at or before
+    ``before`` (epoch seconds); commits."""
+    if partitions is None:
+        partitions = PartitionSet(read_interval(conn))
+        partitions.load(conn)
+    dropped = []
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+    for number in sorted(partitions.known):
+        end = (number + 1) * partitions.interval_s
+        if end <= before:
+            for table in PARTITIONED_TABLES:
+                name = _partition_name(table, number * partitions.interval_s, partitions.interval_s)
+                if not dry_run:
                     conn.execute(f"DROP TABLE IF EXISTS {name}")
-                    dropped.append(name)
+                dropped.append(name)
+            if not dry_run:
                 partitions.known.discard(number)
-        return MaintenanceResult(created=len(missing), dropped=tuple(dropped))
+    conn.commit()
+    return tuple(dropped)

@@ -8,7 +8,9 @@ on); ``refresh`` only forces them. In partition mode they are tables, and ``refr
 up to the start of the current minute: it recomputes the buckets between the watermark and now,
 and every bucket the writers touched below the watermark since the last refresh (late data,
 gateway replays, found in ``rollup_invalidations``). Rollups below the watermark therefore equal a
-direct aggregation of the raw rows.
+direct aggregation of the raw rows, down to where retention removed raw rows: no refresh, in
+either mode, recomputes a bucket before ``retention.refresh_floor``, so rollups outlive the raw
+readings they summarise (a late reading older than that is stored but not rolled up).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.rows import TupleRow
+
+from .retention import refresh_floor
 
 WATERMARK = "rollups"
 # A single refresher at a time, whichever process calls it.
@@ -38,7 +42,7 @@ SELECT date_bin('1 minute', time, '1970-01-01Z') AS bucket, sensor_key, quantity
        count(*), sum(value), min(value), max(value),
        (array_agg(value ORDER BY time))[1], (array_agg(value ORDER BY time DESC))[1],
        min(time), max(time)
-FROM readings WHERE time >= %(lo)s AND time < %(hi)s
+FROM readings WHERE time >= %(lo)s AND time < %(hi)s{sensor}
 GROUP BY 1, sensor_key, quantity_key
 """
 
@@ -48,7 +52,7 @@ SELECT date_bin(%(width)s, bucket, '1970-01-01Z') AS bucket, sensor_key, quantit
        sum(count)::bigint, sum(sum), min(min), max(max),
        (array_agg(first ORDER BY first_time))[1], (array_agg(last ORDER BY last_time DESC))[1],
        min(first_time), max(last_time)
-FROM {source} WHERE bucket >= %(lo)s AND bucket < %(hi)s
+FROM {source} WHERE bucket >= %(lo)s AND bucket < %(hi)s{sensor}
 GROUP BY 1, sensor_key, quantity_key
 """
 
@@ -206,15 +210,31 @@ def refresh(
 
 
 def _refresh_timescaledb(conn: psycopg.Connection[TupleRow]) -> RefreshResult:
+    refresh_range(conn, None, None)
+    return RefreshResult(watermark=None, ranges=())
+
+
+def refresh_range(
+    conn: psycopg.Connection[TupleRow], lo: datetime | None, hi: datetime | None
+) -> None:
+    """TimescaleDB: refresh the continuous aggregates over [lo, hi) (None: unbounded), each
+    from no earlier than its ``refresh_floor``; commits."""
+    floors = {name: refresh_floor(conn, name.removeprefix("readings_")) for name, _ in _WIDTHS}
     conn.commit()
     previous = conn.autocommit
     conn.autocommit = True  # refresh_continuous_aggregate refuses to run in a transaction
     try:
         for name, _ in _WIDTHS:
-            conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
+            floor_ = floors[name]
+            start = lo if floor_ is None or (lo is not None and lo >= floor_) else floor_
+            if start is not None and hi is not None and start >= hi:
+                continue
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
+                (name, start, hi),
+            )
     finally:
         conn.autocommit = previous
-    return RefreshResult(watermark=None, ranges=())
 
 
 def _refresh_partitioned(conn: psycopg.Connection[TupleRow], now: datetime) -> RefreshResult:
@@ -227,12 +247,14 @@ def _refresh_partitioned(conn: psycopg.Connection[TupleRow], now: datetime) -> R
         new = max(floor(now, MINUTE), old) if old else floor(now, MINUTE)
         # Take the invalidations before reading the readings: a writer that commits in between
         # leaves its invalidation for the next refresh, so nothing is missed.
+        # Never before the floor: raw rows retention removed would be missing from the result.
+        floor_ = refresh_floor(conn, "1m", now)
         touched: list[Range] = [
-            (lo, min(hi + timedelta(microseconds=1), new))
+            (lo if floor_ is None else max(lo, floor_), min(hi + timedelta(microseconds=1), new))
             for lo, hi in conn.execute(
                 "DELETE FROM rollup_invalidations RETURNING lo, hi"
             ).fetchall()
-            if old is None or lo < old
+            if (old is None or lo < old) and (floor_ is None or hi >= floor_)
         ]
         if old is None:
             first = conn.execute("SELECT min(time) FROM readings").fetchone()
@@ -246,12 +268,7 @@ def _refresh_partitioned(conn: psycopg.Connection[TupleRow], now: datetime) -> R
                 conn.execute(
                     f"DELETE FROM {width_name} WHERE bucket >= %s AND bucket < %s", (lo, hi)
                 )
-                params = {"lo": lo, "hi": hi, "width": width}
-                if width_name == "readings_1m":
-                    conn.execute(_FROM_RAW, params)
-                else:
-                    source = "readings_1m" if width_name == "readings_1h" else "readings_1h"
-                    conn.execute(_FROM_FINER.format(target=width_name, source=source), params)
+                _recompute(conn, width_name, width, lo, hi)
         conn.execute(
             "INSERT INTO rollup_watermarks (name, watermark, refreshed_at) "
             "VALUES (%s, %s, now()) ON CONFLICT (name) DO UPDATE "
@@ -259,3 +276,45 @@ def _refresh_partitioned(conn: psycopg.Connection[TupleRow], now: datetime) -> R
             (WATERMARK, new),
         )
     return RefreshResult(watermark=new, ranges=tuple(ranges))
+
+
+def _recompute(
+    conn: psycopg.Connection[TupleRow],
+    name: str,
+    width: timedelta,
+    lo: datetime,
+    hi: datetime,
+    *,
+    sensor_key: int | None = None,
+) -> None:
+    """Insert the buckets of rollup ``name`` in [lo, hi) (of one sensor, or all) from the finer
+    level; the caller has deleted them."""
+    params: dict[str, object] = {"lo": lo, "hi": hi, "width": width, "sensor_key": sensor_key}
+    sensor = "" if sensor_key is None else " AND sensor_key = %(sensor_key)s"
+    if name == "readings_1m":
+        conn.execute(_FROM_RAW.format(sensor=sensor), params)
+    else:
+        source = "readings_1m" if name == "readings_1h" else "readings_1h"
+        conn.execute(_FROM_FINER.format(target=name, source=source, sensor=sensor), params)
+
+
+def affected(lo: datetime, hi: datetime) -> list[tuple[str, Range]]:
+    """Each rollup with the whole buckets of it that [lo, hi) touches."""
+    return [(name, (floor(lo, width), ceil(hi, width))) for name, width in _WIDTHS]
+
+
+def recompute_sensor(
+    conn: psycopg.Connection[TupleRow], sensor_key: int, lo: datetime, hi: datetime
+) -> int:
+    """Partition mode: recompute one sensor's buckets that [lo, hi) touches, finest first, from
+    what remains (raw rows for minutes, then minutes for hours, hours for days), in the
+    caller's transaction; returns the bucket rows replaced."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK,))
+    replaced = 0
+    for (name, width), (_, (start, end)) in zip(_WIDTHS, affected(lo, hi), strict=True):
+        replaced += conn.execute(
+            f"DELETE FROM {name} WHERE sensor_key = %s AND bucket >= %s AND bucket < %s",
+            (sensor_key, start, end),
+        ).rowcount
+        _recompute(conn, name, width, start, end, sensor_key=sensor_key)
+    return replaced

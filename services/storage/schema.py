@@ -544,3 +544,46 @@ notify_cursor = Table(
     Column("name", Text, primary_key=True),
     Column("last_event_id", BigInteger, nullable=False),
 )
+
+# --- Retention and erasure (migration 0012, issue 16) ----------------------------------------
+
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column(
+        "name",
+        Text,
+        primary_key=True,
+        server_default="",
+        comment="the domain, kind or quantity; empty for the default",
+    ),
+    Column("raw_days", Integer, nullable=False),
+    Column("rollup_1m_years", Integer),
+    Column("rollup_1h_years", Integer),
+    Column("rollup_1d_years", Integer),
+    Column("updated_by", Text, nullable=False, server_default=text("CURRENT_USER")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("scope IN ('default', 'domain', 'kind', 'quantity')", name="scope"),
+    CheckConstraint("raw_days >= 1", name="raw_days"),
+    comment="how long raw readings and rollups are kept, per selector",
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False, comment="API key name (key id) or the CLI's user"),
+    Column("sensor_id", Text, nullable=False, index=True),
+    Column("range_start", DateTime(timezone=True), nullable=False),
+    Column("range_end", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("rollups", Text, nullable=False),
+    Column("rows_erased", BigInteger, nullable=False, server_default="0"),
+    Column("buckets_recomputed", BigInteger, nullable=False, server_default="0"),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint("rollups IN ('keep', 'recompute')", name="rollups"),
+    CheckConstraint("range_end > range_start", name="range"),
+    comment="audit of erasures of a sensor's raw readings",
+)

@@ -37,7 +37,7 @@ from services.devstack.postgres import EmbeddedPostgres, _wheel_paths
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.alerts.defaults import install_defaults
 from services.settings import Settings
-from services.storage import migrate, partitions
+from services.storage import migrate, partitions, rollups
 from services.storage.migrate import _alembic_config
 from services.storage.urls import libpq_url, sqlalchemy_url, with_database
 from tests.dashboards.panel_queries import refused_queries
@@ -287,6 +287,42 @@ def test_the_api_works_under_its_role(
             client.post(f"/v1/alerts/{alert[0]}/clear", json={}, headers=headers),
         ]
         assert [(w.status_code // 100, w.text) for w in writes if w.status_code // 100 != 2] == []
+
+
+def test_the_api_erases_only_through_the_audited_function(
+    arranged: str, login: Login, mqtt_broker: BrokerUnderTest, storage_mode: str
+) -> None:
+    url = login("urbanpulse_api")
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(1)
+    with psycopg.connect(libpq_url(arranged)) as conn:
+        _, admin = create_key(conn, "admin", "admin")
+        conn.execute(
+            "INSERT INTO readings SELECT %s + h * interval '1 hour', s.key, 8, h "
+            "FROM sensors s, generate_series(0, 23) h WHERE s.id = 'fdr-1'",
+            (day,),
+        )
+        conn.commit()
+        rollups.refresh(conn, storage_mode)
+    settings = Settings(database_url=url, mqtt_url=mqtt_broker.url, _env_file=None)  # type: ignore[call-arg]
+    body = {"sensor_id": "fdr-1", "start": day.isoformat(), "reason": "roles test"}
+    with TestClient(create_app(settings)) as client:
+        for rollup, hours in (("keep", (0, 6)), ("recompute", (6, 12))):
+            span = {
+                "start": (day + timedelta(hours=hours[0])).isoformat(),
+                "end": (day + timedelta(hours=hours[1])).isoformat(),
+            }
+            done = client.post(
+                "/v1/erasures",
+                json=body | span | {"rollups": rollup},
+                headers={"X-API-Key": admin},
+            )
+            assert (done.status_code, done.json()["rows_erased"]) == (201, 6), done.text
+    assert _count(arranged, "SELECT count(*) FROM readings") == 12
+    # The function deletes only what an open erasure names; they are all finished now.
+    refused = "SELECT urbanpulse_erase_batch(1, 10)"
+    with psycopg.connect(libpq_url(url)) as conn, pytest.raises(psycopg.errors.NoDataFound):
+        conn.execute(refused)
+    assert _refused(login("urbanpulse_monitor"), refused)
 
 
 def test_the_monitor_works_under_its_role(arranged: str, login: Login) -> None:

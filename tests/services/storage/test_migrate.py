@@ -37,7 +37,17 @@ def test_status_of_an_empty_database_lists_the_pending_migrations(empty_database
     status = migrate.status(empty_database)
     assert status.mode is None
     assert status.current is None
-    assert status.pending == ("0001", "0002", "0003", "0004", "0005", "0006", "0010", "0011")
+    assert status.pending == (
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0010",
+        "0011",
+        "0012",
+    )
     assert status.pending[-1] == status.head
 
 
@@ -166,5 +176,12 @@ def test_timescaledb_mode_builds_hypertables_aggregates_and_policies(make_databa
             )
         }
         assert ("policy_compression", "readings") in jobs
-        assert ("policy_retention", "readings") in jobs
+        # Raw retention is `urbanpulse retention apply`'s (per domain, kind, quantity; migration
+        # 0012), and the 1-minute aggregate's refresh stops short of the raw horizon (400 days).
+        assert not any(proc == "policy_retention" for proc, _ in jobs)
         assert sum(1 for proc, _ in jobs if proc == "policy_refresh_continuous_aggregate") == 3
+        start_offset = conn.execute(
+            "SELECT config->>'start_offset' FROM timescaledb_information.jobs "
+            "WHERE hypertable_name = 'readings_1m'"
+        ).fetchone()
+        assert start_offset == ("399 days",)
