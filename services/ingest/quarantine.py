@@ -296,7 +296,13 @@ def summary(
     until: datetime | None = None,
     include_replayed: bool = False,
 ) -> dict[str, int]:
-    """How many entries match the filters, by reason, the most frequent first (no limit)."""
+    """How many entries match the filters, by reason, the most frequent first (no limit).
+
+    The one rule, for the CLI (``quarantine list``) and the API (``/v1/quarantine/summary``)
+    alike: an entry counts while it waits for an operator, that is until it is replayed;
+    ``include_replayed`` counts the replayed ones too. (The two once counted apart, and the
+    API's count went on including what a replay had already stored.)
+    """
     where, params = _where(
         reason=reason,
         gateway=gateway,
