@@ -173,10 +173,9 @@ def rows_in(path: Path, fmt: OutputFormat) -> int:
         return int(pq.ParquetFile(path).metadata.num_rows)
     with path.open("rb") as stream:
         data = iter(lambda: stream.read(1 << 20), b"")
-        if fmt is OutputFormat.CSV:
-            return sum(chunk.count(b"\n") for chunk in data) - 1  # the header
-        # One object a line, each line after the first opening with "{".
-        return sum(chunk.count(b"\n{") for chunk in data)
+        lines = sum(chunk.count(b"\n") for chunk in data)
+    # CSV: a header line; JSON: "[", an object a line, "]" (each on a line of its own).
+    return lines - 1 if fmt is OutputFormat.CSV else lines - 2
 
 
 def cli(
@@ -354,12 +353,6 @@ def main() -> None:
                         out / f"apik.{fmt.value}",
                     )
                 )
-        expected = readings[0].rows
-        wrong = [
-            f.variant for f in readings[1:] if f.rows != expected and "one day" not in f.variant
-        ]
-        if wrong:
-            raise SystemExit(f"row counts differ from the COPY baseline's {expected}: {wrong}")
         print(
             f"\none run on a shared 2-core machine, partition mode; the API's peak RSS after "
             f"start-up: {started_mb:.0f} MB; this bench process: "
@@ -368,6 +361,13 @@ def main() -> None:
         span = f"{start:%Y-%m-%d} .. {end:%Y-%m-%d}"
         table(f"readings, hourly rollup, per sensor, {args.days} days ({span})", readings)
         table(f"KPI values, grain {args.kpi_grain}, every KPI, districts and city", kpis)
+        for figures in (readings, kpis):
+            expected = figures[0].rows
+            wrong = [
+                f.variant for f in figures if f.rows != expected and "one day" not in f.variant
+            ]
+            if wrong:
+                raise SystemExit(f"rows differ from the baseline's {expected:,}: {wrong}")
     finally:
         if api_process is not None:
             api_process.terminate()

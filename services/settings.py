@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=10_000, description="most buckets of a KPI series"
     )
 
-    @field_validator("database_url", "database_read_url")
+    @field_validator("database_url", "database_read_url", "import_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(
@@ -281,6 +281,15 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(default=False, description="upgrade to TLS before sending")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+
+    # POST /v1/imports (issue 16) writes readings, which the API's own role (urbanpulse_api in
+    # deploy/) may not: a login of the ingestion role, used by that endpoint alone. Unset: the
+    # endpoint uses URBANPULSE_DATABASE_URL, and answers 503 naming this setting when that
+    # role may not write what an import writes.
+    import_database_url: str | None = Field(
+        default=None,
+        description="database URL of POST /v1/imports (a login of the ingestion role)",
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

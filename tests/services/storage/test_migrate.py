@@ -37,7 +37,17 @@ def test_status_of_an_empty_database_lists_the_pending_migrations(empty_database
     status = migrate.status(empty_database)
     assert status.mode is None
     assert status.current is None
-    assert status.pending == ("0001", "0002", "0003", "0004", "0005", "0006", "0010", "0011")
+    assert status.pending == (
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0010",
+        "0011",
+        "0013",
+    )
     assert status.pending[-1] == status.head
 
 
