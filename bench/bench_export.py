@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bench_api
 import httpx2 as httpx
 import psycopg
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
@@ -211,35 +211,10 @@ def cli(
     return Figure(f"CLI {fmt.value}", rows_in(out, fmt), seconds, size, usage.ru_maxrss / 1024)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
     """``urbanpulse api`` with one process (uvicorn serves in it), sensor-level open data."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "URBANPULSE_DATABASE_URL": url,
-        "URBANPULSE_LOG_LEVEL": "WARNING",
-        "URBANPULSE_OPEN_DATA_SENSOR_LEVEL": "sensor",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api", "--port", str(port), "--workers", "1"],
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("the API did not start") from None
-            time.sleep(0.2)
-    return process, f"http://127.0.0.1:{port}"
+    os.environ["URBANPULSE_OPEN_DATA_SENSOR_LEVEL"] = "sensor"  # the child's environment
+    return bench_api.serve(url, workers=1)
 
 
 def peak_mb(pid: int) -> float:
@@ -324,35 +299,19 @@ def main() -> None:
             one_day = cli(url, "readings", day, OutputFormat.CSV, out / "day.csv", level)
             one_day.variant = "CLI csv, one day (start-up floor)"
             readings.append(one_day)
-            for fmt in FORMATS:
-                readings.append(cli(url, "readings", year, fmt, out / f"r.{fmt.value}", level))
-            for fmt in FORMATS:
-                readings.append(
-                    api(
-                        base,
-                        key,
-                        api_process.pid,
-                        "/v1/exports/readings",
-                        {**period, "rollup": "1h", "level": "sensor"},
-                        fmt,
-                        out / f"api.{fmt.value}",
-                    )
-                )
-            grain = ["--grain", args.kpi_grain]
-            for fmt in FORMATS:
-                kpis.append(cli(url, "kpis", year, fmt, out / f"k.{fmt.value}", grain))
-            for fmt in FORMATS:
-                kpis.append(
-                    api(
-                        base,
-                        key,
-                        api_process.pid,
-                        "/v1/exports/kpis",
-                        {**period, "grain": args.kpi_grain},
-                        fmt,
-                        out / f"apik.{fmt.value}",
-                    )
-                )
+            # (what, its figures, its CLI options, its API query)
+            exports = (
+                ("readings", readings, level, {**period, "rollup": "1h", "level": "sensor"}),
+                ("kpis", kpis, ["--grain", args.kpi_grain], {**period, "grain": args.kpi_grain}),
+            )
+            for what, figures, options, query in exports:
+                for fmt in FORMATS:
+                    file = out / f"{what}.{fmt.value}"
+                    figures.append(cli(url, what, year, fmt, file, options))
+                for fmt in FORMATS:
+                    file = out / f"api_{what}.{fmt.value}"
+                    path = f"/v1/exports/{what}"
+                    figures.append(api(base, key, api_process.pid, path, query, fmt, file))
         print(
             f"\none run on a shared 2-core machine, partition mode; the API's peak RSS after "
             f"start-up: {started_mb:.0f} MB; this bench process: "
