@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         # configured (compose cannot leave a variable out conditionally): no replica.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("database_url", "database_read_url")
+    @field_validator("database_url", "database_read_url", "import_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(
@@ -296,6 +296,15 @@ class Settings(BaseSettings):
     # batches, and a recompute refreshes the rollups over the whole span at once.
     erasure_max_span: timedelta = Field(
         default=timedelta(days=400), gt=timedelta(0), description="longest range one erasure takes"
+    )
+
+    # POST /v1/imports (issue 16) writes readings, which the API's own role (urbanpulse_api in
+    # deploy/) may not: a login of the ingestion role, used by that endpoint alone. Unset: the
+    # endpoint uses URBANPULSE_DATABASE_URL, and answers 503 naming this setting when that
+    # role may not write what an import writes.
+    import_database_url: str | None = Field(
+        default=None,
+        description="database URL of POST /v1/imports (a login of the ingestion role)",
     )
 
 

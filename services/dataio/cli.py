@@ -73,8 +73,9 @@ def import_command(  # noqa: PLR0917 - typer maps options to parameters
     database_url: DatabaseOption = None,
 ) -> None:
     """Import readings with their original times through the live path's validation: bad
-    records go to the quarantine (topic import:<file>:<line>), good ones are written once
-    however often the file is imported; an interrupted import resumes where it stopped."""
+    records go to the quarantine (topic import:<file>:<line>; `urbanpulse quarantine replay`
+    stores them once their cause is fixed), good ones are written once however often the file
+    is imported; an interrupted import resumes where it stopped."""
     settings, url = settings_for_command(database_url)
     try:
         chosen = fmt or guess_format(path.name)
@@ -164,7 +165,10 @@ def _show(result: importer.ImportResult) -> None:
         table.add_row(name, str(value))
     console.print(table)
     if result.quarantined:
-        console.print("see them with: urbanpulse quarantine list")
+        console.print(
+            "see them with: urbanpulse quarantine list; once their cause is fixed (a sensor "
+            "registered), store them with: urbanpulse quarantine replay --reason REASON"
+        )
 
 
 export_app = typer.Typer(

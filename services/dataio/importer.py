@@ -9,8 +9,11 @@ idempotent writer and the quarantine, one transaction per batch with its checkpo
   Ownership by gateway is not checked: a file comes from an engineer, not from a gateway.
 - Writing: ``ReadingWriter`` (direct COPY, staging + ON CONFLICT when a batch holds readings
   already stored); a reading stored with another value is quarantined as ``conflict``.
-- Quarantine: one message per bad unit, topic ``import:<source>:<line>``, its raw line as the
-  payload, each entry's detail naming the file and the line.
+- Quarantine: one message per bad unit, topic ``import:<source>:<line>``, each entry's detail
+  naming the file and the line. The payload is a SenML pack, what ``urbanpulse quarantine
+  replay`` validates again once the cause is fixed: a JSON line as it was, a CSV or Parquet row
+  as the record it became (its time resolved, so a replay needs neither the file's header and
+  mapping nor its time zone); a row that became no record (``bad_row``) keeps its raw text.
 - Resuming: ``import_runs`` (migration 0007) holds the last committed unit, updated in each
   batch's transaction; a run of the same file (same bytes and options) starts after it, and a
   finished one writes nothing. Then rollups are refreshed over the imported span and, when the
@@ -31,7 +34,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from gateway.errors import SenMLError
-from gateway.senml import Record
+from gateway.senml import Record, encode_resolved
 from services.ingest import quarantine as quarantine_store
 from services.ingest.quarantine import Quarantined, Rejected, bounded
 from services.ingest.registry import SensorDirectory
@@ -49,8 +52,6 @@ Conn = psycopg.Connection[TupleRow]
 # Records per transaction (and checkpoint). The worker's 5000 keeps its latency low; history has
 # none to keep, so twice that halves the commits (each an fsync) an import waits for.
 BATCH_RECORDS = 10_000
-# The gateway id an import validates under: no sensor's gateway is checked against it.
-_IMPORT_GATEWAY = "import"
 
 
 @dataclass(slots=True)
@@ -131,7 +132,8 @@ def import_file(
     """Import ``stream`` (seekable, binary) as ``source``; see the module docstring.
 
     ``kpis=False`` leaves the current KPI values to the monitor (it recomputes them every
-    minute; on TimescaleDB over a year of data that takes minutes).
+    minute; on TimescaleDB over a year of data that takes minutes), as does a role that may
+    not store them (the ingestion role).
     ``again`` forgets an earlier run of the same file and imports it whole once more (after a
     registry fix: what was quarantined may pass now; what was stored is found stored).
     ``conn`` must not be in autocommit mode. Raises ``SourceError`` for an unusable file.
@@ -144,11 +146,7 @@ def import_file(
     result = ImportResult(run_id(file_digest(stream), fmt, mapping, timezone), source, fmt.value)
     mode = storage_mode(conn)
     writer = ReadingWriter(conn, mode, direct=True)
-    # The registry as an engineer's file sees it: every sensor, no gateway to answer to.
-    sensors = {
-        key: replace(sensor, gateway_id=None)
-        for key, sensor in SensorDirectory(conn).snapshot.items()
-    }
+    sensors = quarantine_store.import_view(SensorDirectory(conn).snapshot)
     if again:
         conn.execute("DELETE FROM import_runs WHERE id = %s", (result.run_id,))
     row = conn.execute(
@@ -204,7 +202,8 @@ def import_file(
         result.span = (lo, hi)
         if refresh:
             refresh_span(conn, mode, lo, hi)
-            result.kpis_refreshed = kpis and refresh_kpis(conn, hi)
+            # Under the ingestion role the monitor's next round recomputes them instead.
+            result.kpis_refreshed = kpis and may_refresh_kpis(conn) and refresh_kpis(conn, hi)
     conn.execute(
         "UPDATE import_runs SET finished_at = now(), updated_at = now() WHERE id = %s",
         (result.run_id,),
@@ -276,7 +275,9 @@ def _commit(
     received_at: float,
     max_entries: int,
 ) -> None:
-    checked = validator.validate(_IMPORT_GATEWAY, batch.decoded, sensors, received_at)
+    checked = validator.validate(
+        quarantine_store.IMPORT_GATEWAY, batch.decoded, sensors, received_at
+    )
     for reject in checked.rejects:
         number, index = batch.owner[reject.index]
         batch.reject(number, reject.sensor_id, index, reject.reason, reject.detail)
@@ -340,12 +341,24 @@ def _quarantined(
     for number, entries in sorted(batch.entries.items()):
         unit = batch.units[number]
         where = f"{source} line {unit.line}"
-        item = Quarantined(received_at, f"import:{source}:{unit.line}", unit.raw)
+        item = Quarantined(
+            received_at, quarantine_store.import_topic(source, unit.line), _payload(unit)
+        )
         item.entries = bounded(
             [replace(e, detail=f"{where}: {e.detail}") for e in entries], max_entries
         )
         items.append(item)
     return items
+
+
+def _payload(unit: Unit) -> bytes:
+    """What the quarantine keeps of a unit: a SenML pack where there is one (see the module)."""
+    if unit.record is None:
+        return unit.raw
+    try:
+        return encode_resolved([unit.record])
+    except SenMLError:  # a name no pack can carry: refused as bad_name, for good
+        return unit.raw
 
 
 def _bounds(
@@ -375,12 +388,59 @@ def _totals(conn: Conn, run: str) -> dict[str, int]:
     return dict(zip(names, (int(v) for v in row), strict=True)) if row else {}
 
 
+# What an import writes, as (table, privileges): readings, the quarantine, its checkpoint.
+WRITES = (
+    ("readings", "INSERT"),
+    ("readings_extra", "INSERT"),
+    ("quarantine_messages", "INSERT"),
+    ("quarantine", "INSERT"),
+    ("import_runs", "SELECT, INSERT, UPDATE, DELETE"),
+)
+
+
+def missing_privileges(conn: Conn) -> list[str]:
+    """What the connection's role may not write of what an import writes ("INSERT on
+    readings", ...); empty when it may import. Ends the transaction it opens."""
+    missing = [
+        f"{wanted} on {table}"
+        for table, wanted in WRITES
+        if not _granted(conn, "SELECT has_table_privilege(%s, %s)", (table, wanted))
+    ]
+    conn.commit()
+    return missing
+
+
+def may_refresh_kpis(conn: Conn) -> bool:
+    """Whether the role may store current KPI values (the ingestion role may not: the monitor
+    recomputes them within its interval)."""
+    granted = _granted(conn, "SELECT has_table_privilege('kpi_current', 'INSERT, UPDATE')", ())
+    conn.commit()
+    return granted
+
+
+def _granted(conn: Conn, query: str, params: tuple[str, ...]) -> bool:
+    row = conn.execute(query, params).fetchone()
+    return bool(row and row[0])
+
+
 def refresh_span(conn: Conn, mode: str, lo: datetime, hi: datetime) -> None:
     """Bring the rollups over [lo, hi] up to date. Partition mode: the writer recorded every
     hour it touched in ``rollup_invalidations``, which the ordinary refresh recomputes.
-    TimescaleDB: the continuous aggregates refreshed over the span's whole days only."""
+    TimescaleDB: the continuous aggregates refreshed over the span's whole days only, when
+    this role owns them (only the owner may refresh one: the ingestion role of deploy/ does
+    not); else their refresh policies take the span in at their next run, as far back as the
+    retention's refresh floor (services/storage/retention.py)."""
     if mode != "timescaledb":
         rollups.refresh(conn, mode)
+        return
+    owned = _granted(
+        conn,
+        "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class "
+        "WHERE relname IN ('readings_1m', 'readings_1h', 'readings_1d')",
+        (),
+    )
+    if not owned:
+        conn.commit()
         return
     day = timedelta(days=1)
     start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)

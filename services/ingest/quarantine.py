@@ -11,7 +11,8 @@ Once the cause is fixed — the sensor registered, its kind corrected — :func:
 quarantined records through the same decoding and the same validation the worker uses, and
 stores those that now pass in one transaction with marking them replayed: running it twice
 stores nothing twice. A ``conflict`` stays: its reading's key holds another value, which only
-an operator may replace.
+an operator may replace. A history import's entries replay the same way, validated as the
+import validates (no gateway to answer to).
 
 No Typer here (``quarantine_cli.py`` is the shell); the caller owns the connection.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -48,6 +49,22 @@ _COLUMNS_NO_PAYLOAD = sql.SQL(
     "q.detail, ''::bytea AS payload, q.replayed_at, q.message_id"
 )
 _FROM = sql.SQL("quarantine q JOIN quarantine_messages m ON m.id = q.message_id")
+
+# A history import's entries (services.dataio.importer): topic ``import:<file>:<line>``, no
+# gateway, and a SenML pack as payload (a JSON line as it was; a CSV or Parquet row as the
+# record it became, so that a replay needs neither the file's header nor its options).
+IMPORT_TOPIC = "import:"
+# The gateway an import validates under: no sensor's gateway is checked against it.
+IMPORT_GATEWAY = "import"
+
+
+def import_topic(source: str, line: int) -> str:
+    return f"{IMPORT_TOPIC}{source}:{line}"
+
+
+def import_view(sensors: Mapping[str, Sensor]) -> dict[str, Sensor]:
+    """The registry as an engineer's file sees it: every sensor, no gateway to answer to."""
+    return {key: replace(sensor, gateway_id=None) for key, sensor in sensors.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +313,13 @@ def summary(
     until: datetime | None = None,
     include_replayed: bool = False,
 ) -> dict[str, int]:
-    """How many entries match the filters, by reason, the most frequent first (no limit)."""
+    """How many entries match the filters, by reason, the most frequent first (no limit).
+
+    The one rule, for the CLI (``quarantine list``) and the API (``/v1/quarantine/summary``)
+    alike: an entry counts while it waits for an operator, that is until it is replayed;
+    ``include_replayed`` counts the replayed ones too. (The two once counted apart, and the
+    API's count went on including what a replay had already stored.)
+    """
     where, params = _where(
         reason=reason,
         gateway=gateway,
@@ -350,6 +373,10 @@ def replay(
 
     Readings and the ``replayed_at`` marks are committed together, so an entry is replayed once;
     entries that still fail stay as they are and are returned with their reason of today.
+    An import's entry (topic ``import:<file>:<line>``) is validated as the import validated
+    it: under no gateway, so no sensor's gateway is checked; the same retention, from the
+    import's time and from ``now``, and no other age limit. One replay serves both origins.
+
     ``conn`` must not be in autocommit mode (the writer stages rows in its transaction).
     """
     if conn.autocommit:
@@ -359,6 +386,7 @@ def replay(
     # Both commit on construction, so they come before the replay's own transaction.
     writer = ReadingWriter(conn, storage_mode(conn))
     sensors = SensorDirectory(conn).snapshot
+    registries = {False: sensors, True: import_view(sensors)}
     result = ReplayResult()
     where, params = _where(reason=reason, sensor=sensor_id, ids=ids)
     try:
@@ -394,7 +422,7 @@ def replay(
             outcome = _revalidate(
                 entry,
                 payloads[entry.message_id],
-                sensors=sensors,
+                registries=registries,
                 policy=policy,
                 now=now,
                 packs=packs,
@@ -438,13 +466,16 @@ def _revalidate(
     entry: Entry,
     payload: bytes,
     *,
-    sensors: Mapping[str, Sensor],
+    registries: Mapping[bool, Mapping[str, Sensor]],
     policy: Policy,
     now: float,
     packs: dict[int, Salvaged | SenMLError],
 ) -> tuple[list[Reading], list[ExtraReading]] | StillBad:
+    """``registries``: the registry (False) and its import view (True)."""
     assert entry.record_index is not None
-    if entry.gateway_id is None:  # the worker never writes this; an edited row might
+    imported = entry.gateway_id is None and entry.topic.startswith(IMPORT_TOPIC)
+    gateway = IMPORT_GATEWAY if imported else entry.gateway_id
+    if gateway is None:  # the worker never writes this; an edited row might
         return StillBad(entry.id, Reason.BAD_TOPIC, "no gateway: the topic was not understood")
     received_at = entry.received_at.timestamp()
     # The bad records of one message share its payload: decode it once per replay.
@@ -466,7 +497,7 @@ def _revalidate(
         return StillBad(
             entry.id, Reason.NOT_SENML, f"the pack holds no record at index {entry.record_index}"
         )
-    checked = validate(entry.gateway_id, [record], sensors, received_at, policy)
+    checked = validate(gateway, [record], registries[imported], received_at, policy)
     if checked.rejects:
         reject = checked.rejects[0]
         return StillBad(entry.id, reject.reason, reject.detail)

@@ -8,6 +8,7 @@ production) and drops them afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -323,6 +324,55 @@ def test_the_api_erases_only_through_the_audited_function(
     with psycopg.connect(libpq_url(url)) as conn, pytest.raises(psycopg.errors.NoDataFound):
         conn.execute(refused)
     assert _refused(login("urbanpulse_monitor"), refused)
+
+
+def test_imports_run_under_the_ingestion_role_not_the_apis(
+    arranged: str, login: Login, mqtt_broker: BrokerUnderTest, tmp_path: Path
+) -> None:
+    """Issue 16: an import writes readings, which the API's role may not. POST /v1/imports
+    answers 503 naming URBANPULSE_IMPORT_DATABASE_URL (not 500) while its role is the API's,
+    and imports with a login of the ingestion role there; so does ``urbanpulse import``."""
+    api_url, ingest_url = login("urbanpulse_api"), login("urbanpulse_ingest")
+    with psycopg.connect(libpq_url(arranged)) as conn:
+        _, engineer = create_key(conn, "engineer", "engineer")
+    moment = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0).isoformat()
+    body = (
+        f"sensor,quantity,time,value,unit\nfdr-1,voltage,{moment},230.5,V\n"
+        f"ghost,voltage,{moment},1,V\n"
+    )
+    headers = {"X-API-Key": engineer, "Content-Type": "text/csv"}
+
+    def post(import_url: str | None) -> Any:
+        settings = Settings(  # type: ignore[call-arg]
+            database_url=api_url,
+            import_database_url=import_url,
+            mqtt_url=mqtt_broker.url,
+            _env_file=None,
+        )
+        with TestClient(create_app(settings)) as client:
+            return client.post("/v1/imports?source=a.csv", content=body, headers=headers)
+
+    for import_url in (None, api_url):  # unset, or set to a role that may not either
+        refused = post(import_url)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["setting"] == "URBANPULSE_IMPORT_DATABASE_URL"
+        assert "URBANPULSE_IMPORT_DATABASE_URL" in problem["detail"]
+        assert "INSERT on readings" in problem["missing"]
+    assert _count(arranged, "SELECT count(*) FROM readings") == 0
+    done = post(ingest_url)
+    assert done.status_code == 200, done.text
+    assert (done.json()["stored"], done.json()["quarantined"]) == (1, 1)
+    assert _count(arranged, "SELECT count(*) FROM readings") == 1
+    # The command, as the ingest login: the checkpoint table is its to write (migration 0013).
+    later = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0).isoformat()
+    path = tmp_path / "b.csv"
+    path.write_text(f"sensor,quantity,time,value,unit\nfdr-1,voltage,{later},231,V\n")
+    result = CliRunner().invoke(cli, ["import", str(path), "--json", "--database-url", ingest_url])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["stored"] == 1
+    assert _count(arranged, "SELECT count(*) FROM readings") == 2
 
 
 def test_the_monitor_works_under_its_role(arranged: str, login: Login) -> None:

@@ -2,7 +2,10 @@
 
 - ``POST /v1/imports``: an engineer's smaller history file (registry:write; at most
   URBANPULSE_IMPORT_MAX_BODY_BYTES, bigger files go through the CLI), imported like the CLI does:
-  validated, quarantined with file and line, written once, resumable, counted.
+  validated, quarantined with file and line, written once, resumable, counted. It writes
+  readings, which the API's own role may not in deploy/: it connects through
+  URBANPULSE_IMPORT_DATABASE_URL (a login of the ingestion role) when set, and answers 503
+  naming that setting when its role may not write what an import writes.
 - ``GET /v1/exports/readings`` and ``/v1/exports/kpis``: CSV, JSON or Parquet, streamed (the
   readings through a server-side cursor). Sensor-level readings only where
   URBANPULSE_OPEN_DATA_SENSOR_LEVEL allows them.
@@ -70,7 +73,7 @@ FormatQuery = Annotated[OutputFormat, Query(alias="format", description="csv, js
 
 @router.post(
     "/imports",
-    responses=responses(401, 403, 413, 415, 422),
+    responses=responses(401, 403, 413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -115,11 +118,13 @@ async def import_history(
         zone(timezone)
     except SourceError as exc:
         raise invalid_all([("query.timezone", str(exc))]) from None
+    url = settings.import_database_url or settings.database_url
+    assert url is not None
+    await run_in_threadpool(_check_import_role, url, settings.import_database_url is not None)
     spool = await _spooled_body(request)
 
     def run() -> importer.ImportResult:
-        assert settings.database_url is not None
-        with spool, psycopg.connect(libpq_url(settings.database_url)) as conn:
+        with spool, psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
             return importer.import_file(
                 conn,
                 spool,
@@ -137,6 +142,31 @@ async def import_history(
     except SourceError as exc:
         raise invalid_all([("body", str(exc))]) from None
     return JSONResponse(result.as_dict())
+
+
+def _check_import_role(url: str, own_setting: bool) -> None:
+    """503 naming URBANPULSE_IMPORT_DATABASE_URL when the import's role may not write what an
+    import writes: in deploy/ the API's role may not write readings, by design, and an import
+    that failed on its first batch would have answered 500 after reading the whole body."""
+    with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
+        missing = importer.missing_privileges(conn)
+        role = conn.info.user
+    if not missing:
+        return
+    where = (
+        "the role of URBANPULSE_IMPORT_DATABASE_URL"
+        if own_setting
+        else "this API's database role (set URBANPULSE_IMPORT_DATABASE_URL to give imports "
+        "their own)"
+    )
+    raise Problem(
+        503,
+        detail=f"imports are not available here: {where}, {role!r}, may not write what an "
+        f"import writes ({', '.join(missing)}). Use a login of the ingestion role "
+        "(urbanpulse_ingest), or `urbanpulse import`.",
+        setting="URBANPULSE_IMPORT_DATABASE_URL",
+        missing=missing,
+    )
 
 
 async def _spooled_body(request: Request) -> Any:

@@ -18,6 +18,8 @@ from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
+from services.ingest import quarantine
+
 from ..deps import Principal, ReadConn, Reader
 from ..models import Instant
 from ..pagination import Cursor, Limit, Page, decode_cursor, page_of
@@ -121,13 +123,16 @@ def list_quarantine(
 
 
 @router.get("/quarantine/summary", response_model=Summary, responses=responses(401, 403, 422))
-def quarantine_summary(conn: ReadConn, _: Reader, since: Since = None) -> Summary:
-    """How many entries per reason (optionally since a time), most frequent first."""
-    rows = conn.execute(
-        "SELECT reason, count(*) FROM quarantine "
-        "WHERE %(since)s::timestamptz IS NULL OR received_at >= %(since)s "
-        "GROUP BY reason ORDER BY count(*) DESC, reason",
-        {"since": since},
-    ).fetchall()
-    reasons = [ReasonCount(reason=str(r), count=n) for r, n in rows]
-    return Summary(since=since, total=sum(r.count for r in reasons), reasons=reasons)
+def quarantine_summary(
+    conn: ReadConn,
+    _: Reader,
+    since: Since = None,
+    include_replayed: Annotated[
+        bool, Query(description="count entries already replayed too (default: those waiting)")
+    ] = False,
+) -> Summary:
+    """How many entries per reason (optionally since a time), most frequent first: the entries
+    still waiting for an operator, as ``urbanpulse quarantine list`` counts them."""
+    counts = quarantine.summary(conn, since=since, include_replayed=include_replayed)
+    reasons = [ReasonCount(reason=r, count=n) for r, n in counts.items()]
+    return Summary(since=since, total=sum(counts.values()), reasons=reasons)

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from services.api.routes.quarantine import PREVIEW_BYTES
+from services.cli import app as cli
 from tests.services.api.conftest import auth
 
 Db = psycopg.Connection[tuple[object, ...]]
@@ -118,3 +120,37 @@ def test_only_people_who_act_on_it_read_the_payloads(
     # How many entries per reason holds no payload: every reader sees it.
     summary = api_client.get("/v1/quarantine/summary", headers=auth(api_keys[role]))
     assert summary.status_code == 200
+
+
+def _cli_counts(database_url: str, *options: str) -> tuple[int, dict[str, int]]:
+    """The total and the counts by reason that ``urbanpulse quarantine list`` prints last."""
+    result = CliRunner().invoke(
+        cli, ["quarantine", "list", "--limit", "1", "--database-url", database_url, *options]
+    )
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    total, _, by_reason = last.partition(": ")
+    counts = {}
+    for part in by_reason.split(", "):
+        reason, _, count = part.rpartition(" ")
+        counts[reason] = int(count)
+    return int(total.split()[0]), counts
+
+
+@pytest.mark.usefixtures("entries")
+def test_cli_and_api_count_the_same_entries(
+    operator: TestClient, api_db: Db, database_url: str
+) -> None:
+    """Issue 12: the CLI hid replayed entries and the API counted them. One rule now (an entry
+    counts until it is replayed; --all / include_replayed=true counts those too), one query."""
+    api_db.execute(
+        "UPDATE quarantine SET replayed_at = now() WHERE id IN (SELECT id FROM quarantine "
+        "WHERE reason = 'unknown_sensor' ORDER BY id LIMIT 2)"
+    )
+    for options, params, total in (((), {}, 8), (("--all",), {"include_replayed": "true"}, 10)):
+        body = operator.get("/v1/quarantine/summary", params=params).json()
+        api = {r["reason"]: r["count"] for r in body["reasons"]}
+        assert _cli_counts(database_url, *options) == (body["total"], api)
+        assert body["total"] == total
+    waiting = operator.get("/v1/quarantine/summary").json()["reasons"]
+    assert {"reason": "unknown_sensor", "count": 3} in waiting

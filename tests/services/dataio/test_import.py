@@ -22,9 +22,13 @@ import psycopg
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
+from typer.testing import CliRunner
 
+from gateway.senml import Record, encode_resolved
+from services.cli import app as cli
 from services.dataio import importer
 from services.dataio.sources import Format, SourceError, parse_mapping, units
+from services.ingest import quarantine
 from services.ingest.validate import Policy
 from services.storage.urls import libpq_url
 
@@ -132,7 +136,12 @@ def test_csv_good_and_bad_rows_counted_quarantined_with_file_and_line(city: Conn
         str(e[2]).startswith(f"test.csv line {line}: ")
         for e, line in zip(entries, range(5, 11), strict=True)
     )
-    assert entries[0][4] == f"ghost,voltage,{_iso(t0)},230,V"
+    # A row that became a record is kept as that record, a SenML pack (what a replay validates
+    # again, its time resolved); one that did not, as its raw text.
+    assert json.loads(str(entries[0][4])) == [
+        {"n": "ghost/voltage", "t": t0.timestamp(), "u": "V", "v": 230.0}
+    ]
+    assert entries[3][4] == "fdr-0,voltage,yesterday,230,V"
 
 
 def test_an_import_run_twice_stores_once_and_quarantines_once(city: Conn) -> None:
@@ -384,3 +393,85 @@ def test_quoted_fields_blank_lines_and_bad_widths_keep_their_line_numbers(city: 
     topics = city.execute("SELECT topic, reason FROM quarantine ORDER BY id").fetchall()
     city.commit()
     assert topics == [("import:test.csv:4", "bad_row"), ("import:test.csv:5", "bad_name")]
+
+
+def _replay(database_url: str, *options: str) -> str:
+    result = CliRunner().invoke(
+        cli, ["quarantine", "replay", *options, "--database-url", database_url]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_one_quarantine_replay_serves_imports_and_live_data_once(
+    city: Conn, database_url: str, tmp_path: Path
+) -> None:
+    """Issue 16: an import's bad records are replayed by ``urbanpulse quarantine replay`` (not
+    only by ``import --again``), validated as the import validates them: fdr-9 is registered
+    behind gw-a, yet the import's records, which come from no gateway, pass; the live record
+    from gw-a passes too. CSV (a naive time in the file's zone), JSON lines and Parquet."""
+    t0 = YEAR_START
+    rome = t0.astimezone(ZoneInfo("Europe/Rome")).replace(tzinfo=None)
+    _import(
+        city,
+        _csv([("fdr-0", "voltage", rome.isoformat(), 230, "V"),
+              ("fdr-9", "voltage", rome.isoformat(), 231, "V")]),
+        Format.CSV,
+        timezone="Europe/Rome",
+    )  # fmt: skip
+    pack = [{"n": "fdr-0/voltage", "t": t0.timestamp() + 60, "v": 230},
+            {"n": "fdr-9/voltage", "t": t0.timestamp() + 60, "v": 232}]  # fmt: skip
+    _import(city, json.dumps(pack).encode(), Format.JSONL)
+    path = tmp_path / "history.parquet"
+    pq.write_table(
+        pa.table({"sensor": ["fdr-9"], "quantity": ["voltage"], "time": [t0.timestamp() + 120],
+                  "value": [233.0]}),
+        path,
+    )  # fmt: skip
+    _import(city, path.read_bytes(), Format.PARQUET)
+    now = time.time()
+    live = quarantine.Quarantined(
+        now, "ssc/v1/gw-a/up", encode_resolved([Record("fdr-9/voltage", now - 60, "V", 229.0)])
+    )
+    live.entries = [quarantine.Rejected("gw-a", "fdr-9", 0, "unknown_sensor", "not registered")]
+    quarantine.store(city, [live])
+    city.commit()
+    assert _count(city, "SELECT count(*) FROM quarantine WHERE sensor_id = 'fdr-9'") == 4
+    # Still unknown: nothing to store yet, everything stays.
+    assert "examined 4, stored 0, duplicates 0, still bad 4" in _replay(
+        database_url, "--sensor", "fdr-9"
+    )
+    city.execute(
+        "INSERT INTO sensors (id, kind, domain, gateway_id, district_id) "
+        "VALUES ('fdr-9', 'feeder_meter', 'energy', 'gw-a', 'centre')"
+    )
+    city.commit()
+    assert "examined 4, stored 4, duplicates 0, still bad 0" in _replay(
+        database_url, "--sensor", "fdr-9"
+    )
+    assert "examined 0, stored 0" in _replay(database_url, "--sensor", "fdr-9")
+    stored = city.execute(
+        "SELECT r.time, r.value FROM readings r JOIN sensors s ON s.key = r.sensor_key "
+        "WHERE s.id = 'fdr-9' ORDER BY r.time"
+    ).fetchall()
+    city.commit()
+    assert [value for _, value in stored] == [231.0, 232.0, 233.0, 229.0]
+    assert [moment for moment, _ in stored][:3] == [t0 + timedelta(minutes=m) for m in range(3)]
+    assert quarantine.summary(city, sensor="fdr-9") == {}
+
+
+def test_an_import_entry_replayed_past_the_retention_stays(city: Conn) -> None:
+    """No age limit but the retention: a record within it at import time, past it at the
+    replay, is refused (its partition is gone or going); within it, it is stored."""
+    t0 = YEAR_START
+    _import(city, _csv([("fdr-8", "voltage", _iso(t0), 231, "V")]), Format.CSV)
+    city.execute(
+        "INSERT INTO sensors (id, kind, domain, district_id) "
+        "VALUES ('fdr-8', 'feeder_meter', 'energy', 'centre')"
+    )
+    city.commit()
+    late = (t0 + timedelta(days=401)).timestamp()
+    result = quarantine.replay(city, sensor_id="fdr-8", policy=POLICY, now=late)
+    assert (result.stored, [bad.reason for bad in result.still_bad]) == (0, ["time_too_old"])
+    result = quarantine.replay(city, sensor_id="fdr-8", policy=POLICY)
+    assert (result.examined, result.stored, result.still_bad) == (1, 1, [])

@@ -47,6 +47,7 @@ def test_status_of_an_empty_database_lists_the_pending_migrations(empty_database
         "0010",
         "0011",
         "0012",
+        "0013",
     )
     assert status.pending[-1] == status.head
 
