@@ -1,10 +1,11 @@
-"""The API's cache of computed KPI answers: a small LRU, each answer good for :data:`CACHE_TTL_S`.
+"""The API's cache of computed KPI answers: a small LRU, each answer good for a while.
 
 A dashboard's refreshes ask the same question again and again; ``routes/kpis.py`` computes an
 answer over the rollups once and serves it from here, stating the bound in ``Cache-Control``. One
 thread computes a missing answer while the others asking the same question wait for it, rather than
 each running the same query. One cache per app (:func:`cache_of`), so two apps on two databases
-never share answers.
+never share answers; its bounds are settings (``URBANPULSE_API_KPI_CACHE_TTL``,
+``URBANPULSE_API_KPI_CACHE_ENTRIES``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 
-# How long an answer is served (the freshness bound the responses state), and how many are kept
-# before the least recently used goes.
-CACHE_TTL_S = 60.0
-CACHE_ENTRIES = 512
+from services.settings import Settings
 
 T = TypeVar("T")
 
@@ -28,8 +26,8 @@ T = TypeVar("T")
 class AnswerCache(Generic[T]):
     """An LRU of answers keyed by the question, each fresh for ``ttl_s`` seconds."""
 
-    def __init__(self, ttl_s: float = CACHE_TTL_S, entries: int = CACHE_ENTRIES) -> None:
-        self._ttl_s = ttl_s
+    def __init__(self, ttl_s: float, entries: int) -> None:
+        self.ttl_s = ttl_s
         self._size = entries
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
@@ -39,7 +37,7 @@ class AnswerCache(Generic[T]):
         """The answer to ``key`` if one was computed less than ``ttl_s`` ago."""
         with self._lock:
             hit = self._entries.get(key)
-            if hit is None or time.monotonic() - hit[0] >= self._ttl_s:
+            if hit is None or time.monotonic() - hit[0] >= self.ttl_s:
                 return None
             self._entries.move_to_end(key)
             return hit[1]
@@ -68,11 +66,16 @@ class AnswerCache(Generic[T]):
         return answer
 
 
+def for_settings(settings: Settings) -> AnswerCache[Any]:
+    """A cache bounded by ``URBANPULSE_API_KPI_CACHE_TTL`` and ``_ENTRIES``."""
+    return AnswerCache(settings.api_kpi_cache_ttl.total_seconds(), settings.api_kpi_cache_entries)
+
+
 def cache_of(request: Request) -> AnswerCache[Any]:
-    """The app's cache, made on first use (``app.state.kpi_cache``; a benchmark deletes it to
-    time computed answers)."""
+    """The app's cache (``app.state.kpi_cache``, made by ``create_app``; made again from the
+    app's settings if deleted, as a benchmark does to time computed answers)."""
     state = request.app.state
     if not hasattr(state, "kpi_cache"):
-        state.kpi_cache = AnswerCache()
+        state.kpi_cache = for_settings(state.settings)
     cache: AnswerCache[Any] = state.kpi_cache
     return cache

@@ -4,8 +4,8 @@ series, and baselines with progress.
 Reads stay cheap two ways. The current day, month and year come from ``kpi_current``, which the
 monitor recomputes every minute (``computed_at`` says when). Any other period is computed in the
 database over the rollups and kept in the app's cache (``services.api.kpi_cache``) for
-:data:`~services.api.kpi_cache.CACHE_TTL_S` seconds, so a dashboard's refreshes do not recompute
-it; the response's ``computed_at`` and the ``Cache-Control`` header state that freshness bound.
+``URBANPULSE_API_KPI_CACHE_TTL`` (a minute), so a dashboard's refreshes do not recompute it; the
+response's ``computed_at`` and the ``Cache-Control`` header state that freshness bound.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from services.kpi.catalog import KPIS, Kpi
 from services.settings import Settings
 
 from ..deps import ReadConn, Reader, statement_timeout_ms, with_connection
-from ..kpi_cache import CACHE_TTL_S, AnswerCache, cache_of
+from ..kpi_cache import AnswerCache, cache_of
 from ..kpi_models import (
-    BaselineModel,
     CatalogEntry,
     CurrentValues,
     KpiValueModel,
@@ -222,8 +221,8 @@ def _stored_current(
     )
 
 
-def _cache_headers(response: Response) -> None:
-    response.headers["Cache-Control"] = f"private, max-age={int(CACHE_TTL_S)}"
+def _cache_headers(request: Request, response: Response) -> None:
+    response.headers["Cache-Control"] = f"private, max-age={int(_cache_of(request).ttl_s)}"
 
 
 @router.get("/kpis", response_model=list[CatalogEntry], responses=responses(401, 403))
@@ -281,7 +280,7 @@ async def kpi_values(
     the city: value, rating against its target (met, warning, missed, insufficient_data),
     coverage, and the baseline with the change since."""
     kpi = _kpi(kpi_id)
-    _cache_headers(response)
+    _cache_headers(request, response)
     if start is not None or end is not None:
         if period is not None or at is not None:
             raise invalid("query.start", "give either period (and at) or start and end, not both")
@@ -332,7 +331,7 @@ async def kpi_series(
     """The KPI as a time series at ``grain`` (hour to year), per district asked for and the city."""
     kpi = _kpi(kpi_id)
     _range(start, end)
-    _cache_headers(response)
+    _cache_headers(request, response)
     return await _values(
         request,
         kpi,
@@ -346,13 +345,12 @@ async def kpi_series(
 
 @router.get(
     "/kpis/{kpi_id}/baseline",
-    response_model=list[BaselineModel],
+    # The engine's own type: FastAPI shows a dataclass as it shows a model.
+    response_model=list[baselines.Baseline],
     responses=responses(401, 403, 404),
 )
-def kpi_baseline(conn: ReadConn, _: Reader, kpi_id: KpiId) -> list[BaselineModel]:
+def kpi_baseline(conn: ReadConn, _: Reader, kpi_id: KpiId) -> list[baselines.Baseline]:
     """The recorded baseline of the KPI for the city and each district (``urbanpulse kpi
     baseline set`` records it); every value served also reports its change against it."""
     _kpi(kpi_id)
-    return [
-        BaselineModel.model_validate(b.as_dict()) for b in baselines.get_baselines(conn, kpi_id)
-    ]
+    return baselines.get_baselines(conn, kpi_id)
