@@ -1,7 +1,6 @@
 """The API's KPI bodies: the engine's types (``services.kpi.catalog.Kpi``,
-``services.kpi.rating.KpiValue`` with its ``Coverage`` and ``BaselineRef``,
-``services.storage.kpi_targets.Baseline``) as pydantic models with the descriptions and examples
-the OpenAPI schema shows.
+``services.kpi.rating.KpiValue`` with its ``Coverage`` and ``BaselineRef``) as pydantic models
+with the descriptions and examples the OpenAPI schema shows.
 
 They are written out rather than generated so the schema keeps its names and documentation;
 ``tests/services/api/test_kpi_models.py`` checks that each agrees with its engine type field for
@@ -93,18 +92,6 @@ class CurrentValues(BaseModel):
     values: list[dict[str, Any]] = Field(
         description="KpiValue bodies with computed_at, as of the monitor's last refresh"
     )
-
-
-class BaselineModel(BaseModel):
-    kpi_id: str
-    scope: str
-    period_start: datetime
-    period_end: datetime
-    value: float | None
-    coverage: float | None
-    quality: str
-    recorded_at: datetime
-    recorded_by: str | None
 
 
 def entry_of(kpi: Kpi) -> CatalogEntry:

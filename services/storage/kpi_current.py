@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 Conn = psycopg.Connection[TupleRow]
@@ -92,29 +92,14 @@ def upsert(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One current value's columns, without its JSON body."""
-
-    kpi_id: str
-    scope: str
-    period: str
-    period_start: datetime
-    period_end: datetime
-    value: float | None
-    rating: str
-    computed_at: datetime
-
-
-def rows(conn: Conn) -> list[Row]:
-    """Every current value (each KPI, scope and period), ordered by KPI, scope and period."""
-    return [
-        Row(str(k), str(s), str(p), start, end, value, str(r), computed)
-        for k, s, p, start, end, value, r, computed in conn.execute(
+def rows(conn: Conn) -> list[dict[str, Any]]:
+    """Every current value (each KPI, scope and period) by column name, without its JSON body,
+    ordered by KPI, scope and period."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(
             "SELECT kpi_id, scope, period, period_start, period_end, value, rating, computed_at "
             "FROM kpi_current ORDER BY kpi_id, scope, period"
         ).fetchall()
-    ]
 
 
 def read(

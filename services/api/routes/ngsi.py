@@ -209,16 +209,9 @@ def _count(
 def _kpis(conn: psycopg.Connection[TupleRow], ids: Sequence[str] | None) -> list[Entity]:
     entities = []
     for row in kpi_current.rows(conn):
-        kpi = KPIS.get(row.kpi_id)
+        kpi = KPIS.get(row["kpi_id"])
         record = models.KpiRecord(
-            row.kpi_id,
-            row.scope,
-            row.period,
-            row.period_start,
-            row.period_end,
-            row.value,
-            row.rating,
-            row.computed_at,
+            **row,
             name=kpi.name if kpi else None,
             description=kpi.definition if kpi else None,
         )

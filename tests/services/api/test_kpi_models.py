@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 from services.api import kpi_models as api
 from services.kpi import catalog, rating
-from services.storage import kpi_targets
 
 # (engine type, API model, fields only the API shows, fields the API leaves out: why)
 PAIRS: list[tuple[type, type[BaseModel], set[str], set[str]]] = [
@@ -26,7 +25,6 @@ PAIRS: list[tuple[type, type[BaseModel], set[str], set[str]]] = [
     (rating.Coverage, api.CoverageModel, set(), set()),
     (rating.BaselineRef, api.BaselineRefModel, set(), set()),
     (rating.KpiValue, api.KpiValueModel, set(), set()),
-    (kpi_targets.Baseline, api.BaselineModel, set(), set()),
 ]
 MODEL_OF = {engine_type: model for engine_type, model, _, _ in PAIRS}
 
