@@ -2,5 +2,7 @@
 idempotent COPY write path; and the modules that own a family of tables' SQL, which the other
 layers call: the city settings (``city_settings.py``, with their typed ``CitySettings``), KPI
 targets and baselines (``kpi_targets.py``), the current KPI values (``kpi_current.py``), the
-event log (``events.py``), the pack ledger (``ledger.py``). Imports nothing from the other
+event log (``events.py``), the pack ledger (``ledger.py``). SQL elsewhere (the alert rules, the
+dashboards' panels) reads ``kpi_current`` by the names ``kpi_current.py`` owns. Its errors
+(``errors.py``, ``StorageError``) say how the API answers them. Imports nothing from the other
 service packages."""
