@@ -7,6 +7,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from services.kpi import catalog
 from services.kpi.alerts.defaults import DEFAULT_RULES
 from services.kpi.catalog import Kpi
+from services.storage import kpi_current
 
 from .panels import (
     GREEN,
@@ -35,12 +36,13 @@ STATES: dict[float, tuple[str, str]] = {
 
 def kpi_sql(kpi: Kpi, period: str = "$period") -> str:
     """The city's current value of ``kpi``, its target and the change since the baseline
-    (``kpi_current``, kept by the monitor; positive change is better)."""
+    (the current values, kept by the monitor and owned by ``services.storage.kpi_current``;
+    positive change is better)."""
     return f"""
 SELECT value AS "value, {kpi.unit}",
        (body->>'target')::float8 AS target,
        (body->'baseline'->>'change_pct')::float8 AS "vs baseline %"
-FROM kpi_current
+FROM {kpi_current.TABLE}
 WHERE kpi_id = '{kpi.id}' AND scope = 'city' AND period = '{period}'
 """
 

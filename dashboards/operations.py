@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
+from services.storage import kpi_current
+
 from .panels import (
     GREEN,
     ORANGE,
@@ -70,7 +72,7 @@ ORDER BY online, last_seen NULLS FIRST
 """
 
 # Each rollup's newest reading folded in; the KPI values' age is the monitor's heartbeat.
-FRESHNESS_SQL = """
+FRESHNESS_SQL = f"""
 SELECT 'readings_1m' AS relation, max(last_time) AS newest,
        extract(epoch FROM now() - max(last_time))::float8 AS "age, s"
 FROM readings_1m WHERE bucket > now() - interval '1 day'
@@ -81,13 +83,13 @@ UNION ALL
 SELECT 'readings_1d', max(last_time), extract(epoch FROM now() - max(last_time))::float8
 FROM readings_1d WHERE bucket > now() - interval '3 days'
 UNION ALL
-SELECT 'kpi_current', max(computed_at), extract(epoch FROM now() - max(computed_at))::float8
-FROM kpi_current
+SELECT '{kpi_current.TABLE}', max(computed_at), extract(epoch FROM now() - max(computed_at))::float8
+FROM {kpi_current.TABLE}
 """
 
-KPI_AGE_SQL = """
+KPI_AGE_SQL = f"""
 SELECT extract(epoch FROM now() - max(computed_at))::float8 AS "KPI values age"
-FROM kpi_current
+FROM {kpi_current.TABLE}
 """
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
+from gateway.errors import GatewayError
 from gateway.names import is_valid_sensor_id, reading_name
 from gateway.senml import Record
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 _QUANTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 
 
-class DriverError(ValueError):
+class DriverError(GatewayError, ValueError):
     """A driver spec that names no driver, or a driver that cannot start."""
 
 

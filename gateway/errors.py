@@ -1,10 +1,15 @@
-"""Errors of the wire contract: what a sender got wrong in a SenML pack or an MQTT topic.
+"""Errors of the gateway package, and of the wire contract: what a sender got wrong in a SenML
+pack or an MQTT topic.
 
-One base, :class:`WireError`, so an ingestion loop can catch everything the wire contract
-refuses in one ``except`` and turn it into a quarantine row. Every error carries a
-machine-readable ``reason`` (a ``str`` enum, so it compares equal to its plain code and can be
-stored as text) and, for SenML, the index of the offending record and the offending field, so the
-quarantine says exactly what was wrong without parsing a message.
+:class:`GatewayError` is the base of every error the package raises. Under it, two families, as
+h11 splits remote from local errors: :class:`WireError`, what the other side sent wrong (the
+SenML codec, topics), so an ingestion loop can catch everything the wire contract refuses in one
+``except`` and turn it into a quarantine row; and the gateway's own trouble, declared beside the
+code that raises it (``outbox.OutboxError``, ``drivers.DriverError``, ``receipts.ReceiptError``).
+
+Every wire error carries a machine-readable ``reason`` (a ``str`` enum, so it compares equal to
+its plain code and can be stored as text) and, for SenML, the index of the offending record and
+the offending field, so the quarantine says exactly what was wrong without parsing a message.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ from __future__ import annotations
 import enum
 
 
-class WireError(Exception):
+class GatewayError(Exception):
+    """Base of every error the gateway package raises."""
+
+
+class WireError(GatewayError):
     """Base of every error raised by the gateway's wire contract (SenML codec, topics)."""
 
 

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from gateway.errors import GatewayError
+
 __all__ = [
     "Cap",
     "CapPolicy",
@@ -72,7 +74,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 )
 
 
-class OutboxError(Exception):
+class OutboxError(GatewayError):
     """Base of the outbox's errors."""
 
 

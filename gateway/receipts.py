@@ -29,6 +29,8 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gateway.errors import GatewayError
+
 __all__ = [
     "OLDEST",
     "SEQ",
@@ -51,7 +53,7 @@ RECEIPT = "receipt"
 _MAX_STREAM = 64
 
 
-class ReceiptError(ValueError):
+class ReceiptError(GatewayError, ValueError):
     """A user property or a receipt that does not follow the contract; ``reason`` says how."""
 
     def __init__(self, reason: str) -> None:

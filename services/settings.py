@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "URBANPULSE_"
@@ -306,6 +306,44 @@ class Settings(BaseSettings):
         default=None,
         description="database URL of POST /v1/imports (a login of the ingestion role)",
     )
+
+    # --- The API process's tuning (issue 12): its connection pools and its cache of computed
+    # KPI answers, read by create_app and passed down (they were constants of services.api).
+    # Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests hold a
+    # connection for a few milliseconds, so ~10 connections serve a 2-core API; PostgreSQL's
+    # default max_connections (100) then leaves room for ingestion workers and several
+    # replicas. Two stay open so a quiet API answers its first request without a connect.
+    api_pool_min: int = Field(default=2, ge=0, description="connections kept open per pool")
+    api_pool_max: int = Field(default=12, ge=1, description="most connections per pool")
+    # Requests that hold a connection for their whole run wait for one of these slots without
+    # holding a thread (services.api.deps); the other api_pool_max - api_request_slots
+    # connections stay free for key checks, readiness probes and the live stream's polls, so
+    # those never wait on requests that cannot finish. Also the event loop's pool's size.
+    api_request_slots: int = Field(
+        default=10, ge=1, description="requests holding a connection at once"
+    )
+    # How long a request waits for a pooled connection before it is answered 503 (the database
+    # is down or saturated), rather than hanging for psycopg_pool's default 30 s.
+    api_pool_timeout: timedelta = Field(
+        default=timedelta(seconds=5), gt=timedelta(0), description="wait for a connection"
+    )
+    # A KPI value computed over the rollups is served from the cache this long (the responses'
+    # Cache-Control max-age states it); past this many answers the least recently used goes.
+    api_kpi_cache_ttl: timedelta = Field(
+        default=timedelta(seconds=60), ge=timedelta(0), description="a cached KPI answer's life"
+    )
+    api_kpi_cache_entries: int = Field(default=512, ge=1, description="KPI answers cached")
+
+    @field_validator("api_request_slots")
+    @classmethod
+    def _slots_leave_connections_free(cls, value: int, info: ValidationInfo) -> int:
+        pool_max = info.data.get("api_pool_max")
+        if pool_max is not None and value >= pool_max:
+            raise ValueError(
+                f"must be below URBANPULSE_API_POOL_MAX ({pool_max}): the connections between "
+                "serve key checks, readiness probes and the live stream"
+            )
+        return value
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -20,7 +20,7 @@ from services.readreplica.routing import ReplicaGate
 from services.settings import Settings, load_settings
 from services.storage.urls import libpq_url
 
-from . import docs, problems
+from . import docs, kpi_cache, problems
 from .auth import Authenticator
 from .deps import KEY_CHECKS_AT_ONCE, Replica, current_principal, statement_timeout_ms
 from .guards import BodyLimitMiddleware, FailureLimiter
@@ -41,21 +41,6 @@ from .routes import (
     stream,
 )
 from .routes.ngsi import router as ngsi_router
-
-# Pool bounds. Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests
-# hold a connection for a few milliseconds, so ~10 connections serve a 2-core API; PostgreSQL's
-# default max_connections (100) then leaves room for ingestion workers and several replicas.
-# Two stay open so a quiet API answers its first request without a connect.
-POOL_MIN = 2
-POOL_MAX = 12
-# Requests that hold a connection for their whole run wait for one of these slots without
-# holding a thread (see services.api.deps); the other POOL_MAX - REQUEST_SLOTS connections stay
-# free for key checks, readiness probes and the live stream's polls, so those never wait on
-# requests that cannot finish.
-REQUEST_SLOTS = 10
-# How long a request waits for a pooled connection before it is answered 503 (the database is
-# down or saturated), rather than hanging for psycopg_pool's default 30 s.
-POOL_TIMEOUT_S = 5.0
 
 DESCRIPTION = """
 UrbanPulse serves a smart sustainable city's sensor data: the registry of districts, gateways
@@ -98,8 +83,8 @@ def async_pool_for(settings: Settings, *, replica: bool = False) -> AsyncConnect
     return AsyncConnectionPool(
         libpq_url(url),
         min_size=1,
-        max_size=REQUEST_SLOTS,
-        timeout=POOL_TIMEOUT_S,
+        max_size=settings.api_request_slots,
+        timeout=settings.api_pool_timeout.total_seconds(),
         open=False,
         name="urbanpulse-api-async" + ("-read" if replica else ""),
         # This pool serves only the readings endpoint: its statement timeout is that class's.
@@ -115,9 +100,9 @@ def pool_for(settings: Settings, *, replica: bool = False) -> ConnectionPool:
     url = _url(settings, replica=replica)
     return ConnectionPool(
         libpq_url(url),
-        min_size=POOL_MIN,
-        max_size=POOL_MAX,
-        timeout=POOL_TIMEOUT_S,
+        min_size=settings.api_pool_min,
+        max_size=settings.api_pool_max,
+        timeout=settings.api_pool_timeout.total_seconds(),
         # Do not wait for the first connections: the API starts (and /readyz says why it is
         # not ready) while the database is still coming up.
         open=False,
@@ -242,7 +227,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.pool = pool
     app.state.async_pool = async_pool
     app.state.replica = replica
-    app.state.connection_slots = asyncio.Semaphore(REQUEST_SLOTS)
+    app.state.connection_slots = asyncio.Semaphore(settings.api_request_slots)
+    app.state.kpi_cache = kpi_cache.for_settings(settings)
     app.state.authenticator = Authenticator(pool)
     app.state.auth_failures = FailureLimiter(
         settings.api_auth_failures_max, settings.api_auth_failures_window.total_seconds()

@@ -1,11 +1,13 @@
 """RFC 9457 problem details: the one shape of every error the API returns.
 
-Routes raise :class:`Problem` (or let a validation error happen); the handlers installed by
-:func:`install` turn every error — ours, FastAPI's request validation, Starlette's 404/405, and
-anything unexpected — into an ``application/problem+json`` body with ``type``, ``title``,
-``status``, ``detail`` and ``instance``. Validation problems add ``errors: [{field, message}]``.
-An unexpected exception is logged with its traceback and answered with a 500 that says nothing
-about the internals.
+Routes raise :class:`Problem` (or let a validation error happen), and let the domain's errors
+(:class:`services.errors.DomainError`: storage, KPI, alert and notification errors) pass: each says
+its status, problem type and the field at fault, and :func:`problem_of` reads them, in this one
+place. The handlers installed by :func:`install` turn every error — ours, the domain's, FastAPI's
+request validation, Starlette's 404/405, and anything unexpected — into an
+``application/problem+json`` body with ``type``, ``title``, ``status``, ``detail`` and
+``instance``. Validation problems add ``errors: [{field, message}]``. An unexpected exception is
+logged with its traceback and answered with a 500 that says nothing about the internals.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
+
+from services.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,24 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def problem_of(error: DomainError) -> Problem:
+    """The problem that answers a domain error, as the error describes itself: a 422 naming its
+    ``request_field`` when one input is at fault, else its ``status``, ``title`` and ``problem``
+    type with its ``detail``; its extension members either way."""
+    if error.request_field is not None:
+        problem = invalid(error.request_field, error.detail)
+    else:
+        slug = error.problem
+        problem = Problem(
+            error.status,
+            error.title,
+            error.detail,
+            type=None if slug is None else problem_type(slug),
+        )
+    problem.extensions.update(error.extensions())
+    return problem
+
+
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
     return JSONResponse(
         problem.body(instance=request.url.path),
@@ -169,6 +191,11 @@ def _field(loc: tuple[int | str, ...] | list[int | str]) -> str:
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
     return problem_response(exc, request)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return problem_response(problem_of(exc), request)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -224,6 +251,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem-details response."""
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)

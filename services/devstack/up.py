@@ -42,13 +42,13 @@ from rich.console import Console
 from gateway import topics
 from services.api.app import create_app
 from services.api.keys import create_key, find_key, verify_secret
-from services.ingest.cli import limits
+from services.ingest.cli import worker_settings
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.engine import CURRENT_PERIODS
 from services.kpi.monitor import Monitor
 from services.notify.manage import config_from
 from services.notify.notifier import start_thread as start_notifier
-from services.settings import Settings, SettingsError, UnknownSensors, load_settings
+from services.settings import Settings, SettingsError, load_settings
 from services.storage import migrate
 from services.storage.urls import libpq_url
 
@@ -357,12 +357,9 @@ def _start_ingestion(
             database_url=database_url,
             mqtt_url=mqtt_url,
             client_id="urbanpulse-up-ingest",
-            **limits(settings),
             username=login[0],
             password=login[1],
-            register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
-            live_events=settings.live_readings,
-            events_retention_s=settings.events_retention.total_seconds(),
+            **worker_settings(settings),
         )
     )
     thread = threading.Thread(

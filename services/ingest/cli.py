@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
@@ -22,8 +23,7 @@ app = typer.Typer(help="Run an ingestion worker: MQTT to the data layer.")
 
 
 def limits(settings: Settings) -> dict[str, Any]:
-    """The worker's validation policy and quarantine bounds, from the settings (``urbanpulse
-    ingest`` and ``urbanpulse up`` build their workers alike)."""
+    """The worker's validation policy and quarantine bounds, from the settings."""
     return {
         "policy": policy(settings),
         "max_entries_per_message": settings.quarantine_max_entries_per_message,
@@ -33,6 +33,22 @@ def limits(settings: Settings) -> dict[str, Any]:
         "receipts": settings.receipts,
         "direct_copy": settings.direct_copy,
     }
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Every ``WorkerConfig`` field the settings decide: :func:`limits`, what becomes of unknown
+    sensors and the live stream's events. The one conversion: ``urbanpulse ingest`` and
+    ``urbanpulse up`` build their workers alike, adding only where to connect and as whom."""
+    return {
+        **limits(settings),
+        "register_unknown": settings.unknown_sensors == UnknownSensors.REGISTER,
+        "live_events": settings.live_readings,
+        "events_retention_s": settings.events_retention.total_seconds(),
+    }
+
+
+# The worker's own defaults, so its options cannot say otherwise.
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}
 
 
 @app.callback(invoke_without_command=True)
@@ -51,7 +67,9 @@ def ingest(
             "EMQX, HiveMQ)"
         ),
     ] = None,
-    batch_records: Annotated[int, typer.Option(help="flush at this many records")] = 5000,
+    batch_records: Annotated[int, typer.Option(help="flush at this many records")] = _DEFAULTS[
+        "batch_records"
+    ],
     metrics_port: Annotated[
         int, typer.Option(help="Prometheus metrics on this port (0: none)")
     ] = 9108,
@@ -61,7 +79,7 @@ def ingest(
     ] = "127.0.0.1",
     flush_ms: Annotated[
         float, typer.Option(help="or this long after a batch's first message")
-    ] = 50.0,
+    ] = _DEFAULTS["flush_ms"],
 ) -> None:
     """Subscribe to every gateway's readings and status and land them in the database."""
     try:
@@ -88,10 +106,7 @@ def ingest(
             flush_ms=flush_ms,
             username=settings.mqtt_username,
             password=password,
-            **limits(settings),
-            register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
-            live_events=settings.live_readings,
-            events_retention_s=settings.events_retention.total_seconds(),
+            **worker_settings(settings),
         )
     )
     stop = threading.Event()

@@ -177,7 +177,7 @@ def current(
     """The stored current values (``as_dict`` bodies plus ``computed_at``), as of the last
     :func:`refresh_current`: at most about a minute old while the monitor runs."""
     if period not in GRAINS:
-        raise InvalidPeriod(f"period {period!r} is not one of {', '.join(GRAINS)}")
+        raise InvalidPeriod(f"period {period!r} is not one of {', '.join(GRAINS)}", "period")
     ids = list(kpi_ids) if kpi_ids is not None else None
     return kpi_current.read(conn, period=period, kpi_ids=ids, scope=scope)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import InvalidPeriod
+from .errors import InvalidPeriod, PeriodArgument
 
 GRAINS = ("hour", "day", "week", "month", "year")
 # A time series longer than this is a mistake (a year of hours is 8784).
@@ -24,9 +24,9 @@ def _zone(tz: str) -> ZoneInfo:
         raise InvalidPeriod(f"unknown timezone {tz!r}") from None
 
 
-def _aware(moment: datetime, what: str) -> datetime:
+def _aware(moment: datetime, what: PeriodArgument) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidPeriod(f"{what} must carry a timezone ({moment.isoformat()})")
+        raise InvalidPeriod(f"{what} must carry a timezone ({moment.isoformat()})", what)
     return moment.astimezone(UTC)
 
 
@@ -67,7 +67,7 @@ def period_bounds(period: str, at: datetime, tz: str = "UTC") -> tuple[datetime,
     """The hour, day, week (ISO, from Monday), month or year containing ``at``, on the wall clock
     of ``tz``, as UTC datetimes [start, end)."""
     if period not in GRAINS:
-        raise InvalidPeriod(f"period {period!r} is not one of {', '.join(GRAINS)}")
+        raise InvalidPeriod(f"period {period!r} is not one of {', '.join(GRAINS)}", "period")
     zone = _zone(tz)
     try:
         start = _floor(_aware(at, "at"), period, zone)
@@ -75,7 +75,7 @@ def period_bounds(period: str, at: datetime, tz: str = "UTC") -> tuple[datetime,
     except (OverflowError, ValueError) as exc:
         if isinstance(exc, InvalidPeriod):
             raise
-        raise InvalidPeriod(f"the {period} around {at.isoformat()} is out of range") from None
+        raise InvalidPeriod(f"the {period} around {at.isoformat()} is out of range", "at") from None
 
 
 def buckets(
@@ -85,11 +85,11 @@ def buckets(
     first and last buckets are clipped to the period when it is not aligned."""
     start, end = _aware(start, "start"), _aware(end, "end")
     if end <= start:
-        raise InvalidPeriod(f"end {end.isoformat()} is not after start {start.isoformat()}")
+        raise InvalidPeriod(f"end {end.isoformat()} is not after start {start.isoformat()}", "end")
     if grain is None:
         return [(start, end)]
     if grain not in GRAINS:
-        raise InvalidPeriod(f"grain {grain!r} is not one of {', '.join(GRAINS)}")
+        raise InvalidPeriod(f"grain {grain!r} is not one of {', '.join(GRAINS)}", "grain")
     zone = _zone(tz)
     result: list[tuple[datetime, datetime]] = []
     lower = start
@@ -100,12 +100,14 @@ def buckets(
             result.append((lower, upper))
             if len(result) > MAX_BUCKETS:
                 raise InvalidPeriod(
-                    f"more than {MAX_BUCKETS} {grain} buckets; choose a coarser grain"
+                    f"more than {MAX_BUCKETS} {grain} buckets; choose a coarser grain", "grain"
                 )
             lower, boundary = upper, _next(boundary, grain, zone)
     except (OverflowError, ValueError) as exc:
         # Calendar arithmetic past year 9999 or before year 1: the caller's range, not a bug.
         if isinstance(exc, InvalidPeriod):
             raise
-        raise InvalidPeriod(f"{grain} buckets of this range run out of the calendar") from None
+        raise InvalidPeriod(
+            f"{grain} buckets of this range run out of the calendar", "grain"
+        ) from None
     return result

@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.kinds import Bounds
 
+from .errors import StorageError
 from .measures import Attribute, measure
 
 # Peak windows add up to at most half a day: more is not a peak (and TRA-1 would be an all-day
@@ -40,20 +41,50 @@ MAX_PEAK_HOURS = 12
 MAX_ROAD_CLASSES = 32
 
 
-class SettingError(ValueError):
-    """A setting was refused: ``name`` is the setting, the message says why."""
+class SettingError(StorageError, ValueError):
+    """A setting was refused: ``name`` is the setting, the message says why (the API answers
+    a 422 naming ``body.value``)."""
+
+    status = 422
 
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
 
+    @property
+    def request_field(self) -> str | None:
+        return "body.value"
+
+    @property
+    def detail(self) -> str:
+        return f"{self.name}: {self}"
+
 
 class UnknownSettingError(SettingError):
-    """No setting has this name."""
+    """No setting has this name (the API answers 404)."""
+
+    status = 404
+
+    @property
+    def request_field(self) -> str | None:
+        return None
+
+    @property
+    def detail(self) -> str:
+        return f"no setting {self.name!r}; one of {', '.join(SETTINGS)}"
 
 
 class CitySettingError(SettingError):
-    """The setting is the city's alone: a district does not override it."""
+    """The setting is the city's alone: a district does not override it (the API answers a 422
+    naming the path's setting)."""
+
+    @property
+    def request_field(self) -> str | None:
+        return "path.name"
+
+    @property
+    def detail(self) -> str:
+        return str(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,8 +380,14 @@ def unset_city(conn: Conn, name: str) -> Value:
     return Value(name, found.default, "default")
 
 
-class UnknownDistrictError(LookupError):
-    """No district has this id."""
+class UnknownDistrictError(StorageError, LookupError):
+    """No district has this id (its only argument, so ``str()`` is the id; the API answers 404)."""
+
+    status = 404
+
+    @property
+    def detail(self) -> str:
+        return f"no district {self.args[0]!r}"
 
 
 def _reference(conn: Conn, district_id: str, *, lock: bool = False) -> dict[str, Any]:

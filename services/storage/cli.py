@@ -12,7 +12,7 @@ from rich.table import Table
 from services.settings import settings_for_command
 
 from . import migrate, partitions, rollups
-from .errors import StorageError
+from .errors import NotMigratedError, StorageError
 from .urls import libpq_url
 
 app = typer.Typer(
@@ -77,7 +77,7 @@ def refresh_rollups(database_url: DatabaseOption = None) -> None:
     try:
         mode = migrate.status(url).mode
         if mode is None:
-            raise StorageError("no schema yet: run `urbanpulse db upgrade`")
+            raise NotMigratedError
         with psycopg.connect(libpq_url(url)) as conn:
             result = rollups.refresh(conn, mode)
     except (StorageError, psycopg.Error) as exc:

@@ -1,9 +1,14 @@
-"""The current KPI values (table ``kpi_current``): the current day, month and year of every KPI
-and scope as the KPI engine last computed them, so that reads stay cheap.
+"""The current KPI values (table ``kpi_current``): the current day, month and year of every KPI and
+scope as the KPI engine last computed them, so that reads stay cheap.
 
 The one module with this table's SQL: the engine's ``refresh_current`` writes through it (the
-monitor calls that every minute), and ``engine.current`` reads through it. Each row keeps the
-rated value's JSON body as the engine made it; this module does not interpret it.
+monitor calls that every minute), and ``engine.current`` and the NGSI-LD view read through it. Each
+row keeps the rated value's JSON body as the engine made it; this module does not interpret it.
+
+SQL written elsewhere reads the table through the names this module owns: the alert rules'
+``kpi_band`` query selects from :data:`CURRENT_ROWS`, and the dashboards' panels (SQL that Grafana
+runs, so it cannot call Python) name :data:`TABLE` and only :data:`COLUMNS`; a test holds
+:data:`COLUMNS` to the schema.
 """
 
 from __future__ import annotations
@@ -14,10 +19,27 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 Conn = psycopg.Connection[TupleRow]
+
+TABLE = "kpi_current"
+# Every column, in the schema's order: what other modules' SQL may name.
+COLUMNS = (
+    "kpi_id",
+    "scope",
+    "period",
+    "period_start",
+    "period_end",
+    "value",
+    "rating",
+    "body",
+    "computed_at",
+)
+# The current values as a relation for other modules' SQL: ``FROM ({CURRENT_ROWS}) k``.
+# PostgreSQL pulls a plain subquery up into the query around it, so it costs nothing.
+CURRENT_ROWS = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"  # noqa: S608 - constants
 
 # pg_advisory_xact_lock key: one refresher at a time (the rollups' refresh uses 7_210_002).
 REFRESH_LOCK = 7_210_003
@@ -68,6 +90,16 @@ def upsert(
         "computed_at = excluded.computed_at",
         (kpi_id, scope, period, bounds[0], bounds[1], value, rating, Jsonb(body)),
     )
+
+
+def rows(conn: Conn) -> list[dict[str, Any]]:
+    """Every current value (each KPI, scope and period) by column name, without its JSON body,
+    ordered by KPI, scope and period."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(
+            "SELECT kpi_id, scope, period, period_start, period_end, value, rating, computed_at "
+            "FROM kpi_current ORDER BY kpi_id, scope, period"
+        ).fetchall()
 
 
 def read(

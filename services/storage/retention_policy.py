@@ -32,6 +32,11 @@ MAX_YEARS = 1000
 class InvalidPolicyError(FieldError):
     """A policy the caller gave is refused; ``field`` names the bad input."""
 
+    @property
+    def request_field(self) -> str | None:
+        # The policy's name is the path's last segment (PUT /v1/retention/{scope}/{name}).
+        return "path.name" if self.field == "name" else f"body.{self.field}"
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:

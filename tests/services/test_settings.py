@@ -56,6 +56,12 @@ def test_an_env_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         pytest.param("URBANPULSE_API_PORT", "99999", "less than or equal to 65535", id="port"),
         pytest.param("URBANPULSE_STORAGE_MODE", "cassandra", "auto", id="mode"),
         pytest.param("URBANPULSE_LOG_LEVEL", "LOUD", "must be one of", id="log-level"),
+        pytest.param(
+            "URBANPULSE_API_REQUEST_SLOTS",
+            "12",
+            "must be below URBANPULSE_API_POOL_MAX (12)",
+            id="request-slots",
+        ),
     ],
 )
 def test_a_bad_variable_is_named(

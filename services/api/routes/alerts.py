@@ -1,6 +1,10 @@
 """/v1/alerts and /v1/alert-rules: list and filter alerts, acknowledge and clear them, read the
 rules that raise them.
 
+The alert engine's errors (unknown alert or rule: 404; a transition its state refuses: 409 with
+the ``state``; a bad filter: 422) pass through: the app's handler answers them as they describe
+themselves (``services.kpi.alerts.errors``).
+
 An operator acknowledges (takes in hand, with a comment) or clears an alert; the API records who
 as the key's name (its holder, as the admin named it). Never the key's id: every reader sees an
 alert, and an id is half of a credential (issue 11). The monitor raises and clears alerts by
@@ -15,19 +19,13 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
 from services.kpi.alerts import lifecycle
-from services.kpi.alerts.errors import (
-    AlertNotFound,
-    InvalidArgument,
-    InvalidTransition,
-    RuleNotFound,
-)
 from services.kpi.alerts.model import Alert
 from services.kpi.alerts.rules import Rule, get_rule, load_rules
 
 from ..deps import AlertWriter, Conn, Principal, ReadConn, Reader
 from ..models import Instant
 from ..pagination import MAX_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor, page_of
-from ..problems import Problem, invalid, responses
+from ..problems import responses
 
 router = APIRouter(tags=["alerts"])
 
@@ -61,22 +59,19 @@ def list_alerts(
 ) -> Page[Alert]:
     """Alerts, newest first, filtered by state, severity, district, domain, rule and time."""
     after = decode_cursor(cursor, int)
-    try:
-        rows = lifecycle.list_alerts(
-            conn,
-            state=state,
-            severity=severity,
-            district=district,
-            domain=domain,
-            rule_id=rule,
-            since=since,
-            # One more than the page tells whether another follows; the engine lists at most
-            # MAX_LIMIT, so a full page of that size ends with a cursor (maybe to an empty page).
-            limit=min(limit + 1, MAX_LIMIT),
-            after_id=after,
-        )
-    except InvalidArgument as exc:
-        raise invalid(f"query.{exc.name}", str(exc)) from None
+    rows = lifecycle.list_alerts(
+        conn,
+        state=state,
+        severity=severity,
+        district=district,
+        domain=domain,
+        rule_id=rule,
+        since=since,
+        # One more than the page tells whether another follows; the engine lists at most
+        # MAX_LIMIT, so a full page of that size ends with a cursor (maybe to an empty page).
+        limit=min(limit + 1, MAX_LIMIT),
+        after_id=after,
+    )
     items, next_cursor = page_of(rows, limit, lambda a: a.id)
     if next_cursor is None and len(rows) == MAX_LIMIT:
         next_cursor = encode_cursor(rows[-1].id)
@@ -86,20 +81,12 @@ def list_alerts(
 @router.get("/alerts/{alert_id}", response_model=Alert, responses=responses(401, 403, 404, 422))
 def get_alert(conn: ReadConn, _: Reader, alert_id: AlertId) -> Alert:
     """One alert with its whole lifecycle (raised, acknowledged, cleared: when, who, why)."""
-    try:
-        return lifecycle.get_alert(conn, alert_id)
-    except AlertNotFound as exc:
-        raise Problem(404, detail=str(exc)) from None
+    return lifecycle.get_alert(conn, alert_id)
 
 
 def _act(conn: Conn, action: str, alert_id: int, principal: Principal, body: Action) -> Alert:
     step = lifecycle.acknowledge if action == "acknowledge" else lifecycle.clear
-    try:
-        return step(conn, alert_id, _who(principal), body.comment)
-    except AlertNotFound as exc:
-        raise Problem(404, detail=str(exc)) from None
-    except InvalidTransition as exc:
-        raise Problem(409, detail=str(exc), state=exc.state) from None
+    return step(conn, alert_id, _who(principal), body.comment)
 
 
 @router.post(
@@ -143,7 +130,4 @@ def list_rules(conn: ReadConn, _: Reader) -> list[Rule]:
 @router.get("/alert-rules/{rule_id}", response_model=Rule, responses=responses(401, 403, 404, 422))
 def get_alert_rule(conn: ReadConn, _: Reader, rule_id: Annotated[str, Path(max_length=64)]) -> Rule:
     """One alert rule."""
-    try:
-        return get_rule(conn, rule_id)
-    except RuleNotFound as exc:
-        raise Problem(404, detail=str(exc)) from None
+    return get_rule(conn, rule_id)

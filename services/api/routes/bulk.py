@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.storage.registry import ManifestError, RowError, load
+from services.storage.registry import ManifestError, load
 
 from ..deps import Conn, RegistryWriter
 from ..models import BulkResult
@@ -91,15 +91,13 @@ def _csv_manifest(data: bytes) -> dict[str, Any]:
     return {"sensors": rows}
 
 
-def _report(errors: list[RowError]) -> Problem:
+def _report(refused: ManifestError) -> Problem:
+    # Every bad row as a field of a 422, like a request-validation problem, plus the rows.
     problem = invalid_all(
-        [(e.where, e.message) for e in errors],
-        f"{len(errors)} bad row(s); nothing was registered",
+        [(e.where, e.message) for e in refused.errors],
+        f"{len(refused.errors)} bad row(s); nothing was registered",
     )
-    problem.extensions["rows"] = [
-        {"section": e.section, "index": e.index, "field": e.field, "message": e.message}
-        for e in errors
-    ]
+    problem.extensions.update(refused.extensions())
     return problem
 
 
@@ -146,7 +144,7 @@ def bulk_register(
     try:
         result = load(conn, manifest)
     except ManifestError as exc:
-        raise _report(exc.errors) from None
+        raise _report(exc) from None
     except psycopg.errors.IntegrityError as exc:
         # A row the checks passed but a table constraint refused (the load rolled back).
         diag = exc.diag.constraint_name or "a constraint"

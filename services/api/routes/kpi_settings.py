@@ -7,13 +7,13 @@ road classes, sustained-outage limit, the grid's renewable fraction) need ``sett
 ``PUT`` takes ``{"value": ...}``: a number with a unit as ``"5 min"`` or
 ``{"value": 5, "unit": "min"}``, peak periods as ``[["07:00", "09:30"], ...]`` or
 ``"07:00-09:30,16:00-18:30"``; a refused value is a 422 naming ``body.value`` with the reason.
-``DELETE`` returns to the default (the city's value, for a district).
+``DELETE`` returns to the default (the city's value, for a district). The settings store's
+refusals pass through as they describe themselves (``services.storage.city_settings``): an
+unknown name or district is a 404, a setting a district does not override a 422 on the path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.storage import city_settings as cs
 
 from ..deps import Conn, ReadConn, Reader, RegistryWriter, SettingsWriter
-from ..problems import Problem, invalid, responses
+from ..problems import responses
 
 router = APIRouter(tags=["settings"])
 
@@ -75,24 +75,6 @@ def _shown(value: cs.Value) -> SettingValue:
     )
 
 
-@contextmanager
-def _answered() -> Iterator[None]:
-    """The settings store's refusals as problems: an unknown name or district is a 404, a
-    setting a district does not override a 422 on the path, a refused value one on the body."""
-    try:
-        yield
-    except cs.UnknownSettingError as exc:
-        raise Problem(
-            404, detail=f"no setting {exc.name!r}; one of {', '.join(cs.SETTINGS)}"
-        ) from None
-    except cs.CitySettingError as exc:
-        raise invalid("path.name", str(exc)) from None
-    except cs.SettingError as exc:
-        raise invalid("body.value", f"{exc.name}: {exc}") from None
-    except cs.UnknownDistrictError as exc:
-        raise Problem(404, detail=f"no district {exc.args[0]!r}") from None
-
-
 @router.get("/settings", response_model=SettingList, responses=responses(401, 403))
 def list_settings(conn: ReadConn, _: Reader) -> SettingList:
     """Every city setting in effect, with its unit, default and where it comes from."""
@@ -103,8 +85,7 @@ def list_settings(conn: ReadConn, _: Reader) -> SettingList:
     "/settings/{name}", response_model=SettingValue, responses=responses(401, 403, 404, 422)
 )
 def get_setting(conn: ReadConn, _: Reader, name: SettingName) -> SettingValue:
-    with _answered():
-        cs.setting(name)
+    cs.setting(name)
     return next(_shown(v) for v in cs.city_values(conn) if v.name == name)
 
 
@@ -115,8 +96,7 @@ def put_setting(
     conn: Conn, _: SettingsWriter, name: SettingName, body: SettingBody
 ) -> SettingValue:
     """Set a city setting (admins)."""
-    with _answered():
-        return _shown(cs.set_city(conn, name, body.value))
+    return _shown(cs.set_city(conn, name, body.value))
 
 
 @router.delete(
@@ -124,8 +104,7 @@ def put_setting(
 )
 def delete_setting(conn: Conn, _: SettingsWriter, name: SettingName) -> SettingValue:
     """Return a city setting to its default (admins)."""
-    with _answered():
-        return _shown(cs.unset_city(conn, name))
+    return _shown(cs.unset_city(conn, name))
 
 
 @router.get(
@@ -135,8 +114,7 @@ def delete_setting(conn: Conn, _: SettingsWriter, name: SettingName) -> SettingV
 )
 def list_district_settings(conn: ReadConn, _: Reader, district_id: DistrictId) -> SettingList:
     """The settings a district may override, each the district's own or else the city's."""
-    with _answered():
-        return SettingList(items=[_shown(v) for v in cs.district_values(conn, district_id)])
+    return SettingList(items=[_shown(v) for v in cs.district_values(conn, district_id)])
 
 
 @router.put(
@@ -148,8 +126,7 @@ def put_district_setting(
     conn: Conn, _: RegistryWriter, district_id: DistrictId, name: SettingName, body: SettingBody
 ) -> SettingValue:
     """Override a city setting for one district (engineers)."""
-    with _answered():
-        return _shown(cs.set_district(conn, district_id, name, body.value))
+    return _shown(cs.set_district(conn, district_id, name, body.value))
 
 
 @router.delete(
@@ -161,5 +138,4 @@ def delete_district_setting(
     conn: Conn, _: RegistryWriter, district_id: DistrictId, name: SettingName
 ) -> SettingValue:
     """Drop a district's override: the city's value applies again (engineers)."""
-    with _answered():
-        return _shown(cs.unset_district(conn, district_id, name))
+    return _shown(cs.unset_district(conn, district_id, name))

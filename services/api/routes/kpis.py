@@ -3,24 +3,21 @@ series, and baselines with progress.
 
 Reads stay cheap two ways. The current day, month and year come from ``kpi_current``, which the
 monitor recomputes every minute (``computed_at`` says when). Any other period is computed in the
-database over the rollups and kept in a small in-process cache for :data:`CACHE_TTL_S` seconds, so
-a dashboard's refreshes do not recompute it; the response's ``computed_at`` and the
-``Cache-Control`` header state that freshness bound.
+database over the rollups and kept in the app's cache (``services.api.kpi_cache``) for
+``URBANPULSE_API_KPI_CACHE_TTL`` (a minute), so a dashboard's refreshes do not recompute it; the
+response's ``computed_at`` and the ``Cache-Control`` header state that freshness bound.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from psycopg.rows import TupleRow
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime
 
 from services.kpi import baseline as baselines
 from services.kpi import engine
@@ -28,126 +25,23 @@ from services.kpi.catalog import KPIS, Kpi
 from services.settings import Settings
 
 from ..deps import ReadConn, Reader, statement_timeout_ms, with_connection
+from ..kpi_cache import AnswerCache, cache_of
+from ..kpi_models import (
+    CatalogEntry,
+    CurrentValues,
+    KpiValueModel,
+    KpiValues,
+    Period,
+    entry_of,
+)
 from ..problems import Problem, invalid, limit_refused, responses, span_text
 
 router = APIRouter(tags=["kpis"])
 
-CACHE_TTL_S = 60.0
-CACHE_ENTRIES = 512
-
-Period = Literal["hour", "day", "week", "month", "year"]
 KpiId = Annotated[str, Path(description="a KPI id of the catalog", examples=["AIR-1"])]
 Districts = Annotated[
     list[str] | None, Query(alias="district", description="district ids (repeatable)")
 ]
-
-
-class BandModel(BaseModel):
-    target: float
-    warning: float
-
-
-class CatalogEntry(BaseModel):
-    id: str = Field(examples=["WAT-1"])
-    name: str = Field(examples=["Non-revenue water"])
-    domain: str = Field(examples=["water"])
-    dimension: str = Field(examples=["D6.1"])
-    subdimension: str
-    follows: str
-    definition: str
-    unit: str = Field(examples=["%"])
-    better: Literal["lower", "higher"]
-    band: BandModel = Field(description="the catalog's default target and warning band")
-    annual_band: BandModel | None = None
-    target_source: str = Field(examples=["standard", "ours"])
-    target_basis: Literal["period", "year"]
-    coverage_threshold: float | None = Field(
-        description="null: 0.75 up to a month, 0.90 for a year (EU 2008/50/EC data capture)"
-    )
-    computed: bool = Field(description="false while the KPI has no computation yet")
-
-
-class CoverageModel(BaseModel):
-    ratio: float = Field(description="what the threshold judges, 0..1", examples=[0.97])
-    completeness: float | None = Field(description="valid ÷ expected readings, 0..1")
-    sources_used: int
-    sources_expected: int
-    quality: Literal["ok", "partial", "insufficient"]
-
-
-class BaselineRefModel(BaseModel):
-    value: float
-    period_start: datetime
-    period_end: datetime
-    change: float | None = Field(description="signed: positive means better")
-    change_pct: float | None
-
-
-class KpiValueModel(BaseModel):
-    kpi_id: str = Field(examples=["AIR-1"])
-    scope: str = Field(description="city or a district id", examples=["city"])
-    period_start: datetime
-    period_end: datetime
-    value: float | None = Field(examples=[11.4])
-    unit: str = Field(examples=["ug/m3"])
-    rating: Literal["met", "warning", "missed", "insufficient_data"]
-    target: float
-    warning: float
-    better: Literal["lower", "higher"]
-    coverage: CoverageModel
-    baseline: BaselineRefModel | None
-    detail: dict[str, Any]
-
-
-class KpiValues(BaseModel):
-    kpi_id: str
-    period_start: datetime
-    period_end: datetime
-    grain: Period | None = Field(description="null: one value per scope for the whole period")
-    computed_at: datetime = Field(description="when these values were computed")
-    values: list[KpiValueModel]
-
-
-class CurrentValues(BaseModel):
-    period: Period
-    values: list[dict[str, Any]] = Field(
-        description="KpiValue bodies with computed_at, as of the monitor's last refresh"
-    )
-
-
-class BaselineModel(BaseModel):
-    kpi_id: str
-    scope: str
-    period_start: datetime
-    period_end: datetime
-    value: float | None
-    coverage: float | None
-    quality: str
-    recorded_at: datetime
-    recorded_by: str | None
-
-
-def _entry(kpi: Kpi) -> CatalogEntry:
-    annual = kpi.annual_band
-    return CatalogEntry(
-        id=kpi.id,
-        name=kpi.name,
-        domain=kpi.domain.value,
-        dimension=kpi.dimension,
-        subdimension=kpi.subdimension,
-        follows=kpi.follows,
-        definition=kpi.definition,
-        unit=kpi.unit,
-        better=kpi.better.value,
-        band=BandModel(target=kpi.band.target, warning=kpi.band.warning),
-        annual_band=None
-        if annual is None
-        else BandModel(target=annual.target, warning=annual.warning),
-        target_source=kpi.target_source,
-        target_basis=kpi.target_basis.value,
-        coverage_threshold=kpi.coverage_threshold,
-        computed=kpi.id in engine.computed_kpis(),
-    )
 
 
 def _kpi(kpi_id: str) -> Kpi:
@@ -157,53 +51,8 @@ def _kpi(kpi_id: str) -> Kpi:
     return kpi
 
 
-class _Cache:
-    """A small LRU of computed answers, each good for ``CACHE_TTL_S`` seconds. One thread
-    computes a missing answer while the others asking the same question wait for it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[float, KpiValues]] = OrderedDict()
-        self._computing: dict[tuple[Any, ...], threading.Lock] = {}
-
-    def fresh(self, key: tuple[Any, ...]) -> KpiValues | None:
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is None or time.monotonic() - hit[0] >= CACHE_TTL_S:
-                return None
-            self._entries.move_to_end(key)
-            return hit[1]
-
-    def get_or_compute(self, key: tuple[Any, ...], compute: Callable[[], KpiValues]) -> KpiValues:
-        answer = self.fresh(key)
-        if answer is not None:
-            return answer
-        with self._lock:
-            flight = self._computing.setdefault(key, threading.Lock())
-        try:
-            with flight:
-                answer = self.fresh(key)
-                if answer is None:
-                    computed_at = time.monotonic()
-                    answer = compute()
-                    with self._lock:
-                        self._entries[key] = (computed_at, answer)
-                        self._entries.move_to_end(key)
-                        while len(self._entries) > CACHE_ENTRIES:
-                            self._entries.popitem(last=False)
-        finally:
-            with self._lock:
-                self._computing.pop(key, None)
-        return answer
-
-
-def _cache_of(request: Request) -> _Cache:
-    """The app's cache (one per app, so two apps on two databases never share answers)."""
-    state = request.app.state
-    if not hasattr(state, "kpi_cache"):
-        state.kpi_cache = _Cache()
-    cache: _Cache = state.kpi_cache
-    return cache
+def _cache_of(request: Request) -> AnswerCache[KpiValues]:
+    return cache_of(request)
 
 
 def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
@@ -278,10 +127,7 @@ def _period_in_city(
     """The period on the city's calendar (its timezone), and the monitor's stored values when
     the period asked for is a current one it keeps."""
     timezone = engine.load_settings(conn).timezone
-    try:
-        lower, upper = engine.period_bounds(period, at or datetime.now(UTC), timezone)
-    except engine.InvalidPeriod as exc:
-        raise invalid("query.at", str(exc)) from None
+    lower, upper = engine.period_bounds(period, at or datetime.now(UTC), timezone)
     stored = None
     if at is None and period in engine.CURRENT_PERIODS:
         stored = _stored_current(
@@ -318,22 +164,15 @@ async def _values(
     def compute(conn: psycopg.Connection[TupleRow]) -> KpiValues:
         # For this transaction only: the pooled connection keeps the default of other requests.
         conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(timeout_ms),))
-        try:
-            values = engine.compute(
-                conn,
-                kpi.id,
-                start,
-                end,
-                grain=grain,
-                districts=districts,
-                include_city=include_city,
-            )
-        except engine.UnknownDistrict as exc:
-            raise invalid("query.district", str(exc)) from None
-        except engine.InvalidPeriod as exc:
-            raise invalid("query.grain" if grain else "query.end", str(exc)) from None
-        except engine.UnknownKpi as exc:
-            raise Problem(404, detail=str(exc)) from None
+        values = engine.compute(
+            conn,
+            kpi.id,
+            start,
+            end,
+            grain=grain,
+            districts=districts,
+            include_city=include_city,
+        )
         return KpiValues(
             kpi_id=kpi.id,
             period_start=start,
@@ -382,14 +221,14 @@ def _stored_current(
     )
 
 
-def _cache_headers(response: Response) -> None:
-    response.headers["Cache-Control"] = f"private, max-age={int(CACHE_TTL_S)}"
+def _cache_headers(request: Request, response: Response) -> None:
+    response.headers["Cache-Control"] = f"private, max-age={int(_cache_of(request).ttl_s)}"
 
 
 @router.get("/kpis", response_model=list[CatalogEntry], responses=responses(401, 403))
 async def catalog(_: Reader) -> list[CatalogEntry]:
     """The KPI catalog: definitions, units, standards followed, default targets and bands."""
-    return [_entry(k) for k in KPIS.values()]
+    return [entry_of(k) for k in KPIS.values()]
 
 
 @router.get("/kpis/current", response_model=CurrentValues, responses=responses(401, 403, 404, 422))
@@ -416,7 +255,7 @@ def current_values(
 @router.get("/kpis/{kpi_id}", response_model=CatalogEntry, responses=responses(401, 403, 404))
 async def catalog_entry(_: Reader, kpi_id: KpiId) -> CatalogEntry:
     """One KPI of the catalog."""
-    return _entry(_kpi(kpi_id))
+    return entry_of(_kpi(kpi_id))
 
 
 @router.get(
@@ -441,7 +280,7 @@ async def kpi_values(
     the city: value, rating against its target (met, warning, missed, insufficient_data),
     coverage, and the baseline with the change since."""
     kpi = _kpi(kpi_id)
-    _cache_headers(response)
+    _cache_headers(request, response)
     if start is not None or end is not None:
         if period is not None or at is not None:
             raise invalid("query.start", "give either period (and at) or start and end, not both")
@@ -492,7 +331,7 @@ async def kpi_series(
     """The KPI as a time series at ``grain`` (hour to year), per district asked for and the city."""
     kpi = _kpi(kpi_id)
     _range(start, end)
-    _cache_headers(response)
+    _cache_headers(request, response)
     return await _values(
         request,
         kpi,
@@ -506,13 +345,12 @@ async def kpi_series(
 
 @router.get(
     "/kpis/{kpi_id}/baseline",
-    response_model=list[BaselineModel],
+    # The engine's own type: FastAPI shows a dataclass as it shows a model.
+    response_model=list[baselines.Baseline],
     responses=responses(401, 403, 404),
 )
-def kpi_baseline(conn: ReadConn, _: Reader, kpi_id: KpiId) -> list[BaselineModel]:
+def kpi_baseline(conn: ReadConn, _: Reader, kpi_id: KpiId) -> list[baselines.Baseline]:
     """The recorded baseline of the KPI for the city and each district (``urbanpulse kpi
     baseline set`` records it); every value served also reports its change against it."""
     _kpi(kpi_id)
-    return [
-        BaselineModel.model_validate(b.as_dict()) for b in baselines.get_baselines(conn, kpi_id)
-    ]
+    return baselines.get_baselines(conn, kpi_id)

@@ -39,7 +39,7 @@ from gateway.kinds import QUANTITIES, QUANTITIES_BY_KEY
 from services.kpi.catalog import KPIS
 from services.ngsi import models
 from services.ngsi.models import Entity, QueryError
-from services.storage import rollups
+from services.storage import kpi_current, rollups
 
 from ..deps import Conn, Reader
 from ..problems import Problem, responses
@@ -207,22 +207,11 @@ def _count(
 
 
 def _kpis(conn: psycopg.Connection[TupleRow], ids: Sequence[str] | None) -> list[Entity]:
-    rows = conn.execute(
-        "SELECT kpi_id, scope, period, period_start, period_end, value, rating, computed_at "
-        "FROM kpi_current ORDER BY kpi_id, scope, period"
-    ).fetchall()
     entities = []
-    for kpi_id, scope, period, start, end, value, rating, computed in rows:
-        kpi = KPIS.get(str(kpi_id))
+    for row in kpi_current.rows(conn):
+        kpi = KPIS.get(row["kpi_id"])
         record = models.KpiRecord(
-            str(kpi_id),
-            str(scope),
-            str(period),
-            start,
-            end,
-            value,
-            str(rating),
-            computed,
+            **row,
             name=kpi.name if kpi else None,
             description=kpi.definition if kpi else None,
         )

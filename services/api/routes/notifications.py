@@ -3,7 +3,8 @@
 Operators and admins (``alerts:write``) manage who hears of which alerts and replay what could
 not be delivered; the notifier (``urbanpulse notify run``) does the sending. A webhook's secret
 is shown once, in the answer that creates it: receivers verify ``X-UrbanPulse-Signature`` with it
-(services/notify/signing.py says how).
+(services/notify/signing.py says how). The notifications package's errors (a bad field: 422
+naming it; an unknown subscription or dead letter: 404) pass through to the app's handler.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.notify import manage
-from services.notify.errors import InvalidSubscription, NotificationNotFound, SubscriptionNotFound
 from services.notify.model import Subscription
 
 from ..deps import AlertWriter, Conn
-from ..problems import Problem, invalid, responses
+from ..problems import responses
 
 router = APIRouter(tags=["notifications"])
 
@@ -103,10 +103,7 @@ def _out(sub: Subscription) -> dict[str, Any]:
 )
 def add_subscription(conn: Conn, _: AlertWriter, body: SubscriptionIn) -> SubscriptionCreated:
     """Subscribe a webhook or an e-mail address to alerts, filtered by rule, district, severity."""
-    try:
-        sub = manage.add_subscription(conn, body.model_dump())
-    except InvalidSubscription as exc:
-        raise invalid(f"body.{exc.field}", exc.expected) from None
+    sub = manage.add_subscription(conn, body.model_dump())
     return SubscriptionCreated(**_out(sub), secret=sub.secret)
 
 
@@ -126,10 +123,7 @@ def list_subscriptions(conn: Conn, _: AlertWriter) -> list[SubscriptionOut]:
 )
 def remove_subscription(conn: Conn, _: AlertWriter, subscription_id: Id) -> Response:
     """Remove a subscription with its pending and dead notifications."""
-    try:
-        manage.remove_subscription(conn, subscription_id)
-    except SubscriptionNotFound as exc:
-        raise Problem(404, detail=str(exc)) from None
+    manage.remove_subscription(conn, subscription_id)
     return Response(status_code=204)
 
 
@@ -152,8 +146,5 @@ def dead_letters(
 )
 def replay(conn: Conn, _: AlertWriter, notification_id: Id) -> DeadLetter:
     """Queue a dead letter again with fresh attempts; the notifier's next pass sends it."""
-    try:
-        row = manage.replay(conn, notification_id)
-    except NotificationNotFound as exc:
-        raise Problem(404, detail=str(exc)) from None
+    row = manage.replay(conn, notification_id)
     return DeadLetter.model_validate(row)

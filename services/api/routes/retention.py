@@ -18,10 +18,10 @@ from services.settings import Settings
 from services.storage import erasure as stored
 from services.storage import retention
 from services.storage.modes import storage_mode
-from services.storage.retention_policy import InvalidPolicyError, make_policy
+from services.storage.retention_policy import make_policy
 
 from ..deps import Conn, Principal, RegistryWriter, SettingsWriter
-from ..problems import Problem, invalid, responses
+from ..problems import Problem, responses
 
 router = APIRouter(tags=["retention"])
 
@@ -88,11 +88,7 @@ def list_policies(conn: Conn, _: RegistryWriter) -> list[PolicyOut]:
 
 def _put(conn: Any, principal: Principal, scope: str, name: str, body: PolicyIn) -> PolicyOut:
     years = (body.rollup_1m_years, body.rollup_1h_years, body.rollup_1d_years)
-    try:
-        policy = make_policy(scope, name, body.raw_days, years)
-    except InvalidPolicyError as exc:
-        where = "path.name" if exc.field == "name" else f"body.{exc.field}"
-        raise invalid(where, exc.message) from None
+    policy = make_policy(scope, name, body.raw_days, years)
     retention.set_policy(conn, policy, actor(principal))
     return next(
         PolicyOut.model_validate(row)
@@ -145,12 +141,7 @@ def post_erasure(
     wanted = stored.Request(
         body.sensor_id, body.start, body.end, body.reason, body.rollups, actor(principal)
     )
-    try:
-        done = erasure.erase(conn, storage_mode(conn), wanted, max_span=settings.erasure_max_span)
-    except stored.SensorNotFoundError as exc:
-        raise Problem(404, detail=str(exc)) from None
-    except stored.InvalidErasureError as exc:
-        raise invalid(f"body.{exc.field}", exc.message) from None
+    done = erasure.erase(conn, storage_mode(conn), wanted, max_span=settings.erasure_max_span)
     return ErasureOut.model_validate(done)
 
 

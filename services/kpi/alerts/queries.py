@@ -1,11 +1,12 @@
-"""The SQL that observes each rule's subjects: one query per condition, over ``readings_1m`` and the
-registry (or ``kpi_current``), never over raw readings, and always over a bounded time range, so
-an evaluation costs the same on the first day and after a year of history.
+"""The SQL that observes each rule's subjects: one query per condition, over ``readings_1m`` and
+the registry (or the current KPI values, read through their owner
+``services.storage.kpi_current``), never over raw readings, and always over a bounded time
+range, so an evaluation costs the same on the first day and after a year of history.
 
 Every query returns one row per subject the rule watches (its "candidates"), with the columns
 ``subject_id, district_id, domain, sensor_id, value, detail, verdict``; ``verdict`` is set by the
-conditions that decide it themselves (``silent``, ``kpi_band``) and NULL for the valued ones,
-whose raise/clear tests :func:`observe` wraps around ``value``. The states that come out:
+conditions that decide it themselves (``silent``, ``kpi_band``) and NULL for the valued ones, whose
+raise/clear tests :func:`observe` wraps around ``value``. The states that come out:
 
 - ``raise``: the raising condition holds now;
 - ``clear``: the clearing condition holds now (outside the hysteresis band);
@@ -28,6 +29,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from gateway.kinds import KINDS, QUANTITIES
+from services.storage import kpi_current
 
 from ..catalog import KPIS
 from ..engine import DAYS_PER_YEAR as YEAR_DAYS
@@ -184,7 +186,7 @@ _NIGHT_FLOW = """
 # period coverage = the value's coverage ratio x the share of the period gone by, the period
 # counted from the scope's first installation (a district installed yesterday owes nothing for
 # the days before).
-_KPI_BAND = """
+_KPI_BAND = f"""
     WITH k AS (
         SELECT k.*, c.domain,
                CASE WHEN extract(epoch FROM k.period_end - k.period_start) >= %(year_s)s
@@ -194,7 +196,7 @@ _KPI_BAND = """
                    FROM sensors s
                    WHERE s.status <> 'pending' AND (k.scope = 'city' OR s.district_id = k.scope)
                )) AS judged_from
-        FROM kpi_current k
+        FROM ({kpi_current.CURRENT_ROWS}) k
         LEFT JOIN unnest(%(kpi_ids)s::text[], %(kpi_domains)s::text[],
                          %(kpi_thresholds)s::float8[], %(kpi_annual_thresholds)s::float8[])
                   AS c(kpi_id, domain, threshold, annual_threshold)
@@ -223,7 +225,7 @@ _KPI_BAND = """
                 WHEN p.rating = ANY(%(ratings)s::text[]) THEN 'hold'
                 ELSE 'clear' END AS verdict
     FROM p
-"""
+"""  # noqa: S608 - the only text put in is the owner's constant relation
 
 # (raise, clear) tests on ``value`` per valued condition: at-or-beyond raises, strictly back
 # inside the clear threshold clears, the band between holds.

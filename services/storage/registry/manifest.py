@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from gateway.kinds import KINDS
 
+from ..errors import StorageError
 from . import tables
 from .fields import DistrictRow, GatewayRow, Row, SensorRow
 
@@ -39,12 +40,23 @@ class RowError:
         return f"{self.where}: {self.message}"
 
 
-class ManifestError(Exception):
-    """The manifest was refused; ``errors`` lists every bad row."""
+class ManifestError(StorageError):
+    """The manifest was refused; ``errors`` lists every bad row. The bulk route answers it with
+    a 422 listing each row's field; elsewhere the one handler answers 422 with the rows."""
+
+    status = 422
 
     def __init__(self, errors: list[RowError]) -> None:
         super().__init__(f"{len(errors)} bad row(s); nothing was loaded")
         self.errors = errors
+
+    def extensions(self) -> dict[str, Any]:
+        return {
+            "rows": [
+                {"section": e.section, "index": e.index, "field": e.field, "message": e.message}
+                for e in self.errors
+            ]
+        }
 
 
 @dataclass(slots=True)

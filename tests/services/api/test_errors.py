@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.api.problems import Problem
+from services.errors import DomainError
+from services.kpi.alerts.errors import AlertNotFound, InvalidArgument, InvalidTransition
+from services.kpi.errors import InvalidPeriod, UnknownDistrict, UnknownKpi
+from services.notify.errors import InvalidSubscription, SubscriptionNotFound
+from services.storage import city_settings as cs
+from services.storage.errors import NotMigratedError
 from tests.services.api.conftest import auth
 
 
@@ -59,6 +66,120 @@ def test_unexpected_error_is_a_500_problem_without_internals(
         "instance": "/v1/teapot",
         "spout": 1,
     }
+
+
+def _not_found(detail: str) -> dict[str, Any]:
+    return {
+        "type": "urn:urbanpulse:problem:not-found",
+        "title": "Not Found",
+        "status": 404,
+        "detail": detail,
+    }
+
+
+def _invalid(field: str, message: str) -> dict[str, Any]:
+    return {
+        "type": "urn:urbanpulse:problem:validation",
+        "title": "Invalid request",
+        "status": 422,
+        "detail": f"invalid input: {field}",
+        "errors": [{"field": field, "message": message}],
+    }
+
+
+# Each domain error as the routes used to translate it by hand (the bodies they answered).
+DOMAIN_ERRORS = [
+    pytest.param(AlertNotFound(7), _not_found("no alert 7"), id="alert-not-found"),
+    pytest.param(
+        InvalidTransition(7, "cleared", "acknowledged"),
+        {
+            "type": "urn:urbanpulse:problem:conflict",
+            "title": "Conflict",
+            "status": 409,
+            "detail": "alert 7 is cleared: it cannot be acknowledged",
+            "state": "cleared",
+        },
+        id="alert-transition",
+    ),
+    pytest.param(
+        InvalidArgument("state", "x", "one of open"),
+        _invalid("query.state", "state='x': one of open"),
+        id="alert-filter",
+    ),
+    pytest.param(
+        InvalidPeriod("the year around 9999 is out of range", "at"),
+        _invalid("query.at", "invalid period: the year around 9999 is out of range"),
+        id="kpi-period-at",
+    ),
+    pytest.param(
+        InvalidPeriod("year buckets of this range run out of the calendar", "grain"),
+        _invalid(
+            "query.grain", "invalid period: year buckets of this range run out of the calendar"
+        ),
+        id="kpi-period-grain",
+    ),
+    pytest.param(
+        UnknownDistrict(["nowhere"]),
+        _invalid("query.district", "unknown district(s): nowhere"),
+        id="kpi-district",
+    ),
+    pytest.param(
+        UnknownKpi("AIR-9", "in the catalog but not computed yet"),
+        _not_found("unknown KPI 'AIR-9': in the catalog but not computed yet"),
+        id="kpi-not-computed",
+    ),
+    pytest.param(
+        cs.UnknownSettingError("tz", "unknown setting"),
+        _not_found(f"no setting 'tz'; one of {', '.join(cs.SETTINGS)}"),
+        id="setting-unknown",
+    ),
+    pytest.param(
+        cs.CitySettingError("timezone", "timezone is a city setting"),
+        _invalid("path.name", "timezone is a city setting"),
+        id="setting-city-only",
+    ),
+    pytest.param(
+        cs.SettingError("timezone", "unknown timezone"),
+        _invalid("body.value", "timezone: unknown timezone"),
+        id="setting-refused",
+    ),
+    pytest.param(
+        cs.UnknownDistrictError("d9"), _not_found("no district 'd9'"), id="setting-district"
+    ),
+    pytest.param(
+        InvalidSubscription("url", "ftp://x", "an http:// or https:// URL with a host"),
+        _invalid("body.url", "an http:// or https:// URL with a host"),
+        id="subscription-field",
+    ),
+    pytest.param(SubscriptionNotFound(3), _not_found("no subscription 3"), id="subscription"),
+    pytest.param(
+        NotMigratedError(),
+        {
+            "type": "urn:urbanpulse:problem:unavailable",
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": "the database has no UrbanPulse schema: run `urbanpulse db upgrade`",
+        },
+        id="not-migrated",
+    ),
+]
+
+
+@pytest.mark.parametrize(("error", "body"), DOMAIN_ERRORS)
+def test_domain_errors_answer_as_they_describe_themselves(
+    api_app: FastAPI, error: DomainError, body: dict[str, Any]
+) -> None:
+    """One handler answers every domain error with the body its route used to build by hand."""
+
+    @api_app.get("/v1/domain-error")
+    def fail() -> None:
+        raise error
+
+    with TestClient(api_app) as client:
+        response = client.get("/v1/domain-error")
+    assert response.status_code == body["status"]
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {**body, "instance": "/v1/domain-error"}
 
 
 def test_metrics_count_by_route_template(api_client: TestClient, api_keys: dict[str, str]) -> None:

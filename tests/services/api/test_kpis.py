@@ -10,8 +10,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from services.api.app import create_app
 from services.kpi import baseline, engine
 from services.kpi.catalog import KPIS
+from services.settings import Settings
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
 from services.storage.writer import ReadingWriter
@@ -210,3 +212,24 @@ def test_bad_requests_get_problem_bodies(
     body = response.json()
     if field is not None:
         assert field in {e["field"] for e in body["errors"]}, body
+
+
+@pytest.mark.parametrize(("ttl_s", "cached"), [(60, True), (0, False)], ids=["cached", "no-cache"])
+def test_a_computed_answer_is_cached_as_long_as_the_setting_says(
+    air: City, api_settings: Settings, api_keys: dict[str, str], ttl_s: int, cached: bool
+) -> None:
+    """URBANPULSE_API_KPI_CACHE_TTL: how long the same question gets the same answer, as the
+    Cache-Control header states."""
+    settings = api_settings.model_copy(update={"api_kpi_cache_ttl": timedelta(seconds=ttl_s)})
+    params = {"start": DAY1.isoformat(), "end": DAY3.isoformat()}
+    with TestClient(create_app(settings)) as client:
+        answers = [
+            client.get(
+                "/v1/kpis/AIR-1/values", params=params, headers={"X-API-Key": api_keys["operator"]}
+            )
+            for _ in range(2)
+        ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert {a.headers["cache-control"] for a in answers} == {f"private, max-age={ttl_s}"}
+    first, second = (a.json()["computed_at"] for a in answers)
+    assert (first == second) is cached
