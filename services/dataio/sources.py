@@ -240,7 +240,10 @@ def _csv(stream: BinaryIO, row: _Row) -> Iterator[list[Unit]]:
         header_text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SourceError(f"not a UTF-8 CSV file: {exc}") from None
-    header = [h.strip() for h in next(csv.reader([header_text]), [])]
+    try:
+        header = [h.strip() for h in next(csv.reader([header_text.rstrip("\r\n")]), [])]
+    except csv.Error as exc:  # e.g. a bare carriage return inside the header line
+        raise SourceError(f"the CSV header line cannot be read: {exc}") from None
     row.check_header(header)
     number = 1
     numbers: list[int] = []

@@ -62,6 +62,14 @@ def test_import_refusals(api_client: TestClient, api_keys: dict[str, str]) -> No
     )
     assert no_header.status_code == 422
     assert no_header.json()["errors"][0]["field"] == "body"
+    # A bare carriage return inside the header line (found by schemathesis: it was a 500).
+    torn_header = api_client.post(
+        "/v1/imports",
+        content=b"\x16\xc2\x9f\rk,b\n1,2\n",
+        headers={**engineer, "Content-Type": "text/csv"},
+    )
+    assert torn_header.status_code == 422, torn_header.text
+    assert "header" in torn_header.json()["errors"][0]["message"]
     bad_map = api_client.post(
         "/v1/imports?map=colour%3Dred",
         content=body,
