@@ -186,3 +186,5 @@ class _History:
             self.process.kill()
             self.process.wait()
         self.reader.join(_HISTORY_STOP_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()

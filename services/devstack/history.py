@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -220,6 +221,8 @@ def _exit_when_stdin_ends() -> None:
 
 
 def main() -> None:
+    # Ctrl-C at the terminal reaches the whole process group; ``up`` stops us by closing stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="city history: %(message)s")
     job = Job.parse(sys.stdin.readline())
     threading.Thread(target=_exit_when_stdin_ends, daemon=True).start()
