@@ -4,10 +4,10 @@ The first screen must be true within a minute, so the work is split by what it n
 
 - the present is published live over MQTT from the moment the city starts, as gateways do;
 - everything before that moment (today from the city's local midnight first, then the 7 whole
-  days before it, newest first) is written by a process of its own through the history import
-  (``history.py``), which refreshes each part's rollups and reports it; ``on_ready`` hears
-  ``"today"``, then ``"history"``, and ``urbanpulse up`` runs the monitor's first round on
-  today as soon as today is in, and every period once the week is.
+  days before it, newest first) is written by processes of their own (one per core, two at
+  most) through the history import (``history.py``), which refresh each day's rollups and
+  report; ``on_ready`` hears ``"today"``, then ``"history"``, and ``urbanpulse up`` runs the
+  monitor's first round on today as soon as today is in, and every period once the week is.
 
 The live run starts at the very moment the history ends, so nothing is left out or sent twice;
 should they ever overlap (a restart re-imports today, part of which the live run of the last
@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +44,7 @@ from services.storage.urls import libpq_url
 from simulators.city import build_manifest, small_city
 from simulators.runner import PublisherSink, Simulation, run
 
-from .history import HISTORY_DAYS, Job, backfill_plan, history_start
+from .history import HISTORY_DAYS, Job, Span, backfill_plan, history_start
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,16 @@ def city_gateways(seed: int = 0) -> list[str]:
     return [gateway["id"] for gateway in build_manifest(small_city(), seed=seed).gateways]
 
 
+def history_shares(older: list[Span], processes: int | None = None) -> list[list[Span]]:
+    """The older days dealt to the history processes, one per core (two at most: the live
+    platform needs the rest), newest first in each. The first process also has today, so the
+    second takes the newest day and one more when the days are odd."""
+    count = max(1, min(2, processes or os.cpu_count() or 1, len(older)))
+    if count == 1:
+        return [older]
+    return [older[1::2], older[0::2]]
+
+
 def start_city(
     stack: contextlib.ExitStack,
     database_url: str,
@@ -75,13 +87,13 @@ def start_city(
     policy: Policy | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> str:
-    """Register the city, start its history process and its live run (stopped by ``stack``);
+    """Register the city, start its history processes and its live run (stopped by ``stack``);
     describe it.
 
     ``passwords``: each gateway's MQTT password, its id being the username. ``policy``: the
     validation the history import applies (the ingestion worker's). ``on_ready("today")`` and
     ``on_ready("history")`` are called (from a reader thread) once each part is stored and its
-    rollups refreshed."""
+    rollups refreshed (the history: by every process)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
     with psycopg.connect(libpq_url(database_url)) as conn:
@@ -96,15 +108,18 @@ def start_city(
     today_span, older = backfill_plan(seam, today.timestamp(), begins.timestamp())
     rules = policy or Policy()
     history = _History(
-        Job(
-            database_url=database_url,
-            seed=seed,
-            installed_at=installed.isoformat(),
-            today=today_span,
-            older=older,
-            max_future_s=rules.max_future_s,
-            max_age_s=rules.max_age_s,
-        ),
+        [
+            Job(
+                database_url=database_url,
+                seed=seed,
+                installed_at=installed.isoformat(),
+                today=today_span if share == 0 else (seam, seam),
+                older=days,
+                max_future_s=rules.max_future_s,
+                max_age_s=rules.max_age_s,
+            )
+            for share, days in enumerate(history_shares(older))
+        ],
         on_ready or (lambda _part: None),
     )
     broker = urlsplit(mqtt_url)
@@ -141,50 +156,71 @@ def start_city(
 
 
 class _History:
-    """The history process (``history.py``) and the thread that reads its reports."""
+    """The history processes (``history.py``), one per job, and the threads that read their
+    reports: ``today`` is the first job's, ``history`` is told once every job has said it."""
 
-    def __init__(self, job: Job, on_ready: Callable[[str], None]) -> None:
+    def __init__(self, jobs: list[Job], on_ready: Callable[[str], None]) -> None:
         self.on_ready = on_ready
-        # Its stderr is ours: a failure is told on the terminal of ``up``.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.devstack.history"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdin is not None
-        self.process.stdin.write(job.json() + "\n")
-        self.process.stdin.flush()
-        self.reader = threading.Thread(target=self._read, name="city-history", daemon=True)
-        self.reader.start()
+        self.lock = threading.Lock()
+        self.histories_left = len(jobs)
+        self.processes: list[subprocess.Popen[str]] = []
+        self.readers: list[threading.Thread] = []
+        for number, job in enumerate(jobs):
+            # Its stderr is ours: a failure is told on the terminal of ``up``.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.devstack.history"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert process.stdin is not None
+            process.stdin.write(job.json() + "\n")
+            process.stdin.flush()
+            reader = threading.Thread(
+                target=self._read, args=(process, number == 0), name="city-history", daemon=True
+            )
+            reader.start()
+            self.processes.append(process)
+            self.readers.append(reader)
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
+    def _read(self, process: subprocess.Popen[str], tells_today: bool) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
             try:
                 report = json.loads(line)
             except json.JSONDecodeError:
                 continue
             log.info("city history: %s", report)
-            self.on_ready(str(report["part"]))
-        code = self.process.wait()
+            part = str(report["part"])
+            if part == "today" and tells_today:
+                self.on_ready(part)
+            elif part == "history":
+                with self.lock:
+                    self.histories_left -= 1
+                    last = self.histories_left == 0
+                if last:
+                    self.on_ready(part)
+        code = process.wait()
         if code not in (0, -9):  # -9: killed by ``stop``
             log.warning(
-                "city history: the process ended with %s before the week was in; the monitor "
+                "city history: a process ended with %s before its days were in; the monitor "
                 "judges the day only until it widens on its own",
                 code,
             )
 
     def stop(self) -> None:
-        """Close its stdin (it exits on that), wait a little, then kill it."""
-        assert self.process.stdin is not None
-        with contextlib.suppress(OSError):
-            self.process.stdin.close()
-        try:
-            self.process.wait(_HISTORY_STOP_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.reader.join(_HISTORY_STOP_S)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        """Close their stdin (they exit on that), wait a little, then kill them."""
+        for process in self.processes:
+            assert process.stdin is not None
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        deadline = time.monotonic() + _HISTORY_STOP_S
+        for process, reader in zip(self.processes, self.readers, strict=True):
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            reader.join(_HISTORY_STOP_S)
+            if process.stdout is not None:
+                process.stdout.close()

@@ -1,17 +1,19 @@
-"""The simulated city's history, written through the history import in a process of its own.
+"""The simulated city's history, written through the history import in processes of their own.
 
-``urbanpulse up`` runs this module (``python -m services.devstack.history``) beside the live
-city. Over MQTT the week took two to three minutes: every reading went through the gateways'
-outboxes, the broker and the one ingestion worker, sharing a process (and its GIL) with the API,
-the monitor and the live simulator. Here the same simulator model generates the same readings
+``urbanpulse up`` runs this module (``python -m services.devstack.history``, one process per
+core, two at most, each with its share of the days) beside the live city. Over MQTT the week
+took two to three minutes: every reading went through the gateways' outboxes, the broker and the
+one ingestion worker, sharing a process (and its GIL) with the API, the monitor and the live
+simulator. Here the same simulator model generates the same readings
 (pure functions of sensor and time) as SenML packs, one JSON line each, and
 ``services.dataio.importer.import_file`` stores them: the live path's decoding and validation,
 the idempotent writer (a reading already stored, by the live run or an earlier start, is counted
 as a duplicate, never written twice), the quarantine for anything refused.
 
-The order is what a newcomer looks at: today up to the moment the live run took over, its
-rollups refreshed, reported as ``today``; then the whole days before it, newest first, their
-rollups refreshed, reported as ``history``. A whole day's file is the same bytes at every start,
+The order is what a newcomer looks at: today up to the moment the live run took over (the
+first process's), its rollups refreshed, reported as ``today``; then the process's whole days
+before it, newest first, each day's rollups refreshed on a second connection while the next is
+imported, reported as ``history``. A whole day's file is the same bytes at every start,
 so a day imported before is recognised by its import run and skipped.
 
 The job arrives as one JSON line on stdin (so no password shows in the process list); each part

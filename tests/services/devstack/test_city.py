@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from services.devstack.city import start_city
+from services.devstack.city import history_shares, start_city
 from services.devstack.history import HISTORY_DAYS, backfill_plan, history_start
 from services.kpi import engine
 from services.storage.urls import libpq_url
@@ -41,6 +41,19 @@ def test_the_backfill_covers_seven_whole_days_before_today_today_first() -> None
     assert all(a[0] == b[1] for a, b in pairwise(older))
     assert older[-1][0] == begins.timestamp()
     assert all(hi - lo == DAY for lo, hi in older)
+
+
+def test_the_days_are_dealt_to_at_most_two_processes_the_one_with_today_taking_fewer() -> None:
+    older = [(float(d - 1), float(d)) for d in range(7, 0, -1)]  # newest first
+    assert history_shares(older, processes=1) == [older]
+    first, second = history_shares(older, processes=8)
+    assert len(first) == 3  # and today
+    assert len(second) == 4
+    assert second[0] == older[0]  # the newest day starts at once beside today
+    assert sorted(first + second) == sorted(older)  # every day once
+    assert first == sorted(first, reverse=True)  # newest first in each
+    assert second == sorted(second, reverse=True)
+    assert history_shares(older[:1], processes=2) == [older[:1]]
 
 
 def test_the_history_starts_at_the_citys_local_midnight() -> None:
