@@ -54,6 +54,9 @@ HISTORY_DAYS = 7
 """Whole local days before today: yesterday, this week and the last 7 days are complete."""
 _DAY = 86400.0
 
+# How long a refresh waits for a concurrent one on its window (TimescaleDB) before giving up.
+_CONCURRENT_REFRESH_WAIT_S = 120.0
+
 Span = tuple[float, float]
 
 
@@ -177,10 +180,21 @@ class _Refresher:
 
 
 def _refresh(conn: psycopg.Connection[Any], mode: str, span: Span) -> None:
-    importer.refresh_span(
-        conn, mode, datetime.fromtimestamp(span[0], UTC), datetime.fromtimestamp(span[1], UTC)
-    )
-    conn.commit()
+    lo, hi = datetime.fromtimestamp(span[0], UTC), datetime.fromtimestamp(span[1], UTC)
+    deadline = time.monotonic() + _CONCURRENT_REFRESH_WAIT_S
+    while True:
+        try:
+            importer.refresh_span(conn, mode, lo, hi)
+            conn.commit()
+            return
+        except psycopg.Error as exc:
+            # TimescaleDB refuses a refresh whose window another one is refreshing (the
+            # ingestion worker's every minute, a policy job, the other history process) rather
+            # than wait for it; it carries no SQLSTATE of its own, only this message.
+            conn.rollback()
+            if "concurrent refresh" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def write_history(job: Job, say: Callable[[Mapping[str, Any]], None]) -> None:
