@@ -1,73 +1,55 @@
-"""The simulated city of ``urbanpulse up``: registered, a week of history backfilled, and live.
+"""The simulated city of ``urbanpulse up``: registered, a week of history imported, and live.
 
-The first screen must be true within a minute, so the order matters:
+The first screen must be true within a minute, so the work is split by what it needs:
 
-1. today (from the city's local midnight) is backfilled first, as fast as possible;
-2. the live run starts at once, and the older days follow in the background, newest first;
-3. a watcher waits until the platform's receipts say each part is stored, refreshes the rollups
-   and tells ``on_ready`` ("today", then "history"): ``urbanpulse up`` runs the monitor's first
-   round on today as soon as today is in, and every period once the week is.
+- the present is published live over MQTT from the moment the city starts, as gateways do;
+- everything before that moment (today from the city's local midnight first, then the 7 whole
+  days before it, newest first) is written by processes of their own (one per core, two at
+  most) through the history import (``history.py``), which refresh each day's rollups and
+  report; ``on_ready`` hears ``"today"``, then ``"history"``, and ``urbanpulse up`` runs the
+  monitor's first round on today as soon as today is in, and every period once the week is.
+
+The live run starts at the very moment the history ends, so nothing is left out or sent twice;
+should they ever overlap (a restart re-imports today, part of which the live run of the last
+start stored), the idempotent write path keeps one copy and counts the other as a duplicate.
 
 The sensors are registered as installed when their history begins (kept in ``<state>/installed``
 across restarts), so a KPI of the month or the year is judged from then, not from a date long
-before the first reading. Readings are pure functions of (sensor, time): backfilling the same
-days again after a restart re-sends identical readings, which the idempotent write path absorbs.
+before the first reading. Readings are pure functions of (sensor, time): the history process and
+the live run generate them with the same model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import queue
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 
-from gateway.outbox import Outbox, OutboxClosedError
 from gateway.publisher import PublisherOptions
+from services.ingest.validate import Policy
 from services.kpi.engine import load_settings, period_bounds
-from services.storage import rollups
-from services.storage.modes import storage_mode
 from services.storage.registry import load
 from services.storage.urls import libpq_url
 from simulators.city import build_manifest, small_city
 from simulators.runner import PublisherSink, Simulation, run
 
+from .history import HISTORY_DAYS, Job, Span, backfill_plan, history_start
+
 log = logging.getLogger(__name__)
 
-HISTORY_DAYS = 7
-"""Whole local days before today: yesterday, this week and the last 7 days are complete."""
-_DAY = 86400.0
-# How long the watcher waits for a part's receipts: far past what a small city's week takes,
-# only so that a platform that never stores them (a broken worker) still gets its rollups.
-_LAND_TIMEOUT_S = 1200.0
-
-Span = tuple[float, float]
-
-
-def history_start(now: datetime, timezone: str, days: int = HISTORY_DAYS) -> datetime:
-    """The local midnight ``days`` whole days before today's (in ``timezone``), in UTC."""
-    today, _ = period_bounds("day", now, timezone)
-    start, _ = period_bounds("day", today - timedelta(days=days) + timedelta(hours=12), timezone)
-    return start
-
-
-def backfill_plan(now: float, today: float, begins: float) -> tuple[Span, list[Span]]:
-    """Today's span ``[max(today, begins), now)`` and the older history down to ``begins`` in
-    spans of at most a day, newest first (what a newcomer looks at first arrives first)."""
-    first = max(today, begins)
-    older: list[Span] = []
-    hi = first
-    while hi > begins:
-        lo = max(begins, hi - _DAY)
-        older.append((lo, hi))
-        hi = lo
-    return (first, now), older
+# How long a stopping ``up`` waits for the history process after closing its stdin.
+_HISTORY_STOP_S = 5.0
 
 
 def _installed_at(state_dir: Path, default: datetime) -> datetime:
@@ -84,6 +66,16 @@ def city_gateways(seed: int = 0) -> list[str]:
     return [gateway["id"] for gateway in build_manifest(small_city(), seed=seed).gateways]
 
 
+def history_shares(older: list[Span], processes: int | None = None) -> list[list[Span]]:
+    """The older days dealt to the history processes, one per core (two at most: the live
+    platform needs the rest), newest first in each. The first process also has today, so the
+    second takes the newest day and one more when the days are odd."""
+    count = max(1, min(2, processes or os.cpu_count() or 1, len(older)))
+    if count == 1:
+        return [older]
+    return [older[1::2], older[0::2]]
+
+
 def start_city(
     stack: contextlib.ExitStack,
     database_url: str,
@@ -92,13 +84,16 @@ def start_city(
     *,
     seed: int = 0,
     passwords: Mapping[str, str] | None = None,
+    policy: Policy | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> str:
-    """Register the city, start it in threads (stopped by ``stack``); describe it.
+    """Register the city, start its history processes and its live run (stopped by ``stack``);
+    describe it.
 
-    ``passwords``: each gateway's MQTT password, its id being the username.
-    ``on_ready("today")`` and ``on_ready("history")`` are called (from a watcher thread) once
-    the platform has stored each part of the backfill and the rollups include it."""
+    ``passwords``: each gateway's MQTT password, its id being the username. ``policy``: the
+    validation the history import applies (the ingestion worker's). ``on_ready("today")`` and
+    ``on_ready("history")`` are called (from a reader thread) once each part is stored and its
+    rollups refreshed (the history: by every process)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
     with psycopg.connect(libpq_url(database_url)) as conn:
@@ -107,6 +102,26 @@ def start_city(
         installed = min(_installed_at(state_dir, begins), begins)
         manifest = build_manifest(small_city(), seed=seed, installed_at=installed)
         load(conn, manifest.json())
+    today, _ = period_bounds("day", now, timezone)
+    # The seam: the history is every tick before it, the live run every tick from it on.
+    seam = now.timestamp()
+    today_span, older = backfill_plan(seam, today.timestamp(), begins.timestamp())
+    rules = policy or Policy()
+    history = _History(
+        [
+            Job(
+                database_url=database_url,
+                seed=seed,
+                installed_at=installed.isoformat(),
+                today=today_span if share == 0 else (seam, seam),
+                older=days,
+                max_future_s=rules.max_future_s,
+                max_age_s=rules.max_age_s,
+            )
+            for share, days in enumerate(history_shares(older))
+        ],
+        on_ready or (lambda _part: None),
+    )
     broker = urlsplit(mqtt_url)
     sink = PublisherSink(
         state_dir,
@@ -118,125 +133,94 @@ def start_city(
             password=passwords[gateway] if passwords is not None else None,
         ),
     )
-    # Started here, before two threads put into the sink.
-    outboxes = {
-        str(gateway["id"]): sink.publisher(str(gateway["id"])).outbox
-        for gateway in manifest.gateways
-    }
     simulation = Simulation(manifest, seed=seed)
-    stop, live_started = threading.Event(), threading.Event()
-    today, _ = period_bounds("day", now, timezone)
-    today_span, older = backfill_plan(now.timestamp(), today.timestamp(), begins.timestamp())
-    landed = _Watcher(database_url, outboxes, on_ready or (lambda _part: None), stop)
-
-    def live() -> None:
-        # Today up to the moment the live run starts, then real time: no gap, no lag.
-        run(simulation, sink, *today_span, should_stop=stop.is_set)
-        if stop.is_set():
-            return
-        landed.expect("today")
-        live_from = time.time()
-        run(simulation, sink, today_span[1], live_from, should_stop=stop.is_set)
-        live_started.set()
-        run(simulation, sink, live_from, None, speed=1.0, should_stop=stop.is_set)
-
-    def backfill() -> None:
-        # After today and the catch-up to the live run: what a newcomer looks at comes first.
-        while not live_started.wait(0.5):
-            if stop.is_set():
-                return
-        for span in older:
-            run(simulation, sink, *span, should_stop=stop.is_set)
-        if not stop.is_set():
-            landed.expect("history")
-
-    threads = [
-        threading.Thread(target=live, name="city", daemon=True),
-        threading.Thread(target=backfill, name="city-history", daemon=True),
-        landed.thread,
-    ]
-    for thread in threads:
-        thread.start()
-    # Undone in reverse: stop, join every thread that puts into the sink, then close it.
+    stop = threading.Event()
+    live = threading.Thread(
+        target=run,
+        args=(simulation, sink, seam, None),
+        kwargs={"speed": 1.0, "should_stop": stop.is_set},
+        name="city",
+        daemon=True,
+    )
+    live.start()
+    # Undone in reverse: stop the history, stop and join the live run, then close the sink.
     stack.callback(sink.close)
-    for thread in reversed(threads):
-        stack.callback(thread.join, 10)
+    stack.callback(live.join, 10)
     stack.callback(stop.set)
+    stack.callback(history.stop)
     return (
         f"{len(manifest.sensors)} sensors in {len(manifest.districts)} districts, "
-        f"{len(manifest.gateways)} gateways; installed {installed:%Y-%m-%d %H:%M} UTC, "
-        f"today backfilled first, then live while the {HISTORY_DAYS} days before are backfilled"
+        f"{len(manifest.gateways)} gateways; installed {installed:%Y-%m-%d %H:%M} UTC; live "
+        f"over MQTT, while today and the {HISTORY_DAYS} days before are imported beside it"
     )
 
 
-class _Watcher:
-    """Waits until the platform has stored what each part of the backfill put into the
-    gateways' outboxes, then refreshes the rollups (partition mode refreshes them only every
-    minute otherwise) and reports the part.
+class _History:
+    """The history processes (``history.py``), one per job, and the threads that read their
+    reports: ``today`` is the first job's, ``history`` is told once every job has said it."""
 
-    Stored is what the gateways' receipts say: a pack leaves its outbox only on its receipt,
-    readings ingestion rejected included (they are in quarantine, not missing). So a part is in
-    once every outbox's first waiting seq is past its last seq when the part had been put."""
-
-    def __init__(
-        self,
-        database_url: str,
-        outboxes: Mapping[str, Outbox],
-        on_ready: Callable[[str], None],
-        stop: threading.Event,
-    ) -> None:
-        self.database_url = database_url
-        self.outboxes = outboxes
+    def __init__(self, jobs: list[Job], on_ready: Callable[[str], None]) -> None:
         self.on_ready = on_ready
-        self.stop = stop
-        self.parts: queue.Queue[tuple[str, dict[str, int]]] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="city-watcher", daemon=True)
+        self.lock = threading.Lock()
+        self.histories_left = len(jobs)
+        self.processes: list[subprocess.Popen[str]] = []
+        self.readers: list[threading.Thread] = []
+        for number, job in enumerate(jobs):
+            # Its stderr is ours: a failure is told on the terminal of ``up``.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.devstack.history"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert process.stdin is not None
+            process.stdin.write(job.json() + "\n")
+            process.stdin.flush()
+            reader = threading.Thread(
+                target=self._read, args=(process, number == 0), name="city-history", daemon=True
+            )
+            reader.start()
+            self.processes.append(process)
+            self.readers.append(reader)
 
-    def expect(self, part: str) -> None:
-        """``part`` has been put: every pack of it is at or below each outbox's last seq."""
-        self.parts.put((part, {gateway: o.last_seq() for gateway, o in self.outboxes.items()}))
-
-    def _run(self) -> None:
-        for _ in ("today", "history"):
-            while True:
-                try:
-                    part, marks = self.parts.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    if self.stop.is_set():
-                        return
-            if not self._land(part, marks):
-                return
-            self.on_ready(part)
-
-    def _land(self, part: str, marks: dict[str, int]) -> bool:
-        """Wait for ``part``, then refresh the rollups; False when stopped meanwhile."""
-        started = time.monotonic()
-        waiting = dict(marks)
-        while waiting:
+    def _read(self, process: subprocess.Popen[str], tells_today: bool) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
             try:
-                waiting = {g: m for g, m in waiting.items() if self.outboxes[g].first_seq() <= m}
-            except OutboxClosedError:
-                return False
-            if not waiting:
-                break
-            if time.monotonic() - started > _LAND_TIMEOUT_S:
-                log.warning(
-                    "city backfill: %s not all stored after %.0f s (gateways still waiting for "
-                    "receipts: %s); going on with what is",
-                    part,
-                    _LAND_TIMEOUT_S,
-                    ", ".join(sorted(waiting)),
-                )
-                break
-            if self.stop.wait(0.2):
-                return False
-        # Not once stopping: a full refresh would race the database's shutdown.
-        if self.stop.is_set():
-            return False
-        try:
-            with psycopg.connect(libpq_url(self.database_url)) as conn:
-                rollups.refresh(conn, storage_mode(conn))
-        except psycopg.Error as exc:
-            log.warning("city backfill: could not refresh the rollups after %s (%s)", part, exc)
-        return not self.stop.is_set()
+                report = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            log.info("city history: %s", report)
+            part = str(report["part"])
+            if part == "today" and tells_today:
+                self.on_ready(part)
+            elif part == "history":
+                with self.lock:
+                    self.histories_left -= 1
+                    last = self.histories_left == 0
+                if last:
+                    self.on_ready(part)
+        code = process.wait()
+        if code not in (0, -9):  # -9: killed by ``stop``
+            log.warning(
+                "city history: a process ended with %s before its days were in; the monitor "
+                "judges the day only until it widens on its own",
+                code,
+            )
+
+    def stop(self) -> None:
+        """Close their stdin (they exit on that), wait a little, then kill them."""
+        for process in self.processes:
+            assert process.stdin is not None
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        deadline = time.monotonic() + _HISTORY_STOP_S
+        for process, reader in zip(self.processes, self.readers, strict=True):
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            reader.join(_HISTORY_STOP_S)
+            if process.stdout is not None:
+                process.stdout.close()

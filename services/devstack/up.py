@@ -43,6 +43,7 @@ from gateway import topics
 from services.api.app import create_app
 from services.api.keys import create_key, find_key, verify_secret
 from services.ingest.cli import worker_settings
+from services.ingest.validate import policy
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.engine import CURRENT_PERIODS
 from services.kpi.monitor import Monitor
@@ -55,12 +56,13 @@ from services.storage.urls import libpq_url
 from .broker import INGEST_USER, BrokerError, credentials, start_broker
 from .city import city_gateways, start_city
 from .files import write_private
+from .history import HISTORY_DAYS
 from .postgres import EmbeddedPostgres, PostgresError
 
 app = typer.Typer(help="Run the platform on this machine (embedded default).")
 FIRST_ROUND_TIMEOUT_S = 120.0
-# The small city's week is stored within about two minutes; half an hour only catches a history
-# that will never come.
+# The small city's week is imported within about half a minute; half an hour only catches a
+# history that will never come.
 WIDEN_AFTER_S = 1800.0
 console = Console()
 # In a clone (not in an installed wheel, which carries no deploy/).
@@ -112,6 +114,7 @@ def up(
         )
         raise typer.Exit(1)
     stop = threading.Event()
+    began = time.monotonic()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
@@ -121,16 +124,35 @@ def up(
         gateways = city_gateways() if city else []
         started, rows = _start_services(stack, settings, base, gateways)
         database_url, mqtt_url = started.database_url, started.mqtt_url
-        # With the city, the monitor's first round waits for today's backfill to be stored and
+        # With the city, the monitor's first round waits for today's history to be stored and
         # rolled up, and judges the day only until the week is in (a month judged on today
         # alone would be false); the city wakes it at each. The timeouts only bound the waits
-        # should a wake never come (a backfill thread failed).
+        # should a wake never come (the history process failed).
         monitor = Monitor(
             database_url,
             first_after_s=FIRST_ROUND_TIMEOUT_S if city else 0.0,
             first_periods=("day",) if city else None,
             widen_after_s=WIDEN_AFTER_S,
         )
+        # The city before the API: its history process starts the sooner, on a week of work.
+        city_rows: list[Row] = []
+        if city:
+            with console.status("registering and starting the simulated city"):
+                city_rows.append(
+                    (
+                        "simulated city",
+                        start_city(
+                            stack,
+                            database_url,
+                            mqtt_url,
+                            base / "city",
+                            passwords=started.passwords,
+                            policy=policy(settings),
+                            on_ready=lambda part: _city_ready(monitor, part, began),
+                        ),
+                        "urbanpulse simulate runs other cities; --no-city turns this off",
+                    )
+                )
         api_url, key_file = _start_api(
             stack, settings, base, database_url, mqtt_url, login=started.login(settings, "api")
         )
@@ -167,24 +189,7 @@ def up(
                 else []
             ),
         ]
-        if city:
-            with console.status("registering and starting the simulated city"):
-                rows.append(
-                    (
-                        "simulated city",
-                        start_city(
-                            stack,
-                            database_url,
-                            mqtt_url,
-                            base / "city",
-                            passwords=started.passwords,
-                            on_ready=lambda part: monitor.wake(
-                                ("day",) if part == "today" else CURRENT_PERIODS
-                            ),
-                        ),
-                        "urbanpulse simulate runs other cities; --no-city turns this off",
-                    )
-                )
+        rows += city_rows
         _start_monitor(stack, monitor)
         # Notifications (issue 16): their own thread and connection, off the evaluation's path.
         stack.callback(
@@ -388,6 +393,16 @@ def _lock_data_dir(base: Path) -> TextIO | None:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def _city_ready(monitor: Monitor, part: str, began: float) -> None:
+    """A part of the city's history is stored and rolled up: say so, and have the monitor judge
+    what it now can at once (today: the day; the week: every period)."""
+    what = "today" if part == "today" else f"the {HISTORY_DAYS} days before today"
+    console.print(
+        f"simulated city: {what} stored and rolled up, {time.monotonic() - began:.0f} s after start"
+    )
+    monitor.wake(("day",) if part == "today" else CURRENT_PERIODS)
 
 
 def _start_monitor(stack: contextlib.ExitStack, monitor: Monitor) -> None:
