@@ -24,13 +24,17 @@ properties built before the clock starts), so neither shares a GIL with the work
                    the marker's new rows every 20 ms: latency = first seen - record time
                    (over-estimates by 0-20 ms plus one query). Receipt lag: the publisher
                    listens on the gateway's down topic; lag = receipt arrival - publish.
+  CPU              user + system CPU per reading stored, end to end, of the worker, the
+                   PostgreSQL server's processes, the broker and the publishers (/proc): on a
+                   machine shared with other work the rates move with the neighbours' load,
+                   the CPU per reading much less, and it says which side bounds the rate.
   memory           the worker's resident memory (VmRSS sampled every 100 ms, VmHWM) during the
                    run, and before/during/after a database outage (PostgreSQL stopped while a
                    steady publisher goes on, then started again on the same data directory),
                    counting that every reading published arrived.
 
     .venv/bin/python bench/bench_ingest.py [--quick] [--readings 1000000] [--profile DIR]
-        [--database-url URL] [--mqtt-url URL]
+        [--profile-gil] [--database-url URL] [--mqtt-url URL]
 
 Without URLs (or URBANPULSE_BENCH_DATABASE_URL / URBANPULSE_BENCH_MQTT_URL) it starts an
 embedded PostgreSQL with the durable settings of `urbanpulse up` and Mosquitto with the
@@ -401,18 +405,23 @@ class RssSampler:
 
 
 class CpuMeter:
-    """CPU seconds (user + system) of the worker and of the PostgreSQL server's processes.
+    """CPU seconds (user + system) of the worker, the PostgreSQL server's processes and the
+    broker.
 
     On a machine shared with other work, wall-clock rates move with the neighbours' load; the
     CPU each side spends per reading moves much less, and says which side bounds the rate."""
 
     _TICK = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, worker: Worker, pg: EmbeddedPostgres | None) -> None:
+    def __init__(
+        self, worker: Worker, pg: EmbeddedPostgres | None, broker: Mosquitto | None
+    ) -> None:
         self.worker_pid = worker.process.pid
-        self.postmaster = None
+        self.postmaster = self.broker = None
         if pg is not None:
             self.postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        if broker is not None:
+            self.broker = int(broker.pid_file.read_text().split()[0])
 
     @classmethod
     def _stat(cls, pid: int) -> tuple[int, float]:
@@ -420,9 +429,10 @@ class CpuMeter:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         return int(fields[1]), (int(fields[11]) + int(fields[12])) / cls._TICK
 
-    def read(self) -> tuple[float, float]:
-        """(worker, PostgreSQL) CPU seconds so far. A backend that exited since the last read
-        takes its share with it: the worker's connections and the server's own processes stay."""
+    def read(self) -> tuple[float, float, float]:
+        """(worker, PostgreSQL, broker) CPU seconds so far. A backend that exited since the
+        last read takes its share with it: the worker's connections and the server's own
+        processes stay."""
         worker = self._stat(self.worker_pid)[1]
         server = 0.0
         if self.postmaster is not None:
@@ -433,7 +443,8 @@ class CpuMeter:
                     parent, seconds = self._stat(int(entry.name))
                     if parent == self.postmaster or int(entry.name) == self.postmaster:
                         server += seconds
-        return worker, server
+        broker = self._stat(self.broker)[1] if self.broker is not None else 0.0
+        return worker, server, broker
 
 
 # -- database helpers --------------------------------------------------------------------------
@@ -600,11 +611,11 @@ def end_to_end(
     children.ready()
     with connect(url) as conn:
         reset(conn)
-        worker_cpu, server_cpu = meter.read()
+        before = meter.read()
         began = time.time()
         children.start.set()
         done, count = wait_stored(conn, lasts, children.readings)
-        worker_after, server_after = meter.read()
+        after = meter.read()
     results = children.results()
     published = max(r[1] for r in results) - began
     # Their CPU (paho's send path and PUBACK handling) is taken from the same 2 cores.
@@ -613,11 +624,13 @@ def end_to_end(
         print(f"  ! packs of {pack}: {count:,} of {children.readings:,} readings stored")
     e2e = Row("end to end, 1 worker", pack, count, packs, done - began)
     name = f"  publishers alone (start to last PUBACK; their CPU {cpu:.1f} s)"
-    per = 1e6 / max(count, 1)
+    worker_us, server_us, broker_us = (
+        (a - b) * 1e6 / max(count, 1) for a, b in zip(after, before, strict=True)
+    )
     spent = (
-        f"packs of {pack}: worker {(worker_after - worker_cpu) * per:.1f} µs, PostgreSQL "
-        f"{(server_after - server_cpu) * per:.1f} µs (the bench's polling included), "
-        f"publishers {cpu * per:.1f} µs"
+        f"packs of {pack}: worker {worker_us:.1f} µs, PostgreSQL {server_us:.1f} µs (the "
+        f"bench's polling included), broker {broker_us:.1f} µs, publishers "
+        f"{cpu * 1e6 / max(count, 1):.1f} µs"
     )
     return e2e, Row(name, pack, readings, packs, published), spent
 
@@ -867,7 +880,7 @@ def main() -> None:
         idle_rss = worker.memory_kib("VmRSS")
         table: list[Row] = []
         e2e: dict[int, Row] = {}
-        meter = CpuMeter(worker, pg)
+        meter = CpuMeter(worker, pg, broker)
         cpu_lines: list[str] = []
         for pack in (1, 10, 100):
             if pack == 100:
