@@ -838,7 +838,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a fifth of the load, shorter phases")
     parser.add_argument("--readings", type=int, help="packs-of-100 load (default 1,000,000)")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
-    parser.add_argument("--batch-records", type=int, default=5000, help="the worker's flush size")
+    parser.add_argument(
+        "--batch-records", type=int, default=20_000, help="the worker's batch cap (its default)"
+    )
     parser.add_argument("--flush-ms", type=float, default=50.0, help="the worker's flush time")
     parser.add_argument("--naive-readings", type=int, help="naive ingestor load (default 20,000)")
     parser.add_argument("--latency-rate", type=float, default=20_000.0, help="readings/s")

@@ -53,7 +53,7 @@ def ingest(
     ] = None,
     batch_records: Annotated[
         int, typer.Option(help="at most this many records a batch (one transaction)")
-    ] = 5000,
+    ] = 20_000,
     metrics_port: Annotated[
         int, typer.Option(help="Prometheus metrics on this port (0: none)")
     ] = 9108,
