@@ -24,13 +24,17 @@ properties built before the clock starts), so neither shares a GIL with the work
                    the marker's new rows every 20 ms: latency = first seen - record time
                    (over-estimates by 0-20 ms plus one query). Receipt lag: the publisher
                    listens on the gateway's down topic; lag = receipt arrival - publish.
+  CPU              user + system CPU per reading stored, end to end, of the worker, the
+                   PostgreSQL server's processes, the broker and the publishers (/proc): on a
+                   machine shared with other work the rates move with the neighbours' load,
+                   the CPU per reading much less, and it says which side bounds the rate.
   memory           the worker's resident memory (VmRSS sampled every 100 ms, VmHWM) during the
                    run, and before/during/after a database outage (PostgreSQL stopped while a
                    steady publisher goes on, then started again on the same data directory),
                    counting that every reading published arrived.
 
     .venv/bin/python bench/bench_ingest.py [--quick] [--readings 1000000] [--profile DIR]
-        [--database-url URL] [--mqtt-url URL]
+        [--profile-gil] [--database-url URL] [--mqtt-url URL]
 
 Without URLs (or URBANPULSE_BENCH_DATABASE_URL / URBANPULSE_BENCH_MQTT_URL) it starts an
 embedded PostgreSQL with the durable settings of `urbanpulse up` and Mosquitto with the
@@ -187,10 +191,10 @@ def publish_load(
     ]
     out.put(("ready", count * pack))
     start.wait()
-    began = time.time()
+    began, cpu = time.time(), time.process_time()
     client.send(topic, packets)
     client.wait_acked(len(packets))
-    out.put(("done", began, time.time()))
+    out.put(("done", began, time.time(), time.process_time() - cpu))
     client.close()
 
 
@@ -343,6 +347,9 @@ class Worker:
                     str(batch),
                     "--flush-ms",
                     str(flush_ms),
+                    # None: another worker on this shared machine may hold the default port.
+                    "--metrics-port",
+                    "0",
                 ],
                 cwd=ROOT,
                 env=env,
@@ -395,6 +402,49 @@ class RssSampler:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of the worker, the PostgreSQL server's processes and the
+    broker.
+
+    On a machine shared with other work, wall-clock rates move with the neighbours' load; the
+    CPU each side spends per reading moves much less, and says which side bounds the rate."""
+
+    _TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(
+        self, worker: Worker, pg: EmbeddedPostgres | None, broker: Mosquitto | None
+    ) -> None:
+        self.worker_pid = worker.process.pid
+        self.postmaster = self.broker = None
+        if pg is not None:
+            self.postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        if broker is not None:
+            self.broker = int(broker.pid_file.read_text().split()[0])
+
+    @classmethod
+    def _stat(cls, pid: int) -> tuple[int, float]:
+        """(parent pid, CPU seconds) of ``pid``."""
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / cls._TICK
+
+    def read(self) -> tuple[float, float, float]:
+        """(worker, PostgreSQL, broker) CPU seconds so far. A backend that exited since the
+        last read takes its share with it: the worker's connections and the server's own
+        processes stay."""
+        worker = self._stat(self.worker_pid)[1]
+        server = 0.0
+        if self.postmaster is not None:
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                with suppress(OSError, IndexError, ValueError):
+                    parent, seconds = self._stat(int(entry.name))
+                    if parent == self.postmaster or int(entry.name) == self.postmaster:
+                        server += seconds
+        broker = self._stat(self.broker)[1] if self.broker is not None else 0.0
+        return worker, server, broker
 
 
 # -- database helpers --------------------------------------------------------------------------
@@ -481,8 +531,15 @@ def wait_stored(
 
 
 @contextmanager
-def profiled(directory: Path | None, worker: Worker, name: str) -> Iterator[None]:
-    """py-spy on the worker (when asked for and installed) around a block."""
+def profiled(
+    directory: Path | None, worker: Worker, name: str, *, gil: bool = False
+) -> Iterator[None]:
+    """py-spy on the worker (when asked for and installed) around a block.
+
+    ``gil``: sample only the thread holding the GIL. The worker's threads share one GIL, so a
+    plain profile also counts a thread waiting for it as busy in whatever frame it stopped;
+    this one attributes the process's Python CPU (C code that releases the GIL, such as
+    libpq waiting for the server, is left out)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if directory is None or not Path(spy).exists():
         yield
@@ -499,8 +556,9 @@ def profiled(directory: Path | None, worker: Worker, name: str) -> Iterator[None
             "--threads",
             "--rate",
             "200",
+            *(["--gil"] if gil else []),
             "-o",
-            str(directory / f"{name}.folded"),
+            str(directory / f"{name}{'_gil' if gil else ''}.folded"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -536,7 +594,9 @@ def end_to_end(
     readings: int,
     publishers: int,
     t0: float,
-) -> tuple[Row, Row]:
+    meter: CpuMeter,
+) -> tuple[Row, Row, str]:
+    """The end-to-end row, the publishers' row, and the CPU each side spent per reading."""
     packs = readings // pack
     children = Children()
     share = -(-packs // publishers)
@@ -551,15 +611,28 @@ def end_to_end(
     children.ready()
     with connect(url) as conn:
         reset(conn)
+        before = meter.read()
         began = time.time()
         children.start.set()
         done, count = wait_stored(conn, lasts, children.readings)
+        after = meter.read()
     results = children.results()
     published = max(r[1] for r in results) - began
+    # Their CPU (paho's send path and PUBACK handling) is taken from the same 2 cores.
+    cpu = sum(r[2] for r in results)
     if count != children.readings:
         print(f"  ! packs of {pack}: {count:,} of {children.readings:,} readings stored")
     e2e = Row("end to end, 1 worker", pack, count, packs, done - began)
-    return e2e, Row("  publishers alone (start to last PUBACK)", pack, readings, packs, published)
+    name = f"  publishers alone (start to last PUBACK; their CPU {cpu:.1f} s)"
+    worker_us, server_us, broker_us = (
+        (a - b) * 1e6 / max(count, 1) for a, b in zip(after, before, strict=True)
+    )
+    spent = (
+        f"packs of {pack}: worker {worker_us:.1f} µs, PostgreSQL {server_us:.1f} µs (the "
+        f"bench's polling included), broker {broker_us:.1f} µs, publishers "
+        f"{cpu * 1e6 / max(count, 1):.1f} µs"
+    )
+    return e2e, Row(name, pack, readings, packs, published), spent
 
 
 def database_only(url: str, rows: list[Reading], batch: int) -> list[Row]:
@@ -765,7 +838,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a fifth of the load, shorter phases")
     parser.add_argument("--readings", type=int, help="packs-of-100 load (default 1,000,000)")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
-    parser.add_argument("--batch-records", type=int, default=5000, help="the worker's flush size")
+    parser.add_argument(
+        "--batch-records", type=int, default=20_000, help="the worker's batch cap (its default)"
+    )
     parser.add_argument("--flush-ms", type=float, default=50.0, help="the worker's flush time")
     parser.add_argument("--naive-readings", type=int, help="naive ingestor load (default 20,000)")
     parser.add_argument("--latency-rate", type=float, default=20_000.0, help="readings/s")
@@ -773,6 +848,9 @@ def main() -> None:
     parser.add_argument("--outage-seconds", type=float, help="database down (default 10)")
     parser.add_argument("--outage-rate", type=float, default=10_000.0, help="readings/s")
     parser.add_argument("--profile", type=Path, help="py-spy the worker (packs of 100) here")
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="profile only the thread holding the GIL"
+    )
     parser.add_argument("--database-url", default=os.environ.get("URBANPULSE_BENCH_DATABASE_URL"))
     parser.add_argument("--mqtt-url", default=os.environ.get("URBANPULSE_BENCH_MQTT_URL"))
     args = parser.parse_args()
@@ -804,15 +882,23 @@ def main() -> None:
         idle_rss = worker.memory_kib("VmRSS")
         table: list[Row] = []
         e2e: dict[int, Row] = {}
+        meter = CpuMeter(worker, pg, broker)
+        cpu_lines: list[str] = []
         for pack in (1, 10, 100):
             if pack == 100:
                 with connect(url) as conn:
                     conn.execute("SELECT pg_stat_statements_reset()")
-            with profiled(args.profile if pack == 100 else None, worker, "worker_pack100"):
-                row, publisher = end_to_end(
-                    url, mqtt_url, keys, pack, loads[pack], args.publishers, t0
+            with profiled(
+                args.profile if pack == 100 else None,
+                worker,
+                "worker_pack100",
+                gil=args.profile_gil,
+            ):
+                row, publisher, spent = end_to_end(
+                    url, mqtt_url, keys, pack, loads[pack], args.publishers, t0, meter
                 )
             e2e[pack] = row
+            cpu_lines.append(spent)
             table += [row, publisher]
         statements = []
         with connect(url) as conn:
@@ -870,6 +956,9 @@ def main() -> None:
                 f"{r.name:<76}{pack_text}{r.readings:>11,}{r.seconds:>9.2f}"
                 f"{r.rate:>12,.0f}{msgs}{r.rate / ref:>7.2f}x"
             )
+        print("\nCPU per reading stored, end to end (user + system, all cores):")
+        for line in cpu_lines:
+            print(f"  {line}")
         print(
             f"\nlatency, publish to committed row: packs of 100 paced at "
             f"{args.latency_rate:,.0f} readings/s for {latency_s:g} s "

@@ -67,9 +67,9 @@ def ingest(
             "EMQX, HiveMQ)"
         ),
     ] = None,
-    batch_records: Annotated[int, typer.Option(help="flush at this many records")] = _DEFAULTS[
-        "batch_records"
-    ],
+    batch_records: Annotated[
+        int, typer.Option(help="at most this many records a batch (one transaction)")
+    ] = _DEFAULTS["batch_records"],
     metrics_port: Annotated[
         int, typer.Option(help="Prometheus metrics on this port (0: none)")
     ] = 9108,
@@ -78,7 +78,11 @@ def ingest(
         str, typer.Option(help="address the metrics listen on (0.0.0.0 in a container)")
     ] = "127.0.0.1",
     flush_ms: Annotated[
-        float, typer.Option(help="or this long after a batch's first message")
+        float,
+        typer.Option(
+            help="a batch goes when the writer is free and nothing more is queued, or this "
+            "long after its first message while messages keep coming"
+        ),
     ] = _DEFAULTS["flush_ms"],
 ) -> None:
     """Subscribe to every gateway's readings and status and land them in the database."""

@@ -43,7 +43,9 @@ def claim(conn: Conn, keys: Sequence[PackKey]) -> set[tuple[str, str, int]]:
     if not keys:
         return set()
     columns = list(zip(*keys, strict=True))
-    rows = conn.execute(_CLAIM, [list(c) for c in columns]).fetchall()
+    # Pipelined: as a transaction's first statement this goes with its BEGIN, one round trip.
+    with conn.pipeline():
+        rows = conn.execute(_CLAIM, [list(c) for c in columns]).fetchall()
     return {(str(g), str(s), int(q)) for g, s, q in rows}  # type: ignore[call-overload]
 
 

@@ -27,9 +27,13 @@ import struct
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain, repeat
 from typing import TypeVar
 
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.rows import TupleRow
 
 from . import events
@@ -41,15 +45,19 @@ _COPY_TRAILER = struct.pack(">h", -1)
 # Row: 4 fields; timestamptz (int64 µs since 2000-01-01), int4, int2, float8, each length-prefixed.
 _ROW = struct.Struct(">hiqiiihid")
 _PG_EPOCH = 946_684_800.0
+# PostgreSQL's binary array: dimensions (1), has-nulls flag, element type oid, then the one
+# dimension's length and lower bound; the elements follow, each length-prefixed.
+_ARRAY_HEADER = struct.Struct(">iiIii")
+_INT2, _INT4, _FLOAT8, _TIMESTAMPTZ = 21, 23, 701, 1184  # element type oids
 _UNIX = datetime(1970, 1, 1, tzinfo=UTC)
 
 _COPY_DIRECT = "COPY readings (time, sensor_key, quantity_key, value) FROM STDIN (FORMAT BINARY)"
-# Every row of a direct batch is new: its event comes from the client's arrays. Times travel as
-# microseconds since 2000-01-01 (as in the COPY) so the event names exactly the stored times.
+# Every row of a direct batch is new: its event comes from the client's arrays, sent already in
+# PostgreSQL's binary array format (``_binary_array``). Times are the COPY's microseconds since
+# 2000-01-01, so the event names exactly the stored times.
 _EVENT_DIRECT = (
-    "INSERT INTO events (type, sensor_keys, quantity_keys, times, readings) SELECT 'readings', "
-    "%s::int4[], %s::int2[], (SELECT array_agg(timestamptz '2000-01-01 00:00:00+00' + "
-    "u * interval '1 microsecond') FROM unnest(%s::int8[]) AS u), %s::float8[]"
+    "INSERT INTO events (type, sensor_keys, quantity_keys, times, readings) VALUES ('readings', "
+    "%b::int4[], %b::int2[], %b::timestamptz[], %b::float8[])"
 )
 _INVALIDATE_DIRECT = (
     "INSERT INTO rollup_invalidations (lo, hi) SELECT timestamptz '2000-01-01 00:00:00+00' + "
@@ -178,6 +186,30 @@ def conflict_owners(
     return owners
 
 
+class _BinaryArray(bytes):
+    """A one-dimensional array parameter already in PostgreSQL's binary format."""
+
+
+class _BinaryArrayDumper(Dumper):
+    # Sent as is; the statement's cast names its type (oid 0: the server infers it).
+    format = Format.BINARY
+
+    def dump(self, obj: _BinaryArray) -> Buffer:
+        return obj
+
+
+def _binary_array(element_oid: int, code: str, values: Sequence[float]) -> _BinaryArray:
+    """``values`` as a binary array of ``struct`` type ``code``: one ``struct.pack`` call.
+
+    psycopg's list dumper walks the list in Python (13 ms for a batch's four arrays of 5,000
+    here, most of the writer thread's own time in a py-spy profile); this is about 3x less."""
+    n = len(values)
+    size = struct.calcsize(code)
+    pairs = zip(repeat(size, n), values, strict=True)
+    body = struct.pack(f">{('i' + code) * n}", *chain.from_iterable(pairs))
+    return _BinaryArray(_ARRAY_HEADER.pack(1, 0, element_oid, n, 1) + body)
+
+
 def encode_copy(rows: Sequence[Reading]) -> bytes:
     """The binary COPY stream of ``rows`` for (time, sensor_key, quantity_key, value)."""
     pack = _ROW.pack
@@ -209,6 +241,7 @@ class ReadingWriter:
         self.fallback_batches = 0
         # Also append each batch's new rows to the live stream's event log (storage.events).
         self.live_events = live_events
+        conn.adapters.register_dumper(_BinaryArray, _BinaryArrayDumper)
         self._partitions: PartitionSet | None = None
         if mode == "partitioned":
             self._partitions = PartitionSet(read_interval(conn))
@@ -283,32 +316,43 @@ class ReadingWriter:
                 cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
                 self.fallback_batches += 1
                 return False
-            cur.execute("RELEASE SAVEPOINT direct_copy")
             self.direct_batches += 1
             epoch = _PG_EPOCH
             micros = [round((r[0] - epoch) * 1e6) for r in rows]
+            arrays = None
             if self.live_events:
-                events.lock(conn)
-                # Binary parameters: the arrays are most of this statement's cost as text.
-                cur.execute(
-                    _EVENT_DIRECT,
-                    ([r[1] for r in rows], [r[2] for r in rows], micros, [r[3] for r in rows]),
-                    binary=True,
+                arrays = (
+                    _binary_array(_INT4, "i", [r[1] for r in rows]),
+                    _binary_array(_INT2, "h", [r[2] for r in rows]),
+                    _binary_array(_TIMESTAMPTZ, "q", micros),
+                    _binary_array(_FLOAT8, "d", [r[3] for r in rows]),
                 )
-            if self._partitions is not None:
-                hours: dict[int, tuple[int, int]] = {}
-                for us in micros:
-                    hour = us // _HOUR_US
-                    lo_hi = hours.get(hour)
-                    if lo_hi is None:
-                        hours[hour] = (us, us)
-                    elif us < lo_hi[0]:
-                        hours[hour] = (us, lo_hi[1])
-                    elif us > lo_hi[1]:
-                        hours[hour] = (lo_hi[0], us)
-                spans = list(hours.values())
-                cur.execute(_INVALIDATE_DIRECT, ([a for a, _ in spans], [b for _, b in spans]))
+            spans = self._hour_spans(micros) if self._partitions is not None else None
+            # One round trip for what follows the COPY (each is one on its own): on a busy
+            # machine every wait for the server to be scheduled costs the batch.
+            with conn.pipeline():
+                cur.execute("RELEASE SAVEPOINT direct_copy")
+                if arrays is not None:
+                    events.lock(conn)
+                    cur.execute(_EVENT_DIRECT, arrays)
+                if spans is not None:
+                    cur.execute(_INVALIDATE_DIRECT, ([a for a, _ in spans], [b for _, b in spans]))
         return True
+
+    @staticmethod
+    def _hour_spans(micros: Sequence[int]) -> list[tuple[int, int]]:
+        """The earliest and latest time (µs since 2000) the batch has in each hour."""
+        hours: dict[int, tuple[int, int]] = {}
+        for us in micros:
+            hour = us // _HOUR_US
+            lo_hi = hours.get(hour)
+            if lo_hi is None:
+                hours[hour] = (us, us)
+            elif us < lo_hi[0]:
+                hours[hour] = (us, lo_hi[1])
+            elif us > lo_hi[1]:
+                hours[hour] = (lo_hi[0], us)
+        return list(hours.values())
 
     @staticmethod
     def _conflicts(cur: psycopg.Cursor[TupleRow], query: str) -> list[Conflict]:
