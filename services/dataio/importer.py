@@ -37,8 +37,8 @@ from gateway.errors import SenMLError
 from gateway.senml import Record, encode_resolved
 from services.ingest import quarantine as quarantine_store
 from services.ingest.quarantine import Quarantined, Rejected, bounded
-from services.ingest.registry import SensorDirectory
 from services.ingest.salvage import decode_salvaging
+from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Policy, Reason, Sensor, Validator
 from services.kpi import engine
 from services.storage import rollups

@@ -4,6 +4,6 @@
 receipts); ``decode.py`` its pure core (decode, validate, salvage: bytes, a registry snapshot
 and a clock in, rows and quarantine entries out; ``validate_pack`` for one pack), over
 ``salvage.py`` and ``validate.py``; ``retry.py`` the one retry policy for database work;
-``registry.py`` the worker's sensor directory; ``quarantine.py`` the quarantine's store.
+``sensor_directory.py`` the worker's sensor directory; ``quarantine.py`` the quarantine's store.
 
 May import ``gateway`` (the wire contract) and ``services.storage``."""

@@ -6,7 +6,7 @@ messages of a batch and writes what it returns, and a tool importing packs from 
 :func:`validate_pack` on each.
 
 A message goes through in two steps, so that the worker can look up its unknown sensors in
-between (``registry.SensorDirectory.ensure``, a query only on a miss):
+between (``sensor_directory.SensorDirectory.ensure``, a query only on a miss):
 
 1. :func:`open_message` parses the topic (once), reads the pack's identity, and decodes the
    pack, salvaging its good records (``salvage.py``) and cutting it at ``MAX_PACK_RECORDS``;

@@ -34,8 +34,8 @@ from gateway.senml import Record
 from services.storage.modes import storage_mode
 from services.storage.writer import ExtraReading, Reading, ReadingWriter, conflict_owners
 
-from .registry import SensorDirectory
 from .salvage import Salvaged, decode_salvaging
+from .sensor_directory import SensorDirectory
 from .validate import Policy, Reason, Sensor, validate
 
 Conn = psycopg.Connection[tuple[object, ...]]

@@ -61,8 +61,8 @@ from .decode import (
 from .maintenance import Maintenance
 from .metrics import IngestMetrics
 from .quarantine import Quarantined
-from .registry import SensorDirectory
 from .retry import StoppedError, retry
+from .sensor_directory import SensorDirectory
 from .validate import Policy, Reason, Validator
 
 log = logging.getLogger(__name__)

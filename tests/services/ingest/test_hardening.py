@@ -25,7 +25,7 @@ from services.ingest.cli import limits
 from services.ingest.decode import open_message, prepare
 from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics
-from services.ingest.registry import SensorDirectory
+from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Validator
 from services.ingest.worker import IngestWorker, WorkerConfig, _Message
 from services.settings import SettingsError, load_settings

@@ -21,8 +21,8 @@ from gateway import topics
 from gateway.errors import SenMLError, TopicError
 from gateway.senml import Record, encode
 from services.ingest import quarantine
-from services.ingest.registry import SensorDirectory
 from services.ingest.salvage import decode_salvaging
+from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Policy, Reason, validate
 from services.storage.writer import ReadingWriter
 
