@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.ingest.validate import policy
 from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
@@ -109,7 +108,7 @@ def import_command(  # noqa: PLR0917 - typer maps options to parameters
                     stream,
                     chosen,
                     source=path.name,
-                    policy=policy(settings),
+                    policy=importer.import_policy(settings),
                     mapping=columns,
                     timezone=timezone,
                     batch_records=batch,

@@ -39,8 +39,9 @@ from services.ingest import quarantine as quarantine_store
 from services.ingest.quarantine import Quarantined, Rejected, bounded
 from services.ingest.salvage import decode_salvaging
 from services.ingest.sensor_directory import SensorDirectory
-from services.ingest.validate import Policy, Reason, Sensor, Validator
+from services.ingest.validate import Policy, Reason, Sensor, Validator, policy
 from services.kpi import engine
+from services.settings import Settings
 from services.storage import rollups
 from services.storage.modes import storage_mode
 from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
@@ -101,6 +102,12 @@ Progress = Callable[[int, int], None]
 def run_id(digest: str, fmt: Format, mapping: dict[str, str], timezone: str) -> str:
     options = f"{fmt.value}|{sorted(mapping.items())}|{timezone}"
     return hashlib.sha256(f"{digest}|{options}".encode()).hexdigest()
+
+
+def import_policy(settings: Settings) -> Policy:
+    """The validation policy an import runs under: the ingestion worker's, so that a file and a
+    live pack are held to the same rules (the API and the CLI call this, not services.ingest)."""
+    return policy(settings)
 
 
 def file_digest(stream: BinaryIO) -> str:

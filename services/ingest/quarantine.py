@@ -1,5 +1,6 @@
 """The quarantine: how the worker stores it, and what an operator does with it (list it, look at
-one entry, replay what was fixed), and its pruning.
+one entry, replay what was fixed), and its pruning. The reads (list, summary, one entry) are
+``services.storage.quarantine``'s, named here as well.
 
 The worker quarantines a record (``record_index`` set) when validation refuses it and a whole
 message (``record_index`` NULL) when it is not SenML at all. A message's raw bytes are stored
@@ -22,8 +23,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from datetime import timedelta
+from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -32,23 +33,48 @@ from psycopg.rows import class_row
 from gateway.errors import SenMLError
 from gateway.senml import Record
 from services.storage.modes import storage_mode
+from services.storage.quarantine import (
+    COLUMNS_NO_PAYLOAD,
+    FROM,
+    Entry,
+    filters,
+    get,
+    list_entries,
+    summary,
+)
 from services.storage.writer import ExtraReading, Reading, ReadingWriter, conflict_owners
 
 from .salvage import Salvaged, decode_salvaging
 from .sensor_directory import SensorDirectory
 from .validate import Policy, Reason, Sensor, validate
 
+# The reads (Entry, get, list_entries, summary) live with the table, in
+# services.storage.quarantine, which the API uses; they are named here too so that the worker's
+# side has the whole quarantine in one module.
+__all__ = [
+    "IMPORT_GATEWAY",
+    "IMPORT_TOPIC",
+    "Entry",
+    "Quarantined",
+    "Rejected",
+    "ReplayResult",
+    "StillBad",
+    "bounded",
+    "get",
+    "import_topic",
+    "import_view",
+    "list_entries",
+    "prune",
+    "record_at",
+    "remove",
+    "replay",
+    "store",
+    "store_ids",
+    "summary",
+]
+
 Conn = psycopg.Connection[tuple[object, ...]]
 
-_COLUMNS = sql.SQL(
-    "q.id, q.received_at, q.topic, q.gateway_id, q.sensor_id, q.record_index, q.reason, "
-    "q.detail, m.payload, q.replayed_at, q.message_id"
-)
-_COLUMNS_NO_PAYLOAD = sql.SQL(
-    "q.id, q.received_at, q.topic, q.gateway_id, q.sensor_id, q.record_index, q.reason, "
-    "q.detail, ''::bytea AS payload, q.replayed_at, q.message_id"
-)
-_FROM = sql.SQL("quarantine q JOIN quarantine_messages m ON m.id = q.message_id")
 
 # A history import's entries (services.dataio.importer): topic ``import:<file>:<line>``, no
 # gateway, and a SenML pack as payload (a JSON line as it was; a CSV or Parquet row as the
@@ -209,23 +235,6 @@ def prune(conn: Conn, *, retention: timedelta, max_bytes: int) -> int:
         return gone + max(cur.rowcount, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One row of the quarantine table."""
-
-    id: int
-    received_at: datetime
-    topic: str
-    gateway_id: str | None
-    sensor_id: str | None
-    record_index: int | None  # in the pack as it arrived; None: the whole message
-    reason: str
-    detail: str
-    payload: bytes  # the raw message, as it arrived (shared by the entries of one message)
-    replayed_at: datetime | None
-    message_id: int
-
-
 class StillBad(NamedTuple):
     """An entry that replay examined and validation still refuses, with today's reason."""
 
@@ -241,105 +250,6 @@ class ReplayResult:
     duplicates: int = 0  # readings that passed but were already stored
     still_bad: list[StillBad] = field(default_factory=list)
     skipped_whole_messages: int = 0  # matched, but not SenML at all: nothing to replay
-
-
-def _where(
-    *,
-    reason: str | None = None,
-    gateway: str | None = None,
-    sensor: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    ids: Sequence[int] | None = None,
-    include_replayed: bool = False,
-) -> tuple[sql.Composable, list[Any]]:
-    # Only these fixed fragments become SQL text; every value is a bind parameter.
-    clauses: list[sql.Composable] = [sql.SQL("TRUE")]
-    params: list[Any] = []
-    for fragment, value in (
-        # str(): a Reason member is sent as its code, whatever adapter psycopg picks for enums.
-        ("q.reason = %s", None if reason is None else str(reason)),
-        ("q.gateway_id = %s", gateway),
-        ("q.sensor_id = %s", sensor),
-        ("q.received_at >= %s", since),
-        ("q.received_at < %s", until),
-        ("q.id = ANY(%s)", list(ids) if ids is not None else None),
-    ):
-        if value is not None:
-            clauses.append(sql.SQL(fragment))
-            params.append(value)
-    if not include_replayed:
-        clauses.append(sql.SQL("q.replayed_at IS NULL"))
-    return sql.SQL(" AND ").join(clauses), params
-
-
-def list_entries(
-    conn: Conn,
-    *,
-    reason: str | None = None,
-    gateway: str | None = None,
-    sensor: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int = 50,
-    include_replayed: bool = False,
-) -> list[Entry]:
-    """The newest ``limit`` entries matching every filter given (not yet replayed, unless asked).
-
-    ``since`` is inclusive and ``until`` exclusive, both on the time the message was received.
-    """
-    where, params = _where(
-        reason=reason,
-        gateway=gateway,
-        sensor=sensor,
-        since=since,
-        until=until,
-        include_replayed=include_replayed,
-    )
-    query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY q.id DESC LIMIT %s").format(
-        _COLUMNS, _FROM, where
-    )
-    with conn.cursor(row_factory=class_row(Entry)) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
-
-
-def summary(
-    conn: Conn,
-    *,
-    reason: str | None = None,
-    gateway: str | None = None,
-    sensor: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    include_replayed: bool = False,
-) -> dict[str, int]:
-    """How many entries match the filters, by reason, the most frequent first (no limit).
-
-    The one rule, for the CLI (``quarantine list``) and the API (``/v1/quarantine/summary``)
-    alike: an entry counts while it waits for an operator, that is until it is replayed;
-    ``include_replayed`` counts the replayed ones too. (The two once counted apart, and the
-    API's count went on including what a replay had already stored.)
-    """
-    where, params = _where(
-        reason=reason,
-        gateway=gateway,
-        sensor=sensor,
-        since=since,
-        until=until,
-        include_replayed=include_replayed,
-    )
-    query = sql.SQL(
-        "SELECT reason, count(*) FROM quarantine q WHERE {} GROUP BY reason ORDER BY 2 DESC, 1"
-    ).format(where)
-    rows = conn.execute(query, params).fetchall()
-    return {str(reason_): int(count) for reason_, count in rows}  # type: ignore[call-overload]
-
-
-def get(conn: Conn, entry_id: int) -> Entry | None:
-    """The entry with this id, replayed or not; None when there is none."""
-    query = sql.SQL("SELECT {} FROM {} WHERE q.id = %s").format(_COLUMNS, _FROM)
-    with conn.cursor(row_factory=class_row(Entry)) as cur:
-        return cur.execute(query, [entry_id]).fetchone()
 
 
 def record_at(salvaged: Salvaged, record_index: int) -> Record | None:
@@ -388,7 +298,7 @@ def replay(
     sensors = SensorDirectory(conn).snapshot
     registries = {False: sensors, True: import_view(sensors)}
     result = ReplayResult()
-    where, params = _where(reason=reason, sensor=sensor_id, ids=ids)
+    where, params = filters(reason=reason, sensor=sensor_id, ids=ids)
     try:
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM quarantine q WHERE {} AND record_index IS NULL").format(
@@ -402,7 +312,7 @@ def replay(
         query = sql.SQL(
             "SELECT {} FROM {} WHERE {} AND q.record_index IS NOT NULL "
             "ORDER BY q.id FOR UPDATE OF q SKIP LOCKED"
-        ).format(_COLUMNS_NO_PAYLOAD, _FROM, where)
+        ).format(COLUMNS_NO_PAYLOAD, FROM, where)
         with conn.cursor(row_factory=class_row(Entry)) as cur:
             entries = cur.execute(query, params).fetchall()
         payloads: dict[int, bytes] = {

@@ -30,7 +30,6 @@ from services.dataio import dcat, exporter, importer
 from services.dataio.bundle import spatial
 from services.dataio.exporter import ExportError, Level, OutputFormat, Rollup, Selection
 from services.dataio.sources import Format, SourceError, parse_mapping, zone
-from services.ingest.validate import policy
 from services.kpi.catalog import KPIS
 from services.settings import Settings
 from services.storage.urls import libpq_url
@@ -130,7 +129,7 @@ async def import_history(
                 spool,
                 fmt,
                 source=source,
-                policy=policy(settings),
+                policy=importer.import_policy(settings),
                 mapping=columns,
                 timezone=timezone,
                 max_entries_per_unit=settings.quarantine_max_entries_per_message,

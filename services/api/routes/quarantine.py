@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from services.ingest import quarantine
+from services.storage import quarantine
 
 from ..deps import Principal, ReadConn, Reader
 from ..models import Instant
