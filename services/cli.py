@@ -1,6 +1,8 @@
 """The ``urbanpulse`` command.
 
-Each subcommand is a Typer app in its own module, imported only when that subcommand runs, so
+Each subcommand is a Typer app in its own module, in its package's ``cli/`` folder
+(``services/<package>/cli/<command>.py``; the gateway, simulators, dashboards, dataio, notify and
+mqtt_identity each keep their one ``cli.py``), imported only when that subcommand runs, so
 ``urbanpulse gateway`` and ``urbanpulse senml`` work with the gateway extra alone (no SQLAlchemy,
 no FastAPI installed) and ``urbanpulse --help`` starts fast.
 """
@@ -21,37 +23,43 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Run a field gateway: drivers to SenML packs, store-and-forward over MQTT.",
     ),
     "senml": ("gateway.senml_cli:app", "Decode and check SenML packs (the field engineer's tool)."),
-    "db": ("services.storage.cli:app", "Apply migrations, show the storage mode, refresh rollups."),
-    "ingest": ("services.ingest.cli:app", "Run an ingestion worker: MQTT to the data layer."),
+    "db": (
+        "services.storage.cli.db:app",
+        "Apply migrations, show the storage mode, refresh rollups.",
+    ),
+    "ingest": (
+        "services.ingest.cli.ingest:app",
+        "Run an ingestion worker: MQTT to the data layer.",
+    ),
     "quarantine": (
-        "services.ingest.quarantine_cli:app",
+        "services.ingest.cli.quarantine:app",
         "List, show and replay quarantined messages and records.",
     ),
     "registry": (
-        "services.storage.registry_cli:app",
+        "services.storage.cli.registry:app",
         "Register districts, gateways and sensors from a manifest.",
     ),
     "city": (
-        "services.storage.settings_cli:city_app",
+        "services.storage.cli.settings:city_app",
         "Show and set the city settings the KPIs use (timezone, peak periods, thresholds).",
     ),
     "district": (
-        "services.storage.settings_cli:district_app",
+        "services.storage.cli.settings:district_app",
         "Show and set a district's overrides of the city settings.",
     ),
     "mqtt": ("services.mqtt_identity.cli:app", "Broker identities: per-gateway passwords and ACL."),
-    "api": ("services.api.cli:app", "Serve the HTTP API (FastAPI, under /v1)."),
-    "keys": ("services.api.keys_cli:app", "Create, list and revoke API keys."),
+    "api": ("services.api.cli.api:app", "Serve the HTTP API (FastAPI, under /v1)."),
+    "keys": ("services.api.cli.keys:app", "Create, list and revoke API keys."),
     "monitor": (
-        "services.kpi.monitor:cli",
+        "services.kpi.cli.monitor:cli",
         "Keep the current KPI values fresh and evaluate the alert rules, every minute.",
     ),
     "kpi": (
-        "services.kpi.cli:app",
+        "services.kpi.cli.kpi:app",
         "Show KPI values, record baselines, set targets, refresh the current values.",
     ),
     "alerts": (
-        "services.kpi.alerts_cli:app",
+        "services.kpi.cli.alerts:app",
         "List, acknowledge and clear alerts; alert rules; evaluate them.",
     ),
     "notify": (
@@ -66,11 +74,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "import": ("services.dataio.cli:import_app", "Import history: CSV, SenML JSON lines, Parquet."),
     "export": ("services.dataio.cli:export_app", "Export open data, a DCAT-AP described bundle."),
     "retention": (
-        "services.storage.retention_cli:app",
+        "services.storage.cli.retention:app",
         "Retention policies: raw readings (days) and rollups (years) per domain, kind, quantity.",
     ),
     "erase": (
-        "services.kpi.erase_cli:app",
+        "services.kpi.cli.erase:app",
         "Erase a sensor's raw readings over a range (audited).",
     ),
     "simulate": (

@@ -2,7 +2,7 @@
 
 A key is shown to its owner once, as ``<id>.<secret>``; the table keeps the public id and an
 scrypt hash of the secret with a salt of its own, so a leaked table does not leak keys. No
-FastAPI here: ``keys_cli.py`` and ``auth.py`` are the shells; the caller owns the connection and
+FastAPI here: ``cli/keys.py`` and ``auth.py`` are the shells; the caller owns the connection and
 its transaction.
 """
 

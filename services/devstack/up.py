@@ -42,7 +42,7 @@ from rich.console import Console
 from gateway import topics
 from services.api.app import create_app
 from services.api.keys import create_key, find_key, verify_secret
-from services.ingest.cli import worker_settings
+from services.ingest.cli.ingest import worker_settings
 from services.ingest.validate import policy
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.engine import CURRENT_PERIODS

@@ -15,7 +15,7 @@ stores nothing twice. A ``conflict`` stays: its reading's key holds another valu
 an operator may replace. A history import's entries replay the same way, validated as the
 import validates (no gateway to answer to).
 
-No Typer here (``quarantine_cli.py`` is the shell); the caller owns the connection.
+No Typer here (``cli/quarantine.py`` is the shell); the caller owns the connection.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from services.api.cli.keys import app as keys_app
 from services.api.keys import (
     ROLE_PERMISSIONS,
     ApiKeyError,
@@ -17,7 +18,6 @@ from services.api.keys import (
     split_token,
     verify_secret,
 )
-from services.api.keys_cli import app as keys_app
 from tests.services.api.conftest import auth
 
 

@@ -21,7 +21,7 @@ from gateway.limits import MAX_PACK_BYTES, MAX_PACK_RECORDS
 from gateway.senml import Record, encode
 from services.ingest import maintenance as maintenance_module
 from services.ingest import quarantine
-from services.ingest.cli import limits
+from services.ingest.cli.ingest import limits
 from services.ingest.decode import open_message, prepare
 from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics

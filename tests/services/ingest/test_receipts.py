@@ -27,7 +27,7 @@ from gateway.publisher import Publisher, PublisherOptions
 from gateway.receipts import PackId
 from gateway.senml import Record, encode
 from services.devstack.broker import Mosquitto
-from services.ingest.cli import limits
+from services.ingest.cli.ingest import limits
 from services.ingest.worker import WorkerConfig
 from services.settings import load_settings
 from services.storage import ledger

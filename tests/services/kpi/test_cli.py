@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from services.kpi.cli import app
+from services.kpi.cli.kpi import app
 
 from .conftest import City
 

@@ -12,7 +12,7 @@ import psycopg
 from typer.testing import CliRunner
 
 from services.kpi.engine import load_settings
-from services.storage.settings_cli import city_app, district_app
+from services.storage.cli.settings import city_app, district_app
 
 ROOT = Path(__file__).resolve().parents[3]
 Conn = psycopg.Connection[tuple[object, ...]]

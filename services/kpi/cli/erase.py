@@ -20,7 +20,7 @@ from services.storage import erasure as stored
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
 
-from . import erasure
+from .. import erasure
 
 app = typer.Typer(
     help="Erase a sensor's raw readings over a range (audited).", no_args_is_help=True

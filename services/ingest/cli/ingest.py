@@ -16,8 +16,8 @@ from services.logs import configure as configure_logging
 from services.metrics_http import serve_metrics
 from services.settings import Settings, SettingsError, UnknownSensors, load_settings
 
-from .validate import policy
-from .worker import IngestWorker, WorkerConfig
+from ..validate import policy
+from ..worker import IngestWorker, WorkerConfig
 
 app = typer.Typer(help="Run an ingestion worker: MQTT to the data layer.")
 

@@ -17,10 +17,10 @@ from rich.table import Table
 
 from services.settings import settings_for_command
 
-from . import retention
-from .modes import storage_mode
-from .retention_policy import SCOPES, InvalidPolicyError, make_policy
-from .urls import libpq_url
+from .. import retention
+from ..modes import storage_mode
+from ..retention_policy import SCOPES, InvalidPolicyError, make_policy
+from ..urls import libpq_url
 
 app = typer.Typer(
     help="How long raw readings (days) and rollups (years) are kept, per domain, kind or "

@@ -26,9 +26,9 @@ from gateway.senml import Record
 from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
-from . import quarantine
-from .salvage import decode_salvaging
-from .validate import Reason, policy
+from .. import quarantine
+from ..salvage import decode_salvaging
+from ..validate import Reason, policy
 
 app = typer.Typer(
     help="List, show and replay quarantined messages and records.", no_args_is_help=True

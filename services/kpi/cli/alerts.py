@@ -20,8 +20,8 @@ from rich.table import Table
 from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
-from . import alerts
-from .alerts import Alert, AlertError
+from .. import alerts
+from ..alerts import Alert, AlertError
 
 app = typer.Typer(
     help="Alerts: list, show, acknowledge, clear; rules; evaluation.", no_args_is_help=True

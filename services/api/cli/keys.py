@@ -12,8 +12,8 @@ from rich.table import Table
 from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
-from .auth import CACHE_TTL_S
-from .keys import ROLES, ApiKeyError, create_key, list_keys, revoke_key
+from ..auth import CACHE_TTL_S
+from ..keys import ROLES, ApiKeyError, create_key, list_keys, revoke_key
 
 app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 console = Console()

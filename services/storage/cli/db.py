@@ -11,9 +11,9 @@ from rich.table import Table
 
 from services.settings import settings_for_command
 
-from . import migrate, partitions, rollups
-from .errors import NotMigratedError, StorageError
-from .urls import libpq_url
+from .. import migrate, partitions, rollups
+from ..errors import NotMigratedError, StorageError
+from ..urls import libpq_url
 
 app = typer.Typer(
     help="The data layer: migrations, storage mode, rollups, partitions.", no_args_is_help=True

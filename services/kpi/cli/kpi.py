@@ -19,11 +19,11 @@ from services.storage import kpi_targets
 from services.storage.city_settings import UnknownDistrictError
 from services.storage.urls import libpq_url
 
-from . import baseline, engine
-from .catalog import KPIS
-from .errors import KpiError, UnknownDistrict, UnknownKpi
-from .periods import period_bounds
-from .rating import Quality, Rating, checked_band
+from .. import baseline, engine
+from ..catalog import KPIS
+from ..errors import KpiError, UnknownDistrict, UnknownKpi
+from ..periods import period_bounds
+from ..rating import Quality, Rating, checked_band
 
 app = typer.Typer(
     help="The city's KPIs: values, baselines, targets, current values.", no_args_is_help=True

@@ -10,7 +10,7 @@ import uvicorn
 from services.logs import configure
 from services.settings import SettingsError, load_settings
 
-from .app import create_app
+from ..app import create_app
 
 app = typer.Typer(help="Serve the HTTP API (FastAPI under /v1).", no_args_is_help=False)
 

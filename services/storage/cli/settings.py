@@ -22,8 +22,8 @@ from rich.table import Table
 
 from services.settings import settings_for_command
 
-from . import city_settings as cs
-from .urls import libpq_url
+from .. import city_settings as cs
+from ..urls import libpq_url
 
 city_app = typer.Typer(
     help="City settings the KPIs use: timezone, peak periods, thresholds...", no_args_is_help=True

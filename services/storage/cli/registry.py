@@ -12,8 +12,8 @@ from rich.console import Console
 
 from services.settings import settings_for_command
 
-from .registry import ManifestError, load, read_manifest
-from .urls import libpq_url
+from ..registry import ManifestError, load, read_manifest
+from ..urls import libpq_url
 
 app = typer.Typer(help="The registry: bulk registration from a manifest.", no_args_is_help=True)
 console = Console()
