@@ -11,7 +11,7 @@ import pytest
 from services.kpi.model import CitySettings, KpiQuery, KpiRow
 from services.kpi.queries.environment import COMPUTATIONS
 
-from .conftest import City, Conn
+from ..conftest import City, Conn
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)

@@ -20,7 +20,7 @@ from services.kpi.model import KpiQuery
 from services.kpi.queries._registers import REGISTER_INDEXES, REGISTER_SPAN, TOLERANCE_INTERVALS
 from services.kpi.queries._sql import BUCKETS_CTE, SENSOR_EXPECTED, params
 
-from .conftest import City
+from ..conftest import City
 
 DAY = datetime(2026, 3, 5, tzinfo=UTC)
 NEXT_DAY = DAY + timedelta(days=1)

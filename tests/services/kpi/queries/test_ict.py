@@ -10,7 +10,7 @@ from services.kpi.engine import Quality, Rating, compute
 from services.kpi.model import KpiQuery
 from services.kpi.queries.ict import meters_reporting
 
-from .conftest import City
+from ..conftest import City
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
 NEXT_DAY = DAY + timedelta(days=1)

@@ -10,7 +10,7 @@ from services.kpi.engine import Quality, Rating, compute
 from services.kpi.model import KpiQuery
 from services.kpi.queries.water import drinking_water_compliance, non_revenue_water
 
-from .conftest import City
+from ..conftest import City
 
 DAY = datetime(2026, 3, 4, tzinfo=UTC)
 NEXT_DAY = DAY + timedelta(days=1)

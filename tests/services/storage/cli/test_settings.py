@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from services.kpi.engine import load_settings
 from services.storage.cli.settings import city_app, district_app
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 Conn = psycopg.Connection[tuple[object, ...]]
 
 

@@ -10,7 +10,7 @@ from services.kpi.engine import Quality, Rating, compute, load_settings
 from services.kpi.model import KpiQuery
 from services.kpi.queries.energy import renewable_share, saidi, saifi
 
-from .conftest import City
+from ..conftest import City
 
 DAY = datetime(2026, 3, 3, tzinfo=UTC)
 NEXT_DAY = DAY + timedelta(days=1)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from services.kpi.cli.kpi import app
 
-from .conftest import City
+from ..conftest import City
 
 
 def _run(database_url: str, *args: str) -> tuple[int, str]:

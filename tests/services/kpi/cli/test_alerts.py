@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from services.cli import app
 
+from ..alerts.conftest import DEFAULTS
 from ..conftest import City
-from .conftest import DEFAULTS
 
 
 def _run(database_url: str, *args: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ import pytest
 from services.kpi.model import CitySettings, KpiQuery, KpiRow
 from services.kpi.queries.traffic import COMPUTATIONS
 
-from .conftest import City, Conn
+from ..conftest import City, Conn
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
