@@ -7,5 +7,8 @@
 the engine's types by a test); ``auth.py``, ``keys.py``, ``guards.py``, ``deps.py`` the keys,
 limits and dependencies every route shares.
 
-May import ``services.kpi`` and ``services.storage``; the packages it imports never import
+Its commands are in ``cli/`` (``urbanpulse api``, ``urbanpulse keys``).
+
+May import ``services.kpi`` and ``services.storage`` (and ``services.dataio`` for history
+imports), never ``services.ingest`` directly; the packages it imports never import
 FastAPI (an import-linter contract)."""

@@ -6,4 +6,6 @@ and a clock in, rows and quarantine entries out; ``validate_pack`` for one pack)
 ``salvage.py`` and ``validate.py``; ``retry.py`` the one retry policy for database work;
 ``sensor_directory.py`` the worker's sensor directory; ``quarantine.py`` the quarantine's store.
 
+Its commands are in ``cli/`` (``urbanpulse ingest``, ``urbanpulse quarantine``).
+
 May import ``gateway`` (the wire contract) and ``services.storage``."""

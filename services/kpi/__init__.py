@@ -6,5 +6,7 @@ rating, ``errors.py`` bad input, each error saying how the API answers it), base
 keeps the current values and alerts fresh (``monitor.py``). The KPI tables' SQL lives in the
 data layer (``services.storage.kpi_current``).
 
+Its commands are in ``cli/`` (``urbanpulse kpi``, ``alerts``, ``erase``, ``monitor``).
+
 May import ``services.storage``.
 """

@@ -7,5 +7,6 @@ targets and baselines (``kpi_targets.py``), the current KPI values (``kpi_curren
 event log (``events.py``), the pack ledger (``ledger.py``), the quarantine's reads
 (``quarantine.py``; ingestion writes and replays its entries). SQL elsewhere (the alert rules, the
 dashboards' panels) reads ``kpi_current`` by the names ``kpi_current.py`` owns. Its errors
-(``errors.py``, ``StorageError``) say how the API answers them. Imports nothing from the other
-service packages."""
+(``errors.py``, ``StorageError``) say how the API answers them. Its commands are in ``cli/``
+(``urbanpulse db``, ``registry``, ``retention``, ``city``, ``district``). Imports nothing from
+the other service packages."""

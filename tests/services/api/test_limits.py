@@ -25,7 +25,7 @@ from services.api.keys import create_key, revoke_key
 from services.settings import Settings
 from services.storage.urls import libpq_url
 from tests.services.api.conftest import auth
-from tests.services.api.test_stream import serve
+from tests.services.api.routes.test_stream import serve
 
 MiB = 1024 * 1024
 SENSOR = {"id": "s-limits", "kind": "water_meter"}

@@ -20,7 +20,14 @@ from services.settings import Settings
 from services.storage import events
 from services.storage.urls import libpq_url
 from tests.services.api.conftest import auth
-from tests.services.api.test_stream import Conn, _kpi_event, _register, _write, messages_of, serve
+from tests.services.api.routes.test_stream import (
+    Conn,
+    _kpi_event,
+    _register,
+    _write,
+    messages_of,
+    serve,
+)
 
 MiB = 1024 * 1024
 
