@@ -396,12 +396,16 @@ def _totals(conn: Conn, run: str) -> dict[str, int]:
 
 
 # What an import writes, as (table, privileges): readings, the quarantine, its checkpoint.
+# One privilege a row: has_table_privilege(t, 'A, B') is true when ANY of them is held.
 WRITES = (
     ("readings", "INSERT"),
     ("readings_extra", "INSERT"),
     ("quarantine_messages", "INSERT"),
     ("quarantine", "INSERT"),
-    ("import_runs", "SELECT, INSERT, UPDATE, DELETE"),
+    ("import_runs", "SELECT"),
+    ("import_runs", "INSERT"),
+    ("import_runs", "UPDATE"),
+    ("import_runs", "DELETE"),
 )
 
 
@@ -420,7 +424,12 @@ def missing_privileges(conn: Conn) -> list[str]:
 def may_refresh_kpis(conn: Conn) -> bool:
     """Whether the role may store current KPI values (the ingestion role may not: the monitor
     recomputes them within its interval)."""
-    granted = _granted(conn, "SELECT has_table_privilege('kpi_current', 'INSERT, UPDATE')", ())
+    granted = _granted(
+        conn,
+        "SELECT has_table_privilege('kpi_current', 'INSERT') "
+        "AND has_table_privilege('kpi_current', 'UPDATE')",
+        (),
+    )
     conn.commit()
     return granted
 

@@ -122,6 +122,8 @@ def start_city(
         ],
         on_ready or (lambda _part: None),
     )
+    # Registered at once: should anything below raise, the history processes still stop.
+    stack.callback(history.stop)
     broker = urlsplit(mqtt_url)
     sink = PublisherSink(
         state_dir,
@@ -143,11 +145,10 @@ def start_city(
         daemon=True,
     )
     live.start()
-    # Undone in reverse: stop the history, stop and join the live run, then close the sink.
+    # Undone in reverse: stop and join the live run, close the sink, then stop the history.
     stack.callback(sink.close)
     stack.callback(live.join, 10)
     stack.callback(stop.set)
-    stack.callback(history.stop)
     return (
         f"{len(manifest.sensors)} sensors in {len(manifest.districts)} districts, "
         f"{len(manifest.gateways)} gateways; installed {installed:%Y-%m-%d %H:%M} UTC; live "

@@ -14,9 +14,10 @@ into the same range by someone else while the erasure runs loses its invalidatio
 and reaches the rollups only with a later refresh of that range.
 
 ``rollups="recompute"`` takes the sensor's data out of the rollups too: every bucket the range
-touches is recomputed from what remains. Partition mode does it for the sensor alone, at any
-age; TimescaleDB refreshes the aggregates over the range (every sensor's buckets there), so the
-range must be newer than ``retention.refresh_floor``, where every series still has its raw rows.
+touches is recomputed from what remains. Partition mode does it for the sensor alone;
+TimescaleDB refreshes the aggregates over the range (every sensor's buckets there). Either way
+the range must be newer than ``retention.refresh_floor``, where every series still has its raw
+rows: an older edge bucket rebuilt from raw rows that are gone would lose what was not erased.
 """
 
 from __future__ import annotations
@@ -98,13 +99,14 @@ def erase(
     if row is None:
         raise SensorNotFoundError(request.sensor_id)
     key = int(row[0])
-    if mode == "timescaledb" and request.rollups == "recompute":
+    if request.rollups == "recompute":
         floor = refresh_floor(conn, "1m", now)
         if floor is not None and request.start < floor:
             raise InvalidErasureError(
                 "start",
-                f"in TimescaleDB mode rollups are recomputed only from {floor:%Y-%m-%d %H:%M} "
-                "UTC on (older raw readings of other sensors may be gone); use rollups=keep",
+                f"rollups are recomputed only from {floor:%Y-%m-%d %H:%M} UTC on (older raw "
+                "readings may be gone, and a rebuilt edge bucket would lose them); use "
+                "rollups=keep",
             )
     conn.commit()
     if request.rollups == "keep":

@@ -82,7 +82,7 @@ def listed(conn: Conn) -> list[dict[str, object]]:
 
 def set_policy(conn: Conn, policy: Policy, actor: str) -> None:
     """Store ``policy`` (made by ``retention_policy.make_policy``), replacing its selector's;
-    the caller commits. The default's raw days are also the recorded ``retention``."""
+    the caller commits."""
     conn.execute(
         "INSERT INTO retention_policies (scope, name, raw_days, rollup_1m_years, "
         "rollup_1h_years, rollup_1d_years, updated_by, updated_at) "
@@ -92,11 +92,6 @@ def set_policy(conn: Conn, policy: Policy, actor: str) -> None:
         "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
         (policy.scope, policy.name, policy.raw_days, *policy.rollup_years, actor),
     )
-    if policy.scope == "default":
-        conn.execute(
-            "UPDATE storage_settings SET value = %s WHERE name = 'retention'",
-            (f"{policy.raw_days * 86400} seconds",),
-        )
 
 
 def unset_policy(conn: Conn, scope: str, name: str) -> bool:

@@ -324,6 +324,34 @@ def test_the_api_erases_only_through_the_audited_function(
     with psycopg.connect(libpq_url(url)) as conn, pytest.raises(psycopg.errors.NoDataFound):
         conn.execute(refused)
     assert _refused(login("urbanpulse_monitor"), refused)
+    with (
+        psycopg.connect(libpq_url(url)) as conn,
+        pytest.raises(psycopg.errors.InvalidParameterValue),
+    ):
+        conn.execute("SELECT urbanpulse_erase_batch(1, NULL)")  # NULL would be LIMIT ALL
+    # A caller's temporary tables cannot stand in for the audit: the definer's search path
+    # names the schema, pg_temp last (review finding: this deleted readings unaudited).
+    with psycopg.connect(libpq_url(url)) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE erasures AS SELECT 999::bigint AS id, 'fdr-1'::text AS sensor_id, "
+            "%s::timestamptz AS range_start, %s::timestamptz AS range_end, "
+            "NULL::timestamptz AS finished_at",
+            (day, day + timedelta(days=1)),
+        )
+        conn.execute("CREATE TEMP TABLE sensors AS SELECT id, key FROM public.sensors")
+        with pytest.raises(psycopg.errors.NoDataFound):
+            conn.execute("SELECT urbanpulse_erase_batch(999, 100)")
+    assert _count(arranged, "SELECT count(*) FROM readings") == 12
+    # The audit is completed, never rewritten: who, what and why stay as recorded.
+    assert _refused(url, "UPDATE erasures SET reason = 'nothing to see'")
+    assert _refused(url, "UPDATE erasures SET range_start = range_start - interval '1 day'")
+    # Changing the default policy is the API's to do under its role (it was a 500 when it also
+    # rewrote storage_settings, which that role may only read).
+    with TestClient(create_app(settings)) as client:
+        changed = client.put(
+            "/v1/retention/default", json={"raw_days": 500}, headers={"X-API-Key": admin}
+        )
+        assert changed.status_code == 200, changed.text
 
 
 def test_imports_run_under_the_ingestion_role_not_the_apis(
