@@ -10,7 +10,9 @@ every round, and every ``maintain_every_s`` prunes the quarantine by age and siz
 (``quarantine.prune``, which sums the stored bytes) and the pack ledger below each gateway's
 oldest pack and by age (``ledger.prune``): neither grows fast enough to need more, and every
 worker runs this loop. The retention policies (``retention.apply``) are applied at the same
-pace, in both modes, in bounded work.
+pace, in both modes, in bounded work: at most ``RETENTION_ROWS_PER_ROUND`` rows a round, and a
+backlog goes on at the next rollup round rather than the next maintenance, so the minute rollups
+never wait behind one long expiry.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from . import quarantine
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
+
+# Rows the retention deletes in one round (in committed batches): a few seconds of work at most,
+# so the rollup refresh that shares this loop stays on its minute.
+RETENTION_ROWS_PER_ROUND = 500_000
 
 
 class Maintenance:
@@ -54,6 +60,7 @@ class Maintenance:
         self.quarantine_retention = timedelta(seconds=quarantine_retention_s)
         self.quarantine_max_bytes = quarantine_max_bytes
         self.ledger_retention = timedelta(seconds=ledger_retention_s)
+        self._retention_behind = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
 
@@ -70,11 +77,13 @@ class Maintenance:
         mode the policies' jobs and chunks are their owner's to change, not ingestion's role)
         is logged and leaves the rest of the maintenance on its schedule."""
         try:
-            expired = retention.apply(conn, self.mode)
+            expired = retention.apply(conn, self.mode, max_rows=RETENTION_ROWS_PER_ROUND)
         except psycopg.Error as exc:
             conn.rollback()
+            self._retention_behind = False
             log.warning("retention not applied: %s (run `urbanpulse retention apply`)", exc)
             return
+        self._retention_behind = not expired.complete
         log.info("retention: %s", expired.as_dict())
 
     def _run(self) -> None:
@@ -99,6 +108,7 @@ class Maintenance:
                         self.metrics.quarantine_pruned.inc(pruned)
                         self.metrics.ledger_pruned.inc(ledger.prune(conn, self.ledger_retention))
                         conn.commit()
+                    if maintain or self._retention_behind:
                         self._apply_retention(conn)
                 if maintain:
                     if self.mode == "partitioned":

@@ -6,11 +6,16 @@ Times are relative to now, since retention is: ``OLD`` is ten days ago, ``RECENT
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 
+from services.ingest import maintenance as maintenance_module
+from services.ingest.maintenance import Maintenance
+from services.ingest.metrics import IngestMetrics
 from services.kpi import erasure as kpi_erasure
 from services.kpi.engine import compute
 from services.storage import erasure, retention
@@ -253,3 +258,43 @@ def test_an_empty_range_is_audited_and_bad_requests_are_refused(city: City) -> N
         assert refused.value.field == field
     # Refusals leave no audit row.
     assert len(erasure.listed(city.conn)) == 1
+
+
+def test_a_retention_backlog_goes_on_at_the_rollup_pace_in_bounded_rounds(
+    city: City, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingestion's maintenance deletes at most RETENTION_ROWS_PER_ROUND a round and, while a
+    backlog remains, goes on at the next rollup round instead of the next hour's maintenance
+    (review finding: 5 M rows at once held up the minute rollups sharing that loop)."""
+    keys = _meters(city)
+    for key in keys:
+        _hourly(city, key, OLD)
+    retention.set_policy(city.conn, make_policy("kind", "electricity_meter", 5), "test")
+    city.conn.commit()
+    # 4 meters x 24 readings expired, 10 a round (in batches of 10): 10 rounds to clear them.
+    monkeypatch.setattr(maintenance_module, "RETENTION_ROWS_PER_ROUND", 10)
+    rounds: list[int] = []
+    real_apply = maintenance_module.retention.apply
+
+    def counted_apply(*args: Any, **kwargs: Any) -> retention.ApplyResult:
+        result = real_apply(*args, batch_rows=10, **kwargs)
+        rounds.append(result.raw_rows)
+        return result
+
+    monkeypatch.setattr(maintenance_module.retention, "apply", counted_apply)
+    metrics = IngestMetrics()
+    loop = Maintenance(
+        database_url, city.mode, rollup_every_s=0.05, maintain_every_s=3600, metrics=metrics
+    )
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(rounds) < 96 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # rounds that would follow a finished backlog
+    finally:
+        loop.stop()
+    # Nine full rounds, then the last 6; once the backlog is gone the next apply waits for the
+    # hourly maintenance, so no further (empty) rounds follow.
+    assert rounds == [10] * 9 + [6]
+    assert _raw(city.conn, keys[0], OLD) == 0
