@@ -412,13 +412,19 @@ WRITES = (
 def missing_privileges(conn: Conn) -> list[str]:
     """What the connection's role may not write of what an import writes ("INSERT on
     readings", ...); empty when it may import. Ends the transaction it opens."""
-    missing = [
-        f"{wanted} on {table}"
-        for table, wanted in WRITES
-        if not _granted(conn, "SELECT has_table_privilege(%s, %s)", (table, wanted))
-    ]
+    # One round trip: each (table, privilege) pair checked on its own, side by side.
+    granted = conn.execute(
+        "SELECT array_agg(has_table_privilege(t, p) ORDER BY n) "
+        "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS w(t, p, n)",
+        ([table for table, _ in WRITES], [wanted for _, wanted in WRITES]),
+    ).fetchone()
     conn.commit()
-    return missing
+    held = granted[0] if granted is not None else None
+    return [
+        f"{wanted} on {table}"
+        for (table, wanted), ok in zip(WRITES, held or [False] * len(WRITES), strict=True)
+        if not ok
+    ]
 
 
 def may_refresh_kpis(conn: Conn) -> bool:
