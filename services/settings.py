@@ -12,7 +12,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import typer
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -357,18 +356,3 @@ def load_settings(**overrides: Any) -> Settings:
             name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
             lines.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
-
-
-def settings_for_command(database_url: str | None = None) -> tuple[Settings, str]:
-    """The settings and the database URL of a command (``--database-url`` wins over the
-    environment); a bad or missing value ends the command with status 2 and says which."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    url = database_url or settings.database_url
-    if not url:
-        typer.echo("no database: set URBANPULSE_DATABASE_URL or pass --database-url", err=True)
-        raise typer.Exit(2)
-    return settings, url

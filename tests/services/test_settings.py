@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -73,3 +75,13 @@ def test_a_bad_variable_is_named(
         load_settings()
     assert f"{variable}: " in str(info.value)
     assert message in str(info.value)
+
+
+def test_the_settings_module_knows_no_command_line() -> None:
+    # Settings are built by the API and the workers too: a bad value must reach them as a
+    # SettingsError, never as a process exit, so the module does not even load Typer.
+    probe = "import sys, services.settings; print('typer' in sys.modules, 'click' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False"]

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from services.cli_support import command_settings
 from services.logs import configure
-from services.settings import SettingsError, load_settings
 
 from ..app import create_app
 
@@ -25,11 +25,7 @@ def serve(
 ) -> None:
     """Run the API until interrupted; ``--workers`` processes share the port (more machines:
     replicas behind a load balancer, state lives in the database)."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    settings = command_settings()
     if not settings.database_url:
         typer.echo("no database: set URBANPULSE_DATABASE_URL", err=True)
         raise typer.Exit(2)

@@ -10,10 +10,10 @@ from typing import Annotated
 import psycopg
 import typer
 
+from services.cli_support import settings_for_command
 from services.logs import configure
 from services.metrics_http import serve_metrics
 from services.monitor.metrics import MonitorMetrics
-from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
 from ..alerts.defaults import install_defaults
