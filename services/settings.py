@@ -2,6 +2,10 @@
 env file (``URBANPULSE_ENV_FILE``, default ``urbanpulse.env`` when present).
 
 Built in each command's ``main`` and passed down; nothing reads the environment at import time.
+One class holds every variable (so each keeps its name and its error message); each process reads
+its tuning through its own view: :class:`IngestSettings`, :class:`MonitorSettings`,
+:class:`ApiSettings` (the gateway, a separate program, has ``gateway.config.GatewaySettings``).
+A bad value raises :class:`SettingsError`; ending a command is ``services.cli_support``'s job.
 """
 
 from __future__ import annotations
@@ -400,8 +404,23 @@ def load_settings(**overrides: Any) -> Settings:
 # Settings fields above; `defaults()` gives them without reading the environment.
 
 
+class _View:
+    """A process's view of the settings: ``of`` picks its values from a Settings."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def defaults(cls) -> Self:
+        """The view of the default settings, without reading the environment or env file."""
+        return cls.of(Settings.model_construct())
+
+
 @dataclass(frozen=True, slots=True)
-class IngestSettings:
+class IngestSettings(_View):
     """The ingestion worker's tuning (``urbanpulse ingest``, and the worker of ``urbanpulse
     up``); services.ingest.cli.ingest.worker_config turns it into a WorkerConfig."""
 
@@ -437,13 +456,9 @@ class IngestSettings:
             direct_copy=settings.direct_copy,
         )
 
-    @classmethod
-    def defaults(cls) -> Self:
-        return cls.of(Settings.model_construct())
-
 
 @dataclass(frozen=True, slots=True)
-class MonitorSettings:
+class MonitorSettings(_View):
     """The monitor's tuning (``urbanpulse monitor``)."""
 
     every_s: float
@@ -458,13 +473,9 @@ class MonitorSettings:
             metrics_host=settings.monitor_metrics_host,
         )
 
-    @classmethod
-    def defaults(cls) -> Self:
-        return cls.of(Settings.model_construct())
-
 
 @dataclass(frozen=True, slots=True)
-class ApiSettings:
+class ApiSettings(_View):
     """The API process's tuning (``urbanpulse api``): where it listens, its connection pools
     and its cache of computed KPI answers, read by create_app."""
 
@@ -489,7 +500,3 @@ class ApiSettings:
             kpi_cache_ttl_s=settings.api_kpi_cache_ttl.total_seconds(),
             kpi_cache_entries=settings.api_kpi_cache_entries,
         )
-
-    @classmethod
-    def defaults(cls) -> Self:
-        return cls.of(Settings.model_construct())

@@ -49,7 +49,7 @@ from services.kpi.engine import CURRENT_PERIODS
 from services.kpi.monitor import Monitor
 from services.notify.manage import config_from
 from services.notify.notifier import start_thread as start_notifier
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import ApiSettings, Settings, SettingsError, load_settings
 from services.storage import migrate
 from services.storage.urls import libpq_url
 
@@ -493,7 +493,7 @@ def _start_api(
 ) -> tuple[str, Path]:
     """Serve the API in a thread; return its URL and the file of an admin key (made once, kept
     in the data directory, readable by its owner only)."""
-    port = _saved_port(base, "URBANPULSE_API_URL") or settings.api_port
+    port = _saved_port(base, "URBANPULSE_API_URL") or ApiSettings.of(settings).port
     if not _port_free(port):
         port = 0
     username, password = login
