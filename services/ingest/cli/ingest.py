@@ -60,6 +60,10 @@ def worker_config(
     )
 
 
+# What the help shows as each option's default: the setting's, as no environment sets it.
+_DEFAULT = IngestSettings.defaults()
+
+
 @app.callback(invoke_without_command=True)
 def ingest(
     client_id: Annotated[
@@ -80,14 +84,14 @@ def ingest(
         int | None,
         typer.Option(
             help="at most this many records a batch (one transaction); "
-            "default: URBANPULSE_INGEST_BATCH_RECORDS"
+            f"default: URBANPULSE_INGEST_BATCH_RECORDS ({_DEFAULT.batch_records})"
         ),
     ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
             help="Prometheus metrics on this port (0: none); "
-            "default: URBANPULSE_INGEST_METRICS_PORT"
+            f"default: URBANPULSE_INGEST_METRICS_PORT ({_DEFAULT.metrics_port})"
         ),
     ] = None,
     *,
@@ -95,7 +99,7 @@ def ingest(
         str | None,
         typer.Option(
             help="address the metrics listen on (0.0.0.0 in a container); "
-            "default: URBANPULSE_INGEST_METRICS_HOST"
+            f"default: URBANPULSE_INGEST_METRICS_HOST ({_DEFAULT.metrics_host})"
         ),
     ] = None,
     flush_ms: Annotated[
@@ -103,7 +107,7 @@ def ingest(
         typer.Option(
             help="a batch goes when the writer is free and nothing more is queued, or this "
             "long after its first message while messages keep coming; "
-            "default: URBANPULSE_INGEST_FLUSH_MS"
+            f"default: URBANPULSE_INGEST_FLUSH_MS ({_DEFAULT.flush_ms:g})"
         ),
     ] = None,
 ) -> None:

@@ -23,6 +23,10 @@ from ..monitor import Monitor, run_round
 cli = typer.Typer(help="Keep KPI values fresh and evaluate alert rules (the monitor loop).")
 
 
+# What the help shows as each option's default: the setting's, as no environment sets it.
+_DEFAULT = MonitorSettings.defaults()
+
+
 @cli.callback(invoke_without_command=True)
 def monitor(
     database_url: Annotated[
@@ -30,21 +34,25 @@ def monitor(
     ] = None,
     every: Annotated[
         float | None,
-        typer.Option(min=1.0, help="seconds between rounds; default: URBANPULSE_MONITOR_EVERY"),
+        typer.Option(
+            min=1.0,
+            help="seconds between rounds; "
+            f"default: URBANPULSE_MONITOR_EVERY ({_DEFAULT.every_s:g})",
+        ),
     ] = None,
     once: Annotated[bool, typer.Option(help="one round, print it, exit")] = False,
     metrics_port: Annotated[
         int | None,
         typer.Option(
             help="Prometheus metrics on this port (0: none; not with --once); "
-            "default: URBANPULSE_MONITOR_METRICS_PORT"
+            f"default: URBANPULSE_MONITOR_METRICS_PORT ({_DEFAULT.metrics_port})"
         ),
     ] = None,
     metrics_host: Annotated[
         str | None,
         typer.Option(
             help="address the metrics listen on (0.0.0.0 in a container); "
-            "default: URBANPULSE_MONITOR_METRICS_HOST"
+            f"default: URBANPULSE_MONITOR_METRICS_HOST ({_DEFAULT.metrics_host})"
         ),
     ] = None,
 ) -> None:
