@@ -14,11 +14,12 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "URBANPULSE_"
 
@@ -163,6 +164,20 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @field_validator("webhook_allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """Comma-separated networks, each read by ``ipaddress`` so a mistake is named plainly."""
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                networks.append(ip_network(part))
+            except ValueError as exc:
+                raise ValueError(f"{part!r} is not a network: {exc}") from None
+        return networks
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str | None) -> str | None:
@@ -292,6 +307,12 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(default=False, description="upgrade to TLS before sending")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # Webhooks reach global addresses only, so a subscription cannot make the notifier probe
+    # the city's own network (services/notify/egress.py); these networks are allowed besides,
+    # e.g. "10.20.0.0/16,192.0.2.7/32" for an internal ticketing system.
+    webhook_allow_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list, description="networks webhooks may reach besides global addresses"
+    )
 
     # Retention and erasure (services/storage/retention.py, erasure.py; issue 16). How long
     # data is kept is set per domain, kind or quantity with `urbanpulse retention` (the table

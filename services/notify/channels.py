@@ -1,4 +1,5 @@
-"""Delivery over the wire: a signed HTTP POST (stdlib urllib) and an e-mail (stdlib smtplib).
+"""Delivery over the wire: a signed HTTP POST (stdlib http.client, over a connection
+``egress`` opened to a permitted address) and an e-mail (stdlib smtplib).
 
 Each raises :class:`DeliveryFailed` with the receiver's answer when it does not deliver; the
 notifier turns that into a retry or a dead letter.
@@ -6,16 +7,16 @@ notifier turns that into a retry or a dead letter.
 
 from __future__ import annotations
 
+import http.client
 import json
 import smtplib
 import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
-from . import signing
+from . import egress, signing
 from .errors import DeliveryFailed
 
 
@@ -43,29 +44,49 @@ def post_webhook(
     delivery_id: int,
     now: float,
     timeout_s: float,
+    policy: egress.EgressPolicy,
 ) -> None:
     body = body_of(payload)
-    request = urllib.request.Request(  # noqa: S310 (http(s) only: model.check_target)
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "UrbanPulse-Notifier",
-            signing.HEADER: signing.sign(secret, int(now), body),
-            signing.DELIVERY_HEADER: str(delivery_id),
-            signing.EVENT_HEADER: str(payload["type"]),
-        },
-    )
+    parts = urlsplit(url)  # http(s) with a host: model.check_target
+    host = parts.hostname or ""
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    sock = egress.connect(policy, host, port, timeout_s)
+    connection: http.client.HTTPConnection
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (as above)
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        raise DeliveryFailed(f"HTTP {exc.code} from {url}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryFailed(f"{url} unreachable: {exc}") from None
+        if secure:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout_s)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        # Already connected, to the address egress judged: http.client must not resolve again.
+        connection.sock = sock
+        connection.request(
+            "POST",
+            (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "UrbanPulse-Notifier",
+                signing.HEADER: signing.sign(secret, int(now), body),
+                signing.DELIVERY_HEADER: str(delivery_id),
+                signing.EVENT_HEADER: str(payload["type"]),
+            },
+        )
+        response = connection.getresponse()
+        status = response.status
+        response.read(_RESPONSE_BYTES)  # what the receiver says is not kept: bounded
+    except (OSError, http.client.HTTPException) as exc:
+        raise DeliveryFailed(f"{url} unreachable: {exc or type(exc).__name__}") from None
+    finally:
+        sock.close()
     if not 200 <= status < 300:
+        # A redirect too: following it could lead the notifier where egress would refuse.
         raise DeliveryFailed(f"HTTP {status} from {url}")
+
+
+# The most of a receiver's answer read before closing.
+_RESPONSE_BYTES = 64 * 1024
 
 
 def subject_of(payload: dict[str, Any]) -> str:

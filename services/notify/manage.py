@@ -11,6 +11,7 @@ from services.settings import Settings
 from services.storage import notifications as store
 
 from .channels import SmtpConfig
+from .egress import EgressPolicy
 from .errors import InvalidSubscription, NotificationNotFound, SubscriptionNotFound
 from .model import Subscription, check_subscription
 from .notifier import NotifierConfig
@@ -70,4 +71,5 @@ def config_from(settings: Settings) -> NotifierConfig:
         backoff_cap_s=settings.notify_backoff_cap.total_seconds(),
         timeout_s=settings.notify_timeout.total_seconds(),
         smtp=smtp,
+        egress=EgressPolicy(tuple(settings.webhook_allow_networks)),
     )

@@ -30,6 +30,7 @@ from services.storage import notifications as store
 from services.storage.urls import libpq_url
 
 from . import channels
+from .egress import EgressPolicy
 from .errors import DeliveryFailed
 from .model import ESCALATED, Subscription, backoff_s, destination, matches, payload
 
@@ -45,6 +46,8 @@ class NotifierConfig:
     backoff_cap_s: float = 3600.0
     timeout_s: float = 10.0
     smtp: channels.SmtpConfig | None = None
+    # Where webhooks may connect: global addresses and these networks (egress.py).
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
     # Events read per transaction: bounds a pass's first transaction after a long stop.
     batch: int = 500
 
@@ -174,6 +177,7 @@ class Notifier:
                 delivery_id=row["id"],
                 now=now.timestamp(),
                 timeout_s=self.config.timeout_s,
+                policy=self.config.egress,
             )
         elif self.config.smtp is None:
             raise DeliveryFailed("no SMTP server configured (URBANPULSE_SMTP_HOST)")

@@ -454,3 +454,50 @@ def test_the_database_scripts_are_valid_shell() -> None:
             ["sh", "-n", str(script)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, (script, result.stderr)
+
+
+def _mounted_secrets(service: dict[str, Any]) -> set[str]:
+    """Where each of a service's secrets appears under /run/secrets/ (its target, or its name)."""
+    return {
+        spec if isinstance(spec, str) else spec.get("target", spec["source"])
+        for spec in service.get("secrets", [])
+    }
+
+
+def test_every_secret_file_a_service_names_is_mounted_in_it() -> None:
+    # The entrypoint exits when a *_FILE variable names a missing file, so one variable too many
+    # (inherited from the shared environment) stops the container.
+    for name, service in _services().items():
+        if not _ours(service):
+            continue
+        for key, value in (service.get("environment") or {}).items():
+            if key.endswith("_FILE") and str(value).startswith("/run/secrets/"):
+                secret = str(value).removeprefix("/run/secrets/")
+                assert secret in _mounted_secrets(service), (name, key, value)
+
+
+def test_the_mounted_secret_check_catches_an_inherited_variable() -> None:
+    service = {"environment": {"URBANPULSE_MQTT_PASSWORD_FILE": "/run/secrets/mqtt_password"}}
+    assert "mqtt_password" not in _mounted_secrets(service | {"secrets": ["db_password"]})
+    assert "mqtt_password" in _mounted_secrets(
+        service | {"secrets": [{"source": "mqtt_api_password", "target": "mqtt_password"}]}
+    )
+
+
+def test_the_notifier_runs_as_the_monitor_with_the_egress_and_smtp_settings() -> None:
+    notifier = _services()["notifier"]
+    assert notifier["command"] == ["notify", "run"]
+    environment = notifier["environment"]
+    assert environment["URBANPULSE_DATABASE_URL"].startswith("postgresql://monitor@timescaledb")
+    assert {"source": "db_monitor_password", "target": "db_password"} in notifier["secrets"]
+    for name in ("WEBHOOK_ALLOW_NETWORKS", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME"):
+        assert f"URBANPULSE_{name}" in environment, name
+    assert environment["URBANPULSE_SMTP_PASSWORD_FILE"] == "/run/secrets/smtp_password"
+    # What compose hands over with an empty .env is what the settings read as "no e-mail,
+    # global addresses only".
+    dotenv = {"URBANPULSE_DOMAIN": "city.example"}
+    interpolated = yaml.safe_load(_interpolate(COMPOSE.read_text(), dotenv))["services"]["notifier"]
+    # (Compose interpolates inside the parsed string, giving ""; this emulation interpolates the
+    # text first, giving YAML's null. The settings read both as unset.)
+    assert interpolated["environment"]["URBANPULSE_SMTP_HOST"] in ("", None)
+    assert interpolated["environment"]["URBANPULSE_WEBHOOK_ALLOW_NETWORKS"] in ("", None)

@@ -29,6 +29,7 @@ from gateway.topics import status_topic, up_topic
 from services.devstack.broker import Mosquitto, find_mosquitto
 from services.devstack.postgres import free_port
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, Subscriber, require
+from tests.fixtures.pki import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = 3
@@ -326,41 +327,6 @@ def test_last_will_marks_a_killed_gateway_offline(
     late = mqtt_connect(mqtt_broker, subscribe=status_topic(gateway))
     (retained,) = late.wait_for(1)
     assert (retained.payload, retained.retain) == (b"offline", True)
-
-
-def openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
-
-
-def make_pki(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
-    paths = {
-        name: directory / name
-        for name in ("ca.key", "ca.crt", "server.key", "server.crt", "client.key", "client.crt")
-    }
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    openssl(
-        "req", "-x509", *ec, "-keyout", paths["ca.key"], "-out", paths["ca.crt"],
-        "-days", "1", "-subj", "/CN=UrbanPulse test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    for role, extensions in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        csr, ext = directory / f"{role}.csr", directory / f"{role}.ext"
-        ext.write_text(
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
-            f"{extensions}\n"
-        )
-        openssl("req", *ec, "-keyout", paths[f"{role}.key"], "-out", csr, "-subj", f"/CN={role}")
-        openssl(
-            "x509", "-req", "-in", csr, "-CA", paths["ca.crt"], "-CAkey", paths["ca.key"],
-            "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", paths[f"{role}.crt"],
-        )  # fmt: skip
-    return paths
 
 
 @pytest.fixture

@@ -9,11 +9,13 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +27,7 @@ from services.kpi.alerts import DEFAULT_RULES, upsert_rule
 from services.kpi.alerts.evaluate import append_event
 from services.kpi.alerts.model import ALERT_COLUMNS, Alert, alert_from_row
 from services.notify.channels import SmtpConfig
+from services.notify.egress import EgressPolicy
 from services.notify.notifier import Notifier, NotifierConfig
 from services.storage.urls import libpq_url
 
@@ -50,12 +53,14 @@ class Delivery:
 @dataclass
 class Receiver:
     """A webhook receiver: answers ``fail_next`` requests (then every one while
-    ``always_fail``) with 500, the rest with 204; records each request."""
+    ``always_fail``) with 500, every one with a 307 to ``redirect_to`` when set, the rest with
+    204; records each request."""
 
     url: str
     secret: str = ""
     fail_next: int = 0
     always_fail: bool = False
+    redirect_to: str | None = None
     requests: list[Delivery] = field(default_factory=list)
 
     @property
@@ -76,7 +81,9 @@ def _verify(secret: str, header: str, body: bytes) -> bool:
 def receiver_factory() -> Iterator[Any]:
     servers: list[ThreadingHTTPServer] = []
 
-    def make() -> Receiver:
+    def make(tls: dict[str, Path] | None = None) -> Receiver:
+        """A receiver over HTTP, or over HTTPS with ``tls``'s server certificate
+        (``tests.fixtures.pki``) at https://localhost."""
         receiver = Receiver(url="")
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,10 +92,12 @@ def receiver_factory() -> Iterator[Any]:
                 failing = receiver.always_fail or receiver.fail_next > 0
                 if receiver.fail_next > 0:
                     receiver.fail_next -= 1
-                status = 500 if failing else 204
+                status = 500 if failing else 307 if receiver.redirect_to else 204
                 verified = _verify(receiver.secret, self.headers["X-UrbanPulse-Signature"], body)
                 receiver.requests.append(Delivery(self.headers, body, verified, status))
                 self.send_response(status)
+                if receiver.redirect_to:
+                    self.send_header("Location", receiver.redirect_to)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -96,9 +105,15 @@ def receiver_factory() -> Iterator[Any]:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        scheme, host = "http", "127.0.0.1"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls["server.crt"], tls["server.key"])
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+            scheme, host = "https", "localhost"
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        receiver.url = f"{scheme}://{host}:{server.server_address[1]}/hook"
         return receiver
 
     yield make
@@ -167,7 +182,11 @@ def clock() -> Clock:
     return Clock()
 
 
-CONFIG = NotifierConfig(max_attempts=3, backoff_base_s=30, backoff_cap_s=600, timeout_s=5)
+# The receivers listen on loopback, which webhooks may not reach unless allowed (egress.py).
+LOOPBACK = EgressPolicy.allowing(["127.0.0.0/8", "::1/128"])
+CONFIG = NotifierConfig(
+    max_attempts=3, backoff_base_s=30, backoff_cap_s=600, timeout_s=5, egress=LOOPBACK
+)
 
 
 def notifier(conn: Conn, clock: Clock, **changes: Any) -> Notifier:

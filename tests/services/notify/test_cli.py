@@ -61,6 +61,7 @@ def test_run_once_then_dead_letters_list_and_replay(
     notify_url: str, conn: Conn, monkeypatch: Any
 ) -> None:
     monkeypatch.setenv("URBANPULSE_NOTIFY_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("URBANPULSE_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
     code, out = _run(
         notify_url, "subscriptions", "add", "--name", "x", "--channel", "webhook",
         "--target", "http://127.0.0.1:9/h",

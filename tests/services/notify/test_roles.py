@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
@@ -20,8 +21,9 @@ login = deploy_roles.login
 
 
 def test_the_api_subscribes_and_the_monitor_role_notifies(
-    database_url: str, login: Any, receiver_factory: Any
+    database_url: str, login: Any, receiver_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("URBANPULSE_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
     receiver = receiver_factory()
     with psycopg.connect(libpq_url(database_url), autocommit=True) as owner:
         upsert_rule(owner, RULES[GATEWAY_RULE])

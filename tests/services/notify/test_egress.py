@@ -1,0 +1,142 @@
+"""Webhooks keep to global addresses and the allowed networks: the policy alone, then the
+notifier against real receivers on loopback (refused unless allowed, never redirected)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.notify.egress import EgressPolicy
+from services.settings import SettingsError, load_settings
+from services.storage import notifications as store
+from tests.fixtures.pki import make_pki
+
+from .conftest import Clock, Conn, notifier, raise_alert
+from .test_delivery import webhook
+
+REFUSED = {
+    "127.0.0.1": "a loopback address",
+    "::1": "a loopback address",
+    "::ffff:127.0.0.1": "a loopback address",  # IPv4-mapped: judged as the IPv4 address
+    "10.1.2.3": "a private address",
+    "192.168.0.10": "a private address",
+    "169.254.169.254": "a link-local address",  # cloud metadata services
+    "fe80::1%eth0": "a link-local address",
+    "0.0.0.0": "a private address",
+    "100.64.0.1": "not a global address",  # carrier-grade NAT
+    "224.0.0.1": "a multicast address",
+}
+
+
+@pytest.mark.parametrize(("address", "category"), REFUSED.items())
+def test_the_default_policy_refuses_every_non_global_address(address: str, category: str) -> None:
+    reason = EgressPolicy().refusal(address)
+    assert reason is not None
+    assert reason.endswith(f"is {category}")
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2001:4860:4860::8888", "192.0.43.10"])
+def test_global_addresses_are_reachable(address: str) -> None:
+    assert EgressPolicy().refusal(address) is None
+
+
+def test_allowed_networks_admit_their_addresses_only() -> None:
+    policy = EgressPolicy.allowing(["10.20.0.0/16", "::1/128"])
+    assert policy.refusal("10.20.9.9") is None
+    assert policy.refusal("::1") is None
+    assert policy.refusal("10.21.0.1") == "10.21.0.1 is a private address"
+    assert policy.refusal("127.0.0.1") == "127.0.0.1 is a loopback address"
+
+
+def test_the_setting_reads_comma_separated_networks_and_names_a_bad_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("URBANPULSE_WEBHOOK_ALLOW_NETWORKS", "10.20.0.0/16, 2001:db8::/32")
+    assert [str(n) for n in load_settings().webhook_allow_networks] == [
+        "10.20.0.0/16",
+        "2001:db8::/32",
+    ]
+    monkeypatch.setenv("URBANPULSE_WEBHOOK_ALLOW_NETWORKS", "10.20.0.1/16")
+    with pytest.raises(SettingsError, match=r"URBANPULSE_WEBHOOK_ALLOW_NETWORKS.*host bits set"):
+        load_settings()
+
+
+def test_a_webhook_to_loopback_is_refused_by_default_and_nothing_is_sent(
+    conn: Conn, clock: Clock, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    webhook(conn, receiver)
+    alert = raise_alert(conn)
+
+    result = notifier(conn, clock, egress=EgressPolicy()).run_once()
+
+    assert (result.sent, result.failed) == (0, 1)
+    assert receiver.requests == []
+    [row] = store.notifications_of(conn, alert.id)
+    assert row["last_error"] == (
+        "127.0.0.1 is not reachable by webhooks: 127.0.0.1 is a loopback address "
+        "(allow its network with URBANPULSE_WEBHOOK_ALLOW_NETWORKS)"
+    )
+
+
+def test_a_name_is_judged_by_the_addresses_it_resolves_to(
+    conn: Conn, clock: Clock, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    receiver.url = receiver.url.replace("127.0.0.1", "localhost")
+    webhook(conn, receiver)
+    alert = raise_alert(conn)
+
+    assert notifier(conn, clock, egress=EgressPolicy()).run_once().failed == 1
+    assert receiver.requests == []
+    [row] = store.notifications_of(conn, alert.id)
+    assert row["last_error"].startswith("localhost is not reachable by webhooks: ")
+    assert "is a loopback address" in row["last_error"]
+
+    # Allowed, the same subscription delivers (once the retry is due).
+    clock.advance(30)
+    loopback = EgressPolicy.allowing(["127.0.0.0/8", "::1/128"])
+    assert notifier(conn, clock, egress=loopback).run_once().sent == 1
+    assert [r.verified for r in receiver.requests] == [True]
+
+
+def test_a_redirect_is_a_failure_never_followed(
+    conn: Conn, clock: Clock, receiver_factory: Any
+) -> None:
+    elsewhere = receiver_factory()
+    receiver = receiver_factory()
+    receiver.redirect_to = elsewhere.url
+    webhook(conn, receiver)
+    alert = raise_alert(conn)
+
+    assert notifier(conn, clock).run_once().failed == 1  # loopback allowed (conftest.CONFIG)
+
+    assert len(receiver.requests) == 1
+    assert elsewhere.requests == []
+    [row] = store.notifications_of(conn, alert.id)
+    assert row["last_error"] == f"HTTP 307 from {receiver.url}"
+
+
+def test_https_checks_the_receivers_certificate_for_its_name(
+    conn: Conn,
+    clock: Clock,
+    receiver_factory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pki = make_pki(tmp_path)
+    receiver = receiver_factory(tls=pki)
+    webhook(conn, receiver)
+    alert = raise_alert(conn)
+
+    assert notifier(conn, clock).run_once().failed == 1  # its CA is not trusted
+    [row] = store.notifications_of(conn, alert.id)
+    assert "CERTIFICATE_VERIFY_FAILED" in row["last_error"]
+    assert receiver.requests == []
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki["ca.crt"]))  # OpenSSL's trust store, per call
+    clock.advance(30)
+    assert notifier(conn, clock).run_once().sent == 1
+    assert [r.verified for r in receiver.requests] == [True]
