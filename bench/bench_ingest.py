@@ -76,6 +76,7 @@ from gateway.receipts import PackId, Receipt, decode_receipt
 from gateway.senml import Record, encode
 from services.devstack.broker import Mosquitto
 from services.devstack.postgres import EmbeddedPostgres, free_port
+from services.settings import IngestSettings
 from services.storage import migrate
 from services.storage.urls import libpq_url, with_database
 from services.storage.writer import Reading, ReadingWriter, encode_copy
@@ -835,13 +836,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    tuning = IngestSettings.defaults()  # the worker's own defaults (URBANPULSE_INGEST_*)
     parser.add_argument("--quick", action="store_true", help="a fifth of the load, shorter phases")
     parser.add_argument("--readings", type=int, help="packs-of-100 load (default 1,000,000)")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
     parser.add_argument(
-        "--batch-records", type=int, default=20_000, help="the worker's batch cap (its default)"
+        "--batch-records", type=int, default=tuning.batch_records, help="the worker's batch cap"
     )
-    parser.add_argument("--flush-ms", type=float, default=50.0, help="the worker's flush time")
+    parser.add_argument(
+        "--flush-ms", type=float, default=tuning.flush_ms, help="the worker's flush time"
+    )
     parser.add_argument("--naive-readings", type=int, help="naive ingestor load (default 20,000)")
     parser.add_argument("--latency-rate", type=float, default=20_000.0, help="readings/s")
     parser.add_argument("--latency-seconds", type=float, help="default 20")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from services.settings import SettingsError, load_settings
+from services.cli_support import command_settings
 
 from . import build as builder
 from .push import PushError
@@ -41,11 +41,7 @@ def push(
     url: Annotated[str | None, typer.Option(help="Grafana URL (URBANPULSE_GRAFANA_URL)")] = None,
 ) -> None:
     """Save every dashboard to Grafana (token: URBANPULSE_GRAFANA_TOKEN)."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    settings = command_settings()
     target = url or settings.grafana_url
     if not target or settings.grafana_token is None:
         typer.echo("set URBANPULSE_GRAFANA_URL (or --url) and URBANPULSE_GRAFANA_TOKEN", err=True)

@@ -2,18 +2,22 @@
 env file (``URBANPULSE_ENV_FILE``, default ``urbanpulse.env`` when present).
 
 Built in each command's ``main`` and passed down; nothing reads the environment at import time.
+One class holds every variable (so each keeps its name and its error message); each process reads
+its tuning through its own view: :class:`IngestSettings`, :class:`MonitorSettings`,
+:class:`ApiSettings` (the gateway, a separate program, has ``gateway.config.GatewaySettings``).
+A bad value raises :class:`SettingsError`; ending a command is ``services.cli_support``'s job.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-import typer
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -328,6 +332,39 @@ class Settings(BaseSettings):
         description="database URL of POST /v1/imports (a login of the ingestion role)",
     )
 
+    # --- The ingestion worker's and the monitor's tuning (issue 12), read through their views
+    # (IngestSettings, MonitorSettings below); a command-line option overrides its setting.
+    # bench/bench_ingest.py measured batches of 20,000 records about 20 % faster end to end than
+    # 5,000 (the per-transaction round trips and fsync spread over more rows); the cap is reached
+    # only under load, an idle worker commits each pack as soon as the committer is free.
+    ingest_batch_records: int = Field(
+        default=20_000, ge=1, description="at most this many records a batch (one transaction)"
+    )
+    # No measurement chose it: it bounds what batching may add to a reading's latency while
+    # messages keep coming. bench_ingest's publish-to-row latency at 20,000 readings/s ran with
+    # it (p50 54 ms, p99 91 ms; README, Benchmarks).
+    ingest_flush_ms: float = Field(
+        default=50.0, gt=0, description="a batch goes at most this long after its first message"
+    )
+    # 9108 and 9109: the ports deploy/compose.yaml's health checks and Prometheus scrape.
+    ingest_metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="the worker's Prometheus metrics (0: none)"
+    )
+    ingest_metrics_host: str = Field(
+        default="127.0.0.1", description="address the worker's metrics listen on"
+    )
+    # Chosen, not measured: the worker refreshes the rollups every minute, so a monitor round
+    # more often than that finds the same values.
+    monitor_every: timedelta = Field(
+        default=timedelta(seconds=60), ge=timedelta(seconds=1), description="between rounds"
+    )
+    monitor_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="the monitor's Prometheus metrics (0: none)"
+    )
+    monitor_metrics_host: str = Field(
+        default="127.0.0.1", description="address the monitor's metrics listen on"
+    )
+
     # --- The API process's tuning (issue 12): its connection pools and its cache of computed
     # KPI answers, read by create_app and passed down (they were constants of services.api).
     # Endpoints are sync and run in AnyIO's threadpool (40 threads), but most requests hold a
@@ -339,7 +376,9 @@ class Settings(BaseSettings):
     # Requests that hold a connection for their whole run wait for one of these slots without
     # holding a thread (services.api.deps); the other api_pool_max - api_request_slots
     # connections stay free for key checks, readiness probes and the live stream's polls, so
-    # those never wait on requests that cannot finish. Also the event loop's pool's size.
+    # those never wait on requests that cannot finish. Also the event loop's pool's size. Found
+    # with wrk and py-spy (README, "What bounds the API"): 50 concurrent requests blocked
+    # AnyIO's 40 threads waiting for 10 pooled connections when they waited in a thread.
     api_request_slots: int = Field(
         default=10, ge=1, description="requests holding a connection at once"
     )
@@ -350,6 +389,7 @@ class Settings(BaseSettings):
     )
     # A KPI value computed over the rollups is served from the cache this long (the responses'
     # Cache-Control max-age states it); past this many answers the least recently used goes.
+    # Chosen, not measured: the rollups under a KPI move once a minute (the worker's refresh).
     api_kpi_cache_ttl: timedelta = Field(
         default=timedelta(seconds=60), ge=timedelta(0), description="a cached KPI answer's life"
     )
@@ -380,16 +420,104 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
 
-def settings_for_command(database_url: str | None = None) -> tuple[Settings, str]:
-    """The settings and the database URL of a command (``--database-url`` wins over the
-    environment); a bad or missing value ends the command with status 2 and says which."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    url = database_url or settings.database_url
-    if not url:
-        typer.echo("no database: set URBANPULSE_DATABASE_URL or pass --database-url", err=True)
-        raise typer.Exit(2)
-    return settings, url
+# --- One view per process: the values it is tuned by, typed and in one object, so a process
+# reads its tuning from one place. The values (and the measurements that chose them) are the
+# Settings fields above; `defaults()` gives them without reading the environment.
+
+
+class _View:
+    """A process's view of the settings: ``of`` picks its values from a Settings."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def defaults(cls) -> Self:
+        """The view of the default settings, without reading the environment or env file."""
+        return cls.of(Settings.model_construct())
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings(_View):
+    """The ingestion worker's tuning (``urbanpulse ingest``, and the worker of ``urbanpulse
+    up``); services.ingest.cli.ingest.worker_config turns it into a WorkerConfig."""
+
+    batch_records: int
+    flush_ms: float
+    metrics_port: int
+    metrics_host: str
+    register_unknown: bool
+    live_events: bool
+    events_retention_s: float
+    max_entries_per_message: int
+    quarantine_retention_s: float
+    quarantine_max_bytes: int
+    ledger_retention_s: float
+    receipts: bool
+    direct_copy: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        return cls(
+            batch_records=settings.ingest_batch_records,
+            flush_ms=settings.ingest_flush_ms,
+            metrics_port=settings.ingest_metrics_port,
+            metrics_host=settings.ingest_metrics_host,
+            register_unknown=settings.unknown_sensors == UnknownSensors.REGISTER,
+            live_events=settings.live_readings,
+            events_retention_s=settings.events_retention.total_seconds(),
+            max_entries_per_message=settings.quarantine_max_entries_per_message,
+            quarantine_retention_s=settings.quarantine_retention.total_seconds(),
+            quarantine_max_bytes=settings.quarantine_max_bytes,
+            ledger_retention_s=settings.pack_ledger_retention.total_seconds(),
+            receipts=settings.receipts,
+            direct_copy=settings.direct_copy,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings(_View):
+    """The monitor's tuning (``urbanpulse monitor``)."""
+
+    every_s: float
+    metrics_port: int
+    metrics_host: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        return cls(
+            every_s=settings.monitor_every.total_seconds(),
+            metrics_port=settings.monitor_metrics_port,
+            metrics_host=settings.monitor_metrics_host,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings(_View):
+    """The API process's tuning (``urbanpulse api``): where it listens, its connection pools
+    and its cache of computed KPI answers, read by create_app."""
+
+    host: str
+    port: int
+    pool_min: int
+    pool_max: int
+    request_slots: int
+    pool_timeout_s: float
+    kpi_cache_ttl_s: float
+    kpi_cache_entries: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        return cls(
+            host=settings.api_host,
+            port=settings.api_port,
+            pool_min=settings.api_pool_min,
+            pool_max=settings.api_pool_max,
+            request_slots=settings.api_request_slots,
+            pool_timeout_s=settings.api_pool_timeout.total_seconds(),
+            kpi_cache_ttl_s=settings.api_kpi_cache_ttl.total_seconds(),
+            kpi_cache_entries=settings.api_kpi_cache_entries,
+        )

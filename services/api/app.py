@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from services.readreplica.routing import ReplicaGate
-from services.settings import Settings, load_settings
+from services.settings import ApiSettings, Settings, load_settings
 from services.storage.urls import libpq_url
 
 from . import docs, kpi_cache, problems
@@ -79,12 +79,12 @@ def async_pool_for(settings: Settings, *, replica: bool = False) -> AsyncConnect
     """Connections for the hottest read paths, which run on the event loop: no thread hop, no
     contention for the GIL between the loop and the threads (bench/bench_api.py measured the
     readings endpoint's p95 halved). ``replica``: to ``URBANPULSE_DATABASE_READ_URL``."""
-    url = _url(settings, replica=replica)
+    url, tuning = _url(settings, replica=replica), ApiSettings.of(settings)
     return AsyncConnectionPool(
         libpq_url(url),
         min_size=1,
-        max_size=settings.api_request_slots,
-        timeout=settings.api_pool_timeout.total_seconds(),
+        max_size=tuning.request_slots,
+        timeout=tuning.pool_timeout_s,
         open=False,
         name="urbanpulse-api-async" + ("-read" if replica else ""),
         # This pool serves only the readings endpoint: its statement timeout is that class's.
@@ -97,12 +97,12 @@ def async_pool_for(settings: Settings, *, replica: bool = False) -> AsyncConnect
 
 
 def pool_for(settings: Settings, *, replica: bool = False) -> ConnectionPool:
-    url = _url(settings, replica=replica)
+    url, tuning = _url(settings, replica=replica), ApiSettings.of(settings)
     return ConnectionPool(
         libpq_url(url),
-        min_size=settings.api_pool_min,
-        max_size=settings.api_pool_max,
-        timeout=settings.api_pool_timeout.total_seconds(),
+        min_size=tuning.pool_min,
+        max_size=tuning.pool_max,
+        timeout=tuning.pool_timeout_s,
         # Do not wait for the first connections: the API starts (and /readyz says why it is
         # not ready) while the database is still coming up.
         open=False,
@@ -227,7 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.pool = pool
     app.state.async_pool = async_pool
     app.state.replica = replica
-    app.state.connection_slots = asyncio.Semaphore(settings.api_request_slots)
+    app.state.connection_slots = asyncio.Semaphore(ApiSettings.of(settings).request_slots)
     app.state.kpi_cache = kpi_cache.for_settings(settings)
     app.state.authenticator = Authenticator(pool)
     app.state.auth_failures = FailureLimiter(

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 
-from services.settings import Settings
+from services.settings import ApiSettings, Settings
 
 T = TypeVar("T")
 
@@ -68,7 +68,8 @@ class AnswerCache(Generic[T]):
 
 def for_settings(settings: Settings) -> AnswerCache[Any]:
     """A cache bounded by ``URBANPULSE_API_KPI_CACHE_TTL`` and ``_ENTRIES``."""
-    return AnswerCache(settings.api_kpi_cache_ttl.total_seconds(), settings.api_kpi_cache_entries)
+    tuning = ApiSettings.of(settings)
+    return AnswerCache(tuning.kpi_cache_ttl_s, tuning.kpi_cache_entries)
 
 
 def cache_of(request: Request) -> AnswerCache[Any]:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 from services.storage.urls import libpq_url
 
 from . import bundle, exporter, importer

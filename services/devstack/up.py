@@ -42,14 +42,14 @@ from rich.console import Console
 from gateway import topics
 from services.api.app import create_app
 from services.api.keys import create_key, find_key, verify_secret
-from services.ingest.cli.ingest import worker_settings
+from services.ingest.cli.ingest import worker_config
 from services.ingest.validate import policy
-from services.ingest.worker import IngestWorker, WorkerConfig
+from services.ingest.worker import IngestWorker
 from services.kpi.engine import CURRENT_PERIODS
 from services.kpi.monitor import Monitor
 from services.notify.manage import config_from
 from services.notify.notifier import start_thread as start_notifier
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import ApiSettings, Settings, SettingsError, load_settings
 from services.storage import migrate
 from services.storage.urls import libpq_url
 
@@ -122,7 +122,7 @@ def up(
     signal.signal(signal.SIGTERM, on_signal)
     with contextlib.ExitStack() as stack:
         gateways = city_gateways() if city else []
-        started, rows = _start_services(stack, settings, base, gateways)
+        started, services = _start_services(stack, settings, base, gateways)
         database_url, mqtt_url = started.database_url, started.mqtt_url
         # With the city, the monitor's first round waits for today's history to be stored and
         # rolled up, and judges the day only until the week is in (a month judged on today
@@ -135,11 +135,11 @@ def up(
             widen_after_s=WIDEN_AFTER_S,
         )
         # The city before the API: its history process starts the sooner, on a week of work.
-        city_rows: list[Row] = []
+        city_services: list[Service] = []
         if city:
             with console.status("registering and starting the simulated city"):
-                city_rows.append(
-                    (
+                city_services.append(
+                    Service(
                         "simulated city",
                         start_city(
                             stack,
@@ -151,45 +151,66 @@ def up(
                             on_ready=lambda part: _city_ready(monitor, part, began),
                         ),
                         "urbanpulse simulate runs other cities; --no-city turns this off",
+                        path=base / "city",
                     )
                 )
         api_url, key_file = _start_api(
             stack, settings, base, database_url, mqtt_url, login=started.login(settings, "api")
         )
-        rows += [
-            ("API", f"{api_url}/docs", f"OpenAPI at {api_url}/openapi.json; health at /healthz"),
-            (
+        services += [
+            Service(
+                "API",
+                f"{api_url}/docs",
+                f"OpenAPI at {api_url}/openapi.json; health at /healthz",
+                url=api_url,
+            ),
+            Service(
                 "API key",
                 str(key_file),
                 f'an admin key, readable by you only; try: curl -H "X-API-Key: $(cat {key_file})" '
                 f"{api_url}/v1/kpis/current",
+                path=key_file,
             ),
-            (
+            Service(
                 "console",
                 f"{api_url}/console",
                 "map, KPI tiles, live charts, alerts (same key); wall screen: "
                 f"{api_url}/console?kiosk=1",
+                url=f"{api_url}/console",
             ),
             *(
-                [("public page", f"{api_url}/public", "the city's KPIs for anyone, no key")]
+                [
+                    Service(
+                        "public page",
+                        f"{api_url}/public",
+                        "the city's KPIs for anyone, no key",
+                        url=f"{api_url}/public",
+                    )
+                ]
                 if settings.public_page
                 else []
             ),
-            ("live stream", f"{api_url}/v1/stream", "Server-Sent Events, same key"),
+            Service(
+                "live stream",
+                f"{api_url}/v1/stream",
+                "Server-Sent Events, same key",
+                url=f"{api_url}/v1/stream",
+            ),
             *(
                 [
-                    (
+                    Service(
                         "Grafana",
                         str(GRAFANA_PROVISIONING),
                         "provisioning for a Grafana 11.6 (datasource + 7 dashboards); or "
                         "`urbanpulse dashboards push` to a running one",
+                        path=GRAFANA_PROVISIONING,
                     )
                 ]
                 if GRAFANA_PROVISIONING.is_dir()
                 else []
             ),
         ]
-        rows += city_rows
+        services += city_services
         _start_monitor(stack, monitor)
         # Notifications (issue 16): their own thread and connection, off the evaluation's path.
         stack.callback(
@@ -197,39 +218,35 @@ def up(
                 database_url, config_from(settings), settings.notify_interval.total_seconds()
             )
         )
-        rows.append(("notifier", "alerts to webhooks and e-mail", "urbanpulse notify --help"))
-        rows.append(
-            (
+        services.append(
+            Service("notifier", "alerts to webhooks and e-mail", "urbanpulse notify --help")
+        )
+        services.append(
+            Service(
                 "monitor",
                 "KPIs and alerts, every minute",
                 "current KPI values into kpi_current, default alert rules evaluated",
             )
         )
         env_file = base / "urbanpulse.env"
-        username, password = started.login(settings, INGEST_USER)
-        write_private(
-            env_file,
-            f"URBANPULSE_DATABASE_URL={database_url}\nURBANPULSE_MQTT_URL={mqtt_url}\n"
-            f"URBANPULSE_API_URL={api_url}\n"
-            + (
-                f"URBANPULSE_MQTT_USERNAME={username}\nURBANPULSE_MQTT_PASSWORD={password}\n"
-                if started.passwords is not None
-                else ""
-            ),
-        )
-        rows.append(
-            (
+        services.append(
+            Service(
                 "settings",
                 str(env_file),
                 f"the services' passwords, readable by you only; URBANPULSE_ENV_FILE={env_file} "
                 "urbanpulse db status",
+                path=env_file,
             )
         )
+        platform = Platform(database_url, mqtt_url, api_url, env_file, tuple(services))
+        username, password = started.login(settings, INGEST_USER)
+        write_private(
+            env_file,
+            platform.env_text((username, password) if started.passwords is not None else None),
+        )
         console.print("[bold green]UrbanPulse is up[/bold green]")
-        for name, value, note in rows:
-            console.print(
-                f"  {name:<15} [bold]{value}[/bold]\n  {'':<15} [dim]{note}[/dim]", soft_wrap=True
-            )
+        for line in platform.table():
+            console.print(line, soft_wrap=True)
         if exit_after_start:
             return
         console.print("Ctrl-C stops everything; data stays in " + str(base))
@@ -239,7 +256,54 @@ def up(
         console.print("stopping")
 
 
-Row = tuple[str, str, str]
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One thing ``up`` started or points at. ``shown`` is the table's value (a URL without its
+    password, a path, the topics); ``url`` and ``path`` are what a caller uses, never read back
+    out of ``shown``."""
+
+    name: str
+    shown: str
+    note: str
+    url: str | None = None  # where it answers, when it is a network service
+    path: Path | None = None  # its file or directory, when it is one
+
+    @property
+    def port(self) -> int | None:
+        return urlsplit(self.url).port if self.url else None
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """What ``up`` started: the table is printed from it and ``urbanpulse.env`` written from it."""
+
+    database_url: str
+    mqtt_url: str
+    api_url: str
+    env_file: Path
+    services: tuple[Service, ...]
+
+    def env_text(self, mqtt_login: tuple[str | None, str | None] | None) -> str:
+        """``urbanpulse.env``: where the services are, and the MQTT login the commands use when
+        ``up`` runs the broker (None: a broker given by URL, whose login the settings hold)."""
+        lines = [
+            f"URBANPULSE_DATABASE_URL={self.database_url}",
+            f"URBANPULSE_MQTT_URL={self.mqtt_url}",
+            f"URBANPULSE_API_URL={self.api_url}",
+        ]
+        if mqtt_login is not None:
+            lines += [
+                f"URBANPULSE_MQTT_USERNAME={mqtt_login[0]}",
+                f"URBANPULSE_MQTT_PASSWORD={mqtt_login[1]}",
+            ]
+        return "".join(line + "\n" for line in lines)
+
+    def table(self) -> list[str]:
+        """The lines ``up`` prints (rich markup): each service's value, then its note."""
+        return [
+            f"  {s.name:<15} [bold]{s.shown}[/bold]\n  {'':<15} [dim]{s.note}[/dim]"
+            for s in self.services
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +332,7 @@ def _shown(url: str) -> str:
 
 def _start_services(
     stack: contextlib.ExitStack, settings: Settings, base: Path, gateways: list[str]
-) -> tuple[_Started, list[Row]]:
+) -> tuple[_Started, list[Service]]:
     """Start what is not given by URL; every stop is registered on ``stack``. ``gateways``: the
     ids that get broker passwords besides the services."""
     database_url = settings.database_url
@@ -328,15 +392,20 @@ def _start_services(
         stack, settings, database_url, mqtt_url, started.login(settings, INGEST_USER)
     )
     return started, [
-        ("database", _shown(database_url), database_note),
-        ("storage mode", mode, "rollups refreshed every minute by the ingestion worker"),
-        ("MQTT broker", mqtt_url, broker_note),
-        (
+        Service("database", _shown(database_url), database_note, url=database_url),
+        Service("storage mode", mode, "rollups refreshed every minute by the ingestion worker"),
+        Service("MQTT broker", mqtt_url, broker_note, url=mqtt_url),
+        Service(
             "ingestion",
             f"{topics.UP_FILTER}, {topics.STATUS_FILTER}",
             "one worker, acknowledging after commit; bad input lands in the quarantine table",
         ),
-        ("metrics", metrics_url, "Prometheus: records stored, quarantined by reason, lag"),
+        Service(
+            "metrics",
+            metrics_url,
+            "Prometheus: records stored, quarantined by reason, lag",
+            url=metrics_url,
+        ),
     ]
 
 
@@ -358,13 +427,13 @@ def _start_ingestion(
     """Run one ingestion worker in a thread; return the URL of its metrics."""
     worker_stop, ready = threading.Event(), threading.Event()
     worker = IngestWorker(
-        WorkerConfig(
+        worker_config(
+            settings,
             database_url=database_url,
             mqtt_url=mqtt_url,
             client_id="urbanpulse-up-ingest",
             username=login[0],
             password=login[1],
-            **worker_settings(settings),
         )
     )
     thread = threading.Thread(
@@ -424,7 +493,7 @@ def _start_api(
 ) -> tuple[str, Path]:
     """Serve the API in a thread; return its URL and the file of an admin key (made once, kept
     in the data directory, readable by its owner only)."""
-    port = _saved_port(base, "URBANPULSE_API_URL") or settings.api_port
+    port = _saved_port(base, "URBANPULSE_API_URL") or ApiSettings.of(settings).port
     if not _port_free(port):
         port = 0
     username, password = login
@@ -480,14 +549,22 @@ def _admin_key(base: Path, database_url: str) -> None:
 def _saved_port(base: Path, variable: str) -> int | None:
     """The port a service had last time, so its URL stays the same across restarts (and
     clients with persistent sessions find their broker again)."""
-    env_file = base / "urbanpulse.env"
+    port = saved_port(base / "urbanpulse.env", variable)
+    return port if port is not None and _port_free(port) else None
+
+
+def saved_port(env_file: Path, variable: str) -> int | None:
+    """The local port of the URL ``variable`` holds in ``env_file`` (None: no such file, line,
+    or URL on 127.0.0.1 with a port)."""
     if not env_file.exists():
         return None
     for line in env_file.read_text().splitlines():
-        if line.startswith(f"{variable}=") and "127.0.0.1:" in line:
-            with contextlib.suppress(ValueError):
-                port = int(line.split("127.0.0.1:")[1].split("/")[0])
-                return port if _port_free(port) else None
+        name, sep, value = line.partition("=")
+        if sep and name == variable:
+            parts = urlsplit(value)
+            with contextlib.suppress(ValueError):  # a port out of range
+                if parts.hostname == "127.0.0.1" and parts.port is not None:
+                    return parts.port
     return None
 
 

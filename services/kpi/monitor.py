@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import psycopg
 
 from services.monitor.metrics import MonitorMetrics
+from services.settings import MonitorSettings
 from services.storage.urls import libpq_url
 
 from . import engine
@@ -32,7 +33,8 @@ from .alerts.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EVERY_S = 60.0
+# The Monitor class's default: URBANPULSE_MONITOR_EVERY's, without reading the environment.
+DEFAULT_EVERY_S = MonitorSettings.defaults().every_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from typing import Annotated
 import psycopg
 import typer
 
+from services.cli_support import settings_for_command
 from services.devstack.broker import mosquitto_password_hash
 from services.devstack.files import write_private
-from services.settings import settings_for_command
 from services.storage.urls import libpq_url
 
 from .certs import Issued, issue, make_ca

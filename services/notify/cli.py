@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services import logs
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 from services.storage.urls import libpq_url
 
 from . import manage

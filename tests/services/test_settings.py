@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from services.settings import SettingsError, StorageMode, load_settings
+from services.settings import (
+    ApiSettings,
+    IngestSettings,
+    MonitorSettings,
+    SettingsError,
+    StorageMode,
+    load_settings,
+)
 
 
 def test_defaults_need_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -73,3 +82,42 @@ def test_a_bad_variable_is_named(
         load_settings()
     assert f"{variable}: " in str(info.value)
     assert message in str(info.value)
+
+
+def test_the_settings_module_knows_no_command_line() -> None:
+    # Settings are built by the API and the workers too: a bad value must reach them as a
+    # SettingsError, never as a process exit, so the module does not even load Typer.
+    probe = "import sys, services.settings; print('typer' in sys.modules, 'click' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_each_process_reads_its_tuning_from_its_view(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("URBANPULSE_MONITOR_EVERY", "PT90S")
+    monkeypatch.setenv("URBANPULSE_MONITOR_METRICS_PORT", "0")
+    monkeypatch.setenv("URBANPULSE_INGEST_METRICS_HOST", "0.0.0.0")
+    monkeypatch.setenv("URBANPULSE_API_POOL_MAX", "30")
+    monkeypatch.setenv("URBANPULSE_API_KPI_CACHE_TTL", "PT5S")
+    settings = load_settings()
+    assert MonitorSettings.of(settings) == MonitorSettings(90.0, 0, "127.0.0.1")
+    ingest = IngestSettings.of(settings)
+    assert (ingest.metrics_host, ingest.metrics_port) == ("0.0.0.0", 9108)
+    api = ApiSettings.of(settings)
+    assert (api.pool_max, api.request_slots, api.kpi_cache_ttl_s) == (30, 10, 5.0)
+    # The defaults, with no environment read: what the environment above did not change.
+    assert ApiSettings.defaults().pool_max == 12
+    assert MonitorSettings.defaults().every_s == 60.0
+
+
+def test_a_monitor_round_under_a_second_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("URBANPULSE_MONITOR_EVERY", "PT0.5S")
+    with pytest.raises(SettingsError, match="URBANPULSE_MONITOR_EVERY"):
+        load_settings()

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from services.cli_support import command_settings
 from services.logs import configure
-from services.settings import SettingsError, load_settings
+from services.settings import ApiSettings
 
 from ..app import create_app
 
@@ -25,31 +26,29 @@ def serve(
 ) -> None:
     """Run the API until interrupted; ``--workers`` processes share the port (more machines:
     replicas behind a load balancer, state lives in the database)."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    settings = command_settings()
     if not settings.database_url:
         typer.echo("no database: set URBANPULSE_DATABASE_URL", err=True)
         raise typer.Exit(2)
     configure(settings.log_level, settings.log_format.value)
+    tuning = ApiSettings.of(settings)
+    host, port = host or tuning.host, tuning.port if port is None else port
     if workers > 1:
         # Each worker process builds its app from the same settings (the environment).
         uvicorn.run(
             "services.api.app:create_app",
             factory=True,
             workers=workers,
-            host=host or settings.api_host,
-            port=settings.api_port if port is None else port,
+            host=host,
+            port=port,
             log_config=None,
             proxy_headers=True,
         )
         return
     uvicorn.run(
         create_app(settings),
-        host=host or settings.api_host,
-        port=settings.api_port if port is None else port,
+        host=host,
+        port=port,
         log_config=None,  # our logging configuration, not uvicorn's
         proxy_headers=True,
     )

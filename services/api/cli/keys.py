@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 from services.storage.urls import libpq_url
 
 from ..auth import CACHE_TTL_S

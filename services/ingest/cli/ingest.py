@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import socket
 import threading
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from services.cli_support import command_settings
 from services.logs import configure as configure_logging
 from services.metrics_http import serve_metrics
-from services.settings import Settings, SettingsError, UnknownSensors, load_settings
+from services.settings import IngestSettings, Settings
 
 from ..validate import policy
 from ..worker import IngestWorker, WorkerConfig
@@ -22,33 +22,46 @@ from ..worker import IngestWorker, WorkerConfig
 app = typer.Typer(help="Run an ingestion worker: MQTT to the data layer.")
 
 
-def limits(settings: Settings) -> dict[str, Any]:
-    """The worker's validation policy and quarantine bounds, from the settings."""
-    return {
-        "policy": policy(settings),
-        "max_entries_per_message": settings.quarantine_max_entries_per_message,
-        "quarantine_retention_s": settings.quarantine_retention.total_seconds(),
-        "quarantine_max_bytes": settings.quarantine_max_bytes,
-        "ledger_retention_s": settings.pack_ledger_retention.total_seconds(),
-        "receipts": settings.receipts,
-        "direct_copy": settings.direct_copy,
-    }
+def worker_config(
+    settings: Settings,
+    *,
+    database_url: str,
+    mqtt_url: str,
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    group: str | None = None,
+    batch_records: int | None = None,
+    flush_ms: float | None = None,
+) -> WorkerConfig:
+    """The one Settings -> WorkerConfig conversion: ``urbanpulse ingest`` and ``urbanpulse up``
+    build their workers alike, adding only where to connect, as whom, and the options given
+    (None: the setting)."""
+    tuning = IngestSettings.of(settings)
+    return WorkerConfig(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        client_id=client_id,
+        group=group,
+        username=username,
+        password=password,
+        batch_records=tuning.batch_records if batch_records is None else batch_records,
+        flush_ms=tuning.flush_ms if flush_ms is None else flush_ms,
+        policy=policy(settings),
+        register_unknown=tuning.register_unknown,
+        live_events=tuning.live_events,
+        events_retention_s=tuning.events_retention_s,
+        max_entries_per_message=tuning.max_entries_per_message,
+        quarantine_retention_s=tuning.quarantine_retention_s,
+        quarantine_max_bytes=tuning.quarantine_max_bytes,
+        ledger_retention_s=tuning.ledger_retention_s,
+        receipts=tuning.receipts,
+        direct_copy=tuning.direct_copy,
+    )
 
 
-def worker_settings(settings: Settings) -> dict[str, Any]:
-    """Every ``WorkerConfig`` field the settings decide: :func:`limits`, what becomes of unknown
-    sensors and the live stream's events. The one conversion: ``urbanpulse ingest`` and
-    ``urbanpulse up`` build their workers alike, adding only where to connect and as whom."""
-    return {
-        **limits(settings),
-        "register_unknown": settings.unknown_sensors == UnknownSensors.REGISTER,
-        "live_events": settings.live_readings,
-        "events_retention_s": settings.events_retention.total_seconds(),
-    }
-
-
-# The worker's own defaults, so its options cannot say otherwise.
-_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}
+# What the help shows as each option's default: the setting's, as no environment sets it.
+_DEFAULT = IngestSettings.defaults()
 
 
 @app.callback(invoke_without_command=True)
@@ -68,29 +81,38 @@ def ingest(
         ),
     ] = None,
     batch_records: Annotated[
-        int, typer.Option(help="at most this many records a batch (one transaction)")
-    ] = _DEFAULTS["batch_records"],
+        int | None,
+        typer.Option(
+            help="at most this many records a batch (one transaction); "
+            f"default: URBANPULSE_INGEST_BATCH_RECORDS ({_DEFAULT.batch_records})"
+        ),
+    ] = None,
     metrics_port: Annotated[
-        int, typer.Option(help="Prometheus metrics on this port (0: none)")
-    ] = 9108,
+        int | None,
+        typer.Option(
+            help="Prometheus metrics on this port (0: none); "
+            f"default: URBANPULSE_INGEST_METRICS_PORT ({_DEFAULT.metrics_port})"
+        ),
+    ] = None,
     *,
     metrics_host: Annotated[
-        str, typer.Option(help="address the metrics listen on (0.0.0.0 in a container)")
-    ] = "127.0.0.1",
+        str | None,
+        typer.Option(
+            help="address the metrics listen on (0.0.0.0 in a container); "
+            f"default: URBANPULSE_INGEST_METRICS_HOST ({_DEFAULT.metrics_host})"
+        ),
+    ] = None,
     flush_ms: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="a batch goes when the writer is free and nothing more is queued, or this "
-            "long after its first message while messages keep coming"
+            "long after its first message while messages keep coming; "
+            f"default: URBANPULSE_INGEST_FLUSH_MS ({_DEFAULT.flush_ms:g})"
         ),
-    ] = _DEFAULTS["flush_ms"],
+    ] = None,
 ) -> None:
     """Subscribe to every gateway's readings and status and land them in the database."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    settings = command_settings()
     if not settings.database_url or not settings.mqtt_url:
         typer.echo(
             "set URBANPULSE_DATABASE_URL and URBANPULSE_MQTT_URL "
@@ -101,16 +123,16 @@ def ingest(
     configure_logging(settings.log_level, settings.log_format.value)
     password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
     worker = IngestWorker(
-        WorkerConfig(
+        worker_config(
+            settings,
             database_url=settings.database_url,
             mqtt_url=settings.mqtt_url,
             client_id=client_id or f"ingest-{socket.gethostname()}",
             group=group,
-            batch_records=batch_records,
-            flush_ms=flush_ms,
             username=settings.mqtt_username,
             password=password,
-            **worker_settings(settings),
+            batch_records=batch_records,
+            flush_ms=flush_ms,
         )
     )
     stop = threading.Event()
@@ -118,8 +140,10 @@ def ingest(
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    if metrics_port:
-        serve_metrics(worker.metrics.registry, metrics_host, metrics_port)
+    tuning = IngestSettings.of(settings)
+    port = tuning.metrics_port if metrics_port is None else metrics_port
+    if port:
+        serve_metrics(worker.metrics.registry, metrics_host or tuning.metrics_host, port)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.run(stop, on_ready=lambda: logging.getLogger(__name__).info("ingesting"))

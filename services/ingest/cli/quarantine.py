@@ -23,7 +23,7 @@ from rich.text import Text
 from gateway import topics
 from gateway.errors import SenMLError, TopicError
 from gateway.senml import Record
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 from services.storage.urls import libpq_url
 
 from .. import quarantine

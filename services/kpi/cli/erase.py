@@ -15,7 +15,7 @@ import psycopg
 import typer
 from rich.console import Console
 
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 from services.storage import erasure as stored
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 
 from .. import migrate, partitions, rollups
 from ..errors import NotMigratedError, StorageError

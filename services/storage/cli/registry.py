@@ -10,7 +10,7 @@ import psycopg
 import typer
 from rich.console import Console
 
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 
 from ..registry import ManifestError, load, read_manifest
 from ..urls import libpq_url

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 
 from .. import retention
 from ..modes import storage_mode

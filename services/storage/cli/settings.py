@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.settings import settings_for_command
+from services.cli_support import settings_for_command
 
 from .. import city_settings as cs
 from ..urls import libpq_url

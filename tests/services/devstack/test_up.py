@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from services.devstack.postgres import EmbeddedPostgres
-from services.devstack.up import _server_data_dir
+from services.devstack.up import Platform, Service, _server_data_dir, saved_port
 from services.storage import migrate
 
 
@@ -115,3 +115,66 @@ def test_a_second_up_on_the_same_data_directory_is_refused(data_dir: Path) -> No
     assert second.returncode == 1
     assert "another `urbanpulse up` is running" in second.stdout
     assert not (data_dir / "postgres").exists()  # it started nothing
+
+
+def _platform(base: Path) -> Platform:
+    database = "postgresql://urbanpulse_app:s3cret@127.0.0.1:54321/urbanpulse"
+    return Platform(
+        database_url=database,
+        mqtt_url="mqtt://127.0.0.1:18830",
+        api_url="http://127.0.0.1:8001",
+        env_file=base / "urbanpulse.env",
+        services=(
+            Service(
+                "database",
+                "postgresql://urbanpulse_app:***@127.0.0.1:54321/urbanpulse",
+                "embedded",
+                url=database,
+            ),
+            Service(
+                "API key", str(base / "api-key"), "readable by you only", path=base / "api-key"
+            ),
+        ),
+    )
+
+
+def test_the_env_file_up_writes_gives_back_its_ports(tmp_path: Path) -> None:
+    platform = _platform(tmp_path)
+    platform.env_file.write_text(platform.env_text(("ingest", "pw:with@signs/")))
+    assert saved_port(platform.env_file, "URBANPULSE_DATABASE_URL") == 54321
+    assert saved_port(platform.env_file, "URBANPULSE_MQTT_URL") == 18830
+    assert saved_port(platform.env_file, "URBANPULSE_API_URL") == 8001
+    assert saved_port(platform.env_file, "URBANPULSE_MQTT_PASSWORD") is None  # not a URL
+    assert saved_port(tmp_path / "none.env", "URBANPULSE_API_URL") is None
+    assert platform.services[0].port == 54321
+    assert platform.services[1].port is None
+
+
+def test_only_a_local_port_is_taken_back(tmp_path: Path) -> None:
+    env = tmp_path / "urbanpulse.env"
+    env.write_text(
+        "URBANPULSE_DATABASE_URL=postgresql://u@db.example:5432/city\n"
+        "URBANPULSE_MQTT_URL=mqtt://127.0.0.1\n"  # no port
+        "URBANPULSE_API_URL=http://127.0.0.1:99999\n"  # out of range
+        "URBANPULSE_API_URL_OLD=http://127.0.0.1:8000\n"  # another variable
+    )
+    for variable in ("URBANPULSE_DATABASE_URL", "URBANPULSE_MQTT_URL", "URBANPULSE_API_URL"):
+        assert saved_port(env, variable) is None
+
+
+def test_the_table_and_the_env_file_come_from_the_description(tmp_path: Path) -> None:
+    platform = _platform(tmp_path)
+    assert platform.table()[0] == (
+        "  database        [bold]postgresql://urbanpulse_app:***@127.0.0.1:54321/urbanpulse"
+        "[/bold]\n                  [dim]embedded[/dim]"
+    )
+    assert all("s3cret" not in line for line in platform.table())
+    given = platform.env_text(None)  # a broker given by URL: its login stays in the settings
+    assert given.splitlines() == [
+        "URBANPULSE_DATABASE_URL=postgresql://urbanpulse_app:s3cret@127.0.0.1:54321/urbanpulse",
+        "URBANPULSE_MQTT_URL=mqtt://127.0.0.1:18830",
+        "URBANPULSE_API_URL=http://127.0.0.1:8001",
+    ]
+    assert platform.env_text(("ingest", "pw")).endswith(
+        "URBANPULSE_MQTT_USERNAME=ingest\nURBANPULSE_MQTT_PASSWORD=pw\n"
+    )

@@ -21,13 +21,13 @@ from gateway.limits import MAX_PACK_BYTES, MAX_PACK_RECORDS
 from gateway.senml import Record, encode
 from services.ingest import maintenance as maintenance_module
 from services.ingest import quarantine
-from services.ingest.cli.ingest import limits
+from services.ingest.cli.ingest import worker_config
 from services.ingest.decode import open_message, prepare
 from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics
 from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Validator
-from services.ingest.worker import IngestWorker, WorkerConfig, _Message
+from services.ingest.worker import IngestWorker, _Message
 from services.settings import SettingsError, load_settings
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect
 
@@ -378,7 +378,9 @@ def test_the_settings_reach_the_worker(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("URBANPULSE_QUARANTINE_MAX_ENTRIES_PER_MESSAGE", "20")
     monkeypatch.setenv("URBANPULSE_QUARANTINE_RETENTION", "P7D")
     monkeypatch.setenv("URBANPULSE_QUARANTINE_MAX_BYTES", "1000000")
-    config = WorkerConfig(database_url="", mqtt_url="", **limits(load_settings()))
+    config = worker_config(
+        load_settings(), database_url="", mqtt_url="", client_id="", username=None, password=None
+    )
     assert (
         config.policy.max_future_s,
         config.max_entries_per_message,

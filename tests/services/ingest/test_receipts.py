@@ -27,8 +27,7 @@ from gateway.publisher import Publisher, PublisherOptions
 from gateway.receipts import PackId
 from gateway.senml import Record, encode
 from services.devstack.broker import Mosquitto
-from services.ingest.cli.ingest import limits
-from services.ingest.worker import WorkerConfig
+from services.ingest.cli.ingest import worker_config
 from services.settings import load_settings
 from services.storage import ledger
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, Subscriber, require
@@ -278,7 +277,9 @@ def test_the_receipt_settings_reach_the_worker_and_the_gateway(
     monkeypatch.setenv("URBANPULSE_PACK_LEDGER_RETENTION", "PT6H")
     monkeypatch.setenv("URBANPULSE_RECEIPTS", "false")
     monkeypatch.setenv("URBANPULSE_DIRECT_COPY", "false")
-    config = WorkerConfig(database_url="", mqtt_url="", **limits(load_settings()))
+    config = worker_config(
+        load_settings(), database_url="", mqtt_url="", client_id="", username=None, password=None
+    )
     assert (config.ledger_retention_s, config.receipts, config.direct_copy) == (
         6 * 3600.0,
         False,
