@@ -28,8 +28,8 @@ from pydantic import AwareDatetime
 
 from services.dataio import dcat, exporter, importer
 from services.dataio.bundle import spatial
-from services.dataio.exporter import ExportError, Level, OutputFormat, Rollup, Selection
-from services.dataio.sources import Format, SourceError, parse_mapping, zone
+from services.dataio.exporter import Level, OutputFormat, Rollup, Selection
+from services.dataio.sources import Format, parse_mapping, zone
 from services.kpi.catalog import KPIS
 from services.settings import Settings
 from services.storage.urls import libpq_url
@@ -109,14 +109,10 @@ async def import_history(
         raise Problem(
             415, detail="send text/csv, application/x-ndjson or application/vnd.apache.parquet"
         )
-    try:
-        columns = parse_mapping(mapping)
-    except SourceError as exc:
-        raise invalid_all([("query.map", str(exc))]) from None
-    try:
-        zone(timezone)
-    except SourceError as exc:
-        raise invalid_all([("query.timezone", str(exc))]) from None
+    # A bad map, time zone or file is a SourceError, which names the input at fault: the one
+    # handler of domain errors answers it (422).
+    columns = parse_mapping(mapping)
+    zone(timezone)
     url = settings.import_database_url or settings.database_url
     assert url is not None
     await run_in_threadpool(_check_import_role, url, settings.import_database_url is not None)
@@ -136,10 +132,7 @@ async def import_history(
                 again=again,
             )
 
-    try:
-        result = await run_in_threadpool(run)
-    except SourceError as exc:
-        raise invalid_all([("body", str(exc))]) from None
+    result = await run_in_threadpool(run)
     return JSONResponse(result.as_dict())
 
 
@@ -182,10 +175,7 @@ def _selection(
     start: datetime, end: datetime, district: str | None, domain: str | None
 ) -> Selection:
     selection = Selection(start, end, district, domain)
-    try:
-        selection.check()
-    except ExportError as exc:
-        raise invalid_all([("query.end", str(exc))]) from None
+    selection.check()  # an ExportError naming query.end, answered by the one handler
     if domain is not None and domain not in {k.domain.value for k in KPIS.values()}:
         raise invalid_all([("query.domain", f"unknown domain {domain!r}")])
     return selection
@@ -282,10 +272,7 @@ def export_kpis(
     with get_pool(request).connection() as conn:
         # For this transaction only: the pooled connection keeps the default of other requests.
         conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(timeout_ms),))
-        try:
-            rows = list(exporter.kpi_rows(conn, selection, grain))
-        except ExportError as exc:
-            raise invalid_all([("query", str(exc))]) from None
+        rows = list(exporter.kpi_rows(conn, selection, grain))
     chunks = exporter.encode(rows, exporter.KPI_COLUMNS, fmt)
     return _stream(request, chunks, fmt, _filename("kpis", selection, fmt))
 
