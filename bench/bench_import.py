@@ -45,11 +45,10 @@ from gateway.senml import Record, encode
 from services.dataio import importer
 from services.dataio.sources import Format
 from services.devstack.postgres import EmbeddedPostgres
-from services.ingest import quarantine
 from services.ingest.salvage import decode_salvaging
 from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Policy, Validator
-from services.storage import migrate, rollups
+from services.storage import migrate, quarantine, rollups
 from services.storage.urls import libpq_url, with_database
 from services.storage.writer import ReadingWriter
 

@@ -1,7 +1,8 @@
 """RFC 9457 problem details: the one shape of every error the API returns.
 
 Routes raise :class:`Problem` (or let a validation error happen), and let the domain's errors
-(:class:`services.errors.DomainError`: storage, KPI, alert and notification errors) pass: each says
+(:class:`services.errors.DomainError`: storage, KPI, alert, notification and data in/out
+errors) pass: each says
 its status, problem type and the field at fault, and :func:`problem_of` reads them, in this one
 place. The handlers installed by :func:`install` turn every error — ours, the domain's, FastAPI's
 request validation, Starlette's 404/405, and anything unexpected — into an
@@ -157,11 +158,12 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def problem_of(error: DomainError) -> Problem:
-    """The problem that answers a domain error, as the error describes itself: a 422 naming its
-    ``request_field`` when one input is at fault, else its ``status``, ``title`` and ``problem``
+    """The problem that answers a domain error, as the error describes itself: a 422 listing its
+    ``request_fields`` when inputs are at fault, else its ``status``, ``title`` and ``problem``
     type with its ``detail``; its extension members either way."""
-    if error.request_field is not None:
-        problem = invalid(error.request_field, error.detail)
+    fields = error.request_fields()
+    if fields:
+        problem = invalid_all(fields, error.fields_detail)
     else:
         slug = error.problem
         problem = Problem(

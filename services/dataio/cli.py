@@ -24,8 +24,9 @@ from services.cli_support import settings_for_command
 from services.storage.urls import libpq_url
 
 from . import bundle, exporter, importer
-from .exporter import ExportError, Level, OutputFormat, Rollup, Selection
-from .sources import Format, SourceError, guess_format, parse_mapping, zone
+from .errors import ExportError, SourceError
+from .exporter import Level, OutputFormat, Rollup, Selection
+from .sources import Format, guess_format, parse_mapping, zone
 
 import_app = typer.Typer(help="Import history: CSV, JSON lines of SenML packs, Parquet.")
 console = Console()

@@ -32,6 +32,8 @@ from psycopg.rows import TupleRow
 from services.kpi import engine
 from services.kpi.catalog import KPIS
 
+from .errors import ExportError
+
 Conn = psycopg.Connection[TupleRow]
 
 ROWS_PER_FETCH = 5000
@@ -64,10 +66,6 @@ class Level(StrEnum):
     DISTRICT = "district"
 
 
-class ExportError(ValueError):
-    """A request that cannot be answered as asked (a bad period, an unknown domain)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Selection:
     start: datetime
@@ -77,9 +75,9 @@ class Selection:
 
     def check(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ExportError("start and end need a UTC offset")
+            raise ExportError("start and end need a UTC offset", "end")
         if self.start >= self.end:
-            raise ExportError("start must be before end")
+            raise ExportError("start must be before end", "end")
 
 
 # (name, parquet type) of each column, in order.

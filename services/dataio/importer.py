@@ -35,13 +35,20 @@ from psycopg.rows import TupleRow
 
 from gateway.errors import SenMLError
 from gateway.senml import Record, encode_resolved
-from services.ingest import quarantine as quarantine_store
-from services.ingest.quarantine import Quarantined, Rejected, bounded
+from services.ingest.quarantine import (
+    IMPORT_GATEWAY,
+    Quarantined,
+    Rejected,
+    bounded,
+    import_topic,
+    import_view,
+)
 from services.ingest.salvage import decode_salvaging
 from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Policy, Reason, Sensor, Validator, policy
 from services.kpi import engine
 from services.settings import Settings
+from services.storage import quarantine as quarantine_store
 from services.storage import rollups
 from services.storage.modes import storage_mode
 from services.storage.writer import Conflict, ExtraReading, Reading, ReadingWriter, time_us
@@ -153,7 +160,7 @@ def import_file(
     result = ImportResult(run_id(file_digest(stream), fmt, mapping, timezone), source, fmt.value)
     mode = storage_mode(conn)
     writer = ReadingWriter(conn, mode, direct=True)
-    sensors = quarantine_store.import_view(SensorDirectory(conn).snapshot)
+    sensors = import_view(SensorDirectory(conn).snapshot)
     if again:
         conn.execute("DELETE FROM import_runs WHERE id = %s", (result.run_id,))
     row = conn.execute(
@@ -282,9 +289,7 @@ def _commit(
     received_at: float,
     max_entries: int,
 ) -> None:
-    checked = validator.validate(
-        quarantine_store.IMPORT_GATEWAY, batch.decoded, sensors, received_at
-    )
+    checked = validator.validate(IMPORT_GATEWAY, batch.decoded, sensors, received_at)
     for reject in checked.rejects:
         number, index = batch.owner[reject.index]
         batch.reject(number, reject.sensor_id, index, reject.reason, reject.detail)
@@ -348,9 +353,7 @@ def _quarantined(
     for number, entries in sorted(batch.entries.items()):
         unit = batch.units[number]
         where = f"{source} line {unit.line}"
-        item = Quarantined(
-            received_at, quarantine_store.import_topic(source, unit.line), _payload(unit)
-        )
+        item = Quarantined(received_at, import_topic(source, unit.line), _payload(unit))
         item.entries = bounded(
             [replace(e, detail=f"{where}: {e.detail}") for e in entries], max_entries
         )

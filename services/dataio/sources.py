@@ -32,6 +32,8 @@ import msgspec
 from gateway.names import reading_name
 from gateway.senml import RELATIVE_TIME_LIMIT, Record
 
+from .errors import SourceError
+
 COLUMNS = ("sensor", "quantity", "time", "value", "unit")
 REQUIRED = ("sensor", "quantity", "time", "value")
 BAD_ROW = "bad_row"  # a quarantine reason: the row could not become a SenML record
@@ -44,10 +46,6 @@ class Format(StrEnum):
     CSV = "csv"
     JSONL = "jsonl"
     PARQUET = "parquet"
-
-
-class SourceError(ValueError):
-    """The file as a whole cannot be read (no header, a mapped column missing, not Parquet)."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, once per row
@@ -91,7 +89,7 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise SourceError(
-            f"unknown time zone {name!r} (an IANA name such as Europe/Rome)"
+            f"unknown time zone {name!r} (an IANA name such as Europe/Rome)", "timezone"
         ) from None
 
 
@@ -106,7 +104,8 @@ def parse_mapping(text: str | None) -> dict[str, str]:
         if not sep or ours not in COLUMNS or not theirs:
             raise SourceError(
                 f"bad mapping {part!r}: write <column>=<name in the file>, column one of "
-                + ", ".join(COLUMNS)
+                + ", ".join(COLUMNS),
+                "map",
             )
         mapping[ours] = theirs
     return mapping

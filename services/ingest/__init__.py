@@ -4,7 +4,8 @@
 receipts); ``decode.py`` its pure core (decode, validate, salvage: bytes, a registry snapshot
 and a clock in, rows and quarantine entries out; ``validate_pack`` for one pack), over
 ``salvage.py`` and ``validate.py``; ``retry.py`` the one retry policy for database work;
-``sensor_directory.py`` the worker's sensor directory; ``quarantine.py`` the quarantine's store.
+``sensor_directory.py`` the worker's sensor directory; ``quarantine.py`` the quarantine's pure
+rules (the entries a message makes, and replay's decisions; the tables are storage's).
 
 Its commands are in ``cli/`` (``urbanpulse ingest``, ``urbanpulse quarantine``).
 

@@ -24,10 +24,9 @@ from datetime import timedelta
 
 import psycopg
 
-from services.storage import events, ledger, partitions, retention, rollups
+from services.storage import events, ledger, partitions, quarantine, retention, rollups
 from services.storage.urls import libpq_url
 
-from . import quarantine
 from .metrics import IngestMetrics
 
 log = logging.getLogger(__name__)

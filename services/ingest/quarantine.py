@@ -1,6 +1,8 @@
-"""The quarantine: how the worker stores it, and what an operator does with it (list it, look at
-one entry, replay what was fixed), and its pruning. The reads (list, summary, one entry) are
-``services.storage.quarantine``'s, named here as well.
+"""The quarantine's pure rules: which entries a message makes and how many at most, how a
+history import's entries are named, and what a replay decides. Every statement on the
+quarantine's tables (store, list, summary, prune, and a replay's claim and marks) is
+``services.storage.quarantine``'s, the tables' one owner, which the worker, the maintenance loop,
+the importer, the API and the CLI call.
 
 The worker quarantines a record (``record_index`` set) when validation refuses it and a whole
 message (``record_index`` NULL) when it is not SenML at all. A message's raw bytes are stored
@@ -23,58 +25,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import NamedTuple
-
-import psycopg
-from psycopg import sql
-from psycopg.rows import class_row
 
 from gateway.errors import SenMLError
 from gateway.senml import Record
+from services.storage import quarantine as table
 from services.storage.modes import storage_mode
-from services.storage.quarantine import (
-    COLUMNS_NO_PAYLOAD,
-    FROM,
-    Entry,
-    filters,
-    get,
-    list_entries,
-    summary,
-)
+from services.storage.quarantine import Conn, Entry, QuarantineFilter
 from services.storage.writer import ExtraReading, Reading, ReadingWriter, conflict_owners
 
 from .salvage import Salvaged, decode_salvaging
 from .sensor_directory import SensorDirectory
 from .validate import Policy, Reason, Sensor, validate
-
-# The reads (Entry, get, list_entries, summary) live with the table, in
-# services.storage.quarantine, which the API uses; they are named here too so that the worker's
-# side has the whole quarantine in one module.
-__all__ = [
-    "IMPORT_GATEWAY",
-    "IMPORT_TOPIC",
-    "Entry",
-    "Quarantined",
-    "Rejected",
-    "ReplayResult",
-    "StillBad",
-    "bounded",
-    "get",
-    "import_topic",
-    "import_view",
-    "list_entries",
-    "prune",
-    "record_at",
-    "remove",
-    "replay",
-    "store",
-    "store_ids",
-    "summary",
-]
-
-Conn = psycopg.Connection[tuple[object, ...]]
-
 
 # A history import's entries (services.dataio.importer): topic ``import:<file>:<line>``, no
 # gateway, and a SenML pack as payload (a JSON line as it was; a CSV or Parquet row as the
@@ -149,92 +111,6 @@ def bounded(entries: list[Rejected], max_entries: int) -> list[Rejected]:
     ]
 
 
-def store(conn: Conn, messages: Sequence[Quarantined]) -> int:
-    """Insert each message once and its entries, in the caller's transaction; return the
-    number of entries."""
-    stored = [m for m in messages if m.entries]
-    store_ids(conn, stored)
-    return sum(len(m.entries) for m in stored)
-
-
-def store_ids(conn: Conn, messages: Sequence[Quarantined]) -> list[int]:
-    """:func:`store`, returning the id of each message stored (those with entries), in order.
-    Two round trips for the whole batch, whatever its size: the ids are taken from the sequence
-    first so that entries can name their message without one insert each."""
-    messages = [m for m in messages if m.entries]
-    if not messages:
-        return []
-    with conn.cursor() as cur:
-        ids = [
-            int(row[0])  # type: ignore[call-overload]
-            for row in cur.execute(
-                "SELECT nextval(pg_get_serial_sequence('quarantine_messages', 'id')) "
-                "FROM generate_series(1, %s)",
-                [len(messages)],
-            ).fetchall()
-        ]
-        cur.executemany(
-            "INSERT INTO quarantine_messages (id, received_at, topic, bytes, payload) "
-            "VALUES (%s, to_timestamp(%s), %s, %s, %s)",
-            [
-                (i, m.received_at, m.topic, m.size or len(m.payload), m.payload)
-                for i, m in zip(ids, messages, strict=True)
-            ],
-        )
-        entries = [
-            (i, m.received_at, m.topic, e.gateway_id, e.sensor_id, e.index, e.reason, e.detail)
-            for i, m in zip(ids, messages, strict=True)
-            for e in m.entries
-        ]
-        cur.executemany(
-            "INSERT INTO quarantine (message_id, received_at, topic, gateway_id, sensor_id, "
-            "record_index, reason, detail) VALUES (%s, to_timestamp(%s), %s, %s, %s, %s, %s, %s)",
-            entries,
-        )
-    return ids
-
-
-def remove(conn: Conn, message_ids: Sequence[int]) -> None:
-    """Delete messages just stored (their entries go by cascade), in the caller's transaction."""
-    if message_ids:
-        conn.execute("DELETE FROM quarantine_messages WHERE id = ANY(%s)", (list(message_ids),))
-
-
-def prune(conn: Conn, *, retention: timedelta, max_bytes: int) -> int:
-    """Drop messages (and, by cascade, their entries) received before ``retention`` ago; then,
-    while the payloads kept exceed ``max_bytes`` (0: no limit), the oldest messages, those whose
-    entries were all replayed going first. In the caller's transaction; returns how many
-    messages went."""
-    with conn.cursor() as cur:
-        # Every worker's maintenance loop prunes; one at a time, or two could each remove the
-        # same excess and together twice as much.
-        locked = cur.execute(
-            "SELECT pg_try_advisory_xact_lock(hashtext('urbanpulse.quarantine.prune'))"
-        ).fetchone()
-        if not locked or not locked[0]:
-            return 0
-        cur.execute("DELETE FROM quarantine_messages WHERE received_at < now() - %s", [retention])
-        gone = max(cur.rowcount, 0)
-        if max_bytes <= 0:
-            return gone
-        total = cur.execute("SELECT coalesce(sum(bytes), 0) FROM quarantine_messages").fetchone()
-        over = int(total[0]) - max_bytes if total else 0  # type: ignore[call-overload]
-        if over <= 0:
-            return gone
-        # ``open``: some entry still waits for an operator; such messages go last.
-        cur.execute(
-            "WITH sized AS (SELECT id, bytes, EXISTS (SELECT 1 FROM quarantine q "
-            "WHERE q.message_id = m.id AND q.replayed_at IS NULL) AS open "
-            "FROM quarantine_messages m), "
-            "ordered AS (SELECT id, bytes, "
-            "sum(bytes) OVER (ORDER BY open, id ROWS UNBOUNDED PRECEDING) AS freed FROM sized) "
-            "DELETE FROM quarantine_messages WHERE id IN "
-            "(SELECT id FROM ordered WHERE freed - bytes < %s)",
-            [over],
-        )
-        return gone + max(cur.rowcount, 0)
-
-
 class StillBad(NamedTuple):
     """An entry that replay examined and validation still refuses, with today's reason."""
 
@@ -298,30 +174,13 @@ def replay(
     sensors = SensorDirectory(conn).snapshot
     registries = {False: sensors, True: import_view(sensors)}
     result = ReplayResult()
-    where, params = filters(reason=reason, sensor=sensor_id, ids=ids)
+    which = QuarantineFilter(
+        reason=reason, sensor=sensor_id, ids=None if ids is None else tuple(ids)
+    )
     try:
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM quarantine q WHERE {} AND record_index IS NULL").format(
-                where
-            ),
-            params,
-        ).fetchone()
-        result.skipped_whole_messages = int(row[0]) if row else 0  # type: ignore[call-overload]
-        # SKIP LOCKED: a replay running concurrently owns its entries; this one leaves them be.
-        # The payloads come apart, once a message: its entries share them.
-        query = sql.SQL(
-            "SELECT {} FROM {} WHERE {} AND q.record_index IS NOT NULL "
-            "ORDER BY q.id FOR UPDATE OF q SKIP LOCKED"
-        ).format(COLUMNS_NO_PAYLOAD, FROM, where)
-        with conn.cursor(row_factory=class_row(Entry)) as cur:
-            entries = cur.execute(query, params).fetchall()
-        payloads: dict[int, bytes] = {
-            int(i): bytes(p)  # type: ignore[call-overload]
-            for i, p in conn.execute(
-                "SELECT id, payload FROM quarantine_messages WHERE id = ANY(%s)",
-                [sorted({e.message_id for e in entries})],
-            ).fetchall()
-        }
+        claimed = table.claim_records(conn, which)
+        result.skipped_whole_messages = claimed.whole_messages
+        entries = claimed.entries
         rows: list[Reading] = []
         extras: list[ExtraReading] = []
         passed: list[int] = []
@@ -331,7 +190,7 @@ def replay(
         for entry in entries:
             outcome = _revalidate(
                 entry,
-                payloads[entry.message_id],
+                claimed.payloads[entry.message_id],
                 registries=registries,
                 policy=policy,
                 now=now,
@@ -357,11 +216,7 @@ def replay(
                         f"{c.sensor_id}/{c.quantity} is stored with {c.stored!r} at that time",
                     )
                 )
-        if passed:
-            conn.execute(
-                "UPDATE quarantine SET replayed_at = now() WHERE id = ANY(%s)",
-                [passed],
-            )
+        table.mark_replayed(conn, passed)
         conn.commit()
     except BaseException:
         conn.rollback()

@@ -44,11 +44,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway import topics
 from gateway.receipts import encode_receipt
 from services.storage import ledger, registry
+from services.storage import quarantine as quarantine_store
 from services.storage.modes import storage_mode
 from services.storage.urls import libpq_url
 from services.storage.writer import ReadingWriter, WriteResult
 
-from . import quarantine as quarantine_store
 from .decode import (
     GatewayStatus,
     PendingSensor,

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.storage.registry import ManifestError, load
+from services.storage.registry import load
 
 from ..deps import Conn, RegistryWriter
 from ..models import BulkResult
@@ -91,16 +91,6 @@ def _csv_manifest(data: bytes) -> dict[str, Any]:
     return {"sensors": rows}
 
 
-def _report(refused: ManifestError) -> Problem:
-    # Every bad row as a field of a 422, like a request-validation problem, plus the rows.
-    problem = invalid_all(
-        [(e.where, e.message) for e in refused.errors],
-        f"{len(refused.errors)} bad row(s); nothing was registered",
-    )
-    problem.extensions.update(refused.extensions())
-    return problem
-
-
 @router.post(
     "/registry/bulk",
     response_model=BulkResult,
@@ -141,10 +131,9 @@ def bulk_register(
             raise invalid_all([("body", f"not JSON: {exc}")]) from None
     else:
         raise Problem(415, detail="send application/json (a manifest) or text/csv (sensors)")
+    # A ManifestError lists every bad row; the one handler of domain errors answers it (422).
     try:
         result = load(conn, manifest)
-    except ManifestError as exc:
-        raise _report(exc) from None
     except psycopg.errors.IntegrityError as exc:
         # A row the checks passed but a table constraint refused (the load rolled back).
         diag = exc.diag.constraint_name or "a constraint"

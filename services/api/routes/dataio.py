@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import psycopg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime
 
 from services.dataio import dcat, exporter, importer
 from services.dataio.bundle import spatial
-from services.dataio.exporter import ExportError, Level, OutputFormat, Rollup, Selection
-from services.dataio.sources import Format, SourceError, parse_mapping, zone
+from services.dataio.exporter import Level, OutputFormat, Rollup, Selection
+from services.dataio.sources import Format, parse_mapping, zone
 from services.kpi.catalog import KPIS
 from services.settings import Settings
 from services.storage.urls import libpq_url
@@ -109,14 +108,10 @@ async def import_history(
         raise Problem(
             415, detail="send text/csv, application/x-ndjson or application/vnd.apache.parquet"
         )
-    try:
-        columns = parse_mapping(mapping)
-    except SourceError as exc:
-        raise invalid_all([("query.map", str(exc))]) from None
-    try:
-        zone(timezone)
-    except SourceError as exc:
-        raise invalid_all([("query.timezone", str(exc))]) from None
+    # A bad map, time zone or file is a SourceError, which names the input at fault: the one
+    # handler of domain errors answers it (422).
+    columns = parse_mapping(mapping)
+    zone(timezone)
     url = settings.import_database_url or settings.database_url
     assert url is not None
     await run_in_threadpool(_check_import_role, url, settings.import_database_url is not None)
@@ -136,10 +131,7 @@ async def import_history(
                 again=again,
             )
 
-    try:
-        result = await run_in_threadpool(run)
-    except SourceError as exc:
-        raise invalid_all([("body", str(exc))]) from None
+    result = await run_in_threadpool(run)
     return JSONResponse(result.as_dict())
 
 
@@ -178,14 +170,18 @@ async def _spooled_body(request: Request) -> Any:
     return spool
 
 
-def _selection(
-    start: datetime, end: datetime, district: str | None, domain: str | None
-) -> Selection:
-    selection = Selection(start, end, district, domain)
-    try:
-        selection.check()
-    except ExportError as exc:
-        raise invalid_all([("query.end", str(exc))]) from None
+def _asked(start: Start, end: End, district: District = None, domain: Domain = None) -> Selection:
+    """The period, district and domain an export names, as given: :func:`_checked` checks them
+    in the route, after what the route refuses first."""
+    return Selection(start, end, district, domain)
+
+
+Asked = Annotated[Selection, Depends(_asked)]
+
+
+def _checked(selection: Selection) -> Selection:
+    selection.check()  # an ExportError naming query.end, answered by the one handler
+    domain = selection.domain
     if domain is not None and domain not in {k.domain.value for k in KPIS.values()}:
         raise invalid_all([("query.domain", f"unknown domain {domain!r}")])
     return selection
@@ -212,10 +208,7 @@ def export_readings(
     *,
     request: Request,
     _: Reader,
-    start: Start,
-    end: End,
-    district: District = None,
-    domain: Domain = None,
+    asked: Asked,
     rollup: Annotated[Rollup, Query(description="raw, 1m, 1h or 1d")] = Rollup.HOUR,
     level: Annotated[
         Level | None, Query(description="sensor or district (default: the open-data setting)")
@@ -238,9 +231,9 @@ def export_readings(
             detail="sensor-level readings are not published here "
             f"(URBANPULSE_OPEN_DATA_SENSOR_LEVEL={allowed}); ask for level=district",
         )
-    selection = _selection(start, end, district, domain)
+    selection = _checked(asked)
     # The same spans per rollup as /readings: a stream is bounded in memory, not in work.
-    refused = span_problem(settings, Resolution(rollup.value), start, end)
+    refused = span_problem(settings, Resolution(rollup.value), selection.start, selection.end)
     if refused is not None:
         raise refused
     pool = get_pool(request)
@@ -264,10 +257,7 @@ def export_kpis(
     *,
     request: Request,
     _: Reader,
-    start: Start,
-    end: End,
-    district: District = None,
-    domain: Domain = None,
+    asked: Asked,
     grain: Annotated[
         str | None, Query(pattern="^(hour|day|week|month|year)$", description="default: period")
     ] = None,
@@ -275,17 +265,14 @@ def export_kpis(
 ) -> StreamingResponse:
     """KPI values of a period with rating, coverage and baseline, per district and the city."""
     settings: Settings = request.app.state.settings
-    selection = _selection(start, end, district, domain)
+    selection = _checked(asked)
     # The KPI endpoints' bounds: the longest range, the most buckets, a statement timeout.
-    check_bounds(settings, start, end, grain)
+    check_bounds(settings, selection.start, selection.end, grain)
     timeout_ms = statement_timeout_ms(settings.api_statement_timeout_kpis)
     with get_pool(request).connection() as conn:
         # For this transaction only: the pooled connection keeps the default of other requests.
         conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(timeout_ms),))
-        try:
-            rows = list(exporter.kpi_rows(conn, selection, grain))
-        except ExportError as exc:
-            raise invalid_all([("query", str(exc))]) from None
+        rows = list(exporter.kpi_rows(conn, selection, grain))
     chunks = exporter.encode(rows, exporter.KPI_COLUMNS, fmt)
     return _stream(request, chunks, fmt, _filename("kpis", selection, fmt))
 
@@ -304,16 +291,19 @@ def export_catalog(
     *,
     request: Request,
     _: Reader,
-    start: Start,
-    end: End,
-    district: District = None,
-    domain: Domain = None,
+    asked: Asked,
     fmt: FormatQuery = OutputFormat.CSV,
 ) -> JSONResponse:
     """The DCAT-AP description (JSON-LD) of this period's open data, its distributions the
     export URLs above, for a CKAN portal to harvest."""
     settings: Settings = request.app.state.settings
-    _selection(start, end, district, domain)  # checks the query
+    selection = _checked(asked)
+    start, end, district, domain = (
+        selection.start,
+        selection.end,
+        selection.district,
+        selection.domain,
+    )
     with get_pool(request).connection() as conn:
         names, bbox = spatial(conn, district)
     query: dict[str, str] = {

@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from services.storage import quarantine
+from services.storage.quarantine import QuarantineFilter
 
 from ..deps import Principal, ReadConn, Reader
 from ..models import Instant
@@ -75,6 +75,11 @@ class Summary(BaseModel):
 Since = Annotated[Instant | None, Query(description="received at or after")]
 
 
+IncludeReplayed = Annotated[
+    bool, Query(description="entries already replayed too (default: those waiting)")
+]
+
+
 @router.get("/quarantine", response_model=Page[QuarantineEntry], responses=responses(401, 403, 422))
 def list_quarantine(
     conn: ReadConn,
@@ -84,40 +89,39 @@ def list_quarantine(
     gateway: Annotated[str | None, Query(max_length=64)] = None,
     sensor: Annotated[str | None, Query(max_length=128)] = None,
     since: Since = None,
+    include_replayed: IncludeReplayed = False,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[QuarantineEntry]:
-    """Quarantined messages and records, newest first, with a preview of each payload
-    (operator, engineer and admin keys; a service key is refused with 403)."""
-    before = decode_cursor(cursor, int)
-    query = (
-        "SELECT q.id, q.received_at, q.topic, q.gateway_id, q.sensor_id, q.record_index, "
-        "q.reason, q.detail, substring(m.payload FROM 1 FOR %(preview)s) AS preview, "
-        "m.bytes AS payload_bytes, q.replayed_at "
-        # A message's bytes are stored once, in quarantine_messages, for all its entries.
-        "FROM quarantine q JOIN quarantine_messages m ON m.id = q.message_id "
-        "WHERE (%(reason)s::text IS NULL OR q.reason = %(reason)s) "
-        "AND (%(gateway)s::text IS NULL OR q.gateway_id = %(gateway)s) "
-        "AND (%(sensor)s::text IS NULL OR q.sensor_id = %(sensor)s) "
-        "AND (%(since)s::timestamptz IS NULL OR q.received_at >= %(since)s) "
-        "AND (%(before)s::bigint IS NULL OR q.id < %(before)s) "
-        "ORDER BY q.id DESC LIMIT %(limit)s"
+    """Quarantined messages and records still waiting for an operator (``include_replayed``:
+    those replayed too, as the summary counts them), newest first, with a preview of each
+    payload (operator, engineer and admin keys; a service key is refused with 403)."""
+    which = QuarantineFilter(
+        reason=reason,
+        gateway=gateway,
+        sensor=sensor,
+        since=since,
+        include_replayed=include_replayed,
     )
-    params = {
-        "preview": PREVIEW_BYTES,
-        "reason": reason,
-        "gateway": gateway,
-        "sensor": sensor,
-        "since": since,
-        "before": before,
-        "limit": limit + 1,
-    }
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, params).fetchall()
-    page, next_cursor = page_of(rows, limit, lambda r: r["id"])
+    entries = quarantine.list_entries(
+        conn, which, limit=limit + 1, before=decode_cursor(cursor, int), preview=PREVIEW_BYTES
+    )
+    page, next_cursor = page_of(entries, limit, lambda e: e.id)
     items = [
-        QuarantineEntry(**r, payload_preview=bytes(r.pop("preview")).decode("utf-8", "replace"))
-        for r in page
+        QuarantineEntry(
+            id=e.id,
+            received_at=e.received_at,
+            topic=e.topic,
+            gateway_id=e.gateway_id,
+            sensor_id=e.sensor_id,
+            record_index=e.record_index,
+            reason=e.reason,
+            detail=e.detail,
+            payload_preview=e.payload.decode("utf-8", "replace"),
+            payload_bytes=e.size,
+            replayed_at=e.replayed_at,
+        )
+        for e in page
     ]
     return Page[QuarantineEntry](items=items, next_cursor=next_cursor)
 
@@ -127,12 +131,12 @@ def quarantine_summary(
     conn: ReadConn,
     _: Reader,
     since: Since = None,
-    include_replayed: Annotated[
-        bool, Query(description="count entries already replayed too (default: those waiting)")
-    ] = False,
+    include_replayed: IncludeReplayed = False,
 ) -> Summary:
     """How many entries per reason (optionally since a time), most frequent first: the entries
-    still waiting for an operator, as ``urbanpulse quarantine list`` counts them."""
-    counts = quarantine.summary(conn, since=since, include_replayed=include_replayed)
+    still waiting for an operator, as ``urbanpulse quarantine list`` and ``GET /v1/quarantine``
+    count them."""
+    which = QuarantineFilter(since=since, include_replayed=include_replayed)
+    counts = quarantine.summary(conn, which)
     reasons = [ReasonCount(reason=r, count=n) for r, n in counts.items()]
     return Summary(since=since, total=sum(counts.values()), reasons=reasons)

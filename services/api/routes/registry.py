@@ -23,7 +23,6 @@ from gateway.kinds import KINDS, QUANTITIES
 from services.storage import registry
 from services.storage.registry import (
     DistrictRow,
-    FieldsError,
     GatewayRow,
     check_district_fields,
     check_sensor_fields,
@@ -107,10 +106,6 @@ def _location(collection: str, key: str) -> str:
     return f"/v1/{collection}/{quote(key, safe='')}"
 
 
-def _refused(exc: FieldsError) -> Problem:
-    return invalid_all((f"body.{column}", reason) for column, reason in exc.problems)
-
-
 # --- districts --------------------------------------------------------------------------------
 
 
@@ -153,10 +148,7 @@ def update_district(
         raise invalid("body.name", "a district keeps a name")
     if values.get("reference", {}) is None:
         values["reference"] = {}
-    try:
-        values = check_district_fields(values)
-    except FieldsError as exc:
-        raise _refused(exc) from None
+    values = check_district_fields(values)  # a FieldsError names each column: a 422
     registry.districts.update(conn, district_id, values)
     return District(**_one(conn, registry.districts, district_id))
 
@@ -370,10 +362,7 @@ def update_sensor(
             raise invalid(f"body.{column}", "cannot be null")
     if "kind" in values and values["kind"] not in KINDS:
         raise invalid("body.kind", f"unknown kind; one of {', '.join(sorted(KINDS))}")
-    try:
-        values = check_sensor_fields(values.get("kind") or current["kind"], values)
-    except FieldsError as exc:
-        raise _refused(exc) from None
+    values = check_sensor_fields(values.get("kind") or current["kind"], values)
     if "kind" in values:
         # Null is the kind's default (migration 0003): a meter's flag does not carry over to
         # another kind.

@@ -24,9 +24,11 @@ from gateway import topics
 from gateway.errors import SenMLError, TopicError
 from gateway.senml import Record
 from services.cli_support import settings_for_command
+from services.storage import quarantine
+from services.storage.quarantine import QuarantineFilter
 from services.storage.urls import libpq_url
 
-from .. import quarantine
+from ..quarantine import replay as replay_entries
 from ..salvage import decode_salvaging
 from ..validate import Reason, policy
 
@@ -125,13 +127,17 @@ def list_(
 ) -> None:
     """List quarantined entries, newest first, and count them by reason."""
     _, url = settings_for_command(database_url)
-    chosen = {"reason": reason.value if reason else None, "gateway": gateway, "sensor": sensor}
-    start, end = _when(since, "--since"), _when(until, "--until")
+    which = QuarantineFilter(
+        reason=reason.value if reason else None,
+        gateway=gateway,
+        sensor=sensor,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        include_replayed=all_,
+    )
     with _connect(url) as conn:
-        entries = quarantine.list_entries(
-            conn, **chosen, since=start, until=end, limit=limit, include_replayed=all_
-        )
-        counts = quarantine.summary(conn, **chosen, since=start, until=end, include_replayed=all_)
+        entries = quarantine.list_entries(conn, which, limit=limit)
+        counts = quarantine.summary(conn, which)
     table = Table("id", "received (UTC)", "gateway", "sensor", "index", "reason", "detail")
     if all_:
         table.add_column("replayed")
@@ -274,7 +280,7 @@ def replay(
         raise typer.Exit(2)
     settings, url = settings_for_command(database_url)
     with _connect(url) as conn:
-        result = quarantine.replay(
+        result = replay_entries(
             conn,
             sensor_id=sensor,
             reason=reason.value if reason else None,

@@ -29,6 +29,7 @@ from gateway.names import is_valid_sensor_id
 from gateway.topics import is_valid_gateway_id
 
 from ..city_settings import check_reference
+from ..errors import StorageError
 from ..measures import ATTRIBUTES, MEASURE_SCHEMA, measure, rating_of
 
 # A registry number with a physical unit: a number in the canonical unit, "50 km/h" or
@@ -60,12 +61,18 @@ def check_installed_at(value: datetime) -> datetime:
     return instant
 
 
-class FieldsError(ValueError):
-    """Registry values refused: ``problems`` lists each ``(column, reason)``."""
+class FieldsError(StorageError, ValueError):
+    """Registry values refused: ``problems`` lists each ``(column, reason)``; the API answers a
+    422 naming each column as a field of the body."""
+
+    status = 422
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{column}: {reason}" for column, reason in problems))
         self.problems = problems
+
+    def request_fields(self) -> list[tuple[str, str]]:
+        return [(f"body.{column}", reason) for column, reason in self.problems]
 
 
 def check_sensor_field(kind: str | None, column: str, value: Any) -> Any:

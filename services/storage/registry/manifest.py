@@ -41,14 +41,21 @@ class RowError:
 
 
 class ManifestError(StorageError):
-    """The manifest was refused; ``errors`` lists every bad row. The bulk route answers it with
-    a 422 listing each row's field; elsewhere the one handler answers 422 with the rows."""
+    """The manifest was refused; ``errors`` lists every bad row. The API answers it with a 422
+    listing each row's field as a bad input, and the rows as the member ``rows``."""
 
     status = 422
 
     def __init__(self, errors: list[RowError]) -> None:
         super().__init__(f"{len(errors)} bad row(s); nothing was loaded")
         self.errors = errors
+
+    def request_fields(self) -> list[tuple[str, str]]:
+        return [(e.where, e.message) for e in self.errors]
+
+    @property
+    def fields_detail(self) -> str:
+        return f"{len(self.errors)} bad row(s); nothing was registered"
 
     def extensions(self) -> dict[str, Any]:
         return {

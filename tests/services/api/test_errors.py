@@ -10,12 +10,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.api.problems import Problem
+from services.dataio.errors import ExportError, SourceError
 from services.errors import DomainError
 from services.kpi.alerts.errors import AlertNotFound, InvalidArgument, InvalidTransition
 from services.kpi.errors import InvalidPeriod, UnknownDistrict, UnknownKpi
 from services.notify.errors import InvalidSubscription, SubscriptionNotFound
 from services.storage import city_settings as cs
 from services.storage.errors import NotMigratedError
+from services.storage.registry import FieldsError, ManifestError, RowError
 from tests.services.api.conftest import auth
 
 
@@ -161,6 +163,59 @@ DOMAIN_ERRORS = [
             "detail": "the database has no UrbanPulse schema: run `urbanpulse db upgrade`",
         },
         id="not-migrated",
+    ),
+    # The import and export routes (routes/dataio.py), the registry's PATCH routes and the bulk
+    # route (routes/registry.py, routes/bulk.py) built these by hand.
+    pytest.param(
+        SourceError("bad mapping 'x'", "map"), _invalid("query.map", "bad mapping 'x'"), id="map"
+    ),
+    pytest.param(
+        SourceError("unknown time zone 'Mars/Base'", "timezone"),
+        _invalid("query.timezone", "unknown time zone 'Mars/Base'"),
+        id="import-timezone",
+    ),
+    pytest.param(
+        SourceError("not a Parquet file: x"),
+        _invalid("body", "not a Parquet file: x"),
+        id="import-file",
+    ),
+    pytest.param(
+        ExportError("start must be before end", "end"),
+        _invalid("query.end", "start must be before end"),
+        id="export-period",
+    ),
+    pytest.param(
+        ExportError("no KPI of domain 'x'"), _invalid("query", "no KPI of domain 'x'"), id="export"
+    ),
+    pytest.param(
+        FieldsError([("area_km2", "must be positive"), ("population", "not a number")]),
+        {
+            **_invalid("body.area_km2", "must be positive"),
+            "detail": "invalid input: body.area_km2, body.population",
+            "errors": [
+                {"field": "body.area_km2", "message": "must be positive"},
+                {"field": "body.population", "message": "not a number"},
+            ],
+        },
+        id="registry-fields",
+    ),
+    pytest.param(
+        ManifestError(
+            [RowError("sensors", 1, "kind", "unknown kind"), RowError("gateways", 0, None, "x")]
+        ),
+        {
+            **_invalid("sensors[1].kind", "unknown kind"),
+            "detail": "2 bad row(s); nothing was registered",
+            "errors": [
+                {"field": "sensors[1].kind", "message": "unknown kind"},
+                {"field": "gateways[0]", "message": "x"},
+            ],
+            "rows": [
+                {"section": "sensors", "index": 1, "field": "kind", "message": "unknown kind"},
+                {"section": "gateways", "index": 0, "field": None, "message": "x"},
+            ],
+        },
+        id="bulk-manifest",
     ),
 ]
 

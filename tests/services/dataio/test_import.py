@@ -30,6 +30,8 @@ from services.dataio import importer
 from services.dataio.sources import Format, SourceError, parse_mapping, units
 from services.ingest import quarantine
 from services.ingest.validate import Policy
+from services.storage import quarantine as quarantine_table
+from services.storage.quarantine import QuarantineFilter
 from services.storage.urls import libpq_url
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -434,7 +436,7 @@ def test_one_quarantine_replay_serves_imports_and_live_data_once(
         now, "ssc/v1/gw-a/up", encode_resolved([Record("fdr-9/voltage", now - 60, "V", 229.0)])
     )
     live.entries = [quarantine.Rejected("gw-a", "fdr-9", 0, "unknown_sensor", "not registered")]
-    quarantine.store(city, [live])
+    quarantine_table.store(city, [live])
     city.commit()
     assert _count(city, "SELECT count(*) FROM quarantine WHERE sensor_id = 'fdr-9'") == 4
     # Still unknown: nothing to store yet, everything stays.
@@ -457,7 +459,7 @@ def test_one_quarantine_replay_serves_imports_and_live_data_once(
     city.commit()
     assert [value for _, value in stored] == [231.0, 232.0, 233.0, 229.0]
     assert [moment for moment, _ in stored][:3] == [t0 + timedelta(minutes=m) for m in range(3)]
-    assert quarantine.summary(city, sensor="fdr-9") == {}
+    assert quarantine_table.summary(city, QuarantineFilter(sensor="fdr-9")) == {}
 
 
 def test_an_import_entry_replayed_past_the_retention_stays(city: Conn) -> None:

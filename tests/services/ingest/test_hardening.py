@@ -29,6 +29,8 @@ from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Validator
 from services.ingest.worker import IngestWorker, _Message
 from services.settings import SettingsError, load_settings
+from services.storage import quarantine as quarantine_table
+from services.storage.quarantine import QuarantineFilter
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect
 
 from .conftest import MakeCity, StartWorker, Workers
@@ -150,18 +152,20 @@ def test_a_pack_of_many_rejected_records_costs_its_bytes_once_and_bounded_rows(
     ).fetchone()
     assert stored == (1, len(payload), len(payload))
     assert _one(conn, "SELECT payload FROM quarantine_messages") == payload
-    assert quarantine.summary(conn) == {
+    assert quarantine_table.summary(conn) == {
         "unknown_sensor": 500,  # URBANPULSE_QUARANTINE_MAX_ENTRIES_PER_MESSAGE
         "too_many_records": 1,  # records past MAX_PACK_RECORDS, not looked at
         "too_many_rejects": 1,  # the unknown sensors past the 500 itemised
     }
-    [rejects] = quarantine.list_entries(conn, reason="too_many_rejects")
+    [rejects] = quarantine_table.list_entries(conn, QuarantineFilter(reason="too_many_rejects"))
     assert rejects.record_index is None
     assert f"{MAX_PACK_RECORDS - 1 - 500} more rejected records" in rejects.detail
     assert "unknown_sensor" in rejects.detail
-    [excess] = quarantine.list_entries(conn, reason="too_many_records")
+    [excess] = quarantine_table.list_entries(conn, QuarantineFilter(reason="too_many_records"))
     assert f"from index {MAX_PACK_RECORDS} on ({10_000 - MAX_PACK_RECORDS})" in excess.detail
-    itemised = quarantine.list_entries(conn, reason="unknown_sensor", limit=1000)
+    itemised = quarantine_table.list_entries(
+        conn, QuarantineFilter(reason="unknown_sensor"), limit=1000
+    )
     assert sorted(e.record_index for e in itemised) == list(range(1, 501))  # type: ignore[type-var]
     assert {e.payload for e in itemised} == {payload}
     assert _readings(conn) == [("fdr-0", now - 30, 230.0)]
@@ -209,7 +213,7 @@ def test_the_quarantine_is_pruned_by_age_then_by_size_replayed_first(
         def message(age_s: float, size: int, replayed: bool) -> quarantine.Quarantined:
             item = quarantine.Quarantined(now - age_s, "ssc/v1/gw-p/up", b"x" * size)
             item.entries = [quarantine.Rejected("gw-p", "s", 0, "unknown_sensor", "")] * 2
-            quarantine.store(conn, [item])
+            quarantine_table.store(conn, [item])
             if replayed:
                 conn.execute(
                     "UPDATE quarantine SET replayed_at = now() "
@@ -263,7 +267,7 @@ def test_the_quarantine_is_pruned_by_age_then_by_size_replayed_first(
         # (800, newest included), then the oldest still waiting.
         assert left == [ids[3]]
         assert _one(conn, "SELECT count(*) FROM quarantine") == 2  # its entries; others cascaded
-        assert quarantine.prune(conn, retention=timedelta(days=30), max_bytes=0) == 0
+        assert quarantine_table.prune(conn, retention=timedelta(days=30), max_bytes=0) == 0
 
 
 def test_the_quarantine_and_the_ledger_are_pruned_at_the_maintenance_pace_not_each_round(
@@ -345,7 +349,7 @@ def test_a_pack_past_the_limit_is_refused_by_the_broker_and_the_rest_flows(
     _wait(lambda: worker.stats.stored >= 1)
     time.sleep(0.5)  # the big one would have landed by now
     assert _new_messages(worker) == 1
-    assert quarantine.summary(conn) == {}
+    assert quarantine_table.summary(conn) == {}
 
 
 def test_what_a_broker_lets_through_past_the_limits_is_one_entry(
@@ -361,9 +365,9 @@ def test_what_a_broker_lets_through_past_the_limits_is_one_entry(
     assert len(big) > MAX_PACK_BYTES
     message = _Message(1, 1, 1, topics.up_topic(gateway_id), big, now)
     prepared = prepare([open_message(message)], SensorDirectory(conn).snapshot, Validator())
-    quarantine.store(conn, prepared.quarantine)
+    quarantine_table.store(conn, prepared.quarantine)
     conn.commit()
-    [entry] = quarantine.list_entries(conn)
+    [entry] = quarantine_table.list_entries(conn)
     assert (entry.reason, entry.record_index, entry.payload) == (
         "pack_too_large",
         None,
@@ -415,7 +419,7 @@ def test_a_reading_minutes_ahead_is_refused(
     )
     _wait(lambda: _new_messages(worker) >= 2)
     assert _readings(conn) == [("fdr-1", now - 1, 230.0)]
-    assert quarantine.summary(conn) == {"time_in_future": 1}
+    assert quarantine_table.summary(conn) == {"time_in_future": 1}
 
 
 def test_a_different_value_at_a_stored_key_is_a_conflict_kept_for_an_operator(
@@ -442,7 +446,7 @@ def test_a_different_value_at_a_stored_key_is_a_conflict_kept_for_an_operator(
     _wait(lambda: _new_messages(worker) >= 3)
     # The first write stays; the real value waits in quarantine, with both values named.
     assert _readings(conn) == [("fdr-0", t, 231.0), ("fdr-2", t, 199.0)]
-    [entry] = quarantine.list_entries(conn)
+    [entry] = quarantine_table.list_entries(conn)
     assert (entry.reason, entry.sensor_id, entry.record_index, entry.payload) == (
         "conflict",
         "fdr-2",
@@ -482,8 +486,8 @@ def test_a_message_with_rejects_and_a_conflict_gets_one_bound_on_its_entries(
     _wait(lambda: _new_messages(worker) >= 2 and worker.stats.conflicts >= 1)
     # Two itemised and one entry counting the rest, the conflict among them; bounded apart,
     # the rejects and the conflict made four.
-    assert quarantine.summary(conn) == {"unknown_sensor": 2, "too_many_rejects": 1}
-    [rest] = quarantine.list_entries(conn, reason="too_many_rejects")
+    assert quarantine_table.summary(conn) == {"unknown_sensor": 2, "too_many_rejects": 1}
+    [rest] = quarantine_table.list_entries(conn, QuarantineFilter(reason="too_many_rejects"))
     assert "2 more rejected records not itemised (unknown_sensor 1, conflict 1)" in rest.detail
     assert "the first at index 2" in rest.detail
     # The first pack went in by direct COPY; the key refused the second's, written again.
@@ -517,7 +521,7 @@ def test_a_retained_pack_on_up_is_ignored_at_every_subscribe_and_counted(
             # worker, still running, takes the marker too: one of them stores it).
             _wait(lambda r=round_: len(_readings(conn)) == r + 1)  # type: ignore[misc]
             time.sleep(0.2)  # what the worker would wrongly have quarantined has landed by now
-            assert quarantine.summary(conn) == {}
+            assert quarantine_table.summary(conn) == {}
             # At least: other tests may have left retained packs on other gateways' topics.
             assert worker.stats.retained_ignored >= 1
             assert _sample(worker, "urbanpulse_ingest_retained_ignored_total") >= 1

@@ -24,6 +24,8 @@ from services.ingest import quarantine
 from services.ingest.salvage import decode_salvaging
 from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Policy, Reason, validate
+from services.storage import quarantine as quarantine_table
+from services.storage.quarantine import QuarantineFilter
 from services.storage.writer import ReadingWriter
 
 from .conftest import MakeCity
@@ -79,7 +81,7 @@ def _ingest(conn: Conn, topic: str, payload: bytes, received_at: float) -> None:
             ReadingWriter(conn, "partitioned").write(result.rows, result.extras)
             for r in result.rejects:
                 q(gateway, salvaged.original_index(r.index), r.reason, r.detail, r.sensor_id)
-    quarantine.store(conn, [item])
+    quarantine_table.store(conn, [item])
     conn.commit()
 
 
@@ -99,7 +101,7 @@ def _readings(conn: Conn) -> list[tuple[object, ...]]:
     return rows
 
 
-def _ids(entries: list[quarantine.Entry]) -> list[int]:
+def _ids(entries: list[quarantine_table.Entry]) -> list[int]:
     return [e.id for e in entries]
 
 
@@ -125,7 +127,7 @@ def mixed(city: tuple[str, Conn]) -> tuple[str, Conn, float]:
 
 def test_list_filters_newest_first(mixed: tuple[str, Conn, float]) -> None:
     _, conn, now = mixed
-    everything = quarantine.list_entries(conn)
+    everything = quarantine_table.list_entries(conn)
     assert [(e.reason, e.record_index) for e in everything] == [
         ("bad_topic", None),
         ("not_senml", None),
@@ -134,35 +136,44 @@ def test_list_filters_newest_first(mixed: tuple[str, Conn, float]) -> None:
         ("unknown_sensor", 0),
     ]
     ids = _ids(everything)[::-1]
-    assert _ids(quarantine.list_entries(conn, reason=Reason.UNKNOWN_SENSOR)) == ids[1::-1]
-    assert _ids(quarantine.list_entries(conn, gateway="gw-b")) == [ids[2]]
-    assert _ids(quarantine.list_entries(conn, sensor="ghost-1", limit=1)) == [ids[1]]
+    assert (
+        _ids(quarantine_table.list_entries(conn, QuarantineFilter(reason=Reason.UNKNOWN_SENSOR)))
+        == ids[1::-1]
+    )
+    assert _ids(quarantine_table.list_entries(conn, QuarantineFilter(gateway="gw-b"))) == [ids[2]]
+    assert _ids(
+        quarantine_table.list_entries(conn, QuarantineFilter(sensor="ghost-1"), limit=1)
+    ) == [ids[1]]
     since, until = _utc(now - 3600), _utc(now - 60)
-    assert _ids(quarantine.list_entries(conn, since=since)) == ids[:1:-1]
-    assert _ids(quarantine.list_entries(conn, since=since, until=until)) == [ids[2]]
-    garbage = quarantine.list_entries(conn, reason="not_senml")[0]
+    assert _ids(quarantine_table.list_entries(conn, QuarantineFilter(since=since))) == ids[:1:-1]
+    assert _ids(
+        quarantine_table.list_entries(conn, QuarantineFilter(since=since, until=until))
+    ) == [ids[2]]
+    garbage = quarantine_table.list_entries(conn, QuarantineFilter(reason="not_senml"))[0]
     assert garbage.payload == GARBAGE
     assert garbage.received_at.timestamp() == now - 60
-    assert quarantine.get(conn, garbage.id) == garbage
-    assert quarantine.get(conn, 10**9) is None
+    assert quarantine_table.get(conn, garbage.id) == garbage
+    assert quarantine_table.get(conn, 10**9) is None
 
 
 def test_summary_counts_by_reason(mixed: tuple[str, Conn, float]) -> None:
     _, conn, now = mixed
-    assert quarantine.summary(conn) == {
+    assert quarantine_table.summary(conn) == {
         "unknown_sensor": 2,
         "bad_topic": 1,
         "not_senml": 1,
         "wrong_gateway": 1,
     }
-    assert quarantine.summary(conn, gateway="gw-a", since=_utc(now - 100)) == {"not_senml": 1}
+    assert quarantine_table.summary(
+        conn, QuarantineFilter(gateway="gw-a", since=_utc(now - 100))
+    ) == {"not_senml": 1}
 
 
 def test_replay_after_registering_stores_once_and_marks_replayed(
     mixed: tuple[str, Conn, float],
 ) -> None:
     _, conn, now = mixed
-    ids = sorted(_ids(quarantine.list_entries(conn)))
+    ids = sorted(_ids(quarantine_table.list_entries(conn)))
     assert quarantine.replay(conn, sensor_id="ghost-1").still_bad == [
         quarantine.StillBad(i, "unknown_sensor", "sensor 'ghost-1' is not registered")
         for i in ids[:2]
@@ -179,8 +190,15 @@ def test_replay_after_registering_stores_once_and_marks_replayed(
         ids[3]: False,
         ids[4]: False,
     }
-    assert _ids(quarantine.list_entries(conn, sensor="ghost-1")) == []
-    assert len(quarantine.list_entries(conn, sensor="ghost-1", include_replayed=True)) == 2
+    assert _ids(quarantine_table.list_entries(conn, QuarantineFilter(sensor="ghost-1"))) == []
+    assert (
+        len(
+            quarantine_table.list_entries(
+                conn, QuarantineFilter(sensor="ghost-1", include_replayed=True)
+            )
+        )
+        == 2
+    )
 
     again = quarantine.replay(conn, sensor_id="ghost-1")
     assert (again.examined, again.stored, again.duplicates, again.still_bad) == (0, 0, 0, [])
@@ -191,7 +209,9 @@ def test_a_cause_not_fixed_keeps_the_entry_with_todays_reason(
     mixed: tuple[str, Conn, float],
 ) -> None:
     _, conn, _ = mixed
-    wrong_gateway = quarantine.list_entries(conn, reason="wrong_gateway")[0].id
+    wrong_gateway = quarantine_table.list_entries(conn, QuarantineFilter(reason="wrong_gateway"))[
+        0
+    ].id
     assert quarantine.replay(conn, ids=[wrong_gateway]).still_bad == [
         quarantine.StillBad(
             wrong_gateway, "wrong_gateway", "sensor 'fdr-0' belongs to gateway 'gw-a', not 'gw-b'"
@@ -203,7 +223,9 @@ def test_a_cause_not_fixed_keeps_the_entry_with_todays_reason(
     assert {bad.reason for bad in result.still_bad} == {"wrong_gateway"}
     assert (result.examined, result.stored) == (2, 0)
     assert not any(_replayed(conn).values())
-    assert {e.reason for e in quarantine.list_entries(conn, sensor="ghost-1")} == {"unknown_sensor"}
+    assert {
+        e.reason for e in quarantine_table.list_entries(conn, QuarantineFilter(sensor="ghost-1"))
+    } == {"unknown_sensor"}
 
 
 def test_a_corrected_kind_lets_the_record_through(city: tuple[str, Conn]) -> None:
@@ -211,7 +233,7 @@ def test_a_corrected_kind_lets_the_record_through(city: tuple[str, Conn]) -> Non
     now = float(int(time.time()))
     _register(conn, "fdr-9", kind="air_quality")  # a typo in the registry
     _ingest(conn, topics.up_topic("gw-a"), _voltages("fdr-9", now - 60, [230.0]), now)
-    assert quarantine.summary(conn) == {"unknown_quantity": 1}
+    assert quarantine_table.summary(conn) == {"unknown_quantity": 1}
     conn.execute("UPDATE sensors SET kind = 'feeder_meter' WHERE id = 'fdr-9'")
     conn.commit()
     result = quarantine.replay(conn, reason=Reason.UNKNOWN_QUANTITY)
@@ -238,7 +260,7 @@ def test_a_salvaged_pack_replays_the_record_at_its_original_index(city: tuple[st
         {"bn": "fdr-1/", "n": "voltage", "u": "V", "v": 233.0, "t": 3},  # 4: stored
     ]
     _ingest(conn, topics.up_topic("gw-a"), json.dumps(pack).encode(), now)
-    entries = {e.record_index: e for e in quarantine.list_entries(conn)}
+    entries = {e.record_index: e for e in quarantine_table.list_entries(conn)}
     assert {i: e.reason for i, e in entries.items()} == {2: "not_senml", 3: "unknown_sensor"}
     assert len(_readings(conn)) == 2
     _register(conn, "ghost-1")
@@ -309,7 +331,7 @@ def test_cli_list(mixed: tuple[str, Conn, float]) -> None:
     url, conn, _ = mixed
     result = _cli(url, "list")
     assert result.returncode == 0, result.stderr
-    for entry in quarantine.list_entries(conn):
+    for entry in quarantine_table.list_entries(conn):
         assert f"│ {entry.id} " in result.stdout
     assert "ghost-1" in result.stdout
     assert "5 entries: unknown_sensor 2, bad_topic 1, not_senml 1, wrong_gateway 1" in result.stdout
@@ -323,7 +345,7 @@ def test_cli_list(mixed: tuple[str, Conn, float]) -> None:
 
 def test_cli_show_binary_and_text_payloads(mixed: tuple[str, Conn, float]) -> None:
     url, conn, _ = mixed
-    garbage = quarantine.list_entries(conn, reason="not_senml")[0].id
+    garbage = quarantine_table.list_entries(conn, QuarantineFilter(reason="not_senml"))[0].id
     result = _cli(url, "show", str(garbage))
     assert result.returncode == 0, result.stderr
     assert "whole message" in result.stdout
@@ -331,7 +353,7 @@ def test_cli_show_binary_and_text_payloads(mixed: tuple[str, Conn, float]) -> No
     assert "00000000  00 67 61 72 62 61 67 65 7b ff fe" in result.stdout
     assert "|.garbage{..|" in result.stdout
     assert "not SenML: not_json" in result.stdout
-    record = quarantine.list_entries(conn, sensor="ghost-1")[0]
+    record = quarantine_table.list_entries(conn, QuarantineFilter(sensor="ghost-1"))[0]
     result = _cli(url, "show", str(record.id))
     assert result.returncode == 0, result.stderr
     assert "UTF-8 text" in result.stdout
@@ -366,7 +388,9 @@ def test_cli_replay(mixed: tuple[str, Conn, float]) -> None:
     assert "examined 2, stored 2, duplicates 0, still bad 0" in result.stdout
     result = _cli(url, "replay", "--sensor", "ghost-1")
     assert "examined 0, stored 0, duplicates 0, still bad 0" in result.stdout
-    ids = [str(e.id) for e in quarantine.list_entries(conn, reason="not_senml")]
+    ids = [
+        str(e.id) for e in quarantine_table.list_entries(conn, QuarantineFilter(reason="not_senml"))
+    ]
     result = _cli(url, "replay", *(f"--id={i}" for i in ids))
     assert result.returncode == 0, result.stderr
     assert "examined 0, stored 0, duplicates 0, still bad 0, whole messages skipped 1" in (

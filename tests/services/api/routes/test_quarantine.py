@@ -154,3 +154,38 @@ def test_cli_and_api_count_the_same_entries(
         assert body["total"] == total
     waiting = operator.get("/v1/quarantine/summary").json()["reasons"]
     assert {"reason": "unknown_sensor", "count": 3} in waiting
+
+
+@pytest.mark.usefixtures("entries")
+def test_the_list_hides_replayed_entries_as_the_summary_does(
+    operator: TestClient, api_db: Db
+) -> None:
+    """Issue 12: GET /v1/quarantine still listed replayed entries that the summary no longer
+    counted. Both choose by one filter now: waiting entries, or with include_replayed all."""
+    replayed = {
+        int(row[0])  # type: ignore[call-overload]
+        for row in api_db.execute(
+            "UPDATE quarantine SET replayed_at = now() WHERE id IN (SELECT id FROM quarantine "
+            "WHERE reason = 'out_of_bounds' ORDER BY id LIMIT 2) RETURNING id"
+        ).fetchall()
+    }
+    api_db.commit()
+    for params, total in (({}, 8), ({"include_replayed": "true"}, 10)):
+        listed: list[dict[str, object]] = []
+        query: dict[str, object] = {**params, "limit": 3}
+        while True:  # every page, so the count is the list's, not one page's
+            page = operator.get("/v1/quarantine", params=query).json()
+            listed.extend(page["items"])
+            if page["next_cursor"] is None:
+                break
+            query["cursor"] = page["next_cursor"]
+        summary = operator.get("/v1/quarantine/summary", params=params).json()
+        by_reason: dict[str, int] = {}
+        for entry in listed:
+            by_reason[str(entry["reason"])] = by_reason.get(str(entry["reason"]), 0) + 1
+        assert len(listed) == summary["total"] == total
+        assert by_reason == {r["reason"]: r["count"] for r in summary["reasons"]}
+        shown = {e["id"] for e in listed if e["replayed_at"] is not None}
+        assert shown == (replayed if params else set())
+    one_reason = operator.get("/v1/quarantine", params={"reason": "out_of_bounds"}).json()
+    assert [e["replayed_at"] for e in one_reason["items"]] == [None]
