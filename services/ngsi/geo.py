@@ -152,7 +152,7 @@ def _coordinates(geometry: str, text: str) -> tuple[Position | None, tuple[Polyg
         raise QueryError(f"coordinates are longer than {MAX_COORDINATES_CHARS} characters")
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[[... nested past the decoder's depth
         raise QueryError(f"coordinates are not a JSON array: {text[:80]!r}") from None
     if geometry == "Point":
         return _position(value), ()

@@ -448,7 +448,7 @@ def compile_id_pattern(pattern: str) -> re.Pattern[str]:
     _check_repeats(pattern)
     try:
         return re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:  # a{2**32} overflows
         raise QueryError(f"idPattern is not a regular expression: {exc}") from None
 
 

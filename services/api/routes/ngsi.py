@@ -2,19 +2,35 @@
 
 - ``GET /entities``: sensors' latest readings as their Smart Data Models (AirQualityObserved,
   NoiseLevelObserved, ...) and KPI values as ``KeyPerformanceIndicator``; filters ``type``,
-  ``id``, ``attrs``, ``q`` (simple comparisons joined by ``;``), ``limit`` (default 20, at most
-  1000), ``offset``, ``count=true`` (``NGSILD-Results-Count``) and ``options=keyValues``.
+  ``id``, ``idPattern`` (a regular expression found in the id; bounded, see
+  :func:`services.ngsi.models.compile_id_pattern`), ``attrs``, ``q`` (simple comparisons joined
+  by ``;``), a geo-query (``georel`` near;maxDistance==m / near;minDistance==m, within,
+  intersects, disjoint, equals, contains, overlaps; ``geometry`` Point, Polygon or MultiPolygon;
+  ``coordinates``; ``geoproperty``, default ``location``: see :mod:`services.ngsi.geo`),
+  ``limit`` (default 20, at most 1000), ``offset``, ``count=true`` (``NGSILD-Results-Count``) and
+  ``options=keyValues``.
 - ``GET /entities/{id}``: one entity, with the same ``attrs`` and ``options``.
-- ``GET /temporal/entities`` and ``/temporal/entities/{id}``: the aggregated temporal
-  representation of sensors' attributes over ``timerel=between`` ``timeAt`` .. ``endTimeAt``,
-  with ``aggrMethods`` (avg, min, max, sum, totalCount) per ``aggrPeriodDuration`` (PT1M, PT1H
-  or P1D), answered from the rollups exactly as ``/v1/sensors/{id}/readings`` is. A sensor with
-  no instance of the attributes asked in the range is left out (after ``limit``/``offset``,
-  which count sensors).
+- ``GET /temporal/entities`` and ``/temporal/entities/{id}``: sensors' attributes over time,
+  the sensors chosen by ``type``, ``id``, ``idPattern`` and a geo-query (on their latest state);
+  ``limit``/``offset`` count sensors, and a sensor with no instance of the attributes asked is
+  left out of a query. Two representations:
 
-Kept simple on purpose: ``q``, ``attrs`` or several types filter the entities in memory (a
-single type without them is paged in SQL); no geo-queries, no ``idPattern``, no unaggregated
-temporal values; entity types no model fits (DMA inflow, pressure) are not served.
+  - raw instances (no ``aggrMethods``): each attribute an array of
+    ``{"type": "Property", "value", "observedAt", "unitCode"}``, or with
+    ``options=temporalValues`` ``{"type": "Property", "values": [[value, observedAt], ...]}``;
+    ``timerel=before`` (strictly before ``timeAt``), ``after`` (strictly after) or ``between``
+    (``timeAt`` included, ``endTimeAt`` not), or no timerel for the whole history; ``lastN``
+    keeps the newest N (still oldest first). At most ``MAX_INSTANCES`` (1000) per attribute: past
+    that the answer is a 206 whose ``Content-Range: date-time <start>-<end>/*`` names the span
+    every attribute is complete over (with lastN, ``<newest>-<oldest>/<lastN>``); ask again with
+    ``timerel=after&timeAt=<end>`` (with lastN, ``before`` ``<oldest>``) for the rest.
+  - aggregated (``aggrMethods`` avg, min, max, sum, totalCount per ``aggrPeriodDuration`` PT1M,
+    PT1H or P1D, ``timerel=between`` only), answered from the rollups exactly as
+    ``/v1/sensors/{id}/readings`` is.
+
+Kept simple on purpose: ``q``, ``idPattern``, a geo-query, ``attrs`` or several types filter the
+entities in memory (a single type without them is paged in SQL); no ``q`` on temporal queries;
+entity types no model fits (DMA inflow, pressure) are not served.
 
 Errors are NGSI-LD ProblemDetails (``https://uri.etsi.org/ngsi-ld/errors/BadRequestData``,
 ``ResourceNotFound``, ``NotAcceptable``). ``Accept: application/ld+json`` puts ``@context`` in
@@ -63,13 +79,29 @@ _ONE = {"type": "object"}
 _ERRORS = responses(400, 401, 403, 406)
 
 
-def _documented(schema: dict[str, Any], *errors: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI responses: entities in either JSON form, and NGSI-LD problem details."""
-    ok = {
-        "description": "OK",
-        "content": {LD_JSON: {"schema": schema}, "application/json": {"schema": schema}},
+def _documented(
+    schema: dict[str, Any], *errors: int, partial: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: entities in either JSON form, and NGSI-LD problem details; with
+    ``partial``, the 206 of a temporal answer cut at MAX_INSTANCES."""
+    content = {LD_JSON: {"schema": schema}, "application/json": {"schema": schema}}
+    documented: dict[int | str, dict[str, Any]] = {
+        **_ERRORS,
+        **responses(*errors),
+        200: {"description": "OK", "content": content},
     }
-    return {**_ERRORS, **responses(*errors), 200: ok}
+    if partial:
+        documented[206] = {
+            "description": "Partial: more instances than one answer carries",
+            "content": content,
+            "headers": {
+                "Content-Range": {
+                    "description": "date-time <start>-<end>/<lastN or *>: the span complete",
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    return documented
 
 
 AGGREGATES = ("avg", "min", "max", "sum", "totalCount")
@@ -410,7 +442,10 @@ def _moment(value: str | None, name: str, timerel: str) -> datetime:
         raise bad_request(f"{name} is not an ISO 8601 date-time: {value!r}") from None
     if moment.tzinfo is None:
         raise bad_request(f"{name} must carry a time zone (Z or an offset): {value!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise bad_request(f"{name} is out of range: {value!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +498,7 @@ class TemporalQuery:
 Temporal = Annotated[TemporalQuery, Depends()]
 
 
-@router.get("/temporal/entities", responses=_documented(_LIST))
+@router.get("/temporal/entities", responses=_documented(_LIST, partial=True))
 def query_temporal(
     _: Reader,
     request: Request,
@@ -497,7 +532,7 @@ def query_temporal(
     return _temporal_reply(answer.entities, answer, ld)
 
 
-@router.get("/temporal/entities/{entity_id}", responses=_documented(_ONE, 404))
+@router.get("/temporal/entities/{entity_id}", responses=_documented(_ONE, 404, partial=True))
 def retrieve_temporal(
     _: Reader, request: Request, conn: Conn, entity_id: str, query: Temporal
 ) -> Response:

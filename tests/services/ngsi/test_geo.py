@@ -135,9 +135,19 @@ def test_ordinary_id_patterns_compile(pattern: str) -> None:
         ("(x{2,})+", "repeats"),
         (".*.*.*.*.*", "repetitions"),
         ("[", "regular expression"),
+        ("a{4294967296}", "regular expression"),
         ("a" * 257, "longer"),
     ],
 )
 def test_costly_or_broken_id_patterns_are_refused(pattern: str, word: str) -> None:
     with pytest.raises(QueryError, match=word):
         compile_id_pattern(pattern)
+
+
+@pytest.mark.parametrize("geometry", ["Point", "Polygon", "MultiPolygon"])
+@pytest.mark.parametrize(
+    "coordinates", ["[" * 5000 + "]" * 5000, "[NaN, 1]", "[1e400, 1]", "{}", "[true, 1]", "["]
+)
+def test_malformed_coordinates_are_a_query_error(geometry: str, coordinates: str) -> None:
+    with pytest.raises(QueryError):
+        geo.parse("intersects", geometry, coordinates)

@@ -1,9 +1,9 @@
 """Geo-queries and idPattern on the NGSI-LD subset, against a real database in both modes.
 
 The cities and queries are those of FIWARE/NGSI-LD_TestSuite's contextConsumption tests (ids in
-the test names): query_entities_geo_test.js 022-026, query_entities_errors_test.js 019-021, and
-query_entities_test.js 034-035 (idPattern). Its entities are written there through the API; this
-server is read-only, so they are registered sensors here, at the same coordinates.
+the test names): query_entities_geo_test.js 022-026, query_entities_errors_test.js 019-021 and
+query_entities_test.js 034-035 (idPattern) and 044 (near). The suite writes its entities through
+the API; this server is read-only, so they are registered sensors here, at the same coordinates.
 """
 
 from __future__ import annotations
@@ -97,6 +97,16 @@ def test_near_a_band_between_min_and_max_distance(reader: TestClient) -> None:
 
 
 POLYGON = "[[[-3.65,40.316667],[-3.85,40.416667],[-3.85,40.216667],[-3.65,40.316667]]]"
+
+
+def test_geo_query_near_044(reader: TestClient, api_db: Db) -> None:
+    # The suite's T_Query entity at [-30.01, 75.01], 1.1 km from the query's point.
+    api_db.execute(
+        "INSERT INTO sensors (id, kind, domain, interval_s, latitude, longitude) "
+        "VALUES ('greenland', 'noise', 'environment', 60, 75.01, -30.01)"
+    )
+    assert _near(reader, "near;maxDistance==3000", "[-30,75]") == [urn("greenland")]
+    assert _near(reader, "near;maxDistance==1000", "[-30,75]") == []
 
 
 def test_within_a_polygon_026(reader: TestClient) -> None:
