@@ -243,6 +243,13 @@ def convert(target: Target, value: float) -> float | int:
     return math.floor(scaled) if target.integer else scaled
 
 
+def attribute_value(target: Target, value: float) -> Any:
+    """One reading as the model's attribute value."""
+    if target.name == "phaseVoltage":  # the model's voltage is per phase
+        return {"L1": convert(target, value)}
+    return convert(target, value)
+
+
 @dataclass(frozen=True, slots=True)
 class Sensor:
     """What the registry knows of a sensor and its latest reading of each quantity."""
@@ -264,11 +271,14 @@ def observation(sensor: Sensor) -> Entity:
         if quantity not in sensor.latest:
             continue
         moment, value = sensor.latest[quantity]
-        if target.name == "phaseVoltage":  # the model's voltage is per phase
-            converted: Any = {"L1": convert(target, value)}
-        else:
-            converted = convert(target, value)
-        attrs.append(Attr(target.name, converted, observed_at=moment, unit_code=target.unit_code))
+        attrs.append(
+            Attr(
+                target.name,
+                attribute_value(target, value),
+                observed_at=moment,
+                unit_code=target.unit_code,
+            )
+        )
     attrs += [Attr(k, v) for k, v in model.constants.items()]
     if sensor.latitude is not None and sensor.longitude is not None:
         point = {"type": "Point", "coordinates": [sensor.longitude, sensor.latitude]}
@@ -417,3 +427,82 @@ def _holds(entity: Entity, term: Term) -> bool:
         "<=": actual <= expected,
     }
     return ordered[term.op]
+
+
+# --- idPattern -----------------------------------------------------------------------------------
+
+# Python's regular expressions backtrack and cannot be interrupted, so a pattern is bounded before
+# it runs against every id: its length, its repetitions, and no repeated group that itself repeats
+# or alternates (the shapes that backtrack exponentially, e.g. ``(a+)+`` or ``(a|a)*``).
+MAX_ID_PATTERN = 256
+MAX_REPEATS = 4
+
+
+def compile_id_pattern(pattern: str) -> re.Pattern[str]:
+    """``idPattern`` as a compiled regular expression (matched anywhere in an id, as a broker's
+    POSIX ``regexec`` does); QueryError when too long, too costly or not a regular expression."""
+    if not pattern:
+        raise QueryError("idPattern is empty")
+    if len(pattern) > MAX_ID_PATTERN:
+        raise QueryError(f"idPattern is longer than {MAX_ID_PATTERN} characters")
+    _check_repeats(pattern)
+    try:
+        return re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:  # a{2**32} overflows
+        raise QueryError(f"idPattern is not a regular expression: {exc}") from None
+
+
+def _check_repeats(pattern: str) -> None:
+    # One entry per open group: (whether it repeats something inside, whether it alternates).
+    groups: list[list[bool]] = [[False, False]]
+    repeats = 0
+    closed: list[bool] | None = None  # the group just closed, when the last atom was one
+    last_was_repeat = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        atom_closed: list[bool] | None = None
+        is_repeat = False
+        if char == "\\":
+            i += 1
+        elif char == "[":
+            i = _class_end(pattern, i)
+        elif char == "(":
+            groups.append([False, False])
+        elif char == ")":
+            if len(groups) > 1:
+                atom_closed = groups.pop()
+                if any(atom_closed):
+                    groups[-1][0] = groups[-1][0] or atom_closed[0]
+        elif char == "|":
+            groups[-1][1] = True
+        elif char in "*+?" or (char == "{" and re.match(r"\{\d*,?\d*\}", pattern[i:])):
+            lazy = char == "?" and last_was_repeat
+            opens_group = char == "?" and i > 0 and pattern[i - 1] == "("
+            if not lazy and not opens_group:
+                is_repeat = True
+                if char != "?":
+                    repeats += 1
+                if closed is not None and any(closed):
+                    raise QueryError("idPattern repeats a group that repeats or alternates")
+                groups[-1][0] = True
+            if char == "{":
+                i = pattern.index("}", i)
+        closed = atom_closed
+        last_was_repeat = is_repeat
+        i += 1
+    if repeats > MAX_REPEATS:
+        raise QueryError(f"idPattern has more than {MAX_REPEATS} repetitions (*, +, {{}})")
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """The index of the ``]`` closing the character class opened at ``start`` (the end of the
+    pattern when unclosed: re.compile then says what is wrong)."""
+    i = start + 1
+    if i < len(pattern) and pattern[i] == "^":
+        i += 1
+    if i < len(pattern) and pattern[i] == "]":
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 2 if pattern[i] == "\\" else 1
+    return i

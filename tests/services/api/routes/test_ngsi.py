@@ -1,8 +1,9 @@
 """The NGSI-LD subset at /ngsi-ld/v1 against a real database, in both storage modes.
 
 Cases follow FIWARE/NGSI-LD_TestSuite where they apply to a read-only server (its test numbers
-in the names): retrieve entity (052-056), query errors (005, 017, 018), pagination (027, 028);
-the temporal cases check the aggregated representation against the readings written.
+in the names): retrieve entity (052-056), query errors (005, 017, 018), pagination (027, 028),
+temporal retrieval (168); the temporal cases check the aggregated and raw representations
+against the readings written. Geo-queries and idPattern are in test_ngsi_geo.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.kinds import QUANTITIES
+from services.api.routes import ngsi
 from services.ngsi import models
 from services.storage import rollups
 from services.storage.modes import storage_mode
@@ -202,6 +204,8 @@ def test_query_by_type_limit_1_and_count_028(reader: TestClient) -> None:
 
 
 def test_query_by_id_and_q(reader: TestClient) -> None:
+    # The suite's 032 (by id), 036-037 (a condition over a value, with and without results) and
+    # 038 (and); 039-043 (or, parentheses, observedAt, sub-properties) are not in this subset.
     ids = "urn:ngsi-ld:NoiseLevelObserved:n-1,urn:ngsi-ld:TrafficFlowObserved:t-1"
     assert _ids(reader.get(f"{BASE}/entities", params={"id": ids})) == ids.split(",")
     loud = {"type": "NoiseLevelObserved", "q": "LAeq>60"}
@@ -364,5 +368,173 @@ def test_temporal_query_errors_are_bad_request_data(
     params.update(change)
     params = {k: v for k, v in params.items() if v is not None}
     response = reader.get(f"{BASE}/temporal/entities", params=params)
+    body = _problem(response, 400, "BadRequestData")
+    assert word in body["detail"]
+
+
+# --- temporal, raw instances ---------------------------------------------------------------------
+
+
+def _instants(attribute: list[dict[str, Any]]) -> list[str]:
+    return [i["observedAt"] for i in attribute]
+
+
+def _minute(i: int) -> str:
+    return _iso(START + timedelta(minutes=i))
+
+
+def test_raw_temporal_values_between_in_normalized_form(reader: TestClient) -> None:
+    response = reader.get(
+        f"{BASE}/temporal/entities",
+        params={
+            "type": "AirQualityObserved",
+            "timerel": "between",
+            "timeAt": _minute(10),
+            "endTimeAt": _minute(20),
+        },
+    )
+    assert response.status_code == 200, response.text
+    [entity] = response.json()  # aq-2 has no instance: left out
+    assert entity["id"] == AQ
+    assert entity["pm25"] == [
+        {"type": "Property", "value": pm25(i), "observedAt": _minute(i), "unitCode": "GQ"}
+        for i in range(10, 20)  # timeAt included, endTimeAt not
+    ]
+    assert [i["value"] for i in entity["pm10"]] == [40.0] * 10
+
+
+def test_raw_temporal_values_in_the_simplified_form(reader: TestClient) -> None:
+    response = reader.get(
+        f"{BASE}/temporal/entities/{AQ}",
+        params={
+            "attrs": "pm25",
+            "timerel": "before",
+            "timeAt": _minute(3),
+            "options": "temporalValues",
+        },
+        headers=LD,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"id", "type", "pm25", "@context"}
+    assert body["pm25"] == {
+        "type": "Property",
+        "values": [[pm25(i), _minute(i)] for i in range(3)],  # strictly before timeAt
+    }
+
+
+def test_retrieve_temporal_entity_168(reader: TestClient) -> None:
+    # No timerel: the whole history (180 readings, under the bound of one answer).
+    response = reader.get(f"{BASE}/temporal/entities/{AQ}")
+    assert response.status_code == 200, response.text
+    assert _instants(response.json()["pm25"]) == [_minute(i) for i in range(180)]
+    # An entity with no instance is still found, with no attribute.
+    response = reader.get(f"{BASE}/temporal/entities/{AQ2}")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"id": AQ2, "type": "AirQualityObserved"}
+
+
+def test_after_is_strict_and_last_n_takes_the_newest_oldest_first(reader: TestClient) -> None:
+    params = {"attrs": "pm25", "timerel": "after", "timeAt": _minute(170)}
+    after = reader.get(f"{BASE}/temporal/entities/{AQ}", params=params).json()
+    assert _instants(after["pm25"]) == [_minute(i) for i in range(171, 180)]
+    last = reader.get(f"{BASE}/temporal/entities/{AQ}", params={**params, "lastN": "3"})
+    assert last.status_code == 200  # lastN under the bound: complete, no Content-Range
+    assert "content-range" not in last.headers
+    assert _instants(last.json()["pm25"]) == [_minute(i) for i in (177, 178, 179)]
+    between = {"timerel": "between", "timeAt": _minute(0), "endTimeAt": _minute(50)}
+    last = reader.get(f"{BASE}/temporal/entities/{AQ}", params={**between, "lastN": "2"})
+    assert _instants(last.json()["pm10"]) == [_minute(48), _minute(49)]
+
+
+BIG = "urn:ngsi-ld:AirQualityObserved:aq-big"
+
+
+@pytest.fixture
+def big(api_db: Db, database_url: str, city: None) -> datetime:
+    """aq-big: 1100 pm25 readings a minute from its start (returned) and 50 pm10 readings from
+    minute 990; more than one answer carries (MAX_INSTANCES)."""
+    key = _sensor(api_db, "aq-big", "air_quality", "environment")
+    first = START - timedelta(days=1)
+    q25, q10 = QUANTITIES["pm25"].key, QUANTITIES["pm10"].key
+    rows = [((first + timedelta(minutes=i)).timestamp(), key, q25, float(i)) for i in range(1100)]
+    rows += [
+        ((first + timedelta(minutes=i)).timestamp(), key, q10, float(i)) for i in range(990, 1040)
+    ]
+    with psycopg.connect(database_url) as conn:
+        ReadingWriter(conn, storage_mode(conn)).write(rows)
+        conn.commit()
+    return first
+
+
+def test_past_the_bound_a_206_names_the_complete_span_and_the_rest_follows(
+    reader: TestClient, big: datetime
+) -> None:
+    assert ngsi.MAX_INSTANCES == 1000
+    params = {"timerel": "after", "timeAt": _iso(big - timedelta(seconds=1))}
+    response = reader.get(f"{BASE}/temporal/entities/{BIG}", params=params)
+    assert response.status_code == 206, response.text
+    cut = big + timedelta(minutes=999)  # pm25's 1000th instance
+    assert response.headers["content-range"] == f"date-time {params['timeAt']}-{_iso(cut)}/*"
+    body = response.json()
+    assert len(body["pm25"]) == 1000
+    # pm10 is cut at the same instant, so the answer is complete up to it.
+    assert [i["value"] for i in body["pm10"]] == [float(i) for i in range(990, 1000)]
+    rest = reader.get(
+        f"{BASE}/temporal/entities/{BIG}", params={"timerel": "after", "timeAt": _iso(cut)}
+    )
+    assert rest.status_code == 200, rest.text
+    for name, count in (("pm25", 1100), ("pm10", 50)):
+        seen = _instants(body[name]) + _instants(rest.json()[name])
+        assert len(seen) == len(set(seen)) == count
+
+
+def test_last_n_past_the_bound_is_cut_to_the_newest(reader: TestClient, big: datetime) -> None:
+    response = reader.get(
+        f"{BASE}/temporal/entities/{BIG}", params={"attrs": "pm25", "lastN": "1050"}
+    )
+    assert response.status_code == 206, response.text
+    values = [i["value"] for i in response.json()["pm25"]]
+    assert values == [float(i) for i in range(100, 1100)]
+    newest, oldest = big + timedelta(minutes=1099), big + timedelta(minutes=100)
+    assert response.headers["content-range"] == f"date-time {_iso(newest)}-{_iso(oldest)}/1050"
+
+
+def test_a_cut_applies_across_entities_of_a_query(reader: TestClient, big: datetime) -> None:
+    response = reader.get(
+        f"{BASE}/temporal/entities",
+        params={"type": "AirQualityObserved", "attrs": "pm25", "timerel": "before",
+                "timeAt": _iso(NOW)},
+    )  # fmt: skip
+    assert response.status_code == 206, response.text
+    # aq-big's cut falls before aq-1's first reading: aq-1 comes on the next page.
+    assert [e["id"] for e in response.json()] == [BIG]
+    # No timeAt to start from: the span starts at the first instance sent.
+    cut = big + timedelta(minutes=999)
+    assert response.headers["content-range"] == f"date-time {_iso(big)}-{_iso(cut)}/*"
+
+
+@pytest.mark.parametrize(
+    ("params", "word"),
+    [
+        ({"timerel": "after"}, "timeAt"),
+        ({"timerel": "after", "timeAt": _iso(START), "endTimeAt": _iso(NOW)}, "endTimeAt"),
+        ({"timeAt": _iso(START)}, "timerel"),
+        ({"timerel": "around", "timeAt": _iso(START)}, "timerel"),
+        ({"timerel": "before", "timeAt": "0001-01-01T00:00:00+01:00"}, "range"),
+        ({"lastN": "0"}, "lastN"),
+        ({"lastN": "many"}, "lastN"),
+        ({"options": "sideways"}, "temporalValues"),
+        ({"timeproperty": "modifiedAt"}, "observedAt"),
+        ({"q": "pm25>3"}, "q"),
+        ({"aggrMethods": "avg", "aggrPeriodDuration": "PT1H", "lastN": "3"}, "lastN"),
+    ],
+)
+def test_raw_temporal_query_errors_are_bad_request_data(
+    reader: TestClient, params: dict[str, str], word: str
+) -> None:
+    response = reader.get(
+        f"{BASE}/temporal/entities", params={"type": "AirQualityObserved", **params}
+    )
     body = _problem(response, 400, "BadRequestData")
     assert word in body["detail"]
