@@ -192,13 +192,17 @@ def test_erasure_keeping_the_rollups(city: City) -> None:
     assert _ict1(city.conn, RECENT) == 50.0
 
 
+@pytest.mark.parametrize("skip", [True, False], ids=["skip-invalidation", "forget-per-batch"])
 def test_a_refresh_between_erasure_batches_leaves_the_kept_rollups(
-    city: City, database_url: str, monkeypatch: pytest.MonkeyPatch
+    city: City, database_url: str, monkeypatch: pytest.MonkeyPatch, skip: bool
 ) -> None:
     """Review finding: with TimescaleDB each committed batch of a kept erasure logged its
     invalidation, and a refresh before the erasure forgot them (a policy job, ingestion's minute
     round, here both on another connection after every batch) rebuilt the kept buckets from
-    the partly erased raw rows."""
+    the partly erased raw rows. ``forget-per-batch``: TimescaleDB before 2.28, without
+    ``timescaledb.skip_cagg_invalidation``."""
+    if not skip:
+        monkeypatch.setattr(erasure, "_can_skip_invalidation", lambda conn: False)
     keys = _meters(city)
     for key in keys[:2]:
         _hourly(city, key, RECENT)
