@@ -117,7 +117,9 @@ class Policy:
 
 
 def policy(settings: Settings) -> Policy:
-    """The policy the settings give: the worker validates and a replay re-validates with it."""
+    """The policy the settings give: the worker validates and a replay re-validates with it.
+    URBANPULSE_RETENTION is only the window of a sensor the snapshot gives no retention of its
+    own (``Sensor.raw_kept``); the sensor directory gives every sensor its policies'."""
     return Policy(
         max_future_s=settings.max_future_skew.total_seconds(),
         max_age_s=settings.retention.total_seconds(),
