@@ -3,6 +3,11 @@
 A sensor registered after the worker started is found on its first reading (one query for all
 the unknown ids of a batch); an id still unknown is not asked about again for
 ``negative_ttl_s``, so a misconfigured device cannot turn every message into a query.
+
+The retention policies come with every load (``retention_policies``): each sensor carries the
+raw retention of its quantities (``validate.Sensor.raw_kept``, resolved once per domain and
+kind), which is how old a reading of it may be. A policy changed is seen at the next reload,
+like a sensor re-kinded.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import psycopg
 
 from gateway.names import split_name
 from gateway.senml import Record
+from services.storage import retention
+from services.storage.retention_policy import Key
+from services.storage.retention_policy import Policy as RetentionPolicy
 
-from .validate import Sensor
+from .validate import RawKept, Sensor, raw_kept
 
-_SELECT = "SELECT key, id, kind, gateway_id, status, interval_s, lanes, rated_max FROM sensors"
+_SELECT = (
+    "SELECT key, id, kind, gateway_id, status, interval_s, lanes, rated_max, domain FROM sensors"
+)
 
 
 class SensorDirectory:
@@ -36,6 +46,8 @@ class SensorDirectory:
         self.reload_every_s = reload_every_s
         self._loaded_at = 0.0
         self.snapshot: dict[str, Sensor] = {}
+        self.policies: dict[Key, RetentionPolicy] = {}
+        self._kept: dict[tuple[str, str], tuple[RawKept, ...]] = {}  # (domain, kind) -> kept
         # Bumped whenever the snapshot changes, so cached resolutions can be dropped.
         self.version = 0
         self._known_names: set[str] = set()  # record names whose sensor is in the snapshot
@@ -44,8 +56,10 @@ class SensorDirectory:
 
     def load(self) -> None:
         rows = self.conn.execute(_SELECT).fetchall()
+        self.policies = retention.policies(self.conn)
         self.conn.commit()
-        self.snapshot = {sensor.id: sensor for sensor in map(_sensor, rows)}
+        self._kept.clear()
+        self.snapshot = {sensor.id: sensor for sensor in map(self._sensor, rows)}
         self._unknown.clear()
         self._known_names.clear()
         self._loaded_at = time.monotonic()
@@ -75,23 +89,26 @@ class SensorDirectory:
         # End the read-only transaction: a connection idle in one holds a lock that would
         # block any later ALTER TABLE sensors (a migration) and everything queued behind it.
         self.conn.commit()
-        for sensor in map(_sensor, rows):
+        for sensor in map(self._sensor, rows):
             self.snapshot[sensor.id] = sensor
             missing.discard(sensor.id)
             self.version += 1
         for sensor_id in missing:
             self._unknown[sensor_id] = now
 
-
-def _sensor(row: tuple[Any, ...]) -> Sensor:
-    key, sensor_id, kind, gateway_id, status, interval_s, lanes, rated_max = row
-    return Sensor(
-        key=key,
-        id=sensor_id,
-        kind=kind,
-        gateway_id=gateway_id,
-        status=status,
-        interval_s=interval_s,
-        lanes=lanes,
-        rated_max=rated_max,
-    )
+    def _sensor(self, row: tuple[Any, ...]) -> Sensor:
+        key, sensor_id, kind, gateway_id, status, interval_s, lanes, rated_max, domain = row
+        kept = self._kept.get((domain, kind))
+        if kept is None:
+            kept = self._kept[domain, kind] = raw_kept(self.policies, domain, kind)
+        return Sensor(
+            key=key,
+            id=sensor_id,
+            kind=kind,
+            gateway_id=gateway_id,
+            status=status,
+            interval_s=interval_s,
+            lanes=lanes,
+            rated_max=rated_max,
+            raw_kept=kept,
+        )

@@ -2,6 +2,12 @@
 
 Pure: records and a registry snapshot in, rows to store and rejects to quarantine out. A bad
 record never spoils its pack: the good records of the same pack are still stored.
+
+How old a reading may be is its series' raw retention (``retention_policies``, issue 16): a
+reading the retention would remove at once cannot be kept, and one within a longer policy is
+kept even past the default. The snapshot carries it per sensor and quantity
+(:func:`raw_kept`, resolved once per domain and kind when the snapshot loads); a sensor without
+it (a snapshot made by hand) falls back to ``Policy.max_age_s``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import TYPE_CHECKING
 from gateway.kinds import KINDS, MAX_VEHICLES_PER_LANE_SECOND, QUANTITIES, Quantity
 from gateway.names import split_name
 from gateway.senml import Record
+from services.storage.retention_policy import Key, resolve
+from services.storage.retention_policy import Policy as RetentionPolicy
 from services.storage.writer import ExtraReading, Reading
 
 if TYPE_CHECKING:  # the settings only as a type: the validator stays free of their loading
@@ -49,6 +57,32 @@ class Reason(StrEnum):
     CONFLICT = "conflict"
 
 
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawKept:
+    """How long the raw readings of one quantity of a sensor are kept, and which retention
+    policy says so ("default", "kind electricity_meter", "quantity energy"...)."""
+
+    quantity: str
+    days: int
+    policy: str
+
+
+def raw_kept(
+    policies: Mapping[Key, RetentionPolicy], domain: str, kind: str
+) -> tuple[RawKept, ...]:
+    """The raw retention of each quantity a sensor of ``domain`` and ``kind`` measures."""
+    found = KINDS.get(kind)
+    out = []
+    for quantity in found.quantities if found else ():
+        chosen = resolve(policies, domain, kind, quantity)
+        label = chosen.scope if chosen.scope == "default" else f"{chosen.scope} {chosen.name}"
+        out.append(RawKept(quantity, chosen.raw_days, label))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Sensor:
     """What validation needs to know of a registered sensor."""
@@ -61,6 +95,8 @@ class Sensor:
     interval_s: float = 60.0
     lanes: int | None = None
     rated_max: float | None = None
+    # Per quantity, from the retention policies; empty: ``Policy.max_age_s`` for all.
+    raw_kept: tuple[RawKept, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +112,14 @@ class Policy:
     # Clock skew tolerated into the future. Seconds: minutes let a spoofer store values ahead
     # of the real readings (URBANPULSE_MAX_FUTURE_SKEW).
     max_future_s: float = 10.0
-    max_age_s: float = 400 * 86400.0  # the retention window: older cannot be kept anyway
+    # The retention window of a sensor whose snapshot does not say its own (``Sensor.raw_kept``).
+    max_age_s: float = 400 * DAY_S
 
 
 def policy(settings: Settings) -> Policy:
-    """The policy the settings give: the worker validates and a replay re-validates with it."""
+    """The policy the settings give: the worker validates and a replay re-validates with it.
+    URBANPULSE_RETENTION is only the window of a sensor the snapshot gives no retention of its
+    own (``Sensor.raw_kept``); the sensor directory gives every sensor its policies'."""
     return Policy(
         max_future_s=settings.max_future_skew.total_seconds(),
         max_age_s=settings.retention.total_seconds(),
@@ -117,18 +156,19 @@ class Validator:
         received_at: float,
     ) -> Validated:
         out = Validated()
-        earliest = received_at - self.policy.max_age_s
         latest = received_at + self.policy.max_future_s
+        max_age_s = self.policy.max_age_s
         names = self._cache.setdefault(gateway_id, {})
         rows, rejects = out.rows, out.rejects
         for index, record in enumerate(records):
             target = names.get(record.name)
             if target is None:
-                target = names[record.name] = _resolve(gateway_id, record.name, sensors)
+                target = names[record.name] = _resolve(gateway_id, record.name, sensors, max_age_s)
             if isinstance(target, Reject):
                 rejects.append(replace(target, index=index))
                 continue
             time = record.time
+            earliest = received_at - target.max_age_s
             if not earliest <= time <= latest:
                 reason = Reason.TIME_IN_FUTURE if time > latest else Reason.TIME_TOO_OLD
                 rejects.append(
@@ -136,7 +176,8 @@ class Validator:
                         index,
                         target.sensor.id,
                         reason,
-                        f"time {time:.3f} outside [{earliest:.0f}, {latest:.0f}]",
+                        f"time {time:.3f} outside [{earliest:.0f}, {latest:.0f}]"
+                        + (target.kept if reason is Reason.TIME_TOO_OLD else ""),
                     )
                 )
                 continue
@@ -175,9 +216,13 @@ class _Target:
     quantity: Quantity
     low: float
     high: float
+    max_age_s: float  # the series' raw retention
+    kept: str = ""  # what a reading too old is told: the policy behind ``max_age_s``
 
 
-def _resolve(gateway_id: str, name: str, sensors: Mapping[str, Sensor]) -> _Target | Reject:
+def _resolve(
+    gateway_id: str, name: str, sensors: Mapping[str, Sensor], max_age_s: float
+) -> _Target | Reject:
     parts = split_name(name)
     if parts is None:
         return Reject(-1, None, Reason.BAD_NAME, f"name {name!r} is not <sensor_id>/<quantity>")
@@ -217,7 +262,16 @@ def _resolve(gateway_id: str, name: str, sensors: Mapping[str, Sensor]) -> _Targ
         high = min(high, sensor.rated_max)
     if quantity_name == "count" and sensor.lanes:
         high = min(high, MAX_VEHICLES_PER_LANE_SECOND * sensor.lanes * sensor.interval_s)
-    return _Target(sensor, QUANTITIES[quantity_name], bounds.low, high)
+    kept = ""
+    for series in sensor.raw_kept:
+        if series.quantity == quantity_name:
+            max_age_s = series.days * DAY_S
+            kept = (
+                f": raw {quantity_name} readings of a {sensor.kind} are kept {series.days} days "
+                f"(retention policy {series.policy})"
+            )
+            break
+    return _Target(sensor, QUANTITIES[quantity_name], bounds.low, high, max_age_s, kept)
 
 
 def _extra(index: int, record: Record, target: _Target, out: Validated) -> Reject | None:

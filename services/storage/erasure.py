@@ -8,10 +8,15 @@ delete readings itself. The range is bounded by ``max_span``.
 
 ``rollups="keep"`` leaves the rollups as they were: they are brought up to date over the range
 first (so that what is kept is complete), and the deletion is kept from reaching them. In
-TimescaleDB mode that means removing the invalidations the deletion logged for the 1-minute
-aggregate (a refresh would otherwise rebuild those buckets from what remains); a reading written
-into the same range by someone else while the erasure runs loses its invalidation the same way
-and reaches the rollups only with a later refresh of that range.
+TimescaleDB mode a deletion logs an invalidation when its transaction commits, and any refresh
+that sees it (a policy job, ingestion's minute round) rebuilds those buckets from what remains;
+with batches committed one by one, a refresh between two batches rebuilt the kept buckets from
+partly erased rows. So each batch deletes with ``timescaledb.skip_cagg_invalidation`` set for
+its transaction (TimescaleDB 2.28 on): it logs nothing, and no refresh, during the erasure or
+after, can see it. A concurrent writer's invalidations in the range are left alone. Older
+TimescaleDB lacks that setting: there the invalidations are forgotten after every batch
+(``urbanpulse_forget_invalidations``, which also forgets a concurrent writer's), which narrows
+the race to the moment between a batch's commit and that call but cannot close it.
 
 ``rollups="recompute"`` takes the sensor's data out of the rollups too: every bucket the range
 touches is recomputed from what remains. Partition mode does it for the sensor alone;
@@ -22,6 +27,7 @@ rows: an older edge bucket rebuilt from raw rows that are gone would lose what w
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,11 +128,11 @@ def erase(
                 conn.rollback()
     erasure_id = _record(conn, request)
     touched = _sensor_buckets(conn, key, request) if request.rollups == "recompute" else 0
-    erased = _delete(conn, erasure_id, batch_rows)
+    keep = _Keep.NONE
     if request.rollups == "keep" and mode == "timescaledb":
-        conn.execute("SELECT urbanpulse_forget_invalidations(%s)", (erasure_id,))
-        conn.commit()
-    elif request.rollups == "recompute":
+        keep = _Keep.SKIP if _can_skip_invalidation(conn) else _Keep.FORGET
+    erased = _delete(conn, erasure_id, batch_rows, keep)
+    if request.rollups == "recompute":
         if mode == "timescaledb":
             _refresh(conn, request.start)
         else:
@@ -206,16 +212,42 @@ def _sensor_buckets(conn: Conn, key: int, request: Request) -> int:
     return total
 
 
-def _delete(conn: Conn, erasure_id: int, batch_rows: int) -> int:
+class _Keep(enum.Enum):
+    """How a TimescaleDB erasure keeping the rollups keeps its deletion from reaching them."""
+
+    NONE = "none"  # not needed: partition mode, or the rollups are recomputed
+    SKIP = "skip"  # the deletion logs no invalidation (timescaledb.skip_cagg_invalidation)
+    FORGET = "forget"  # older TimescaleDB: its invalidations are forgotten after each batch
+
+
+_SKIP_SETTING = "timescaledb.skip_cagg_invalidation"
+
+
+def _can_skip_invalidation(conn: Conn) -> bool:
+    row = conn.execute("SELECT current_setting(%s, true)", (_SKIP_SETTING,)).fetchone()
+    conn.commit()
+    return row is not None and row[0] is not None
+
+
+def _delete(conn: Conn, erasure_id: int, batch_rows: int, keep: _Keep = _Keep.NONE) -> int:
     """Delete the erasure's rows of both readings tables, in committed batches, through the
     function that allows only that (migration 0012: the API may not delete readings)."""
     done = 0
     while True:
-        row = conn.execute(
-            "SELECT urbanpulse_erase_batch(%s, %s)", (erasure_id, batch_rows)
-        ).fetchone()
-        conn.commit()
-        deleted = int(row[0]) if row else 0
+        deleted = _batch(conn, erasure_id, batch_rows, keep)
         done += deleted
         if deleted < batch_rows:
             return done
+
+
+def _batch(conn: Conn, erasure_id: int, batch_rows: int, keep: _Keep) -> int:
+    """One batch, committed; what it deleted."""
+    if keep is _Keep.SKIP:
+        # For this transaction only: a writer sharing the connection later logs as usual.
+        conn.execute("SELECT set_config(%s, 'on', true)", (_SKIP_SETTING,))
+    row = conn.execute("SELECT urbanpulse_erase_batch(%s, %s)", (erasure_id, batch_rows)).fetchone()
+    conn.commit()
+    if keep is _Keep.FORGET:
+        conn.execute("SELECT urbanpulse_forget_invalidations(%s)", (erasure_id,))
+        conn.commit()
+    return int(row[0]) if row else 0

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -156,9 +157,16 @@ def test_every_urbanpulse_command_is_a_real_command_of_the_installed_package() -
         for name, service in _services().items()
         if _ours(service) and "command" in service
     }
-    assert {"migrate", "ingest-1", "ingest-2", "api-1", "api-2", "monitor", "simulator"} <= set(
-        commands
-    )
+    assert {
+        "migrate",
+        "retention",
+        "ingest-1",
+        "ingest-2",
+        "api-1",
+        "api-2",
+        "monitor",
+        "simulator",
+    } <= set(commands)
     for name, argv in commands.items():
         # --help after the options: an unknown option or a bad value is still an error.
         result = subprocess.run(
@@ -456,32 +464,59 @@ def test_the_database_scripts_are_valid_shell() -> None:
         assert result.returncode == 0, (script, result.stderr)
 
 
-def _mounted_secrets(service: dict[str, Any]) -> set[str]:
-    """Where each of a service's secrets appears under /run/secrets/ (its target, or its name)."""
-    return {
-        spec if isinstance(spec, str) else spec.get("target", spec["source"])
-        for spec in service.get("secrets", [])
-    }
+def _mounted_secrets(service: Mapping[str, Any]) -> set[str]:
+    """The paths of the secret files compose mounts into ``service``."""
+    paths = set()
+    for secret in service.get("secrets", []):
+        target = secret if isinstance(secret, str) else secret.get("target") or secret["source"]
+        paths.add(target if target.startswith("/") else f"/run/secrets/{target}")
+    return paths
 
 
-def test_every_secret_file_a_service_names_is_mounted_in_it() -> None:
-    # The entrypoint exits when a *_FILE variable names a missing file, so one variable too many
-    # (inherited from the shared environment) stops the container.
+# The variables the image's entrypoint reads a file for (deploy/docker/entrypoint.sh), which
+# refuses to start when that file cannot be read.
+ENTRYPOINT_FILE = re.compile(r"(URBANPULSE_|PG)[A-Z0-9_]*_FILE")
+
+
+def test_every_secret_file_a_service_is_told_of_is_mounted_in_it() -> None:
+    """Review finding: the shared environment named the MQTT password file for every service,
+    and the migrate and monitor services, which mount no MQTT secret, would stop at the
+    entrypoint before their command ran."""
+    checked = 0
     for name, service in _services().items():
         if not _ours(service):
             continue
-        for key, value in (service.get("environment") or {}).items():
-            if key.endswith("_FILE") and str(value).startswith("/run/secrets/"):
-                secret = str(value).removeprefix("/run/secrets/")
-                assert secret in _mounted_secrets(service), (name, key, value)
+        files = {
+            key: value
+            for key, value in (service.get("environment") or {}).items()
+            if ENTRYPOINT_FILE.fullmatch(key)
+        }
+        assert sorted(set(files.values()) - _mounted_secrets(service)) == [], name
+        checked += len(files)
+    assert checked  # the check saw some
 
 
-def test_the_mounted_secret_check_catches_an_inherited_variable() -> None:
-    service = {"environment": {"URBANPULSE_MQTT_PASSWORD_FILE": "/run/secrets/mqtt_password"}}
-    assert "mqtt_password" not in _mounted_secrets(service | {"secrets": ["db_password"]})
-    assert "mqtt_password" in _mounted_secrets(
-        service | {"secrets": [{"source": "mqtt_api_password", "target": "mqtt_password"}]}
-    )
+def test_the_retention_policies_are_applied_every_hour_as_the_database_owner() -> None:
+    """In TimescaleDB mode only the owner of the hypertables and aggregates may drop chunks,
+    delete rollup rows and move the aggregates' refresh windows; the ingestion role, which
+    tries every hour, is refused (tests/deploy/test_roles.py). So a service of its own runs
+    ``urbanpulse retention apply`` in a loop as the login the migrations run as."""
+    services = _services()
+    retention, migrate = services["retention"], services["migrate"]
+    assert _ours(retention)
+    argv = retention["command"]
+    assert argv[:2] == ["retention", "apply"]
+    assert "--dry-run" not in argv
+    every = float(argv[argv.index("--every") + 1])
+    assert 60 <= every <= 86400  # at least daily, as the policies count in days
+    assert retention.get("restart", "unless-stopped") == "unless-stopped"
+    owner_url = migrate["environment"]["URBANPULSE_DATABASE_URL"]
+    assert retention["environment"]["URBANPULSE_DATABASE_URL"] == owner_url
+    assert urlsplit(_interpolate(owner_url)).username == "postgres"
+    password = retention["environment"]["PGPASSWORD_FILE"]
+    assert password == migrate["environment"]["PGPASSWORD_FILE"]
+    assert password in _mounted_secrets(retention)
+    assert retention["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_the_notifier_runs_as_the_monitor_with_the_egress_and_smtp_settings() -> None:

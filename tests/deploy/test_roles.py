@@ -30,6 +30,7 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from gateway import topics
+from gateway.kinds import QUANTITIES
 from gateway.senml import Record, encode
 from services.api.app import create_app
 from services.api.keys import create_key
@@ -38,9 +39,11 @@ from services.devstack.postgres import EmbeddedPostgres, _wheel_paths
 from services.ingest.worker import IngestWorker, WorkerConfig
 from services.kpi.alerts.defaults import install_defaults
 from services.settings import Settings
-from services.storage import migrate, partitions, rollups
+from services.storage import migrate, partitions, retention, rollups
 from services.storage.migrate import _alembic_config
+from services.storage.retention_policy import make_policy
 from services.storage.urls import libpq_url, sqlalchemy_url, with_database
+from services.storage.writer import ReadingWriter
 from tests.dashboards.panel_queries import refused_queries
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
@@ -250,6 +253,41 @@ def test_ingestion_works_under_its_role(
         created = partitions.maintain(url, now=ahead, ahead=3, retention_s=10 * 86400)
         assert created.created > 0
         assert created.dropped
+
+
+def test_retention_is_applied_by_ingestion_where_it_may_and_else_by_the_owner(
+    arranged: str, login: Login, storage_mode: str
+) -> None:
+    """Partition mode: ingestion's role owns the partitions and deletes rollup rows, so its
+    maintenance applies the policies. TimescaleDB: the chunks, the aggregates' rows and their
+    refresh jobs are the owner's, and the ingestion role is refused; deploy/compose.yaml runs
+    ``urbanpulse retention apply --every`` as the owner for that (tests/deploy/test_compose.py).
+    """
+    day = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
+    with psycopg.connect(libpq_url(arranged)) as conn:
+        row = conn.execute("SELECT key FROM sensors WHERE id = 'fdr-1'").fetchone()
+        assert row is not None
+        writer = ReadingWriter(conn, storage_mode)
+        voltage = QUANTITIES["voltage"].key
+        writer.write(
+            [((day + timedelta(hours=h)).timestamp(), row[0], voltage, 230.0) for h in range(24)]
+        )
+        retention.set_policy(conn, make_policy("kind", "feeder_meter", 5), "test")
+        conn.commit()
+    expired = "SELECT count(*) FROM readings WHERE time < now() - interval '5 days'"
+    assert _count(arranged, expired) == 24
+    with psycopg.connect(libpq_url(login("urbanpulse_ingest"))) as conn:
+        if storage_mode == "partitioned":
+            assert retention.apply(conn, storage_mode).raw_rows == 24
+        else:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                retention.apply(conn, storage_mode)
+    if storage_mode == "timescaledb":
+        assert _count(arranged, expired) == 24
+        result = CliRunner().invoke(cli, ["retention", "apply", "--database-url", arranged])
+        assert result.exit_code == 0, result.output
+        assert "removed: raw rows 24;" in result.output
+    assert _count(arranged, expired) == 0
 
 
 def test_the_api_works_under_its_role(

@@ -3,11 +3,13 @@
 urbanpulse retention set domain traffic --raw-days 30 --rollup-1m-years 1
 urbanpulse retention set default --raw-days 400
 urbanpulse retention apply --dry-run
+urbanpulse retention apply --every 3600     # for ever: deploy/compose.yaml's `retention` service
 """
 
 from __future__ import annotations
 
 import getpass
+import time
 from typing import Annotated
 
 import psycopg
@@ -109,12 +111,39 @@ def unset(scope: ScopeArg, name: NameArg = "", database_url: DatabaseOption = No
 @app.command()
 def apply(
     dry_run: Annotated[bool, typer.Option(help="count what would go, remove nothing")] = False,
+    every: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="apply again every SECONDS until stopped (a failed run is reported and tried "
+            "again then; a bounded run's rest goes on at once)",
+        ),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Remove what the policies expire now (the ingestion workers also do it every hour)."""
-    with _connect(database_url) as conn:
-        result = retention.apply(conn, storage_mode(conn), dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
+    """Remove what the policies expire now (the ingestion workers also do it every hour; in
+    TimescaleDB mode only the owner of the hypertables and aggregates may, so a deployment
+    under least-privilege roles runs this as the owner, with ``--every``)."""
+    if every is None:
+        with _connect(database_url) as conn:
+            _report(retention.apply(conn, storage_mode(conn), dry_run=dry_run))
+        return
+    while True:
+        complete = True
+        try:
+            with _connect(database_url) as conn:
+                result = retention.apply(conn, storage_mode(conn), dry_run=dry_run)
+            _report(result)
+            complete = result.complete
+        except psycopg.Error as exc:
+            # The database away or restarting: the service stays up and tries at the next run.
+            errors.print(f"[red]retention not applied: {exc}[/red]")
+        if complete:
+            time.sleep(every)
+
+
+def _report(result: retention.ApplyResult) -> None:
+    verb = "would remove" if result.dry_run else "removed"
     rollup_rows = ", ".join(f"{k} {v}" for k, v in result.rollup_rows.items())
     console.print(
         f"{verb}: raw rows {result.raw_rows}; rollup rows {rollup_rows}; "

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from gateway.errors import SenMLError
 from gateway.senml import Record
 from services.ingest.salvage import decode_salvaging
-from services.ingest.validate import Policy, Reason, Sensor, validate
+from services.ingest.validate import Policy, Reason, Sensor, raw_kept, validate
+from services.storage.retention_policy import make_policy
 
 NOW = 1_764_000_000.0
 SENSORS = {
@@ -139,3 +141,33 @@ def test_a_pack_with_too_many_bad_records_is_refused_whole() -> None:
         decode_salvaging(json.dumps(pack).encode(), NOW)
     assert info.value.index is None
     assert "more than 100 bad records" in str(info.value)
+
+
+def test_a_sensors_raw_retention_is_its_age_limit_whatever_the_policys_window() -> None:
+    """The snapshot's per-series retention (the policies: the kind's 2 days beats the domain's
+    1000) decides, not ``Policy.max_age_s``; a sensor without it keeps that window."""
+    policies = {
+        ("kind", "feeder_meter"): make_policy("kind", "feeder_meter", 2),
+        ("domain", "energy"): make_policy("domain", "energy", 1000),
+    }
+    sensors = {
+        "fdr-1": replace(SENSORS["fdr-1"], raw_kept=raw_kept(policies, "energy", "feeder_meter")),
+        "pv-1": replace(SENSORS["pv-1"], raw_kept=raw_kept(policies, "energy", "solar_inverter")),
+        "fdr-2": replace(SENSORS["fdr-1"], id="fdr-2", key=6),
+    }
+    records = [
+        _record("fdr-1/voltage", time=NOW - 3 * 86400),
+        _record("pv-1/power", value=10.0, unit="W", time=NOW - 900 * 86400),
+        _record("fdr-2/voltage", time=NOW - 401 * 86400),
+        _record("fdr-1/voltage", time=NOW - 86400),
+    ]
+    out = validate("gw-a", records, sensors, NOW, Policy(max_age_s=400 * 86400))
+    assert [(r.index, r.reason) for r in out.rejects] == [
+        (0, Reason.TIME_TOO_OLD),
+        (2, Reason.TIME_TOO_OLD),
+    ]
+    assert out.rejects[0].detail.endswith(
+        ": raw voltage readings of a feeder_meter are kept 2 days (retention policy kind "
+        "feeder_meter)"
+    )
+    assert [row[1] for row in out.rows] == [5, 1]

@@ -18,7 +18,7 @@ from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics
 from services.kpi import erasure as kpi_erasure
 from services.kpi.engine import compute
-from services.storage import erasure, retention
+from services.storage import erasure, retention, rollups
 from services.storage.retention_policy import make_policy
 
 from .conftest import City
@@ -75,22 +75,26 @@ def _refresh_everything(city: City) -> None:
     """Every refresh there is: ``rollups.refresh`` and, with TimescaleDB, each aggregate's own
     policy job run now (their windows are what must stop short of removed raw rows)."""
     city.refresh()
-    if city.mode != "timescaledb":
+    _run_refresh_jobs(city.conn, city.mode)
+
+
+def _run_refresh_jobs(conn: Conn, mode: str) -> None:
+    if mode != "timescaledb":
         return
     jobs = [
         r[0]
-        for r in city.conn.execute(
+        for r in conn.execute(
             "SELECT job_id FROM timescaledb_information.jobs "
             "WHERE proc_name = 'policy_refresh_continuous_aggregate' ORDER BY job_id"
         ).fetchall()
     ]
-    city.conn.commit()
-    city.conn.autocommit = True
+    conn.commit()
+    conn.autocommit = True
     try:
         for job in jobs:
-            city.conn.execute("CALL run_job(%s)", (job,))
+            conn.execute("CALL run_job(%s)", (job,))
     finally:
-        city.conn.autocommit = False
+        conn.autocommit = False
 
 
 def _request(sensor: str, start: datetime, end: datetime, rollups: str) -> erasure.Request:
@@ -181,6 +185,48 @@ def test_erasure_keeping_the_rollups(city: City) -> None:
         False,
     )
     assert done["finished_at"] is not None
+    assert _raw(city.conn, keys[1], RECENT) == 12
+    assert _rollups(city.conn) == before
+    _refresh_everything(city)
+    assert _rollups(city.conn) == before
+    assert _ict1(city.conn, RECENT) == 50.0
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["skip-invalidation", "forget-per-batch"])
+def test_a_refresh_between_erasure_batches_leaves_the_kept_rollups(
+    city: City, database_url: str, monkeypatch: pytest.MonkeyPatch, skip: bool
+) -> None:
+    """Review finding: with TimescaleDB each committed batch of a kept erasure logged its
+    invalidation, and a refresh before the erasure forgot them (a policy job, ingestion's minute
+    round, here both on another connection after every batch) rebuilt the kept buckets from
+    the partly erased raw rows. ``forget-per-batch``: TimescaleDB before 2.28, without
+    ``timescaledb.skip_cagg_invalidation``."""
+    if not skip:
+        monkeypatch.setattr(erasure, "_can_skip_invalidation", lambda conn: False)
+    keys = _meters(city)
+    for key in keys[:2]:
+        _hourly(city, key, RECENT)
+    before = _rollups(city.conn)
+    batches: list[int] = []
+    real_batch = erasure._batch
+
+    def batch_then_refresh(conn: Conn, *args: Any) -> int:
+        deleted = real_batch(conn, *args)
+        batches.append(deleted)
+        with psycopg.connect(database_url) as other:
+            rollups.refresh(other, city.mode)
+            _run_refresh_jobs(other, city.mode)
+        return deleted
+
+    monkeypatch.setattr(erasure, "_batch", batch_then_refresh)
+    done = erasure.erase(
+        city.conn,
+        city.mode,
+        _request("em-1", RECENT, RECENT + 12 * HOUR, "keep"),
+        max_span=SPAN,
+        batch_rows=5,
+    )
+    assert (batches, done["rows_erased"]) == ([5, 5, 2], 12)
     assert _raw(city.conn, keys[1], RECENT) == 12
     assert _rollups(city.conn) == before
     _refresh_everything(city)

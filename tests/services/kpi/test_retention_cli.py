@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import getpass
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from services.cli import app
-from services.storage import erasure
+from services.storage import erasure, retention
+from services.storage.retention_policy import make_policy
 
 from .conftest import City
 
+URBANPULSE = str(Path(sys.executable).parent / "urbanpulse")
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=10)
 
 
@@ -54,6 +60,44 @@ def test_set_show_apply_and_unset(city: City, database_url: str) -> None:
     assert code == 0, out
     code, out = _run(database_url, "retention", "unset", "kind", "electricity_meter")
     assert (code, "no policy for kind 'electricity_meter'" in out) == (1, True), out
+
+
+def test_apply_every_so_often_until_stopped(city: City, database_url: str) -> None:
+    """``--every``: a long-running service (deploy/compose.yaml's ``retention``) that applies
+    the policies again and again: a second expired day goes at the next run."""
+    city.district("d1")
+    meter = city.sensor("em-1", "electricity_meter", "d1")
+    retention.set_policy(city.conn, make_policy("kind", "electricity_meter", 5), "test")
+    city.conn.commit()
+
+    def raw() -> int:
+        row = city.conn.execute("SELECT count(*) FROM readings").fetchone()
+        city.conn.commit()
+        return int(str(row[0])) if row else -1
+
+    def gone_within(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while raw() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return raw() == 0
+
+    city.write([(meter, "energy", DAY + timedelta(hours=h), float(h)) for h in range(24)])
+    service = subprocess.Popen(
+        [URBANPULSE, "retention", "apply", "--every", "1", "--database-url", database_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert gone_within(30)
+        city.write([(meter, "energy", DAY - timedelta(days=1), 1.0)])
+        assert gone_within(30)
+        assert service.poll() is None  # still running
+    finally:
+        service.terminate()
+        output, _ = service.communicate(timeout=15)
+    assert "removed: raw rows 24;" in output
+    assert "removed: raw rows 1;" in output
 
 
 def test_erase_a_sensor_and_list_the_audit(city: City, database_url: str) -> None:
