@@ -22,6 +22,7 @@ No Typer here (``cli/quarantine.py`` is the shell); the caller owns the connecti
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -155,7 +156,7 @@ def replay(
     SenML times resolve as they did) and validated as of that time, against today's registry,
     with the gateway of its topic: a sensor registered since, or a kind corrected since, now
     passes; a sender's clock error stays one. A reading that has since aged past the retention
-    window (``policy.max_age_s`` before ``now``) is refused too: its partition is gone or going.
+    window of its series (its retention policy, from ``now``) is refused too: it would not be kept.
 
     Readings and the ``replayed_at`` marks are committed together, so an entry is replayed once;
     entries that still fail stay as they are and are returned with their reason of today.
@@ -266,11 +267,12 @@ def _revalidate(
     if checked.rejects:
         reject = checked.rejects[0]
         return StillBad(entry.id, reject.reason, reject.detail)
-    oldest = now - policy.max_age_s
-    if record.time < oldest:
-        return StillBad(
-            entry.id,
-            Reason.TIME_TOO_OLD,
-            f"time {record.time:.3f} is past the retention window now (before {oldest:.0f})",
-        )
+    # Aged past its series' raw retention since (the policy validation uses, from now): its
+    # rows would be deleted, or land in a partition already dropped. Only age is asked here.
+    aged = validate(
+        gateway, [record], registries[imported], now, replace(policy, max_future_s=math.inf)
+    )
+    if aged.rejects:
+        reject = aged.rejects[0]
+        return StillBad(entry.id, reject.reason, f"past the retention now: {reject.detail}")
     return checked.rows, checked.extras

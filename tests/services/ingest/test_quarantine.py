@@ -25,7 +25,9 @@ from services.ingest.salvage import decode_salvaging
 from services.ingest.sensor_directory import SensorDirectory
 from services.ingest.validate import Policy, Reason, validate
 from services.storage import quarantine as quarantine_table
+from services.storage import retention
 from services.storage.quarantine import QuarantineFilter
+from services.storage.retention_policy import make_policy
 from services.storage.writer import ReadingWriter
 
 from .conftest import MakeCity
@@ -294,16 +296,25 @@ def test_a_redelivered_message_quarantined_twice_is_stored_once(city: tuple[str,
 
 def test_time_is_judged_as_of_reception_and_retention_as_of_now(city: tuple[str, Conn]) -> None:
     _, conn = city
+    retention.set_policy(conn, make_policy("kind", "feeder_meter", 1), "test")
+    conn.commit()
     now = float(int(time.time()))
-    received = now - 7200
+    received = now - 1.5 * 86400
     # An hour ahead of the gateway's clock when received (in the past by now): still refused.
     _ingest(conn, topics.up_topic("gw-a"), _voltages("ghost-4", received + 3600, [1.0]), received)
-    # Fine when received, but past a one-hour retention window at replay time.
+    # Within the kind's one day of raw retention when received, past it by now (the default
+    # window, 400 days, would still keep it).
     _ingest(conn, topics.up_topic("gw-a"), _voltages("ghost-4", received - 60, [2.0]), received)
     _register(conn, "ghost-4")
-    result = quarantine.replay(conn, sensor_id="ghost-4", policy=Policy(max_age_s=3600), now=now)
+    result = quarantine.replay(conn, sensor_id="ghost-4", now=now)
     assert [bad.reason for bad in result.still_bad] == ["time_in_future", "time_too_old"]
     assert result.stored == 0
+    too_old = result.still_bad[1].detail
+    assert too_old.startswith("past the retention now: time ")
+    assert too_old.endswith("kept 1 days (retention policy kind feeder_meter)")
+
+    retention.set_policy(conn, make_policy("kind", "feeder_meter", 2), "test")
+    conn.commit()
     result = quarantine.replay(conn, sensor_id="ghost-4", now=now)
     assert (result.stored, [bad.reason for bad in result.still_bad]) == (1, ["time_in_future"])
 
