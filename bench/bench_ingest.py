@@ -3,7 +3,7 @@
 One ingestion worker (``python -m services.cli ingest``, its own process) reads SenML packs of
 feeder-meter voltages (2,000 sensors under one gateway, QoS 1) from a real Mosquitto and lands
 them in a real PostgreSQL (durable: fsync and synchronous_commit on). Publishers are separate
-processes (paho-mqtt, MQTT 5, QoS 1, 1,000 in flight, each pack numbered in user properties as
+processes (paho-mqtt, MQTT 5, QoS 1, 1,000 in flight, each pack numbered in a user property as
 a gateway numbers it, so the worker takes the pack-ledger path and sends receipts; payloads and
 properties built before the clock starts), so neither shares a GIL with the worker. Measured:
 
@@ -34,7 +34,12 @@ properties built before the clock starts), so neither shares a GIL with the work
                    counting that every reading published arrived.
 
     .venv/bin/python bench/bench_ingest.py [--quick] [--readings 1000000] [--profile DIR]
-        [--profile-gil] [--database-url URL] [--mqtt-url URL]
+        [--profile-gil] [--workers 1] [--end-to-end-only] [--database-url URL] [--mqtt-url URL]
+
+``--workers N`` runs N worker processes on one shared subscription (the CPU figures are their
+sum; memory and the profile are the first's). With more than one, arrival order no longer says
+when the last reading is in, so the end is the first ``count(*)`` (every 0.2 s) that finds them
+all. ``--end-to-end-only`` stops after the end-to-end runs (for iterating on the worker).
 
 Without URLs (or URBANPULSE_BENCH_DATABASE_URL / URBANPULSE_BENCH_MQTT_URL) it starts an
 embedded PostgreSQL with the durable settings of `urbanpulse up` and Mosquitto with the
