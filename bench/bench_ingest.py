@@ -3,7 +3,7 @@
 One ingestion worker (``python -m services.cli ingest``, its own process) reads SenML packs of
 feeder-meter voltages (2,000 sensors under one gateway, QoS 1) from a real Mosquitto and lands
 them in a real PostgreSQL (durable: fsync and synchronous_commit on). Publishers are separate
-processes (paho-mqtt, MQTT 5, QoS 1, 1,000 in flight, each pack numbered in user properties as
+processes (paho-mqtt, MQTT 5, QoS 1, 1,000 in flight, each pack numbered in a user property as
 a gateway numbers it, so the worker takes the pack-ledger path and sends receipts; payloads and
 properties built before the clock starts), so neither shares a GIL with the worker. Measured:
 
@@ -34,7 +34,12 @@ properties built before the clock starts), so neither shares a GIL with the work
                    counting that every reading published arrived.
 
     .venv/bin/python bench/bench_ingest.py [--quick] [--readings 1000000] [--profile DIR]
-        [--profile-gil] [--database-url URL] [--mqtt-url URL]
+        [--profile-gil] [--workers 1] [--end-to-end-only] [--database-url URL] [--mqtt-url URL]
+
+``--workers N`` runs N worker processes on one shared subscription (the CPU figures are their
+sum; memory and the profile are the first's). With more than one, arrival order no longer says
+when the last reading is in, so the end is the first ``count(*)`` (every 0.2 s) that finds them
+all. ``--end-to-end-only`` stops after the end-to-end runs (for iterating on the worker).
 
 Without URLs (or URBANPULSE_BENCH_DATABASE_URL / URBANPULSE_BENCH_MQTT_URL) it starts an
 embedded PostgreSQL with the durable settings of `urbanpulse up` and Mosquitto with the
@@ -324,7 +329,9 @@ class Children:
 
 
 class Worker:
-    def __init__(self, database_url: str, mqtt_url: str, batch: int, flush_ms: float, log: Path):
+    def __init__(
+        self, database_url: str, mqtt_url: str, batch: int, flush_ms: float, log: Path, group: str
+    ) -> None:
         env = dict(os.environ)
         env.update(
             URBANPULSE_DATABASE_URL=database_url,
@@ -343,7 +350,7 @@ class Worker:
                     "--client-id",
                     f"bench-ingest-{uuid.uuid4().hex[:6]}",
                     "--group",
-                    f"bench{uuid.uuid4().hex[:6]}",
+                    group,
                     "--batch-records",
                     str(batch),
                     "--flush-ms",
@@ -415,9 +422,9 @@ class CpuMeter:
     _TICK = os.sysconf("SC_CLK_TCK")
 
     def __init__(
-        self, worker: Worker, pg: EmbeddedPostgres | None, broker: Mosquitto | None
+        self, workers: list[Worker], pg: EmbeddedPostgres | None, broker: Mosquitto | None
     ) -> None:
-        self.worker_pid = worker.process.pid
+        self.worker_pids = [worker.process.pid for worker in workers]
         self.postmaster = self.broker = None
         if pg is not None:
             self.postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
@@ -431,10 +438,10 @@ class CpuMeter:
         return int(fields[1]), (int(fields[11]) + int(fields[12])) / cls._TICK
 
     def read(self) -> tuple[float, float, float]:
-        """(worker, PostgreSQL, broker) CPU seconds so far. A backend that exited since the
+        """(workers, PostgreSQL, broker) CPU seconds so far. A backend that exited since the
         last read takes its share with it: the worker's connections and the server's own
         processes stay."""
-        worker = self._stat(self.worker_pid)[1]
+        worker = sum(self._stat(pid)[1] for pid in self.worker_pids)
         server = 0.0
         if self.postmaster is not None:
             for entry in Path("/proc").iterdir():
@@ -596,6 +603,7 @@ def end_to_end(
     publishers: int,
     t0: float,
     meter: CpuMeter,
+    workers: int = 1,
 ) -> tuple[Row, Row, str]:
     """The end-to-end row, the publishers' row, and the CPU each side spent per reading."""
     packs = readings // pack
@@ -623,13 +631,15 @@ def end_to_end(
     cpu = sum(r[2] for r in results)
     if count != children.readings:
         print(f"  ! packs of {pack}: {count:,} of {children.readings:,} readings stored")
-    e2e = Row("end to end, 1 worker", pack, count, packs, done - began)
+    e2e = Row(f"end to end, {workers} worker{'s' if workers > 1 else ''}", pack, count, packs,
+              done - began)  # fmt: skip
     name = f"  publishers alone (start to last PUBACK; their CPU {cpu:.1f} s)"
     worker_us, server_us, broker_us = (
         (a - b) * 1e6 / max(count, 1) for a, b in zip(after, before, strict=True)
     )
     spent = (
-        f"packs of {pack}: worker {worker_us:.1f} µs, PostgreSQL {server_us:.1f} µs (the "
+        f"packs of {pack}: worker{'s' if workers > 1 else ''} {worker_us:.1f} µs, "
+        f"PostgreSQL {server_us:.1f} µs (the "
         f"bench's polling included), broker {broker_us:.1f} µs, publishers "
         f"{cpu * 1e6 / max(count, 1):.1f} µs"
     )
@@ -851,7 +861,16 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, help="default 20")
     parser.add_argument("--outage-seconds", type=float, help="database down (default 10)")
     parser.add_argument("--outage-rate", type=float, default=10_000.0, help="readings/s")
-    parser.add_argument("--profile", type=Path, help="py-spy the worker (packs of 100) here")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on one shared subscription (memory, profile: the first's)",
+    )
+    parser.add_argument(
+        "--end-to-end-only", action="store_true", help="stop after the end-to-end runs"
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy the worker here (each pack size)")
     parser.add_argument(
         "--profile-gil", action="store_true", help="profile only the thread holding the GIL"
     )
@@ -869,6 +888,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     scratch.chmod(0o755)  # as root the server runs as another user, who must get through
     pg = broker = worker = sampler = None
+    workers: list[Worker] = []
     try:
         server = args.database_url
         if not server:
@@ -881,29 +901,37 @@ def main() -> None:
             mqtt_url = broker.url
         t0 = float(int(time.time()) - 3 * 3600)
         url, keys = setup_database(server, t0)
-        worker = Worker(url, mqtt_url, args.batch_records, args.flush_ms, scratch / "worker.log")
+        group = f"bench{uuid.uuid4().hex[:6]}"
+        for n in range(args.workers):
+            log = scratch / f"worker{n or ''}.log"
+            workers.append(Worker(url, mqtt_url, args.batch_records, args.flush_ms, log, group))
+        worker = workers[0]
         sampler = RssSampler(worker)
         idle_rss = worker.memory_kib("VmRSS")
         table: list[Row] = []
         e2e: dict[int, Row] = {}
-        meter = CpuMeter(worker, pg, broker)
+        meter = CpuMeter(workers, pg, broker)
         cpu_lines: list[str] = []
         for pack in (1, 10, 100):
             if pack == 100:
                 with connect(url) as conn:
                     conn.execute("SELECT pg_stat_statements_reset()")
-            with profiled(
-                args.profile if pack == 100 else None,
-                worker,
-                "worker_pack100",
-                gil=args.profile_gil,
-            ):
+            with profiled(args.profile, worker, f"worker_pack{pack}", gil=args.profile_gil):
                 row, publisher, spent = end_to_end(
-                    url, mqtt_url, keys, pack, loads[pack], args.publishers, t0, meter
-                )
+                    url, mqtt_url, keys, pack, loads[pack], args.publishers, t0, meter,
+                    args.workers,
+                )  # fmt: skip
             e2e[pack] = row
             cpu_lines.append(spent)
             table += [row, publisher]
+        if args.end_to_end_only:
+            print(f"\nend to end only: {args.workers} worker process(es), "
+                  f"{args.publishers} publishers; {os.cpu_count()} CPUs")  # fmt: skip
+            for r in table:
+                print(f"{r.name:<76}{r.pack:>5}{r.readings:>11,}{r.seconds:>9.2f}{r.rate:>12,.0f}")
+            for line in cpu_lines:
+                print(f"  {line}")
+            return
         statements = []
         with connect(url) as conn:
             statements = conn.execute(
@@ -945,7 +973,8 @@ def main() -> None:
             f"\ningest bench: {SENSORS:,} feeder meters, 1 gateway, QoS 1; PostgreSQL {version} "
             f"({'embedded' if pg else 'given'}, {sync}), "
             f"{'Mosquitto (embedded, shipped settings)' if broker else 'given broker'}; "
-            f"worker: 1 process, batch {args.batch_records:,} records / {args.flush_ms:g} ms; "
+            f"worker: {args.workers} process(es), batch {args.batch_records:,} records / "
+            f"{args.flush_ms:g} ms; "
             f"{args.publishers} publisher processes; {os.cpu_count()} CPUs"
         )
         ref = idempotent.rate
@@ -1037,12 +1066,12 @@ def main() -> None:
         for text, ok, value in targets:
             print(f"  {'PASS' if ok else 'FAIL'}  {text}: {value}")
         if args.profile:
-            print(f"\npy-spy profile of the worker (packs of 100): {args.profile}")
+            print(f"\npy-spy profiles of the worker (each pack size): {args.profile}")
     finally:
         if sampler is not None:
             sampler.close()
-        if worker is not None:
-            worker.stop()
+        for running in workers:
+            running.stop()
         if broker is not None:
             broker.close()
         if pg is not None:

@@ -158,6 +158,9 @@ def gateway_process(args: argparse.Namespace) -> None:
     )
     draining = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: draining.set())
+    # Until now SIGUSR1 would kill us: a gateway restarted just before the drain must say when
+    # it can take one.
+    steps.with_suffix(".ready").write_text(str(os.getpid()))
     publisher.start()
     with steps.open("a") as log:
         while not draining.is_set():
@@ -198,9 +201,11 @@ class Gateway:
             *([] if args.receipts else ["--no-receipts"]),
         ]
         self.log = scratch / f"gw-{index}.log"
+        self.ready = self.steps.with_suffix(".ready")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.ready.unlink(missing_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=out, stderr=out)
 
@@ -214,6 +219,11 @@ class Gateway:
         """Stop producing and wait for the outbox to empty; the exit code (0: drained)."""
         if self.process is None:
             return None
+        deadline = time.monotonic() + 60
+        while not self.ready.exists() and self.process.poll() is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
         self.process.send_signal(signal.SIGUSR1)
         try:
             return self.process.wait(300)

@@ -1,9 +1,13 @@
 """The ingestion service: MQTT to the data layer, at least once, exactly once in the table.
 
-``worker.py`` is the shell (the MQTT session, batching, the commit, acknowledgements and
-receipts); ``decode.py`` its pure core (decode, validate, salvage: bytes, a registry snapshot
-and a clock in, rows and quarantine entries out; ``validate_pack`` for one pack), over
-``salvage.py`` and ``validate.py``; ``retry.py`` the one retry policy for database work;
+``worker.py`` is the shell (its configuration, the batching loop and the threads, and
+acknowledging and sending receipts after each commit); ``session.py`` the MQTT 5 session (paho:
+connect, subscribe, deliver, acknowledge with the receiving connection's ids, publish);
+``commit.py`` the transaction (pack ledger, quarantine rows, registry updates, readings, the
+conflict fallback, retried while the database is away); ``decode.py`` its pure core (decode,
+validate, salvage: bytes, a registry snapshot and a clock in, rows and quarantine entries out;
+``validate_pack`` for one pack), over ``salvage.py`` and ``validate.py``; ``retry.py`` the one
+retry policy for database work; ``metrics.py`` its Prometheus metrics and plain counts;
 ``sensor_directory.py`` the worker's sensor directory; ``quarantine.py`` the quarantine's pure
 rules (the entries a message makes, and replay's decisions; the tables are storage's).
 

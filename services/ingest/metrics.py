@@ -1,9 +1,27 @@
 """Prometheus metrics of an ingestion worker (one registry per worker, so several can share a
-process in tests and each exposes its own)."""
+process in tests and each exposes its own), and its plain counters (:class:`Stats`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(slots=True)
+class Stats:
+    """A worker's counts as plain numbers (tests and benchmarks read them)."""
+
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    database_errors: int = 0
+    conflicts: int = 0
+    retained_ignored: int = 0
+    packs_replayed: int = 0  # numbered packs found in the ledger: nothing written
+    receipts: int = 0
 
 
 class IngestMetrics:

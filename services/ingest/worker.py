@@ -1,26 +1,24 @@
 """The ingestion worker: MQTT in, readings and quarantine out, acknowledged after commit.
 
-Three threads. paho's network thread only puts each message on a bounded queue; when the queue
-is full it waits, the broker's in-flight window fills, and the broker holds the rest (it never
-buffers without bound here). The main loop decodes and validates each message as it comes
-(``decode.py``, the pure core) into the next batch, and hands the batch to the committer as soon
-as the committer is free (or when it holds ``batch_records`` records): an idle worker writes a
-message at once, a busy one writes whatever came while it was busy in one transaction, so the
-batch grows with the load instead of waiting a fixed time. The committer writes readings and
-quarantine rows in one transaction, commits, and only then acknowledges the messages, in the
-order they came. While the database is away each step retries with one policy (``retry.py``).
+The shell that ties the parts together and owns the batching. Three threads:
+
+- paho's network thread (``session.py``, the MQTT 5 session) only puts each message on a bounded
+  queue; when the queue is full it waits, the broker's in-flight window fills, and the broker
+  holds the rest (nothing is buffered without bound here);
+- the batch loop (here, the caller's thread) decodes and validates each message as it comes
+  (``decode.py``, the pure core) into the next batch, and hands the batch to the committer as
+  soon as it is free (or when it holds ``batch_records`` records): an idle worker writes a
+  message at once, a busy one writes whatever came while it was busy in one transaction, so the
+  batch grows with the load instead of waiting a fixed time;
+- the committer (``commit.py``) writes the batch in one transaction (pack ledger, quarantine,
+  registry, readings), retrying while the database is away (``retry.py``), and only then does
+  this module acknowledge its messages, in the order they came, and send each gateway one
+  receipt naming its numbered packs now stored (``gateway.receipts``), so that it may delete
+  them from its outbox. Unnumbered packs (third-party devices) go as before.
+
+Decoding batch N+1 overlaps writing batch N: psycopg releases the GIL while PostgreSQL works.
 A crash at any point before the commit loses nothing (the broker redelivers) and a crash after
-it doubles nothing (writes are idempotent on (sensor, quantity, time)).
-
-Numbered packs (``gateway.receipts``: the gateway's outbox stream and sequence in MQTT 5 user
-properties) are claimed in the pack ledger (``services.storage.ledger``) in the same
-transaction: a pack already there (a redelivery, a gateway's resend) writes nothing. After the
-commit, each gateway gets one receipt per flush on its down topic naming the packs now stored,
-so it may delete them from its outbox. Unnumbered packs (third-party devices) go as before.
-
-Acknowledgements carry the message id of the connection that received them: after a reconnect
-the broker redelivers what was not acknowledged, so messages of an older connection are stored
-(idempotently) but never acknowledged with a stale id.
+it doubles nothing (the ledger, and writes idempotent on (sensor, quantity, time)).
 """
 
 from __future__ import annotations
@@ -30,40 +28,23 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import topics
-from gateway.receipts import encode_receipt
-from services.storage import ledger, registry
-from services.storage import quarantine as quarantine_store
 from services.storage.modes import storage_mode
-from services.storage.urls import libpq_url
-from services.storage.writer import ReadingWriter, WriteResult
 
-from .decode import (
-    GatewayStatus,
-    PendingSensor,
-    Prepared,
-    add_message,
-    open_message,
-    refused_by_storage,
-    with_conflicts,
-)
+from .commit import Batch, Committer, Conn, connect, reconnect
+from .decode import add_message, open_message
 from .maintenance import Maintenance
-from .metrics import IngestMetrics
-from .quarantine import Quarantined
+from .metrics import IngestMetrics, Stats
 from .retry import StoppedError, retry
 from .sensor_directory import SensorDirectory
-from .validate import Policy, Reason, Validator
+from .session import Message, MqttSession
+from .validate import Policy, Validator
+
+__all__ = ["IngestWorker", "Stats", "WorkerConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -113,180 +94,44 @@ class WorkerConfig:
     direct_copy: bool = True
 
 
-@dataclass(slots=True)
-class _Message:
-    connection: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_at: float
-    retained: bool = False
-    properties: list[tuple[str, str]] | None = None  # MQTT 5 user properties
-
-
-@dataclass(slots=True)
-class Stats:
-    messages: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    batches: int = 0
-    database_errors: int = 0
-    conflicts: int = 0
-    retained_ignored: int = 0
-    packs_replayed: int = 0  # numbered packs found in the ledger: nothing written
-    receipts: int = 0
-
-
-@dataclass(slots=True)
-class _Batch:
-    messages: list[_Message] = field(default_factory=list)
-    records: int = 0
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A batch with what decoding made of it, and its numbered packs committed so far."""
-
-    batch: _Batch
-    decoded: Prepared
-    # Numbered packs committed (stored now or before): (gateway id, stream) -> seqs.
-    done: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Session:
-    """The committer's connection and its writer, both replaced after an outage."""
-
-    conn: psycopg.Connection[tuple[object, ...]]
-    writer: ReadingWriter
-
-
 class IngestWorker:
     def __init__(self, config: WorkerConfig, metrics: IngestMetrics | None = None) -> None:
         self.config = config
         self.stats = Stats()
         self.metrics = metrics or IngestMetrics()
         # None on the message queue: the committer is waiting for work (see ``_commit_loop``).
-        self._queue: queue.Queue[_Message | None] = queue.Queue(config.queue_messages)
-        self._prepared: queue.Queue[_Prepared | None] = queue.Queue(1)
+        self._queue: queue.Queue[Message | None] = queue.Queue(config.queue_messages)
+        self._batches: queue.Queue[Batch | None] = queue.Queue(1)
         self._committer_idle = threading.Event()
-        self._connection = 0  # bumped at every CONNACK
-        self._subscribed = threading.Event()
         self._stop = threading.Event()
-        self._client = self._make_client()
+        self._session = MqttSession(
+            url=config.mqtt_url,
+            client_id=config.client_id,
+            inbox=self._queue,
+            closing=self._stop,
+            group=config.group,
+            session_expiry_s=config.session_expiry_s,
+            receive_maximum=config.receive_maximum,
+            username=config.username,
+            password=config.password,
+        )
         self._validator = Validator(config.policy)
         self._validator_version = -1
         self._retained_logged = False
-
-    # -- MQTT side (paho's network thread) ------------------------------------------------
-
-    def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
-        if self.config.username:
-            client.username_pw_set(self.config.username, self.config.password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        return client
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        _userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        _properties: object,
-    ) -> None:
-        if reason.is_failure:
-            # Not authorised, bad credentials...: paho retries; nothing is ingested meanwhile.
-            log.error("the broker refused the connection: %s", reason)
-            return
-        self._connection += 1
-        log.info(
-            "connected to %s (session present: %s)", self.config.mqtt_url, flags.session_present
-        )
-        filters = [topics.UP_FILTER, topics.STATUS_FILTER]
-        if self.config.group:
-            filters = [topics.shared(self.config.group, f) for f in filters]
-        client.subscribe([(f, 1) for f in filters])
-
-    def _on_subscribe(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _mid: int,
-        reasons: list[ReasonCode],
-        _properties: object,
-    ) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            # An ACL refusing the filter would otherwise mean a worker that ingests nothing.
-            log.error("the broker refused the subscription: %s", ", ".join(refused))
-            return
-        self._subscribed.set()
-
-    def _on_disconnect(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _flags: object,
-        reason: object,
-        _properties: object,
-    ) -> None:
-        if self._stop.is_set():
-            log.info("disconnected from the broker")
-        else:
-            log.warning("disconnected from the broker (%s); paho reconnects", reason)
-
-    def _on_message(
-        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
-    ) -> None:
-        item = _Message(
-            self._connection,
-            message.mid,
-            message.qos,
-            message.topic,
-            bytes(message.payload),
-            time.time(),
-            message.retain,
-            getattr(message.properties, "UserProperty", None),
-        )
-        # Back-pressure: wait here while the writer is behind; stop waiting on shutdown
-        # (the message is not acknowledged, so the broker redelivers it).
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    # -- writer side ------------------------------------------------------------------------
 
     def run(
         self, stop: threading.Event | None = None, on_ready: Callable[[], None] | None = None
     ) -> None:
         """Run until ``stop`` is set; then flush what was taken and disconnect."""
         stop = stop or threading.Event()
-        self._connect_mqtt()
-        conn = self._connect_database(stop)
-        registry_conn = self._connect_database(stop)
+        self._session.start()
+        conn = self._connect(stop)
+        registry_conn = self._connect(stop)
         committer: threading.Thread | None = None
         try:
             if conn is None or registry_conn is None:
                 return
             mode = storage_mode(conn)
-            writer = ReadingWriter(
-                conn, mode, live_events=self.config.live_events, direct=self.config.direct_copy
-            )
             sensors = SensorDirectory(registry_conn)
             maintenance = Maintenance(
                 self.config.database_url,
@@ -300,15 +145,24 @@ class IngestWorker:
                 ledger_retention_s=self.config.ledger_retention_s,
             )
             maintenance.start()
-            # Decoding and validating batch N+1 (here) overlaps writing batch N (there):
-            # psycopg releases the GIL while PostgreSQL works.
+            writes = Committer(
+                conn,
+                mode,
+                database_url=self.config.database_url,
+                on_error=self._count_error,
+                stats=self.stats,
+                metrics=self.metrics,
+                max_entries_per_message=self.config.max_entries_per_message,
+                live_events=self.config.live_events,
+                direct_copy=self.config.direct_copy,
+            )
             committer = threading.Thread(
-                target=self._commit_loop, args=(conn, writer, stop), name="commit", daemon=True
+                target=self._commit_loop, args=(writes, stop), name="commit", daemon=True
             )
             committer.start()
             conn = None  # the committer owns it now
             if on_ready is not None:
-                self._subscribed.wait(10)
+                self._session.subscribed.wait(10)
                 on_ready()
             try:
                 self._batch_loop(sensors, committer, stop)
@@ -320,28 +174,19 @@ class IngestWorker:
             log.info("stopped while the database was away; the broker keeps the rest")
         finally:
             self._stop.set()
-            self._client.disconnect()
-            self._client.loop_stop()
+            self._session.close()
             for connection in (conn, registry_conn):
                 if connection is not None:
                     connection.close()
 
-    def _connect_mqtt(self) -> None:
-        """Start connecting (paho retries in its thread): a persistent MQTT 5 session."""
-        url = urlsplit(self.config.mqtt_url)
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self.config.session_expiry_s
-        properties.ReceiveMaximum = self.config.receive_maximum
-        tls = url.scheme == "mqtts"
-        if tls:
-            self._client.tls_set()  # the system's CA store
-        self._client.connect_async(
-            url.hostname or "127.0.0.1",
-            url.port or (8883 if tls else 1883),
-            clean_start=False,
-            properties=properties,
-        )
-        self._client.loop_start()
+    def _connect(self, stop: threading.Event) -> Conn | None:
+        return connect(self.config.database_url, stop, self._count_error)
+
+    def _count_error(self, _exc: psycopg.OperationalError) -> None:
+        self.stats.database_errors += 1
+        self.metrics.database_errors.inc()
+
+    # -- the batch loop -------------------------------------------------------------------------
 
     def _batch_loop(
         self, sensors: SensorDirectory, committer: threading.Thread, stop: threading.Event
@@ -349,7 +194,7 @@ class IngestWorker:
         """Decode and validate each message as it comes into the next batch; hand the batch
         over when the committer is free (or the batch is full). On ``stop``, take no more and
         store (and acknowledge) what was already received."""
-        prepared = _Prepared(_Batch(), Prepared())
+        batch = Batch()
         first_at = 0.0
         while not stop.is_set():
             try:
@@ -357,12 +202,12 @@ class IngestWorker:
             except queue.Empty:
                 message = None
             if message is not None:
-                if not prepared.batch.messages:
+                if not batch.messages:
                     first_at = time.monotonic()
-                self._add(prepared, message, sensors, stop)
-            if self._ready(prepared.batch, first_at):
-                self._hand_over(prepared, committer)
-                prepared = _Prepared(_Batch(), Prepared())
+                self._add(batch, message, sensors, stop)
+            if self._ready(batch, first_at):
+                self._hand_over(batch, committer)
+                batch = Batch()
         self._stop.set()
         while True:
             try:
@@ -370,14 +215,14 @@ class IngestWorker:
             except queue.Empty:
                 break
             if message is not None:
-                self._add(prepared, message, sensors, stop)
-                if prepared.batch.records >= self.config.batch_records:
-                    self._hand_over(prepared, committer)
-                    prepared = _Prepared(_Batch(), Prepared())
-        if prepared.batch.messages:
-            self._hand_over(prepared, committer)
+                self._add(batch, message, sensors, stop)
+                if batch.records >= self.config.batch_records:
+                    self._hand_over(batch, committer)
+                    batch = Batch()
+        if batch.messages:
+            self._hand_over(batch, committer)
 
-    def _ready(self, batch: _Batch, first_at: float) -> bool:
+    def _ready(self, batch: Batch, first_at: float) -> bool:
         """Whether to hand ``batch`` over now: full, or the committer waits for it and nothing
         more is queued (or the queue has kept it growing for ``flush_ms``)."""
         if not batch.messages:
@@ -388,121 +233,30 @@ class IngestWorker:
             self._queue.empty() or time.monotonic() - first_at >= self.config.flush_ms / 1000
         )
 
-    def _hand_over(self, prepared: _Prepared | None, committer: threading.Thread) -> None:
+    def _hand_over(self, batch: Batch | None, committer: threading.Thread) -> None:
         # Bounded (one batch waiting): when the database is behind, this waits, the message
         # queue fills, and the broker holds the rest.
         self._committer_idle.clear()  # taken now: the next batch grows until it is free again
         while committer.is_alive():
             try:
-                self._prepared.put(prepared, timeout=0.2)
+                self._batches.put(batch, timeout=0.2)
                 return
             except queue.Full:
                 continue
-        if prepared is not None:
+        if batch is not None:
             raise StoppedError
 
-    def _commit_loop(
-        self,
-        conn: psycopg.Connection[tuple[object, ...]],
-        writer: ReadingWriter,
-        stop: threading.Event,
-    ) -> None:
-        try:
-            while True:
-                # Free: tell the batch loop, waking it if it waits for a message.
-                self._committer_idle.set()
-                with contextlib.suppress(queue.Full):  # full: it is busy and looks anyway
-                    self._queue.put_nowait(None)
-                if (prepared := self._prepared.get()) is None:
-                    break
-                conn, writer = self._store(prepared, conn, writer, stop)
-        except StoppedError:
-            log.info("stopped while the database was away; the broker keeps the rest")
-        finally:
-            conn.close()
-
-    def _store(
-        self,
-        prepared: _Prepared,
-        conn: psycopg.Connection[tuple[object, ...]],
-        writer: ReadingWriter,
-        stop: threading.Event,
-    ) -> tuple[psycopg.Connection[tuple[object, ...]], ReadingWriter]:
-        """Write a batch, retrying while the database is away; then acknowledge and receipt."""
-        session = _Session(conn, writer)
-        whole = True
-
-        def attempt() -> None:
-            nonlocal whole
-            started = time.perf_counter()
-            try:
-                if whole:
-                    self._write(prepared, session.conn, session.writer)
-                else:
-                    self._write_each(prepared, session.conn, session.writer)
-            except psycopg.OperationalError:
-                raise
-            except psycopg.Error:
-                # Not the database being away but something in the batch that PostgreSQL
-                # refuses and validation did not foresee. Retrying as is would loop forever:
-                # write it again message by message, quarantining only what is refused.
-                session.conn.rollback()
-                if not whole:
-                    raise
-                log.exception("batch refused by the database; writing it message by message")
-                whole = False
-                started = time.perf_counter()
-                self._write_each(prepared, session.conn, session.writer)
-            self.metrics.flush_seconds.observe(time.perf_counter() - started)
-
-        def reconnect() -> None:
-            session.conn = new = self._reconnect(session.conn, stop)
-            session.writer = ReadingWriter(
-                new,
-                storage_mode(new),
-                live_events=self.config.live_events,
-                direct=self.config.direct_copy,
-            )
-
-        # The database is away: keep the batch, hold the broker off, try again.
-        retry(
-            attempt, stop=stop, what="database error", on_error=self._count_error, recover=reconnect
-        )
-        self._acknowledge(prepared.batch)
-        self._send_receipts(prepared)
-        return session.conn, session.writer
-
-    def _count_error(self, _exc: psycopg.OperationalError) -> None:
-        self.stats.database_errors += 1
-        self.metrics.database_errors.inc()
-
-    def _send_receipts(self, prepared: _Prepared) -> None:
-        """One receipt per gateway stream for the whole flush, after its commit."""
-        if not self.config.receipts:
-            return
-        for (gateway_id, stream), seqs in prepared.done.items():
-            # QoS 1; a receipt lost anyway only makes the gateway resend, and the ledger
-            # answers the copy with another receipt.
-            self._client.publish(topics.down_topic(gateway_id), encode_receipt(stream, seqs), 1)
-            self.stats.receipts += 1
-            self.metrics.receipts_sent.inc()
-        prepared.done.clear()
-
     def _add(
-        self,
-        prepared: _Prepared,
-        message: _Message,
-        sensors: SensorDirectory,
-        stop: threading.Event,
+        self, batch: Batch, message: Message, sensors: SensorDirectory, stop: threading.Event
     ) -> None:
         """Add ``message`` to the batch: decode (``decode.open_message``), top the registry
         snapshot up with its unknown sensors (retried while the database is away), validate
         (``decode.add_message``)."""
 
-        def reconnect() -> None:
-            sensors.conn = self._reconnect(sensors.conn, stop)
+        def recover() -> None:
+            url = self.config.database_url
+            sensors.conn = reconnect(sensors.conn, url, stop, self._count_error)
 
-        batch, decoded = prepared.batch, prepared.decoded
         batch.messages.append(message)
         batch.records += max(1, message.payload.count(b"{"))
         taken = open_message(message)
@@ -523,13 +277,13 @@ class IngestWorker:
                 stop=stop,
                 what="registry lookup failed",
                 on_error=self._count_error,
-                recover=reconnect,
+                recover=recover,
             )
             if sensors.version != self._validator_version:
                 self._validator.clear()
                 self._validator_version = sensors.version
         add_message(
-            decoded,
+            batch.decoded,
             taken,
             sensors.snapshot,
             self._validator,
@@ -537,7 +291,7 @@ class IngestWorker:
             register_unknown=self.config.register_unknown,
         )
 
-    def _ignore_retained(self, message: _Message) -> None:
+    def _ignore_retained(self, message: Message) -> None:
         self.stats.retained_ignored += 1
         self.metrics.retained_ignored.inc()
         if not self._retained_logged:
@@ -550,198 +304,37 @@ class IngestWorker:
                 message.topic,
             )
 
-    def _write(
-        self,
-        prepared: _Prepared,
-        conn: psycopg.Connection[tuple[object, ...]],
-        writer: ReadingWriter,
-    ) -> None:
-        """The whole batch in one transaction."""
-        self._write_part(prepared, conn, writer, range(len(prepared.batch.messages)))
-        self.stats.batches += 1
+    # -- the committer's thread -----------------------------------------------------------------
 
-    def _write_each(
-        self,
-        prepared: _Prepared,
-        conn: psycopg.Connection[tuple[object, ...]],
-        writer: ReadingWriter,
-    ) -> None:
-        """Message by message, after PostgreSQL refused the batch: only the message it refuses
-        again goes to quarantine, whole, with the error; the others are stored."""
-        for index, message in enumerate(prepared.batch.messages):
-            one = range(index, index + 1)
-            try:
-                self._write_part(prepared, conn, writer, one)
-            except psycopg.OperationalError:
-                raise
-            except psycopg.Error as exc:
-                conn.rollback()
-                log.warning("message on %s refused by the database: %s", message.topic, exc)
-                gateway_id = prepared.decoded.gateway_ids[index]
-                replayed = self._claim(prepared, conn, one)
-                if not replayed:
-                    quarantine_store.store(conn, [refused_by_storage(message, gateway_id, exc)])
-                conn.commit()
-                self._done(prepared, one)
-                self.metrics.quarantined.labels(Reason.STORAGE_ERROR.value).inc()
-        self.stats.batches += 1
-
-    def _write_part(
-        self,
-        prepared: _Prepared,
-        conn: psycopg.Connection[tuple[object, ...]],
-        writer: ReadingWriter,
-        messages: range,
-    ) -> None:
-        """Write the batch's ``messages`` and commit; status and pending sensors go with the
-        last message of the batch.
-
-        The readings go last: writing them takes the events lock (``services.storage.events``),
-        which serialises every producer until this commit, so whatever does not depend on the
-        write (ledger, quarantine, registry) is done before it. Only conflicts, found by the
-        write, are handled under the lock (rare: a key stored with another value)."""
-        decoded = prepared.decoded
-        last = messages.stop == len(decoded.ends)
-        replayed = self._claim(prepared, conn, messages)
-        kept: Sequence[int] = messages
-        if replayed:
-            kept = [n for n in messages if n not in replayed]
-        rows, extras, items = decoded.part(kept)
-        item_ids = quarantine_store.store_ids(conn, items)
-        if last:
-            self._update_registry(conn, decoded.pending, decoded.status)
-        direct, fallback = writer.direct_batches, writer.fallback_batches
+    def _commit_loop(self, writes: Committer, stop: threading.Event) -> None:
         try:
-            written = writer.write(rows, extras)
+            while True:
+                # Free: tell the batch loop, waking it if it waits for a message.
+                self._committer_idle.set()
+                with contextlib.suppress(queue.Full):  # full: it is busy and looks anyway
+                    self._queue.put_nowait(None)
+                if (batch := self._batches.get()) is None:
+                    break
+                writes.store(batch, stop)
+                self._acknowledge(batch)
+                self._send_receipts(batch)
+        except StoppedError:
+            log.info("stopped while the database was away; the broker keeps the rest")
         finally:
-            # Counted even when the transaction fails later: each was a COPY attempt.
-            self.metrics.direct_batches.inc(writer.direct_batches - direct)
-            self.metrics.fallback_batches.inc(writer.fallback_batches - fallback)
-        if written.conflicts:
-            items = self._replace_with_conflicts(
-                prepared, conn=conn, kept=kept, items=items, item_ids=item_ids, written=written
-            )
-        conn.commit()
-        self._done(prepared, messages)
-        self.stats.packs_replayed += len(replayed)
-        self.metrics.packs_replayed.inc(len(replayed))
-        if last:
-            self.stats.messages += len(prepared.batch.messages)
-        quarantined = sum(len(item.entries) for item in items)
-        self.stats.stored += written.inserted
-        self.stats.duplicates += written.duplicates
-        self.stats.conflicts += len(written.conflicts)
-        self.stats.quarantined += quarantined
-        metrics = self.metrics
-        metrics.stored.inc(written.inserted)
-        metrics.duplicates.inc(written.duplicates)
-        metrics.conflicts.inc(len(written.conflicts))
-        metrics.batch_records.observe(written.received)
-        for item in items:
-            for entry in item.entries:
-                metrics.quarantined.labels(entry.reason).inc()
+            writes.close()
 
-    def _replace_with_conflicts(
-        self,
-        prepared: _Prepared,
-        *,
-        conn: psycopg.Connection[tuple[object, ...]],
-        kept: Sequence[int],
-        items: list[Quarantined],
-        item_ids: list[int],
-        written: WriteResult,
-    ) -> list[Quarantined]:
-        """Store again, with their conflict entries, the items of the messages whose readings
-        the key refused; return the batch part's items as they now stand."""
-        decoded = prepared.decoded
-        replaced = with_conflicts(
-            decoded,
-            prepared.batch.messages,
-            kept,
-            written.conflicts,
-            max_entries=self.config.max_entries_per_message,
-        )
-        wanted = set(kept)
-        numbers = [n for n in decoded.quarantined_message if n in wanted]  # parallel to items
-        quarantine_store.remove(
-            conn, [i for i, n in zip(item_ids, numbers, strict=True) if n in replaced]
-        )
-        new = list(replaced.values())
-        quarantine_store.store(conn, new)
-        return [i for i, n in zip(items, numbers, strict=True) if n not in replaced] + new
-
-    @staticmethod
-    def _update_registry(
-        conn: psycopg.Connection[tuple[object, ...]],
-        pending: set[PendingSensor],
-        status: list[GatewayStatus],
-    ) -> None:
-        registry.add_pending_sensors(conn, pending)
-        registry.record_gateway_status(conn, status)
-
-    @staticmethod
-    def _claim(
-        prepared: _Prepared, conn: psycopg.Connection[tuple[object, ...]], messages: Iterable[int]
-    ) -> set[int]:
-        """Claim the numbered packs among ``messages`` in the ledger; return the numbers of those
-        stored before (a message twice in one batch counts once: its first copy is new)."""
-        keys: dict[tuple[str, str, int], list[int]] = {}
-        oldest: dict[tuple[str, str, int], int] = {}
-        for number in messages:
-            found = prepared.decoded.numbered[number]
-            if found is not None:
-                identity = found.identity
-                key = (found.gateway_id, identity.stream, identity.seq)
-                keys.setdefault(key, []).append(number)
-                oldest[key] = identity.oldest
-        if not keys:
-            return set()
-        new = ledger.claim(conn, [(*key, oldest[key]) for key in keys])
-        replayed: set[int] = set()
-        for key, numbers in keys.items():
-            replayed.update(numbers if key not in new else numbers[1:])
-        return replayed
-
-    @staticmethod
-    def _done(prepared: _Prepared, messages: Iterable[int]) -> None:
-        for number in messages:
-            found = prepared.decoded.numbered[number]
-            if found is not None:
-                key = (found.gateway_id, found.identity.stream)
-                prepared.done.setdefault(key, []).append(found.identity.seq)
-
-    def _acknowledge(self, batch: _Batch) -> None:
-        current = self._connection
+    def _acknowledge(self, batch: Batch) -> None:
+        self._session.acknowledge(batch.messages)
         now = time.time()
         lag = self.metrics.ack_lag_seconds
         for message in batch.messages:
-            if message.connection == current and message.qos > 0:
-                self._client.ack(message.mid, message.qos)
             lag.observe(now - message.received_at)
         self.metrics.queue_depth.set(self._queue.qsize())
 
-    def _reconnect(
-        self, old: psycopg.Connection[tuple[object, ...]], stop: threading.Event
-    ) -> psycopg.Connection[tuple[object, ...]]:
-        """A new connection in place of ``old`` (closed); StoppedError if asked to stop first."""
-        new = self._connect_database(stop)
-        if new is None:
-            raise StoppedError
-        old.close()
-        return new
-
-    def _connect_database(
-        self, stop: threading.Event
-    ) -> psycopg.Connection[tuple[object, ...]] | None:
-        """A new connection, retried until it comes; None when asked to stop first."""
-        if stop.is_set():
-            return None
-        try:
-            return retry(
-                lambda: psycopg.connect(libpq_url(self.config.database_url), connect_timeout=5),
-                stop=stop,
-                what="database unreachable",
-                on_error=self._count_error,
-            )
-        except StoppedError:
-            return None
+    def _send_receipts(self, batch: Batch) -> None:
+        """One receipt per gateway stream for the whole flush, after its commit."""
+        if self.config.receipts:
+            sent = self._session.send_receipts(batch.done)
+            self.stats.receipts += sent
+            self.metrics.receipts_sent.inc(sent)
+        batch.done.clear()

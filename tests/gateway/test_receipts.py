@@ -72,9 +72,23 @@ def test_other_down_messages_are_not_receipts() -> None:
 
 def test_pack_identity_from_user_properties() -> None:
     identity = PackId("s", 9, 3)
+    assert identity.properties() == [("pack", "s:9:3")]
     assert pack_id(identity.properties()) == identity
+    assert pack_id([("pack", "a:b:9:3")]) == PackId("a:b", 9, 3)
     assert pack_id(None) is None
     assert pack_id([("other", "x")]) is None
+    for malformed in ("s:9", "s:x:3", "s:9:-1", "s:9:", "s:٣:1"):
+        with pytest.raises(ReceiptError, match="integers"):
+            pack_id([("pack", malformed)])
+    with pytest.raises(ReceiptError, match="stream must be"):
+        pack_id([("pack", ":9:3")])
+    with pytest.raises(ReceiptError, match="oldest <= seq"):
+        pack_id([("pack", "s:1:2")])
+
+
+def test_the_first_gateways_three_properties_are_still_understood() -> None:
+    assert pack_id([("seq", "9"), ("stream", "s"), ("oldest", "3")]) == PackId("s", 9, 3)
+    assert pack_id([("seq", "9"), ("stream", "s")]) == PackId("s", 9, 0)
     with pytest.raises(ReceiptError, match="integers"):
         pack_id([("seq", "x"), ("stream", "s")])
     with pytest.raises(ReceiptError, match="stream"):

@@ -26,8 +26,9 @@ from services.ingest.decode import open_message, prepare
 from services.ingest.maintenance import Maintenance
 from services.ingest.metrics import IngestMetrics
 from services.ingest.sensor_directory import SensorDirectory
+from services.ingest.session import Message
 from services.ingest.validate import Validator
-from services.ingest.worker import IngestWorker, _Message
+from services.ingest.worker import IngestWorker
 from services.settings import SettingsError, load_settings
 from services.storage import quarantine as quarantine_table
 from services.storage.quarantine import QuarantineFilter
@@ -363,7 +364,7 @@ def test_what_a_broker_lets_through_past_the_limits_is_one_entry(
         Record(name=f"ghost-{i}/voltage", time=now - 5, unit="V", value=1.0) for i in range(40_000)
     )
     assert len(big) > MAX_PACK_BYTES
-    message = _Message(1, 1, 1, topics.up_topic(gateway_id), big, now)
+    message = Message(1, 1, 1, topics.up_topic(gateway_id), big, now)
     prepared = prepare([open_message(message)], SensorDirectory(conn).snapshot, Validator())
     quarantine_table.store(conn, prepared.quarantine)
     conn.commit()

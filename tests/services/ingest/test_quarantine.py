@@ -52,7 +52,7 @@ def _register(conn: Conn, sensor: str, kind: str = "feeder_meter", gateway: str 
 
 
 def _ingest(conn: Conn, topic: str, payload: bytes, received_at: float) -> None:
-    """One message through the worker's steps (services/ingest/worker.py, ``_write``)."""
+    """One message through the worker's steps (services/ingest/commit.py, ``Committer``)."""
     item = quarantine.Quarantined(received_at, topic, payload)
 
     def q(
