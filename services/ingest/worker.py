@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from services.settings import IngestSettings
 from services.storage.modes import storage_mode
 
 from .commit import Batch, Committer, Conn, connect, reconnect
@@ -48,6 +49,8 @@ __all__ = ["IngestWorker", "Stats", "WorkerConfig"]
 
 log = logging.getLogger(__name__)
 
+_TUNED = IngestSettings.defaults()
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
@@ -59,13 +62,12 @@ class WorkerConfig:
     # (Debian 12 ships 2.0.11) does not persist shared subscriptions, so after a broker restart
     # messages published before the workers re-subscribe reach no one (measured here).
     group: str | None = None
-    # A batch goes to the committer as soon as it is free, or at this many records (a cap
-    # reached only under load: bench_ingest measured 20,000 about 20 % faster than 5,000 end to
-    # end, the per-transaction round trips and fsync spread over more rows)...
-    batch_records: int = 20_000
-    # ...and, while messages keep coming, at most this long after its first message once the
-    # committer is free (a batch is otherwise handed over when the queue is drained).
-    flush_ms: float = 50.0
+    # A batch goes to the committer as soon as it is free, or at batch_records records, or,
+    # while messages keep coming, flush_ms after its first message once the committer is free.
+    # The defaults of the tuned fields are the settings' (IngestSettings: the measurements
+    # that chose them are there), so a worker built here is tuned as `urbanpulse ingest` is.
+    batch_records: int = _TUNED.batch_records
+    flush_ms: float = _TUNED.flush_ms
     queue_messages: int = 2000  # bound on messages held in memory
     receive_maximum: int = 1000  # unacknowledged messages the broker may send us
     session_expiry_s: int = 7 * 86400  # the broker keeps our session (and queue) this long
@@ -73,25 +75,25 @@ class WorkerConfig:
     password: str | None = None
     policy: Policy = field(default_factory=Policy)
     # Add sensors that are not in the registry as "pending" (their readings stay quarantined).
-    register_unknown: bool = False
+    register_unknown: bool = _TUNED.register_unknown
     # Companion maintenance on its own connection: rollups (partition mode) and partitions.
     rollup_every_s: float = 60.0
     maintain_every_s: float = 3600.0
     # Log each batch's new readings for the live stream, kept this long (services.storage.events).
-    live_events: bool = True
-    events_retention_s: float = 3600.0
+    live_events: bool = _TUNED.live_events
+    events_retention_s: float = _TUNED.events_retention_s
     # What one message may cost the quarantine, and how long and how much of it is kept
     # (URBANPULSE_QUARANTINE_*; services/ingest/quarantine.py).
-    max_entries_per_message: int = 500
-    quarantine_retention_s: float = 30 * 86400.0
-    quarantine_max_bytes: int = 1024**3
+    max_entries_per_message: int = _TUNED.max_entries_per_message
+    quarantine_retention_s: float = _TUNED.quarantine_retention_s
+    quarantine_max_bytes: int = _TUNED.quarantine_max_bytes
     # Pack ledger rows older than this go even when the gateway did not move on (issue 15).
-    ledger_retention_s: float = 86400.0
+    ledger_retention_s: float = _TUNED.ledger_retention_s
     # Publish receipts on ssc/v1/<gateway>/down after each commit (False: an older platform).
-    receipts: bool = True
+    receipts: bool = _TUNED.receipts
     # COPY each batch straight into readings, falling back to staging + ON CONFLICT when the
     # key refuses it (services/storage/writer.py; bench/bench_write.py measures both).
-    direct_copy: bool = True
+    direct_copy: bool = _TUNED.direct_copy
 
 
 class IngestWorker:

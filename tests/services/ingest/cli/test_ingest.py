@@ -55,9 +55,9 @@ def test_a_bad_tuning_value_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_the_worker_s_own_defaults_are_the_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # WorkerConfig still carries defaults of its own (tests and benches build it directly);
-    # until they go, they must say what the settings say, or `urbanpulse ingest` and a worker
-    # built by hand would be tuned differently.
+    # Tests and benches build a WorkerConfig directly: its defaults must be the settings', or
+    # `urbanpulse ingest` and a worker built by hand would be tuned differently (a literal
+    # written back into WorkerConfig fails here).
     monkeypatch.chdir(tmp_path)
     defaults = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}
     converted = dataclasses.asdict(_config(load_settings()))
