@@ -246,11 +246,10 @@ def export_readings(
     pool = get_pool(request)
 
     def chunks() -> Iterator[bytes]:
-        # The connection is held for the stream's whole length: the server-side cursor lives
-        # in its transaction.
+        # The connection is held for the stream's whole length: the rows stream on it (COPY,
+        # or for Parquet a server-side cursor); closing the stream cancels the query.
         with pool.connection() as conn:
-            rows = exporter.readings(conn, selection, rollup, chosen)
-            yield from exporter.encode(rows, exporter.reading_columns(chosen), fmt)
+            yield from exporter.readings_file(conn, selection, rollup, chosen, fmt)
 
     return _stream(request, chunks(), fmt, _filename("readings", selection, fmt))
 
