@@ -36,6 +36,7 @@ from services.storage.urls import libpq_url
 
 from ..deps import Reader, RegistryWriter, get_pool, statement_timeout_ms
 from ..problems import Problem, invalid_all, responses
+from ..streaming import ClosingStreamingResponse
 from .kpis import check_bounds
 from .readings import Resolution, span_problem
 
@@ -196,7 +197,7 @@ def _filename(kind: str, selection: Selection, fmt: OutputFormat) -> str:
 
 
 def _stream(request: Request, chunks: Any, fmt: OutputFormat, name: str) -> StreamingResponse:
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         chunks,
         media_type=exporter.MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
