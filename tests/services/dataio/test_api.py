@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,12 +13,12 @@ from datetime import timedelta
 import httpx2 as httpx
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.settings import Settings
+from tests.services.api.routes.test_stream import serve
 
 from .conftest import DAY0, HOURS, SENSORS, Conn
 
@@ -208,20 +206,8 @@ def test_an_export_past_the_api_limits_is_refused_naming_the_setting(
 @pytest.fixture
 def served(api_settings: Settings) -> Iterator[str]:
     """The app with sensor-level open data, served by uvicorn: its base URL."""
-    app = create_app(api_settings.model_copy(update={"open_data_sensor_level": "sensor"}))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve(api_settings.model_copy(update={"open_data_sensor_level": "sensor"})) as url:
+        yield url
 
 
 def _exports_running(conn: Conn) -> list[tuple[object, ...]]:
