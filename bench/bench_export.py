@@ -14,7 +14,8 @@ Readings at the hourly rollup, per sensor (``--rollup 1h --level sensor``), the 
                    into Python tuples, not encoded
   CLI <format>     ``urbanpulse export readings ... -o FILE`` in its own process (interpreter
                    start included); its peak RSS (``wait4``'s ru_maxrss) against the same
-                   command exporting one day
+                   command exporting one day. CSV and JSON are written by PostgreSQL (COPY of
+                   the same query, each value formatted in SQL), Parquet from the cursor's rows
   API <format>     ``GET /v1/exports/readings`` over real HTTP from ``urbanpulse api`` (uvicorn,
                    one process), the body streamed to a file by the client; the server's peak
                    RSS (``VmHWM``) after start-up and after each export

@@ -86,13 +86,9 @@ def build(
         level = Level(sensor_level)
         written = write_file(
             directory / f"readings.{fmt.value}",
-            exporter.encode(
-                exporter.readings(conn, selection, rollup, level),
-                exporter.reading_columns(level),
-                fmt,
-            ),
+            exporter.readings_file(conn, selection, rollup, level, fmt),
         )
-        conn.commit()  # the server-side cursor's transaction
+        conn.commit()  # the server-side cursor's transaction (Parquet)
         distributions.append(
             dcat.Distribution(
                 f"Readings per {rollup.value} ({level.value} level)",

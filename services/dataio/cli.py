@@ -240,8 +240,7 @@ def export_readings(  # noqa: PLR0917 - typer maps options to parameters
     _, url = settings_for_command(database_url)
     selection = _selection(start, end, district, domain)
     with _connect(url) as conn:
-        rows = exporter.readings(conn, selection, rollup, level)
-        _write(output, exporter.encode(rows, exporter.reading_columns(level), fmt))
+        _write(output, exporter.readings_file(conn, selection, rollup, level, fmt))
 
 
 @export_app.command("kpis")

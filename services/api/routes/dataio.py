@@ -35,6 +35,7 @@ from services.storage.urls import libpq_url
 
 from ..deps import Reader, RegistryWriter, get_pool, statement_timeout_ms
 from ..problems import Problem, invalid_all, responses
+from ..streaming import ClosingStreamingResponse
 from .kpis import check_bounds
 from .readings import Resolution, span_problem
 
@@ -192,7 +193,7 @@ def _filename(kind: str, selection: Selection, fmt: OutputFormat) -> str:
 
 
 def _stream(request: Request, chunks: Any, fmt: OutputFormat, name: str) -> StreamingResponse:
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         chunks,
         media_type=exporter.MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
@@ -239,11 +240,10 @@ def export_readings(
     pool = get_pool(request)
 
     def chunks() -> Iterator[bytes]:
-        # The connection is held for the stream's whole length: the server-side cursor lives
-        # in its transaction.
+        # The connection is held for the stream's whole length: the rows stream on it (COPY,
+        # or for Parquet a server-side cursor); closing the stream cancels the query.
         with pool.connection() as conn:
-            rows = exporter.readings(conn, selection, rollup, chosen)
-            yield from exporter.encode(rows, exporter.reading_columns(chosen), fmt)
+            yield from exporter.readings_file(conn, selection, rollup, chosen, fmt)
 
     return _stream(request, chunks(), fmt, _filename("readings", selection, fmt))
 

@@ -1,13 +1,16 @@
-"""The import and export endpoints through real HTTP (Starlette's test client on the app),
-against the real database, in both storage modes."""
+"""The import and export endpoints through real HTTP (Starlette's test client on the app, and
+uvicorn for a client that goes away), against the real database, in both storage modes."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx2 as httpx
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from fastapi import FastAPI
@@ -15,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.settings import Settings
+from tests.services.api.routes.test_stream import serve
 
 from .conftest import DAY0, HOURS, SENSORS, Conn
 
@@ -197,3 +201,54 @@ def test_an_export_past_the_api_limits_is_refused_naming_the_setting(
     response = api_client.get(path, params=params, headers=_auth(api_keys["service"]))
     assert response.status_code == 422, response.text
     assert setting in response.text
+
+
+@pytest.fixture
+def served(api_settings: Settings) -> Iterator[str]:
+    """The app with sensor-level open data, served by uvicorn: its base URL."""
+    with serve(api_settings.model_copy(update={"open_data_sensor_level": "sensor"})) as url:
+        yield url
+
+
+def _exports_running(conn: Conn) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT state, left(query, 60) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state <> 'idle' "
+        "AND (query LIKE 'COPY (SELECT %%' OR query LIKE '%%urbanpulse_export%%')"
+    ).fetchall()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_a_client_gone_midway_stops_the_export_query(
+    history: Conn, served: str, api_keys: dict[str, str], fmt: str
+) -> None:
+    # A reading a second for a day per sensor: far more than the sockets' buffers hold.
+    history.execute(
+        "INSERT INTO readings (time, sensor_key, quantity_key, value) "
+        "SELECT t, s.key, q.key, 1.5 FROM sensors s, quantities q, "
+        "generate_series(%s::timestamptz, %s::timestamptz, interval '1 second') t "
+        "WHERE q.name = 'voltage' ON CONFLICT DO NOTHING",
+        (DAY0 + timedelta(days=1), DAY0 + timedelta(days=2)),
+    )
+    history.commit()
+    day = {"start": DAY0.isoformat(), "end": (DAY0 + timedelta(days=3)).isoformat()}
+    params = {**day, "rollup": "raw", "level": "sensor", "format": fmt}
+    with (
+        httpx.Client(base_url=served, timeout=30) as client,
+        client.stream(
+            "GET", "/v1/exports/readings", params=params, headers=_auth(api_keys["service"])
+        ) as response,
+    ):
+        assert response.status_code == 200
+        received = 0
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            if received > 256 * 1024:
+                break
+        assert _exports_running(history), "the export ended before the client went away"
+        history.commit()
+    deadline = time.monotonic() + 10
+    while running := _exports_running(history):
+        history.commit()
+        assert time.monotonic() < deadline, f"the export goes on without its client: {running}"
+        time.sleep(0.1)

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import subprocess
 import sys
 from datetime import timedelta
@@ -171,3 +172,98 @@ def test_the_export_cli_writes_parquet(history: Conn, database_url: str, tmp_pat
     table = pq.read_table(output)
     assert table.num_rows == 6
     assert "sensor" not in table.column_names
+
+
+# Text PostgreSQL and Python write differently: quoting, escapes, bytes past ASCII, floats past
+# 1e15 and whole ones, NaN, negative zero, sub-second times, nulls and empty strings.
+TRICKY_SENSORS = {
+    "tr,comma": "tr,district",
+    'tr"quote': 'tr"district',
+    "tr\rreturn": "naïve µ",
+    "tr\nnewline": None,
+    "tr~tilde\x01ctl\x7fdel": "tr\\back",
+    "tr-😀": "tr\rreturn",
+}
+# "µ" (and "³") recur inside the longer run "µ³".
+TRICKY_UNITS = {
+    "tr_micro": "µg/m³",
+    "tr_run": "µ³",
+    "tr_comma": "a,b",
+    "tr_quote": 'q"u',
+    "tr_empty": "",
+}
+TRICKY_VALUES = [
+    *(float(v) for v in ("nan", "inf", "-inf")),
+    -0.0, 0.0, 100.0, 0.1, 1 / 3, 1e-7, 5e-324, 123456789012345.6, 1e15, 1.5e16,
+    2.0**53 + 2, 6.429560891534334e16, -1.7976931348623157e308,
+]  # fmt: skip
+
+
+@pytest.fixture
+def tricky(history: Conn) -> Conn:
+    for district in {d for d in TRICKY_SENSORS.values() if d}:
+        history.execute("INSERT INTO districts (id, name) VALUES (%s, %s)", (district, district))
+    keys = [
+        history.execute(
+            "INSERT INTO sensors (id, kind, domain, district_id) "
+            "VALUES (%s, 'air_quality', 'environment', %s) RETURNING key",
+            (sensor, district),
+        ).fetchone()
+        for sensor, district in TRICKY_SENSORS.items()
+    ]
+    for number, (name, unit) in enumerate(TRICKY_UNITS.items()):
+        history.execute(
+            "INSERT INTO quantities (key, name, unit) VALUES (%s, %s, %s)",
+            (900 + number, name, unit),
+        )
+    moments = [DAY0 + timedelta(seconds=1.5), DAY0 + timedelta(microseconds=1), DAY0]
+    rows = [
+        (moments[i % 3] + timedelta(minutes=i % 7), key[0], 900 + i % len(TRICKY_UNITS), value)
+        for i, (key, value) in enumerate(
+            (key, value) for key in keys if key is not None for value in TRICKY_VALUES
+        )
+    ]
+    with history.cursor().copy(
+        "COPY readings (time, sensor_key, quantity_key, value) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
+    history.commit()
+    return history
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns"])
+@pytest.mark.parametrize("level", list(Level))
+@pytest.mark.parametrize("fmt", [OutputFormat.CSV, OutputFormat.JSON])
+def test_postgresql_writes_the_file_the_row_encoder_wrote(
+    tricky: Conn, monkeypatch: pytest.MonkeyPatch, zone: str, level: Level, fmt: OutputFormat
+) -> None:
+    tricky.execute("SELECT set_config('TimeZone', %s, false)", (zone,))
+    tricky.commit()
+    # Rows across several chunks, and a row a chunk: one value to correct, alone in its chunk.
+    for rollup, rows_per_chunk in ((Rollup.RAW, 7), (Rollup.RAW, 1), (Rollup.HOUR, 7)):
+        monkeypatch.setattr(exporter, "_ROWS_PER_CHUNK", rows_per_chunk)
+        rows = exporter.readings(tricky, PERIOD, rollup, level)
+        expected = b"".join(exporter.encode(rows, exporter.reading_columns(level), fmt))
+        tricky.commit()
+        copied = exporter.copied(tricky, PERIOD, rollup, level, fmt)
+        assert b"".join(copied).decode() == expected.decode()
+        # What the file was made of: each tricky value was there to be written.
+        if rollup is Rollup.RAW and level is Level.SENSOR:
+            text = expected.decode()
+            written = [repr(v) for v in TRICKY_VALUES if math.isfinite(v)]
+            assert all(value in text for value in written)
+            assert ".500000" in text
+            assert ".000001" in text
+            assert '"tr,comma"' in text
+            assert ("µg/m³" if fmt is OutputFormat.CSV else "\\u00b5g/m\\u00b3") in text
+
+
+def test_an_export_stopped_midway_leaves_the_connection_ready(history: Conn) -> None:
+    history.commit()
+    chunks = exporter.copied(history, PERIOD, Rollup.RAW, Level.SENSOR, OutputFormat.CSV)
+    assert next(chunks).startswith(b"time,sensor,")
+    chunks.close()
+    # The connection is usable at once: no COPY left running, no transaction left open.
+    assert history.execute("SELECT 1").fetchone() == (1,)
+    assert history.info.transaction_status.name == "INTRANS"  # the SELECT's, not the COPY's
