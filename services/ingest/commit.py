@@ -57,6 +57,9 @@ class Batch:
     decoded: Prepared = field(default_factory=Prepared)
     # Numbered packs committed (stored now or before): (gateway id, stream) -> seqs.
     done: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    # Messages committed one by one so far, after PostgreSQL refused the batch whole: an
+    # outage midway resumes after them instead of writing (and receipting) them again.
+    committed_each: int = 0
 
 
 def connect(
@@ -161,17 +164,17 @@ class Committer:
 
     def _write(self, batch: Batch) -> None:
         """The whole batch in one transaction."""
-        self._write_part(batch, range(len(batch.messages)))
+        self._write_part(batch, range(len(batch.messages)), with_registry=True)
         self.stats.batches += 1
 
     def _write_each(self, batch: Batch) -> None:
         """Message by message, after PostgreSQL refused the batch: only the message it refuses
         again goes to quarantine, whole, with the error; the others are stored."""
         conn = self.conn
-        for index, message in enumerate(batch.messages):
-            one = range(index, index + 1)
+        for index in range(batch.committed_each, len(batch.messages)):
+            message, one = batch.messages[index], range(index, index + 1)
             try:
-                self._write_part(batch, one)
+                self._write_part(batch, one, with_registry=False)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -184,25 +187,36 @@ class Committer:
                 conn.commit()
                 done(batch, one)
                 self.metrics.quarantined.labels(Reason.STORAGE_ERROR.value).inc()
+            batch.committed_each = index + 1
+        # The batch's pending sensors and gateway statuses on their own: no one message's
+        # refusal drops them, and their refusal quarantines no message.
+        try:
+            update_registry(conn, batch.decoded.pending, batch.decoded.status)
+            conn.commit()
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            conn.rollback()
+            log.exception("the batch's registry updates (pending sensors, gateway status) refused")
+        self.stats.messages += len(batch.messages)
         self.stats.batches += 1
 
-    def _write_part(self, batch: Batch, messages: range) -> None:
-        """Write the batch's ``messages`` and commit; status and pending sensors go with the
-        last message of the batch.
+    def _write_part(self, batch: Batch, messages: range, *, with_registry: bool) -> None:
+        """Write the batch's ``messages`` and commit, with the batch's gateway statuses and
+        pending sensors when ``with_registry``.
 
         The readings go last: writing them takes the events lock (``services.storage.events``),
         which serialises every producer until this commit, so whatever does not depend on the
         write (ledger, quarantine, registry) is done before it. Only conflicts, found by the
         write, are handled under the lock (rare: a key stored with another value)."""
         conn, writer, decoded = self.conn, self.writer, batch.decoded
-        last = messages.stop == len(decoded.ends)
         replayed = claim(decoded, conn, messages)
         kept: Sequence[int] = messages
         if replayed:
             kept = [n for n in messages if n not in replayed]
         rows, extras, items = decoded.part(kept)
         item_ids = quarantine_store.store_ids(conn, items)
-        if last:
+        if with_registry:
             update_registry(conn, decoded.pending, decoded.status)
         direct, fallback = writer.direct_batches, writer.fallback_batches
         try:
@@ -223,22 +237,21 @@ class Committer:
             )
         conn.commit()
         done(batch, messages)
-        self._count(batch, messages, written, items, len(replayed), last=last)
+        self._count(batch, written, items, len(replayed), whole=with_registry)
 
     def _count(
         self,
         batch: Batch,
-        messages: range,
         written: WriteResult,
         items: list[Quarantined],
         replayed: int,
         *,
-        last: bool,
+        whole: bool,
     ) -> None:
         stats, metrics = self.stats, self.metrics
         stats.packs_replayed += replayed
         metrics.packs_replayed.inc(replayed)
-        if last:
+        if whole:  # (message by message, _write_each counts them at its end)
             stats.messages += len(batch.messages)
         quarantined = sum(len(item.entries) for item in items)
         stats.stored += written.inserted

@@ -103,3 +103,61 @@ def test_the_same_reading_in_two_packs_is_stored_once(make_city: MakeCity) -> No
     assert _count(conn, "SELECT count(*) FROM readings") == 2
     assert (stats.stored, stats.duplicates, stats.quarantined) == (2, 1, 0)
     assert batch.done == {("gw-a", "s1"): [2]}
+
+
+def test_message_by_message_resumes_after_an_outage_and_keeps_the_registry_updates(
+    make_city: MakeCity,
+) -> None:
+    url, conn = make_city(["gw-a"], {"fdr-0": "gw-a", "fdr-1": "gw-a", "fdr-2": "gw-a"})
+    # A rule validation knows nothing of: PostgreSQL refuses value 123, so the batch is written
+    # message by message. Once that has quarantined the refused message (committed), the row
+    # valued 241 ends the committer's connection, once (a sequence is not rolled back).
+    conn.execute(
+        """
+        ALTER TABLE readings ADD CONSTRAINT no_123 CHECK (value <> 123.0);
+        CREATE SEQUENCE outage_once;
+        CREATE FUNCTION outage() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.value = 241.0
+               AND EXISTS (SELECT 1 FROM quarantine WHERE reason = 'storage_error')
+               AND nextval('outage_once') = 1 THEN
+                PERFORM pg_terminate_backend(pg_backend_pid());
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER outage BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION outage();
+        """
+    )
+    conn.commit()
+    now = float(int(time.time()))
+
+    def voltage(sensor: str, value: float) -> Record:
+        return Record(name=f"{sensor}/voltage", time=now - 5, unit="V", value=value)
+
+    ghost = Record(name="ghost/voltage", time=now - 5, unit="V", value=230.0)  # quarantined
+    status = Message(1, 9, 1, topics.status_topic("gw-a"), b"online", time.time(), False, None)
+    messages = [
+        _message("gw-a", [voltage("fdr-0", 230.0), ghost], PackId("s1", 1, 1), mid=1),
+        status,
+        _message("gw-a", [voltage("fdr-1", 123.0)], PackId("s1", 2, 1), mid=2),
+        _message("gw-a", [voltage("fdr-2", 241.0)], PackId("s1", 3, 1), mid=3),
+    ]
+    stats = Stats()
+    committer = _committer(url, stats)
+    try:
+        batch = _batch(conn, messages)
+        committer.store(batch, threading.Event())
+    finally:
+        committer.close()
+
+    # The trigger's two calls (the outage, then the write after it), and this one.
+    assert _count(conn, "SELECT nextval('outage_once')") == 3, "the outage happened"
+    assert _count(conn, "SELECT count(*) FROM readings") == 2  # fdr-0 and fdr-2
+    # Each quarantine entry once: the unknown sensor's, and the refused message's.
+    reasons = conn.execute("SELECT reason FROM quarantine ORDER BY reason").fetchall()
+    assert reasons == [("storage_error",), ("unknown_sensor",)]
+    assert batch.done == {("gw-a", "s1"): [1, 2, 3]}, "each pack receipted once"
+    assert stats.messages == len(messages)
+    # The batch's gateway status survived the refusal of one of its messages.
+    online = conn.execute("SELECT online, last_seen IS NOT NULL FROM gateways WHERE id = 'gw-a'")
+    assert online.fetchone() == (True, True)
