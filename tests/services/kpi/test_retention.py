@@ -201,6 +201,8 @@ def test_a_refresh_between_erasure_batches_leaves_the_kept_rollups(
     round, here both on another connection after every batch) rebuilt the kept buckets from
     the partly erased raw rows. ``forget-per-batch``: TimescaleDB before 2.28, without
     ``timescaledb.skip_cagg_invalidation``."""
+    if city.mode != "timescaledb" and not skip:
+        pytest.skip("partition mode logs no invalidations: both ids would run the same test")
     if not skip:
         monkeypatch.setattr(erasure, "_can_skip_invalidation", lambda conn: False)
     keys = _meters(city)
