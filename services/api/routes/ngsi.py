@@ -41,7 +41,6 @@ API keys as ``/v1`` (permission ``read``).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -347,7 +346,7 @@ class Filters:
     """What an entity must match beyond its type and id: ``q``, ``idPattern`` and a geo-query."""
 
     terms: tuple[models.Term, ...] = ()
-    pattern: re.Pattern[str] | None = None
+    pattern: models.IdPattern | None = None
     where: geo.GeoQuery | None = None
 
     def __bool__(self) -> bool:
