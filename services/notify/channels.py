@@ -7,10 +7,14 @@ notifier turns that into a retry or a dead letter.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -51,11 +55,20 @@ def post_webhook(
     host = parts.hostname or ""
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
-    sock = egress.connect(policy, host, port, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    sock = egress.connect(policy, host, port, timeout_s, deadline=deadline)
+    # One deadline for the whole delivery: the socket's timeout bounds each wait, not a receiver
+    # that sends a byte just inside each one. At the deadline the socket is shut, which ends
+    # whatever wait is under way (TLS handshake, headers, body).
+    held, cut = [sock], threading.Event()
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (held, cut))
+    timer.daemon = True
+    timer.start()
     connection: http.client.HTTPConnection
     try:
         if secure:
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            held[0] = sock
             connection = http.client.HTTPSConnection(host, port, timeout=timeout_s)
         else:
             connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
@@ -76,9 +89,14 @@ def post_webhook(
         response = connection.getresponse()
         status = response.status
         response.read(_RESPONSE_BYTES)  # what the receiver says is not kept: bounded
+        if cut.is_set():  # the shut socket read as the end of the answer: not an answer
+            raise OSError("cut at the deadline")
     except (OSError, http.client.HTTPException) as exc:
+        if cut.is_set() or time.monotonic() >= deadline:
+            raise DeliveryFailed(f"{url} did not answer within {timeout_s:g} s") from None
         raise DeliveryFailed(f"{url} unreachable: {exc or type(exc).__name__}") from None
     finally:
+        timer.cancel()
         sock.close()
     if not 200 <= status < 300:
         # A redirect too: following it could lead the notifier where egress would refuse.
@@ -87,6 +105,12 @@ def post_webhook(
 
 # The most of a receiver's answer read before closing.
 _RESPONSE_BYTES = 64 * 1024
+
+
+def _shut(held: list[socket.socket], cut: threading.Event) -> None:
+    cut.set()
+    with contextlib.suppress(OSError):  # closed already: the delivery ended meanwhile
+        held[0].shutdown(socket.SHUT_RDWR)
 
 
 def subject_of(payload: dict[str, Any]) -> str:

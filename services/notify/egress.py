@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -38,14 +39,39 @@ class EgressPolicy:
 
     def refusal(self, address: str) -> str | None:
         """Why ``address`` may not be reached, or None when it may."""
-        ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-        if any(ip in network for network in self.allowed):
+        given: Address = ipaddress.ip_address(address.split("%", 1)[0])
+        # An IPv6 address that carries an IPv4 one reaches it (::ffff:127.0.0.1 is 127.0.0.1; a
+        # NAT64 gateway takes 64:ff9b::a9fe:a9fe to 169.254.169.254): judged as that address.
+        ip = _carried_ipv4(given) if isinstance(given, ipaddress.IPv6Address) else given
+        if any(a in network for network in self.allowed for a in (given, ip)):
             return None
         if ip.is_global and not ip.is_multicast:
             return None
-        return f"{ip} is {_category(ip)}"
+        shown = str(given) if ip == given else f"{given} ({ip})"
+        return f"{shown} is {_category(ip)}"
+
+
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet ends up at: NAT64's well-known
+# and local-use prefixes (RFC 6052, 8215), IPv4-compatible (deprecated) and IPv4-translated.
+_CARRYING_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix)
+    for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")
+)
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> Address:
+    """The IPv4 address ``ip`` leads to, if it carries one, else ``ip``."""
+    if ip.is_loopback or ip.is_unspecified:  # ::1 and :: are in ::/96 but are themselves
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:  # 2002:AABB:CCDD::/48 is 6to4 for AA.BB.CC.DD
+        return ip.sixtofour
+    if ip.teredo is not None:  # (server, client)
+        return ip.teredo[1]
+    if any(ip in prefix for prefix in _CARRYING_IPV4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 def _category(ip: Address) -> str:
@@ -61,9 +87,13 @@ def _category(ip: Address) -> str:
     return "not a global address"
 
 
-def connect(policy: EgressPolicy, host: str, port: int, timeout_s: float) -> socket.socket:
-    """A TCP connection to ``host``:``port`` at an address the policy permits, or
-    :class:`DeliveryFailed` saying which addresses were refused and why."""
+def connect(
+    policy: EgressPolicy, host: str, port: int, timeout_s: float, *, deadline: float
+) -> socket.socket:
+    """A TCP connection to ``host``:``port`` at an address the policy permits, tried in turn
+    until ``deadline`` (``time.monotonic()``), or :class:`DeliveryFailed` saying which
+    addresses were refused and why. (Name resolution itself is the system resolver's, bounded
+    by its own timeouts.)"""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
@@ -75,8 +105,11 @@ def connect(policy: EgressPolicy, host: str, port: int, timeout_s: float) -> soc
         if reason is not None:
             refused.append(reason)
             continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeliveryFailed(f"{host}:{port} did not answer within {timeout_s:g} s")
         sock = socket.socket(family, kind, proto)
-        sock.settimeout(timeout_s)
+        sock.settimeout(min(timeout_s, left))
         try:
             sock.connect(sockaddr)
         except OSError as exc:

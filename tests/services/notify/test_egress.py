@@ -3,11 +3,15 @@ notifier against real receivers on loopback (refused unless allowed, never redir
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.notify import manage
 from services.notify.egress import EgressPolicy
 from services.settings import SettingsError, load_settings
 from services.storage import notifications as store
@@ -27,6 +31,13 @@ REFUSED = {
     "0.0.0.0": "a private address",
     "100.64.0.1": "not a global address",  # carrier-grade NAT
     "224.0.0.1": "a multicast address",
+    # IPv6 forms that carry an IPv4 address, judged as that address (review finding):
+    "64:ff9b::a9fe:a9fe": "a link-local address",  # NAT64 to 169.254.169.254
+    "64:ff9b:1::a00:1": "a private address",  # NAT64 local-use prefix, to 10.0.0.1
+    "2002:7f00:1::": "a loopback address",  # 6to4 of 127.0.0.1
+    "::7f00:1": "a loopback address",  # IPv4-compatible 127.0.0.1
+    "::ffff:0:a00:1": "a private address",  # IPv4-translated 10.0.0.1
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe": "a private address",  # Teredo, client 10.0.0.1
 }
 
 
@@ -37,7 +48,9 @@ def test_the_default_policy_refuses_every_non_global_address(address: str, categ
     assert reason.endswith(f"is {category}")
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "2001:4860:4860::8888", "192.0.43.10"])
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "2001:4860:4860::8888", "192.0.43.10", "64:ff9b::808:808"]
+)
 def test_global_addresses_are_reachable(address: str) -> None:
     assert EgressPolicy().refusal(address) is None
 
@@ -140,3 +153,37 @@ def test_https_checks_the_receivers_certificate_for_its_name(
     clock.advance(30)
     assert notifier(conn, clock).run_once().sent == 1
     assert [r.verified for r in receiver.requests] == [True]
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_at_the_delivery_deadline(
+    conn: Conn, clock: Clock
+) -> None:
+    # A raw TCP receiver sending its headers a byte at a time, each well inside the socket's
+    # timeout: only a deadline on the whole delivery ends it (review finding).
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def drip() -> None:
+        client, _ = server.accept()
+        with client:
+            client.recv(65536)
+            client.sendall(b"HTTP/1.1 204 No Content\r\n")
+            for byte in b"X-Slow: yes\r\n" * 100:
+                if stop.wait(0.1):
+                    return
+                with contextlib.suppress(OSError):
+                    client.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        manage.add_subscription(conn, {"name": "slow", "channel": "webhook", "target": url})
+        alert = raise_alert(conn)
+        assert notifier(conn, clock, timeout_s=1).run_once().failed == 1
+        [row] = store.notifications_of(conn, alert.id)
+        assert row["last_error"] == f"{url} did not answer within 1 s"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
