@@ -20,10 +20,11 @@
     ``options=temporalValues`` ``{"type": "Property", "values": [[value, observedAt], ...]}``;
     ``timerel=before`` (strictly before ``timeAt``), ``after`` (strictly after) or ``between``
     (``timeAt`` included, ``endTimeAt`` not), or no timerel for the whole history; ``lastN``
-    keeps the newest N (still oldest first). At most ``MAX_INSTANCES`` (1000) per attribute: past
-    that the answer is a 206 whose ``Content-Range: date-time <start>-<end>/*`` names the span
-    every attribute is complete over (with lastN, ``<newest>-<oldest>/<lastN>``); ask again with
-    ``timerel=after&timeAt=<end>`` (with lastN, ``before`` ``<oldest>``) for the rest.
+    keeps the newest N (still oldest first). At most ``MAX_INSTANCES`` (1000) per attribute and
+    ``MAX_ANSWER_INSTANCES`` (10,000) per answer: past that the answer is a 206 whose
+    ``Content-Range: date-time <start>-<end>/*`` names the span every attribute is complete
+    over (with lastN, ``<newest>-<oldest>/<lastN>``); ask again with ``timerel=after&timeAt=<end>``
+    (with lastN, ``before`` ``<oldest>``) for the rest.
   - aggregated (``aggrMethods`` avg, min, max, sum, totalCount per ``aggrPeriodDuration`` PT1M,
     PT1H or P1D, ``timerel=between`` only), answered from the rollups exactly as
     ``/v1/sensors/{id}/readings`` is.
@@ -430,6 +431,10 @@ def retrieve_entity(
 # Raw instances of one attribute in one answer. More match: the answer is a 206 whose
 # Content-Range says which span is complete, and the client asks again from its end.
 MAX_INSTANCES = 1000
+# ...and at most this many in one answer, over all its entities and attributes (a page of 1000
+# sensors with six attributes each would otherwise read six million rows): once spent, each
+# further attribute reads one instance, which cuts the whole answer there.
+MAX_ANSWER_INSTANCES = 10 * MAX_INSTANCES
 
 
 def _moment(value: str | None, name: str, timerel: str) -> datetime:
@@ -727,6 +732,8 @@ class _Raw(_Reader):
     cuts: list[datetime] = field(default_factory=list)
     # Each attribute rendered and its instants, to trim once the cut is known.
     read: list[tuple[Any, list[datetime]]] = field(default_factory=list)
+    # Instances the answer may still carry (MAX_ANSWER_INSTANCES).
+    budget: int = field(default_factory=lambda: MAX_ANSWER_INSTANCES)
 
     def attribute(
         self,
@@ -743,7 +750,8 @@ class _Raw(_Reader):
         if self.window.end is not None:
             statement += " AND time < %(end)s"
         newest = self.last_n is not None
-        keep = min(self.last_n, MAX_INSTANCES) if self.last_n is not None else MAX_INSTANCES
+        bound = max(1, min(MAX_INSTANCES, self.budget))
+        keep = min(self.last_n, bound) if self.last_n is not None else bound
         statement += " ORDER BY time DESC" if newest else " ORDER BY time"
         statement += " LIMIT %(limit)s"
         rows = conn.execute(
@@ -760,8 +768,9 @@ class _Raw(_Reader):
         if not rows:
             return None
         # More than asked is a cut only when the bound, not lastN, stopped the read.
-        cut = len(rows) > keep and (self.last_n is None or self.last_n > MAX_INSTANCES)
+        cut = len(rows) > keep and (self.last_n is None or self.last_n > keep)
         rows = rows[:keep]
+        self.budget -= len(rows)
         if cut:
             self.cuts.append(rows[-1][0])
         if newest:

@@ -489,6 +489,31 @@ def test_past_the_bound_a_206_names_the_complete_span_and_the_rest_follows(
         assert len(seen) == len(set(seen)) == count
 
 
+def test_the_answer_has_a_bound_of_its_own_and_the_pages_cover_every_instance_once(
+    reader: TestClient, big: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding: the bound was per attribute only, so a page of many sensors read without
+    # limit. With the answer's bound below one attribute's, the first attribute read spends it.
+    monkeypatch.setattr(ngsi, "MAX_ANSWER_INSTANCES", 300)
+    seen: dict[str, list[str]] = {"pm25": [], "pm10": []}
+    params = {"timerel": "after", "timeAt": _iso(big - timedelta(seconds=1))}
+    for _ in range(20):  # 1150 instances, at most 301 a page
+        response = reader.get(f"{BASE}/temporal/entities/{BIG}", params=params)
+        assert response.status_code in (200, 206), response.text
+        body = response.json()
+        assert sum(len(body.get(name, [])) for name in seen) <= 301
+        for name in seen:
+            seen[name] += _instants(body.get(name, []))
+        if response.status_code == 200:
+            break
+        end = response.headers["content-range"].removeprefix("date-time ").split("/")[0]
+        params["timeAt"] = end[len(params["timeAt"]) + 1 :]
+    else:
+        pytest.fail("the pages never ended")
+    for name, count in (("pm25", 1100), ("pm10", 50)):
+        assert len(seen[name]) == len(set(seen[name])) == count
+
+
 def test_last_n_past_the_bound_is_cut_to_the_newest(reader: TestClient, big: datetime) -> None:
     response = reader.get(
         f"{BASE}/temporal/entities/{BIG}", params={"attrs": "pm25", "lastN": "1050"}
