@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .models import QueryError
@@ -56,6 +56,16 @@ class GeoQuery:
     geoproperty: str = "location"
     max_distance: float | None = None
     min_distance: float | None = None
+    # Each polygon's bounding box (west, south, east, north): a point outside it is outside the
+    # polygon without walking its edges, which is most sensors of a city for most queries.
+    boxes: tuple[tuple[float, float, float, float], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        boxes = []
+        for exterior, *_holes in self.polygons:
+            xs, ys = [x for x, _ in exterior], [y for _, y in exterior]
+            boxes.append((min(xs), min(ys), max(xs), max(ys)))
+        object.__setattr__(self, "boxes", tuple(boxes))
 
     def holds(self, geometry: Any) -> bool:
         """Whether an entity's GeoJSON geometry (the geoproperty's value) satisfies the query;
@@ -74,7 +84,11 @@ class GeoQuery:
             if self.georel == "disjoint":
                 return not same
             return same and self.georel != "overlaps"
-        places = [locate(position, polygon) for polygon in self.polygons]
+        x, y = position
+        places = [
+            locate(position, polygon) if west <= x <= east and south <= y <= north else -1
+            for polygon, (west, south, east, north) in zip(self.polygons, self.boxes, strict=True)
+        ]
         inside = any(p > 0 for p in places)
         touches = any(p >= 0 for p in places)
         if self.georel == "within":
