@@ -453,9 +453,17 @@ def _json_exact(lines: bytes) -> bytes:
     # JSON export's time). The longest first: a run can recur inside a longer one ("µ" in
     # "µ³"), which is then already escaped.
     runs = set(lines.translate(_ASCII_BLANK).split())
+    if len(runs) > _FEW_RUNS:
+        # Many distinct runs (names in Greek, Cyrillic, CJK...): one scan, not one a run.
+        return _PAST_ASCII.sub(lambda m: _escaped(m[0]), lines)
     for run in sorted(runs, key=len, reverse=True):
         lines = lines.replace(run, _escaped(run))
     return lines
+
+
+# Past this many distinct runs in a block, a scan per run costs more than one regex scan.
+_FEW_RUNS = 16
+_PAST_ASCII = re.compile(rb"[\x7f-\xff]+")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -267,3 +267,13 @@ def test_an_export_stopped_midway_leaves_the_connection_ready(history: Conn) -> 
     # The connection is usable at once: no COPY left running, no transaction left open.
     assert history.execute("SELECT 1").fetchone() == (1,)
     assert history.info.transaction_status.name == "INTRANS"  # the SELECT's, not the COPY's
+
+
+@pytest.mark.parametrize("distinct", [3, 60])
+def test_json_escaping_matches_json_dumps_with_few_or_many_distinct_runs(distinct: int) -> None:
+    # Few distinct non-ASCII runs (units) are replaced run by run, many (names in Greek and
+    # CJK) in one scan (review: a scan a run cost 60x on such names); both as json.dumps.
+    words = [chr(0x391 + i % distinct) + chr(0x4E00 + i % distinct) + "\x7f µ³" for i in range(200)]
+    block = "".join(json.dumps({"w": w}, ensure_ascii=False) + "\n" for w in words).encode()
+    expected = "".join(json.dumps({"w": w}) + "\n" for w in words).encode()
+    assert exporter._json_exact(block) == expected
