@@ -45,7 +45,7 @@ from .sensor_directory import SensorDirectory
 from .session import Message, MqttSession
 from .validate import Policy, Validator
 
-__all__ = ["IngestWorker", "Stats", "WorkerConfig"]
+__all__ = ["IngestWorker", "Stats", "WorkerConfig", "WorkerFailedError"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,10 @@ class WorkerConfig:
     direct_copy: bool = _TUNED.direct_copy
 
 
+class WorkerFailedError(RuntimeError):
+    """The worker stopped on an error it cannot go on from (its cause is chained)."""
+
+
 class IngestWorker:
     def __init__(self, config: WorkerConfig, metrics: IngestMetrics | None = None) -> None:
         self.config = config
@@ -119,6 +123,9 @@ class IngestWorker:
         )
         self._validator = Validator(config.policy)
         self._validator_version = -1
+        # What ended the commit thread other than a stop: run() raises it, so the process exits
+        # with an error (and its supervisor restarts it) instead of seeming to stop cleanly.
+        self._commit_failure: Exception | None = None
         self._retained_logged = False
 
     def run(
@@ -173,13 +180,19 @@ class IngestWorker:
                 committer.join()
                 maintenance.stop()
         except StoppedError:
-            log.info("stopped while the database was away; the broker keeps the rest")
+            if self._commit_failure is None:
+                log.info("stopped while the database was away; the broker keeps the rest")
         finally:
             self._stop.set()
             self._session.close()
             for connection in (conn, registry_conn):
                 if connection is not None:
                     connection.close()
+        if self._commit_failure is not None:
+            raise WorkerFailedError(
+                "the commit thread failed; nothing it held was acknowledged, so the broker "
+                "delivers it again"
+            ) from self._commit_failure
 
     def _connect(self, stop: threading.Event) -> Conn | None:
         return connect(self.config.database_url, stop, self._count_error)
@@ -198,7 +211,7 @@ class IngestWorker:
         store (and acknowledge) what was already received."""
         batch = Batch()
         first_at = 0.0
-        while not stop.is_set():
+        while not stop.is_set() and committer.is_alive():  # (it ends only on a failure)
             try:
                 message = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -322,6 +335,9 @@ class IngestWorker:
                 self._send_receipts(batch)
         except StoppedError:
             log.info("stopped while the database was away; the broker keeps the rest")
+        except Exception as exc:
+            log.exception("the commit thread failed")
+            self._commit_failure = exc
         finally:
             writes.close()
 

@@ -18,7 +18,7 @@ import pytest
 
 from gateway import topics
 from gateway.senml import Record, encode
-from services.ingest.worker import IngestWorker, WorkerConfig
+from services.ingest.worker import IngestWorker, WorkerConfig, WorkerFailedError
 from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 
 from .conftest import MakeCity
@@ -309,3 +309,48 @@ def test_a_message_the_database_refuses_is_quarantined_and_its_batch_stored(
         10
     )
     assert _wait_rows(conn, 15) == 15
+
+
+def test_a_commit_thread_that_fails_stops_the_worker_with_an_error(
+    city: tuple[str, Conn], mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect
+) -> None:
+    url, conn = city
+    # PostgreSQL refuses the message, and then its quarantine entry too: nothing the worker
+    # can go on from. It must end with an error (review: the commit thread died, and the
+    # worker said it stopped "while the database was away" and returned as if asked to).
+    conn.execute("ALTER TABLE readings ADD CONSTRAINT no_123 CHECK (value <> 123.0)")
+    conn.execute(
+        "ALTER TABLE quarantine ADD CONSTRAINT no_storage CHECK (reason <> 'storage_error')"
+    )
+    conn.commit()
+    worker = IngestWorker(
+        WorkerConfig(
+            database_url=url,
+            mqtt_url=mqtt_broker.url,
+            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+            group=_group(),
+            session_expiry_s=60,
+        )
+    )
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(threading.Event(), ready.set)
+        except BaseException as exc:
+            failures.append(exc)
+
+    ready = threading.Event()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(15)
+    gateway = mqtt_connect(mqtt_broker)
+    now = float(int(time.time()) - 60)
+    gateway.client.publish(
+        topics.up_topic("gw-a"), _pack("fdr-1", now, 1, value=123.0), qos=1
+    ).wait_for_publish(10)
+    thread.join(30)
+    assert not thread.is_alive(), "the worker went on without its commit thread"
+    [failure] = failures
+    assert isinstance(failure, WorkerFailedError)
+    assert isinstance(failure.__cause__, psycopg.errors.CheckViolation)
