@@ -31,6 +31,7 @@ class IngestMetrics:
         self.messages = Counter(
             "urbanpulse_ingest_messages", "MQTT messages taken", ["channel"], registry=r
         )
+        self._messages_by_channel: dict[str, Counter] = {}
         self.stored = Counter(
             "urbanpulse_ingest_records_stored", "records newly stored as readings", registry=r
         )
@@ -113,3 +114,11 @@ class IngestMetrics:
         self.rollup_refresh_seconds = Histogram(
             "urbanpulse_ingest_rollup_refresh_seconds", "time of a rollup refresh", registry=r
         )
+
+    def message_taken(self, channel: str) -> None:
+        """Count a message on ``channel``: its labelled child is looked up once (``labels()``
+        took 4 % of the worker's CPU at packs of one reading, once per message)."""
+        child = self._messages_by_channel.get(channel)
+        if child is None:
+            child = self._messages_by_channel[channel] = self.messages.labels(channel)
+        child.inc()

@@ -276,7 +276,7 @@ class IngestWorker:
         batch.records += max(1, message.payload.count(b"{"))
         taken = open_message(message)
         if taken.channel is not None:
-            self.metrics.messages.labels(taken.channel.value).inc()
+            self.metrics.message_taken(taken.channel.value)
         if taken.retained_ignored:
             self._ignore_retained(message)
         if taken.identity_error is not None:
