@@ -55,7 +55,10 @@ def post_webhook(
     parts = urlsplit(url)  # http(s) with a host: model.check_target
     host = parts.hostname or ""
     secure = parts.scheme == "https"
-    port = parts.port or (443 if secure else 80)
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError:  # stored before creation checked ports: a failure, not a dead notifier
+        raise DeliveryFailed(f"{url}: the port is not 1 to 65535") from None
     deadline = time.monotonic() + timeout_s
     sock = egress.connect(policy, host, port, timeout_s, deadline=deadline, resolver=resolver)
     # One deadline for the whole delivery: the socket's timeout bounds each wait, not a receiver

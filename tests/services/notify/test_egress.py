@@ -15,6 +15,7 @@ import pytest
 from services.notify import egress, manage
 from services.notify.egress import EgressPolicy
 from services.notify.errors import DeliveryFailed
+from services.notify.model import check_subscription
 from services.settings import SettingsError, load_settings
 from services.storage import notifications as store
 from tests.fixtures.pki import make_pki
@@ -252,3 +253,16 @@ def test_lookups_outliving_their_deadline_are_bounded_and_give_their_place_back(
         resolver.release.set()
     answer = egress.resolve("stuck.test", 80, 10, deadline=time.monotonic() + 10, resolver=resolver)
     assert {info[4][0] for info in answer} == {"127.0.0.1"}
+
+
+def test_a_stored_url_with_a_port_out_of_range_fails_its_delivery_not_the_notifier(
+    conn: Conn, clock: Clock
+) -> None:
+    # Made before creation checked ports: stored as it was then, past today's check.
+    columns = check_subscription({"name": "old", "channel": "webhook", "target": "http://a.test/"})
+    store.add_subscription(conn, {**columns, "target": "http://127.0.0.1:99999/h"})
+    alert = raise_alert(conn)
+
+    assert notifier(conn, clock).run_once().failed == 1  # it used to raise ValueError
+    [row] = store.notifications_of(conn, alert.id)
+    assert row["last_error"] == "http://127.0.0.1:99999/h: the port is not 1 to 65535"
