@@ -49,14 +49,18 @@ def post_webhook(
     now: float,
     timeout_s: float,
     policy: egress.EgressPolicy,
+    resolver: egress.Resolver = egress.system_resolver,
 ) -> None:
     body = body_of(payload)
     parts = urlsplit(url)  # http(s) with a host: model.check_target
     host = parts.hostname or ""
     secure = parts.scheme == "https"
-    port = parts.port or (443 if secure else 80)
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError:  # stored before creation checked ports: a failure, not a dead notifier
+        raise DeliveryFailed(f"{url}: the port is not 1 to 65535") from None
     deadline = time.monotonic() + timeout_s
-    sock = egress.connect(policy, host, port, timeout_s, deadline=deadline)
+    sock = egress.connect(policy, host, port, timeout_s, deadline=deadline, resolver=resolver)
     # One deadline for the whole delivery: the socket's timeout bounds each wait, not a receiver
     # that sends a byte just inside each one. At the deadline the socket is shut, which ends
     # whatever wait is under way (TLS handshake, headers, body).

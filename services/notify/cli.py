@@ -17,6 +17,7 @@ from rich.table import Table
 
 from services import logs
 from services.cli_support import settings_for_command
+from services.settings import Settings
 from services.storage.urls import libpq_url
 
 from . import manage
@@ -46,10 +47,17 @@ _OPTIONS = {
 
 @contextmanager
 def _connect(database_url: str | None) -> Iterator[psycopg.Connection[Any]]:
-    _, url = settings_for_command(database_url)
+    with _session(database_url) as (_, conn):
+        yield conn
+
+
+@contextmanager
+def _session(database_url: str | None) -> Iterator[tuple[Settings, psycopg.Connection[Any]]]:
+    """The command's settings and a connection; the notifications errors said as options."""
+    settings, url = settings_for_command(database_url)
     try:
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-            yield conn
+            yield settings, conn
     except InvalidSubscription as exc:
         option = _OPTIONS.get(exc.field, "--" + exc.field.replace("_", "-"))
         errors.print(f"[red]{option}: {exc.expected} (got {exc.value!r})")
@@ -103,7 +111,7 @@ def add(  # noqa: PLR0917 - typer maps options to parameters
     database_url: DatabaseOption = None,
 ) -> None:
     """Subscribe a webhook or an e-mail address to alerts; prints the webhook's secret once."""
-    with _connect(database_url) as conn:
+    with _session(database_url) as (settings, conn):
         sub = manage.add_subscription(
             conn,
             {
@@ -118,6 +126,7 @@ def add(  # noqa: PLR0917 - typer maps options to parameters
                 "escalate_to": escalate_to,
                 "secret": secret,
             },
+            egress=manage.egress_of(settings),
         )
     console.print(f"subscription {sub.id} added: {sub.channel} {sub.target}")
     if sub.secret:

@@ -17,9 +17,13 @@ from .model import Subscription, check_subscription
 from .notifier import NotifierConfig
 
 
-def add_subscription(conn: psycopg.Connection[Any], fields: Mapping[str, Any]) -> Subscription:
-    """Check and store a subscription; an unknown rule is refused (``rule_ids``)."""
-    columns = check_subscription(fields)
+def add_subscription(
+    conn: psycopg.Connection[Any], fields: Mapping[str, Any], *, egress: EgressPolicy
+) -> Subscription:
+    """Check and store a subscription; an unknown rule is refused (``rule_ids``), and so is a
+    webhook URL naming an address ``egress`` keeps webhooks from (the API and the CLI pass
+    :func:`egress_of` their settings, as the notifier does)."""
+    columns = check_subscription(fields, egress)
     if columns["rule_ids"] is not None:
         unknown = sorted(set(columns["rule_ids"]) - store.existing_rules(conn, columns["rule_ids"]))
         if unknown:
@@ -71,5 +75,10 @@ def config_from(settings: Settings) -> NotifierConfig:
         backoff_cap_s=settings.notify_backoff_cap.total_seconds(),
         timeout_s=settings.notify_timeout.total_seconds(),
         smtp=smtp,
-        egress=EgressPolicy(tuple(settings.webhook_allow_networks)),
+        egress=egress_of(settings),
     )
+
+
+def egress_of(settings: Settings) -> EgressPolicy:
+    """Where webhooks may connect: global addresses and URBANPULSE_WEBHOOK_ALLOW_NETWORKS."""
+    return EgressPolicy(tuple(settings.webhook_allow_networks))

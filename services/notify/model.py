@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from .egress import ALLOW_HINT, EgressPolicy
 from .errors import InvalidSubscription
 
 Channel = Literal["webhook", "email"]
@@ -29,6 +30,8 @@ ESCALATED = "escalated"
 # real judge, and a refused address becomes a dead letter naming its reply.
 _EMAIL = re.compile(r"^[^@\s<>,;]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 MAX_NAME = 200
+# Webhooks to global addresses only: the default when no allowed networks are given.
+GLOBAL_ONLY = EgressPolicy()
 
 
 class Subscription(BaseModel):
@@ -54,17 +57,35 @@ class Subscription(BaseModel):
 SUBSCRIPTION_COLUMNS = ", ".join(Subscription.model_fields)
 
 
-def check_target(field: str, channel: str, target: Any) -> str:
-    """``target`` if it suits ``channel`` (an http(s) URL with a host, or an e-mail address)."""
+def check_target(field: str, channel: str, target: Any, egress: EgressPolicy = GLOBAL_ONLY) -> str:
+    """``target`` if it suits ``channel``: an e-mail address, or an http(s) URL with a host,
+    without credentials, whose host, when it is an address, ``egress`` lets webhooks reach."""
     if not isinstance(target, str) or not target.strip():
         raise InvalidSubscription(field, target, "not empty")
     checked: str = target.strip()
-    if channel == "webhook":
+    if channel != "webhook":
+        if not _EMAIL.match(checked):
+            raise InvalidSubscription(field, checked, "an e-mail address like ops@city.example")
+        return checked
+    try:
         parts = urlsplit(checked)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidSubscription(field, checked, "an http:// or https:// URL with a host")
-    elif not _EMAIL.match(checked):
-        raise InvalidSubscription(field, checked, "an e-mail address like ops@city.example")
+        port = parts.port  # read here: out of range raises
+    except ValueError:  # an unclosed [, a bracketed non-address, a port beyond 65535
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidSubscription(field, checked, "an http:// or https:// URL with a host")
+    if port == 0:
+        raise InvalidSubscription(field, checked, "a URL whose port is 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        # Listed to every operator, and never sent: receivers check the signature instead.
+        raise InvalidSubscription(field, "…", "a URL without user:password@ (the secret signs)")
+    # Only an address written in the URL is judged now. A name is not resolved: what it resolves
+    # to may change after creation, so delivery judges the address it connects to (egress.py).
+    refusal = egress.host_refusal(parts.hostname)
+    if refusal is not None:
+        raise InvalidSubscription(
+            field, checked, f"a URL webhooks may reach: {refusal} ({ALLOW_HINT})"
+        )
     return checked
 
 
@@ -77,16 +98,19 @@ def _names(field: str, values: Iterable[Any] | None) -> list[str] | None:
     return sorted({n.strip() for n in names})
 
 
-def check_subscription(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns of a new subscription from what a caller gave, checked; a webhook without a
-    secret gets a random one. Raises InvalidSubscription naming the first bad field."""
+def check_subscription(
+    fields: Mapping[str, Any], egress: EgressPolicy = GLOBAL_ONLY
+) -> dict[str, Any]:
+    """The columns of a new subscription from what a caller gave, checked (webhook URLs against
+    ``egress``); a webhook without a secret gets a random one. Raises InvalidSubscription naming
+    the first bad field."""
     name = fields.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         raise InvalidSubscription("name", name, f"1 to {MAX_NAME} characters")
     channel = fields.get("channel")
     if channel not in CHANNELS:
         raise InvalidSubscription("channel", channel, "webhook or email")
-    target = check_target("target", channel, fields.get("target"))
+    target = check_target("target", channel, fields.get("target"), egress)
     secret = fields.get("secret")
     if channel == "webhook":
         if secret is None:
@@ -110,7 +134,7 @@ def check_subscription(fields: Mapping[str, Any]) -> dict[str, Any]:
     if escalate_to is not None:
         if escalate_after_s is None:
             raise InvalidSubscription("escalate_to", escalate_to, "only with escalate_after_s")
-        escalate_to = check_target("escalate_to", channel, escalate_to)
+        escalate_to = check_target("escalate_to", channel, escalate_to, egress)
     return {
         "name": name.strip(),
         "channel": channel,

@@ -30,7 +30,7 @@ from services.storage import notifications as store
 from services.storage.urls import libpq_url
 
 from . import channels
-from .egress import EgressPolicy
+from .egress import EgressPolicy, Resolver, system_resolver
 from .errors import DeliveryFailed
 from .model import ESCALATED, Subscription, backoff_s, destination, matches, payload
 
@@ -48,6 +48,8 @@ class NotifierConfig:
     smtp: channels.SmtpConfig | None = None
     # Where webhooks may connect: global addresses and these networks (egress.py).
     egress: EgressPolicy = field(default_factory=EgressPolicy)
+    # How webhook hosts are resolved (under each delivery's deadline): the system's resolver.
+    resolver: Resolver = system_resolver
     # Events read per transaction: bounds a pass's first transaction after a long stop.
     batch: int = 500
 
@@ -178,6 +180,7 @@ class Notifier:
                 now=now.timestamp(),
                 timeout_s=self.config.timeout_s,
                 policy=self.config.egress,
+                resolver=self.config.resolver,
             )
         elif self.config.smtp is None:
             raise DeliveryFailed("no SMTP server configured (URBANPULSE_SMTP_HOST)")

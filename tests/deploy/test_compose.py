@@ -536,3 +536,15 @@ def test_the_notifier_runs_as_the_monitor_with_the_egress_and_smtp_settings() ->
     # text first, giving YAML's null. The settings read both as unset.)
     assert interpolated["environment"]["URBANPULSE_SMTP_HOST"] in ("", None)
     assert interpolated["environment"]["URBANPULSE_WEBHOOK_ALLOW_NETWORKS"] in ("", None)
+
+
+def test_the_api_judges_webhook_urls_with_the_notifiers_allowed_networks() -> None:
+    # Subscriptions are made through the API: refused there exactly when the notifier would
+    # refuse their deliveries (a city network allowed to one only would split the two).
+    dotenv = {
+        "URBANPULSE_DOMAIN": "city.example",
+        "URBANPULSE_WEBHOOK_ALLOW_NETWORKS": "10.20.0.0/16",
+    }
+    services = yaml.safe_load(_interpolate(COMPOSE.read_text(), dotenv))["services"]
+    for name in ("api-1", "api-2", "notifier"):
+        assert services[name]["environment"]["URBANPULSE_WEBHOOK_ALLOW_NETWORKS"] == "10.20.0.0/16"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.notify import manage
@@ -101,9 +101,15 @@ def _out(sub: Subscription) -> dict[str, Any]:
     response_model=SubscriptionCreated,
     responses=responses(401, 403, 422),
 )
-def add_subscription(conn: Conn, _: AlertWriter, body: SubscriptionIn) -> SubscriptionCreated:
-    """Subscribe a webhook or an e-mail address to alerts, filtered by rule, district, severity."""
-    sub = manage.add_subscription(conn, body.model_dump())
+def add_subscription(
+    request: Request, conn: Conn, _: AlertWriter, body: SubscriptionIn
+) -> SubscriptionCreated:
+    """Subscribe a webhook or an e-mail address to alerts, filtered by rule, district, severity.
+    A webhook URL naming an address webhooks may not reach (loopback, private, link-local, cloud
+    metadata, outside URBANPULSE_WEBHOOK_ALLOW_NETWORKS) is refused here; a name is judged at
+    delivery, on the addresses it resolves to then."""
+    egress = manage.egress_of(request.app.state.settings)
+    sub = manage.add_subscription(conn, body.model_dump(), egress=egress)
     return SubscriptionCreated(**_out(sub), secret=sub.secret)
 
 

@@ -4,6 +4,7 @@ letters; bad input is a 422 naming the field."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from ipaddress import ip_network
 from typing import Any
 
 import psycopg
@@ -11,13 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.kpi.alerts import upsert_rule
+from services.settings import Settings
 from services.storage.urls import libpq_url
+from tests.fixtures.broker import BrokerUnderTest
 from tests.services.api import conftest as api_fixtures
 
 from .conftest import GATEWAY_RULE, RULES, notifier, raise_alert
 
 # The API tests' fixtures: an app on a fresh database (each storage mode), one key per role.
-api_settings = api_fixtures.api_settings
 api_app = api_fixtures.api_app
 api_client = api_fixtures.api_client
 api_keys = api_fixtures.api_keys
@@ -25,6 +27,24 @@ auth = api_fixtures.auth
 
 PATH = "/v1/notifications/subscriptions"
 HOOK = {"name": "ops", "channel": "webhook", "target": "https://ops.city.example/hook"}
+
+
+@pytest.fixture
+def allow_networks() -> list[str]:
+    """URBANPULSE_WEBHOOK_ALLOW_NETWORKS of the app; a test parametrizes it to change it."""
+    return []
+
+
+@pytest.fixture
+def api_settings(
+    database_url: str, mqtt_broker: BrokerUnderTest, allow_networks: list[str]
+) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        database_url=database_url,
+        mqtt_url=mqtt_broker.url,
+        webhook_allow_networks=[ip_network(n) for n in allow_networks],
+        _env_file=None,
+    )
 
 
 @pytest.fixture
@@ -77,6 +97,57 @@ def test_bad_input_is_a_422_naming_the_field(
     assert field in [e["field"] for e in response.json()["errors"]]
 
 
+@pytest.mark.parametrize(
+    ("changes", "field", "says"),
+    [
+        ({"target": "http://169.254.169.254/latest/"}, "body.target", "is a link-local address"),
+        ({"target": "http://127.0.0.1:8080/hook"}, "body.target", "is a loopback address"),
+        ({"target": "http://[::1]/hook"}, "body.target", "is a loopback address"),
+        ({"target": "http://10.0.0.5/hook"}, "body.target", "is a private address"),
+        ({"target": "http://[64:ff9b::a9fe:a9fe]/"}, "body.target", "(169.254.169.254) is a link"),
+        ({"target": "https://ops:pw@ops.city.example/"}, "body.target", "user:password@"),
+        ({"target": "http://[::1/hook"}, "body.target", "http:// or https://"),  # was a 500
+        ({"target": "http://ops.city.example:99999/"}, "body.target", "http:// or https://"),
+        (
+            {"escalate_after_s": 60, "escalate_to": "http://192.168.1.1/"},
+            "body.escalate_to",
+            "is a private address",
+        ),
+    ],
+)
+def test_a_webhook_url_to_a_forbidden_address_is_refused_when_made(
+    api_client: TestClient,
+    api_keys: dict[str, str],
+    conn: Any,
+    changes: dict[str, Any],
+    field: str,
+    says: str,
+) -> None:
+    admin = auth(api_keys["admin"])
+    response = api_client.post(PATH, json={**HOOK, **changes}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    [error] = response.json()["errors"]
+    assert error["field"] == field
+    assert says in error["message"]
+    assert api_client.get(PATH, headers=admin).json() == []  # nothing stored
+
+
+@pytest.mark.parametrize("allow_networks", [["10.20.0.0/16"]])
+def test_the_allowed_networks_admit_their_addresses_when_made(
+    api_client: TestClient, api_keys: dict[str, str], conn: Any
+) -> None:
+    admin = auth(api_keys["admin"])
+    allowed = api_client.post(PATH, json={**HOOK, "target": "http://10.20.0.5/h"}, headers=admin)
+    assert allowed.status_code == 201, allowed.text
+    refused = api_client.post(PATH, json={**HOOK, "target": "http://10.21.0.5/h"}, headers=admin)
+    assert refused.status_code == 422
+    assert "URBANPULSE_WEBHOOK_ALLOW_NETWORKS" in refused.json()["errors"][0]["message"]
+    # A name is taken as given (not resolved now): delivery judges the address it connects to.
+    named = api_client.post(PATH, json={**HOOK, "target": "http://localhost/h"}, headers=admin)
+    assert named.status_code == 201, named.text
+
+
 def test_a_service_key_may_not_manage_notifications(
     api_client: TestClient, api_keys: dict[str, str], conn: Any
 ) -> None:
@@ -85,6 +156,7 @@ def test_a_service_key_may_not_manage_notifications(
     assert api_client.get("/v1/notifications/dead-letters", headers=service).status_code == 403
 
 
+@pytest.mark.parametrize("allow_networks", [["127.0.0.0/8"]])  # its receiver is on loopback
 def test_dead_letters_are_listed_and_replayed(
     api_client: TestClient, api_keys: dict[str, str], conn: Any, clock: Any
 ) -> None:

@@ -57,6 +57,25 @@ def test_a_bad_target_or_rule_is_refused_naming_the_option(notify_url: str) -> N
     assert "no-such-rule" in out
 
 
+def test_a_webhook_to_a_forbidden_address_is_refused_as_the_api_refuses_it(
+    notify_url: str, conn: Conn, monkeypatch: Any
+) -> None:
+    add = ("subscriptions", "add", "--name", "x", "--channel", "webhook")
+    code, out = _run(notify_url, *add, "--target", "http://169.254.169.254/latest/")
+    assert code == 2
+    assert "--target: a URL webhooks may reach: 169.254.169.254 is a link-local address" in out
+    code, out = _run(notify_url, *add, "--target", "http://[::1]:8080/h")
+    assert code == 2
+    assert "::1 is a loopback address" in out
+    assert store.subscriptions(conn) == []
+
+    # The same setting as the notifier's lets the city reach its own network.
+    monkeypatch.setenv("URBANPULSE_WEBHOOK_ALLOW_NETWORKS", "169.254.0.0/16")
+    code, out = _run(notify_url, *add, "--target", "http://169.254.169.254/latest/")
+    assert code == 0, out
+    assert [s["target"] for s in store.subscriptions(conn)] == ["http://169.254.169.254/latest/"]
+
+
 def test_run_once_then_dead_letters_list_and_replay(
     notify_url: str, conn: Conn, monkeypatch: Any
 ) -> None:

@@ -17,12 +17,23 @@ from services.notify.notifier import start_thread
 from services.storage import notifications as store
 from services.storage.urls import libpq_url
 
-from .conftest import CONFIG, GATEWAY_RULE, KPI_RULE, Clock, Conn, notifier, raise_alert
+from .conftest import (
+    CONFIG,
+    GATEWAY_RULE,
+    KPI_RULE,
+    LOOPBACK,
+    Clock,
+    Conn,
+    notifier,
+    raise_alert,
+)
 
 
 def webhook(conn: Conn, receiver: Any, **fields: Any) -> Any:
     sub = manage.add_subscription(
-        conn, {"name": "ops", "channel": "webhook", "target": receiver.url, **fields}
+        conn,
+        {"name": "ops", "channel": "webhook", "target": receiver.url, **fields},
+        egress=LOOPBACK,  # the receivers listen on loopback
     )
     receiver.secret = sub.secret
     return sub
@@ -141,7 +152,9 @@ def test_an_alert_reaches_an_email_address_through_smtp(
 ) -> None:
     config, mailbox = smtp_server
     manage.add_subscription(
-        conn, {"name": "water team", "channel": "email", "target": "water@city.example"}
+        conn,
+        {"name": "water team", "channel": "email", "target": "water@city.example"},
+        egress=LOOPBACK,
     )
     alert = raise_alert(conn, severity="critical", subject="gw-7")
 
@@ -162,7 +175,7 @@ def test_email_without_an_smtp_server_is_a_failure_not_a_silent_drop(
     conn: Conn, clock: Clock
 ) -> None:
     manage.add_subscription(
-        conn, {"name": "team", "channel": "email", "target": "team@city.example"}
+        conn, {"name": "team", "channel": "email", "target": "team@city.example"}, egress=LOOPBACK
     )
     alert = raise_alert(conn)
     notifier(conn, clock, max_attempts=1).run_once()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from services.notify import signing
+from services.notify.egress import EgressPolicy
 from services.notify.errors import InvalidSubscription
 from services.notify.model import Subscription, backoff_s, check_subscription, matches
 
@@ -74,6 +75,49 @@ def test_a_bad_subscription_is_refused_naming_the_field(
     with pytest.raises(InvalidSubscription) as caught:
         check_subscription({**GOOD, **changes})
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+        ("http://127.0.0.1:8080/hook", "127.0.0.1 is a loopback address"),
+        ("http://[::1]/hook", "::1 is a loopback address"),
+        ("http://10.0.0.5/hook", "10.0.0.5 is a private address"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe (169.254.169.254) is a link-local"),
+        ("http://[::ffff:127.0.0.1]/", "(127.0.0.1) is a loopback address"),
+        # Spellings the system resolver reads as IPv4 without asking DNS:
+        ("http://2130706433/", "127.0.0.1 is a loopback address"),
+        ("http://0x7f.1/", "127.0.0.1 is a loopback address"),
+        ("http://017700000001:80/", "127.0.0.1 is a loopback address"),
+        ("https://ops:hunter2@ops.city.example/hook", "without user:password@"),
+        ("http://[::1/hook", "an http:// or https:// URL"),  # used to escape as a ValueError
+        ("http://ops.city.example:99999/", "an http:// or https:// URL"),
+        ("http://ops.city.example:0/", "port is 1 to 65535"),
+    ],
+)
+def test_a_webhook_url_webhooks_may_not_reach_is_refused_when_made(target: str, says: str) -> None:
+    with pytest.raises(InvalidSubscription) as caught:
+        check_subscription({**GOOD, "target": target})
+    assert caught.value.field == "target"
+    assert says in caught.value.expected
+    if "@" in target:  # the password is not repeated back
+        assert "hunter2" not in str(caught.value)
+
+
+def test_the_allowed_networks_admit_addresses_at_creation_as_at_delivery() -> None:
+    policy = EgressPolicy.allowing(["10.20.0.0/16"])
+    assert check_subscription({**GOOD, "target": "http://10.20.0.5/h"}, policy)["target"] == (
+        "http://10.20.0.5/h"
+    )
+    escalation = {"escalate_after_s": 60, "escalate_to": "http://10.21.0.5/h"}
+    with pytest.raises(InvalidSubscription) as caught:
+        check_subscription({**GOOD, **escalation}, policy)
+    assert caught.value.field == "escalate_to"
+    assert "10.21.0.5 is a private address" in caught.value.expected
+    assert "URBANPULSE_WEBHOOK_ALLOW_NETWORKS" in caught.value.expected
+    # A name is not resolved when made (it may resolve elsewhere later): delivery judges it.
+    assert check_subscription({**GOOD, "target": "http://localhost:8080/h"})["target"]
 
 
 def test_a_webhook_gets_a_random_secret_and_every_transition_by_default() -> None:

@@ -15,7 +15,7 @@ from services.notify import manage
 from services.storage.urls import libpq_url
 from tests.deploy import test_roles as deploy_roles
 
-from .conftest import GATEWAY_RULE, RULES, raise_alert
+from .conftest import GATEWAY_RULE, LOOPBACK, RULES, raise_alert
 
 login = deploy_roles.login
 
@@ -29,7 +29,7 @@ def test_the_api_subscribes_and_the_monitor_role_notifies(
         upsert_rule(owner, RULES[GATEWAY_RULE])
     with psycopg.connect(libpq_url(login("urbanpulse_api")), autocommit=True) as api:
         sub = manage.add_subscription(
-            api, {"name": "ops", "channel": "webhook", "target": receiver.url}
+            api, {"name": "ops", "channel": "webhook", "target": receiver.url}, egress=LOOPBACK
         )
     receiver.secret = sub.secret
     with psycopg.connect(libpq_url(database_url), autocommit=True) as owner:
