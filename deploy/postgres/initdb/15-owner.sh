@@ -17,6 +17,8 @@
 # the owner, and makes the grants later migrations rely on (default privileges) the owner's.
 set -eu
 SECRETS_DIR=${URBANPULSE_SECRETS_DIR:-/run/secrets}
+# Set while the image initialises a new database; not in `docker compose exec`.
+POSTGRES_USER=${POSTGRES_USER:-postgres}
 
 # psql's :'var' quoting makes the values literals; DO blocks cannot read psql variables, so the
 # owner's name reaches them as a session setting.
