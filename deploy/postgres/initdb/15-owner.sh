@@ -51,7 +51,7 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
 	SELECT set_config('urbanpulse.owner', :'owner', false);
 	DO $$
 	DECLARE
-		owner text := current_setting('urbanpulse.owner');
+		heir text := current_setting('urbanpulse.owner');
 		item record;
 		aggregates text[] := ARRAY[]::text[];
 	BEGIN
@@ -82,8 +82,19 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
 					WHEN item.relkind = 'S' THEN 'SEQUENCE'
 					WHEN item.relkind = 'f' THEN 'FOREIGN TABLE'
 					ELSE 'TABLE' END,
-				item.name, owner);
+				item.name, heir);
 		END LOOP;
+		-- TimescaleDB before 2.26 leaves a hypertable's policy jobs (compression, the
+		-- aggregates' refresh) with the old owner on ALTER ... OWNER TO; later versions move
+		-- them, as its REASSIGN OWNED always did. A job runs as its owner, and only its owner
+		-- may alter it, as retention does to the refresh jobs: moved here as TimescaleDB moves
+		-- them. Its own jobs (telemetry, job statistics) have no hypertable and stay.
+		IF to_regclass('_timescaledb_config.bgw_job') IS NOT NULL THEN
+			UPDATE _timescaledb_config.bgw_job
+			SET owner = (SELECT oid FROM pg_roles WHERE rolname = heir)::regrole
+			WHERE owner::oid = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+			  AND hypertable_id IS NOT NULL;
+		END IF;
 		-- Functions (the audited erasure runs as its owner, SECURITY DEFINER). Not an event
 		-- trigger's: it runs in whoever issues DDL, the superuser included, so only the
 		-- superuser may change it.
@@ -97,7 +108,7 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
 				SELECT FROM pg_depend d
 				WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
 		LOOP
-			EXECUTE format('ALTER ROUTINE %s OWNER TO %I', item.name, owner);
+			EXECUTE format('ALTER ROUTINE %s OWNER TO %I', item.name, heir);
 		END LOOP;
 	END $$;
 
