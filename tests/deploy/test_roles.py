@@ -734,6 +734,18 @@ def test_migrations_as_the_owner_leave_it_every_table_and_the_roles_their_grants
             _allowed(group_url, statement)
         assert [s for s in REFUSED[group] if not _refused(group_url, s)] == []
     _check_later_tables_are_granted(owner_url)
+    # The owner takes the grants back as it made them, and makes them again.
+    engine = sa.create_engine(sqlalchemy_url(owner_url), poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            command.downgrade(_alembic_config(connection), "0005")
+            connection.commit()
+    finally:
+        engine.dispose()
+    assert _privileges(url) == set()
+    migrate.upgrade(owner_url)
+    _check_ownership(url, storage_mode, superusers=[])
+    assert _privileges(url) == _privileges(database_url)
     _check_retention_as_owner(url, owner_url, storage_mode, login)
 
 
