@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from .retention_policy import longest_raw
@@ -93,7 +94,23 @@ class PartitionSet:
                     f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES "
                     f"FROM (to_timestamp({start})) TO (to_timestamp({start + self.interval_s}))"
                 )
+                _give_to_parent_owner(conn, table, name)
             self.known.add(number)
+
+
+def _give_to_parent_owner(conn: psycopg.Connection[TupleRow], table: str, name: str) -> None:
+    """A partition its creator made for another role's table becomes that role's, so that
+    role can drop it later: the schema's owner migrating (a member of the ingestion role, which
+    owns the readings tables) where no superuser's event trigger does it (migration 0006)."""
+    row = conn.execute(
+        "SELECT pg_get_userbyid(p.relowner) FROM pg_class c JOIN pg_class p "
+        "ON p.oid = %s::regclass WHERE c.oid = %s::regclass AND c.relowner <> p.relowner "
+        "AND pg_get_userbyid(c.relowner) = current_user",
+        (table, name),
+    ).fetchone()
+    if row is not None:
+        owner = sql.Identifier(row[0])
+        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(name), owner))
 
 
 @dataclass(frozen=True, slots=True)

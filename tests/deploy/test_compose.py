@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from dashboards.build import GRAFANA_VERSION
+from services.storage.roles import OWNER
 from tests.dashboards.grafana_provisioning import interpolate_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -500,7 +501,8 @@ def test_the_retention_policies_are_applied_every_hour_as_the_database_owner() -
     """In TimescaleDB mode only the owner of the hypertables and aggregates may drop chunks,
     delete rollup rows and move the aggregates' refresh windows; the ingestion role, which
     tries every hour, is refused (tests/deploy/test_roles.py). So a service of its own runs
-    ``urbanpulse retention apply`` in a loop as the login the migrations run as."""
+    ``urbanpulse retention apply`` in a loop as the login the migrations run as: the schema's
+    owner, not the superuser, whose password no service of ours holds."""
     services = _services()
     retention, migrate = services["retention"], services["migrate"]
     assert _ours(retention)
@@ -512,10 +514,20 @@ def test_the_retention_policies_are_applied_every_hour_as_the_database_owner() -
     assert retention.get("restart", "unless-stopped") == "unless-stopped"
     owner_url = migrate["environment"]["URBANPULSE_DATABASE_URL"]
     assert retention["environment"]["URBANPULSE_DATABASE_URL"] == owner_url
-    assert urlsplit(_interpolate(owner_url)).username == "postgres"
+    assert urlsplit(_interpolate(owner_url)).username == OWNER
     password = retention["environment"]["PGPASSWORD_FILE"]
     assert password == migrate["environment"]["PGPASSWORD_FILE"]
-    assert password in _mounted_secrets(retention)
+    for service in (retention, migrate):
+        assert password in _mounted_secrets(service)
+        assert {"source": "db_owner_password", "target": "db_password"} in service["secrets"]
+    # The superuser's password is the database container's alone (its image sets it).
+    holders = [
+        name
+        for name, service in services.items()
+        for secret in service.get("secrets", [])
+        if (secret if isinstance(secret, str) else secret["source"]) == "db_postgres_password"
+    ]
+    assert holders == ["timescaledb"]
     assert retention["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 

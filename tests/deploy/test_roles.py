@@ -15,10 +15,10 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -42,6 +42,7 @@ from services.settings import Settings
 from services.storage import migrate, partitions, retention, rollups
 from services.storage.migrate import _alembic_config
 from services.storage.retention_policy import make_policy
+from services.storage.roles import OWNER
 from services.storage.urls import libpq_url, sqlalchemy_url, with_database
 from services.storage.writer import ReadingWriter
 from tests.dashboards.panel_queries import refused_queries
@@ -50,7 +51,11 @@ from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require
 from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-Login = Callable[[str], str]
+INITDB = ROOT / "deploy" / "postgres" / "initdb"
+
+
+class Login(Protocol):
+    def __call__(self, group: str, on: str | None = None) -> str: ...
 
 
 def _new_login(
@@ -72,18 +77,20 @@ def _new_login(
 
 @pytest.fixture
 def login(database_url: str) -> Iterator[Login]:
-    """``login("urbanpulse_api")`` -> the database URL of a new login in that group role."""
-    made: list[str] = []
+    """``login("urbanpulse_api")`` -> the database URL of a new login in that group role (on
+    ``database_url``'s database, or the one of the URL given second)."""
+    made: list[tuple[str, str]] = []
 
-    def make(group: str) -> str:
-        with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-            name, url = _new_login(conn, database_url, group.removeprefix("urbanpulse_"), group)
-        made.append(name)
+    def make(group: str, on: str | None = None) -> str:
+        target = on or database_url
+        with psycopg.connect(libpq_url(target), autocommit=True) as conn:
+            name, url = _new_login(conn, target, group.removeprefix("urbanpulse_"), group)
+        made.append((target, name))
         return url
 
     yield make
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        for name in made:
+    for target, name in made:
+        with psycopg.connect(libpq_url(target), autocommit=True) as conn:
             role = sql.Identifier(name)
             conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
             conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
@@ -106,8 +113,7 @@ def _allowed(url: str, statement: str) -> None:
         conn.rollback()  # a check, not a change
 
 
-@pytest.fixture
-def arranged(database_url: str) -> str:
+def _arrange(database_url: str) -> None:
     with psycopg.connect(libpq_url(database_url)) as conn:
         conn.execute("INSERT INTO districts (id, name) VALUES ('d01', 'North')")
         conn.execute("INSERT INTO gateways (id, district_id) VALUES ('gw-a', 'd01')")
@@ -122,6 +128,11 @@ def arranged(database_url: str) -> str:
             "SELECT received_at, 'ssc/v1/gw-a/up', 'bad_json', id FROM m"
         )
         create_key(conn, "someone", "admin")
+
+
+@pytest.fixture
+def arranged(database_url: str) -> str:
+    _arrange(database_url)
     return database_url
 
 
@@ -498,12 +509,285 @@ def test_a_migration_by_a_non_superuser_keeps_its_single_role(postgres_server: s
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
+def _run_initdb(script: str, url: str, secrets_dir: Path) -> None:
+    """A deploy/postgres/initdb script, run as the TimescaleDB image runs it: psql as the
+    superuser of ``url`` on its database, the secrets as files."""
+    parts = urlsplit(url)
+    result = subprocess.run(
+        ["sh", str(INITDB / script)],
+        env={
+            "PATH": f"{_wheel_paths()[0] / 'bin'}:{os.environ['PATH']}",
+            "POSTGRES_USER": parts.username or "postgres",
+            "POSTGRES_DB": parts.path.lstrip("/"),
+            "PGHOST": parts.hostname or "127.0.0.1",
+            "PGPORT": str(parts.port or 5432),
+            "PGPASSWORD": parts.password or "",
+            "URBANPULSE_SECRETS_DIR": str(secrets_dir),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _as(url: str, user: str, password: str) -> str:
+    """``url`` with another login's credentials."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+def _hand_to_owner(url: str, secrets_dir: Path) -> str:
+    """deploy/postgres/initdb/15-owner.sh on ``url``'s database; the owner's URL there. The
+    role is the server's, like the group roles, and stays; each run gives it a new password."""
+    password = secrets.token_urlsafe(12)
+    secrets_dir.mkdir(exist_ok=True)
+    (secrets_dir / "db_owner_password").write_text(password + "\n")
+    _run_initdb("15-owner.sh", url, secrets_dir)
+    return _as(url, OWNER, password)
+
+
+@pytest.fixture
+def owner_database(
+    request: pytest.FixtureRequest, database_url: str, storage_mode: str, tmp_path: Path
+) -> Iterator[tuple[str, str]]:
+    """A new database set up as deploy/ does it: 15-owner.sh, then the migrations as the
+    owner. (superuser's URL, owner's URL); ``database_url`` (migrated by the superuser, which
+    makes the group roles where a server has none yet) is the reference to compare with."""
+    server = request.getfixturevalue(
+        "postgres_server" if storage_mode == "partitioned" else "timescale_server"
+    )
+    database = f"urbanpulse_owner_{uuid.uuid4().hex[:12]}"
+    name = sql.Identifier(database)
+    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    url = with_database(server, database)
+    try:
+        owner_url = _hand_to_owner(url, tmp_path / "secrets")
+        migrate.upgrade(owner_url, mode=storage_mode)
+        yield url, owner_url
+    finally:
+        with psycopg.connect(libpq_url(server), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+def _rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def _check_owner_role(url: str) -> None:
+    """The owner logs in and is no superuser, makes no roles or databases, replicates nothing,
+    bypasses no row security; it is a member of only what 15-owner.sh says why it needs."""
+    attributes = _rows(
+        url,
+        "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolcanlogin "
+        "FROM pg_roles WHERE rolname = %s",
+        (OWNER,),
+    )
+    assert attributes == [(False, False, False, False, False, True)]
+    memberships = _rows(
+        url,
+        "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s ORDER BY 1",
+        (OWNER,),
+    )
+    assert memberships == [("pg_read_all_settings",), ("urbanpulse_ingest",)]
+
+
+# Whoever owns them, with the extension's own objects aside; TimescaleDB keeps chunks and the
+# aggregates' materialisations in _timescaledb_internal.
+NOT_THE_OWNERS = """
+SELECT c.oid::regclass::text, pg_get_userbyid(c.relowner) FROM pg_class c
+WHERE c.relnamespace::regnamespace::text IN ('public', '_timescaledb_internal')
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_get_userbyid(c.relowner) <> %(owner)s
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+UNION ALL
+SELECT p.oid::regprocedure::text, pg_get_userbyid(p.proowner) FROM pg_proc p
+WHERE p.pronamespace = 'public'::regnamespace AND pg_get_userbyid(p.proowner) <> %(owner)s
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                  AND d.objid = p.oid AND d.deptype = 'e')
+ORDER BY 1
+"""
+
+
+def _check_ownership(url: str, storage_mode: str, superusers: list[tuple[str, str]]) -> None:
+    """Every table, view, sequence and function of the schema is the owner's, but for the
+    readings tables and their partitions in partition mode (the ingestion role's by design,
+    migration 0006) and ``superusers``."""
+    others = _rows(url, NOT_THE_OWNERS, {"owner": OWNER})  # type: ignore[arg-type]
+    if storage_mode == "timescaledb":
+        # The compression and refresh jobs run as, and may be altered by, their owner only.
+        jobs = _rows(
+            url,
+            "SELECT owner::text, count(*) FROM timescaledb_information.jobs "
+            "WHERE hypertable_name IS NOT NULL GROUP BY 1",
+        )
+        assert [owner for owner, _ in jobs] == [OWNER]
+    assert [(n, o) for n, o in others if o != "urbanpulse_ingest"] == superusers
+    ingests = {n for n, o in others if o == "urbanpulse_ingest"}
+    if storage_mode == "timescaledb":
+        assert ingests == set()
+    else:
+        # Every partition too, whoever made it (the owner's migration made some ahead).
+        made = _rows(
+            url,
+            "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent IN ('readings'::regclass, 'readings_extra'::regclass)",
+        )
+        assert made
+        assert {owner for _, owner in made} == {"urbanpulse_ingest"}
+        assert ingests == {"readings", "readings_extra"} | {name for name, _ in made}
+
+
+def _privileges(url: str) -> set[tuple[str, str, str]]:
+    """What the group roles may do on the schema's tables, columns and functions (who granted
+    it aside: the owner does, where the superuser did). Partitions aside: their dates differ."""
+    query = """
+    SELECT grantee, table_name, privilege_type FROM information_schema.role_table_grants
+    WHERE table_schema = 'public' AND table_name !~ '_p[0-9]{8}'
+    UNION ALL
+    SELECT grantee, table_name || '.' || column_name, privilege_type
+    FROM information_schema.column_privileges
+    WHERE table_schema = 'public' AND table_name !~ '_p[0-9]{8}'
+    UNION ALL
+    SELECT grantee, routine_name, privilege_type FROM information_schema.role_routine_grants
+    WHERE routine_schema = 'public'
+    """
+    return {
+        (str(g), str(t), str(p))
+        for g, t, p in _rows(url, query)
+        if str(g).startswith("urbanpulse_") and g != OWNER
+    }
+
+
+def _check_later_tables_are_granted(owner_url: str) -> None:
+    """A table a later migration makes as the owner gets the default grants of migration 0006:
+    they are the owner's default privileges, not the superuser's."""
+    with psycopg.connect(libpq_url(owner_url)) as conn:
+        conn.execute("CREATE TABLE later_table (id bigserial PRIMARY KEY)")
+        row = conn.execute(
+            "SELECT has_table_privilege('urbanpulse_api', 'later_table', 'SELECT'), "
+            "has_table_privilege('urbanpulse_monitor', 'later_table', 'SELECT'), "
+            "has_sequence_privilege('urbanpulse_ingest', 'later_table_id_seq', 'USAGE'), "
+            "has_table_privilege('urbanpulse_grafana', 'later_table', 'SELECT'), "
+            "has_table_privilege('urbanpulse_api', 'later_table', 'INSERT')"
+        ).fetchone()
+        conn.rollback()
+    assert row == (True, True, True, False, False)
+
+
+def _check_retention_as_owner(url: str, owner_url: str, storage_mode: str, login: Login) -> None:
+    """Readings past the policies: ``urbanpulse retention apply`` as the owner drops the
+    chunks (partitions) past the longest raw retention and deletes the rows past their kind's;
+    in TimescaleDB the ingestion role is refused both."""
+    _arrange(url)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute("SELECT key FROM sensors WHERE id = 'fdr-1'").fetchone()
+        assert row is not None
+        voltage = QUANTITIES["voltage"].key
+        ReadingWriter(conn, storage_mode).write(
+            [
+                ((hour - timedelta(days=days, hours=h)).timestamp(), row[0], voltage, 230.0)
+                for days in (10, 40)
+                for h in range(24)
+            ]
+        )
+        retention.set_policy(conn, make_policy("default", "", 30), "test")
+        retention.set_policy(conn, make_policy("kind", "feeder_meter", 5), "test")
+        conn.commit()
+    assert _count(url, "SELECT count(*) FROM readings") == 48
+    if storage_mode == "timescaledb":
+        with (
+            psycopg.connect(libpq_url(login("urbanpulse_ingest", url))) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            retention.apply(conn, storage_mode)
+        assert _count(url, "SELECT count(*) FROM readings") == 48
+    result = CliRunner().invoke(cli, ["retention", "apply", "--database-url", owner_url])
+    assert result.exit_code == 0, result.output
+    assert "removed: raw rows 24;" in result.output
+    dropped = int(result.output.split("partitions or chunks ")[1].split()[0])
+    assert dropped >= 1, result.output
+    assert _count(url, "SELECT count(*) FROM readings") == 0
+
+
+def test_migrations_as_the_owner_leave_it_every_table_and_the_roles_their_grants(
+    owner_database: tuple[str, str], database_url: str, storage_mode: str, login: Login
+) -> None:
+    """deploy/'s `migrate`: 15-owner.sh, then `urbanpulse db upgrade` as the owner, no
+    superuser. The group roles get exactly what a superuser's migration gives them, and the
+    hourly retention job works as the owner."""
+    url, owner_url = owner_database
+    _check_owner_role(url)
+    assert migrate.status(owner_url).pending == ()
+    # No event trigger without a superuser: nothing of the superuser's in the schema at all.
+    _check_ownership(url, storage_mode, superusers=[])
+    assert _privileges(url) == _privileges(database_url) != set()
+    for group in sorted(REFUSED):
+        group_url = login(group, url)
+        for statement in ALLOWED[group]:
+            _allowed(group_url, statement)
+        assert [s for s in REFUSED[group] if not _refused(group_url, s)] == []
+    _check_later_tables_are_granted(owner_url)
+    # The owner takes the grants back as it made them, and makes them again.
+    engine = sa.create_engine(sqlalchemy_url(owner_url), poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            command.downgrade(_alembic_config(connection), "0005")
+            connection.commit()
+    finally:
+        engine.dispose()
+    assert _privileges(url) == set()
+    migrate.upgrade(owner_url)
+    _check_ownership(url, storage_mode, superusers=[])
+    assert _privileges(url) == _privileges(database_url)
+    _check_retention_as_owner(url, owner_url, storage_mode, login)
+
+
+def test_the_owner_script_takes_over_a_database_the_superuser_migrated(
+    database_url: str, storage_mode: str, login: Login, tmp_path: Path
+) -> None:
+    """An upgrade of a deployment that ran `migrate` and `retention` as the superuser:
+    15-owner.sh, run by hand once, hands every table to the owner; the roles keep their
+    grants; `migrate` as the owner has nothing left to do; and running it again changes
+    nothing."""
+    before = _privileges(database_url)
+    owner_url = _hand_to_owner(database_url, tmp_path / "secrets")
+    _check_owner_role(database_url)
+    superuser = urlsplit(database_url).username or "postgres"
+    # The partition owner's event trigger runs in whoever issues DDL: its function stays
+    # the superuser's, for no one else may change what it does.
+    kept = [("urbanpulse_partition_owner()", superuser)]
+    _check_ownership(database_url, storage_mode, superusers=kept)
+    assert _privileges(database_url) == before
+    migrate.upgrade(owner_url)
+    if storage_mode == "timescaledb":
+        # TimescaleDB before 2.26 (deploy/ pins 2.17) leaves the policy jobs with the old
+        # owner on ALTER ... OWNER TO: as it would, for the script to take them over too.
+        with psycopg.connect(libpq_url(database_url)) as conn:
+            conn.execute(
+                "UPDATE _timescaledb_config.bgw_job SET owner = current_user::text::regrole "
+                "WHERE hypertable_id IS NOT NULL"
+            )
+    owner_url = _hand_to_owner(database_url, tmp_path / "secrets")
+    _check_ownership(database_url, storage_mode, superusers=kept)
+    assert _privileges(database_url) == before
+    _check_later_tables_are_granted(owner_url)
+    _check_retention_as_owner(database_url, owner_url, storage_mode, login)
+
+
 def test_the_deploy_init_script_makes_logins_that_get_their_roles_grants(
     tmp_path: Path,
 ) -> None:
-    """deploy/postgres/initdb/10-roles.sh, run as the TimescaleDB image would run it (psql as
-    the superuser on a new server, secrets as files), then the migrations: each login has its
-    role's rights and no more. On a server of its own: the logins are cluster-wide names."""
+    """deploy/postgres/initdb/10-roles.sh and 15-owner.sh, run as the TimescaleDB image would
+    run them (psql as the superuser on a new server, secrets as files), then the migrations as
+    the owner, as deploy/'s `migrate` runs them: each login has its role's rights and no more.
+    On a server of its own: the logins are cluster-wide names."""
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()
     passwords = {}
@@ -513,32 +797,14 @@ def test_the_deploy_init_script_makes_logins_that_get_their_roles_grants(
     with EmbeddedPostgres(fast=True) as server_url:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute("CREATE DATABASE urbanpulse")
-        parts = urlsplit(server_url)
-        bin_dir = _wheel_paths()[0] / "bin"
-        result = subprocess.run(
-            ["sh", str(ROOT / "deploy" / "postgres" / "initdb" / "10-roles.sh")],
-            env={
-                "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                "POSTGRES_USER": "postgres",
-                "POSTGRES_DB": "urbanpulse",
-                "PGHOST": "127.0.0.1",
-                "PGPORT": str(parts.port),
-                "PGPASSWORD": parts.password or "",
-                "URBANPULSE_SECRETS_DIR": str(secrets_dir),
-            },
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
         url = with_database(server_url, "urbanpulse")
-        migrate.upgrade(url, mode="partitioned")
+        _run_initdb("10-roles.sh", url, secrets_dir)
+        owner_url = _hand_to_owner(url, secrets_dir)
+        migrate.upgrade(owner_url, mode="partitioned")
+        _check_ownership(url, "partitioned", superusers=[])
 
         def as_login(login: str) -> str:
-            host = parts.netloc.rpartition("@")[2]
-            return urlunsplit(
-                parts._replace(netloc=f"{login}:{passwords[login]}@{host}", path="/urbanpulse")
-            )
+            return _as(url, login, passwords[login])
 
         _allowed(as_login("api"), "SELECT secret_hash FROM api_keys")
         assert _refused(as_login("api"), "INSERT INTO readings VALUES (now(), 1, 1, 1.0)")
@@ -553,3 +819,6 @@ def test_the_deploy_init_script_makes_logins_that_get_their_roles_grants(
         # A wrong password is refused: the logins are not open to anyone.
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(as_login("api").replace(passwords["api"], "wrong")).close()
+        owner_password = (secrets_dir / "db_owner_password").read_text().strip()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(owner_url.replace(owner_password, "wrong")).close()

@@ -16,12 +16,15 @@
 - ``urbanpulse_grafana``: reads only the rollups, the KPI and alert tables, the registry and
   the quarantine without its raw payloads; never API keys, never raw readings.
 
-Set up only when a superuser migrates (deploy/ does): ``urbanpulse up`` migrates as the single
-non-superuser role owning its embedded database, which keeps doing everything. The roles are
-NOLOGIN groups: each process logs in as a user that is a member of one
-(``deploy/postgres/initdb/10-roles.sh`` creates ``ingest``, ``api``, ``monitor``,
-``grafana``). Roles are cluster-wide, so they are created only where missing; the grants are
-per database.
+Set up only when the superuser or the schema's owner role ``urbanpulse_owner`` migrates (deploy/
+migrates as the owner, which ``deploy/postgres/initdb/15-owner.sh`` makes): ``urbanpulse up``
+migrates as the single non-superuser role owning its embedded database, which keeps doing
+everything. The roles are NOLOGIN groups: each process logs in as a user that is a member of one
+(``deploy/postgres/initdb/10-roles.sh`` creates them with ``ingest``, ``api``, ``monitor``,
+``grafana``). Roles are cluster-wide, so they are created only where missing (by the superuser:
+the owner may not create roles); the grants are per database. The partition owner's event
+trigger needs the superuser too; without it ``partitions.ensure`` gives the migrator's new
+partitions to the ingestion role itself.
 
 Revision ID: 0006
 Revises: 0005
@@ -32,6 +35,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+from services.storage.roles import OWNER, is_superuser, sets_up_roles
 
 revision = "0006"
 down_revision = "0005"
@@ -123,16 +128,21 @@ DO $$
 DECLARE child regclass;
 BEGIN
     IF (SELECT value FROM storage_settings WHERE name = 'mode') = 'partitioned' THEN
+        -- A partition is a table in the schema: creating one needs CREATE there. First: a
+        -- table's new owner needs it too, unless a superuser makes the change.
+        GRANT CREATE ON SCHEMA public TO urbanpulse_ingest;
         ALTER TABLE readings OWNER TO urbanpulse_ingest;
         ALTER TABLE readings_extra OWNER TO urbanpulse_ingest;
         {partitions_to_ingest}
         GRANT INSERT, UPDATE, DELETE ON readings_1m, readings_1h, readings_1d
             TO urbanpulse_ingest;
-        -- A partition is a table in the schema: creating one needs CREATE there.
-        GRANT CREATE ON SCHEMA public TO urbanpulse_ingest;
     END IF;
 END $$;
+""".format(partitions_to_ingest=_give_partitions("urbanpulse_ingest"))
 
+# Superuser only (event triggers are): every new partition to the ingestion role, whoever
+# creates it.
+PARTITION_TRIGGER = """
 CREATE FUNCTION urbanpulse_partition_owner() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE created record;
@@ -150,7 +160,7 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER urbanpulse_partition_owner ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION urbanpulse_partition_owner();
-""".format(partitions_to_ingest=_give_partitions("urbanpulse_ingest"))
+"""
 
 DOWNGRADE = f"""
 DROP EVENT TRIGGER IF EXISTS urbanpulse_partition_owner;
@@ -170,24 +180,36 @@ REVOKE USAGE, CREATE ON SCHEMA public FROM {", ".join(ROLES)};
 """
 
 
-def _superuser() -> bool:
-    return bool(
-        op.get_bind().scalar(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+def _missing_roles() -> list[str]:
+    present = op.get_bind().scalars(
+        sa.text("SELECT rolname FROM pg_roles WHERE rolname = ANY(:roles)"),
+        {"roles": list(ROLES)},
     )
+    return sorted(set(ROLES) - set(present))
 
 
 def upgrade() -> None:
-    if not _superuser():
+    bind = op.get_bind()
+    if not sets_up_roles(bind):
         # `urbanpulse up` migrates as the one role that owns its embedded database (no
         # CREATEROLE, and an event trigger needs a superuser): it keeps that single role.
         op.execute(
             "DO $$ BEGIN RAISE NOTICE 'least-privilege roles not set up: migrations run as "
-            "a non-superuser (deploy/ migrates as the superuser)'; END $$"
+            f"neither a superuser nor {OWNER} (deploy/ migrates as {OWNER})'; END $$"
         )
         return
-    op.execute(CREATE_ROLES)
+    superuser = is_superuser(bind)
+    if superuser:
+        op.execute(CREATE_ROLES)
+    elif missing := _missing_roles():
+        raise RuntimeError(
+            f"roles {', '.join(missing)} do not exist and {OWNER} may not create them: run "
+            "deploy/postgres/initdb/10-roles.sh and 15-owner.sh as the superuser first"
+        )
     op.execute(GRANTS)
     op.execute(PARTITIONED)
+    if superuser:
+        op.execute(PARTITION_TRIGGER)
 
 
 def downgrade() -> None:
@@ -195,7 +217,7 @@ def downgrade() -> None:
         sa.text("SELECT count(*) FROM pg_roles WHERE rolname = ANY(:roles)"),
         {"roles": list(ROLES)},
     )
-    if not _superuser() or exists != len(ROLES):
+    if not sets_up_roles(op.get_bind()) or exists != len(ROLES):
         return  # upgrade set nothing up
     # The roles stay: they are the server's, and other databases on it may use them.
     op.execute(DOWNGRADE)

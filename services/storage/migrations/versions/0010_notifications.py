@@ -14,8 +14,9 @@ Create Date: 2026-12-05
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
+
+from services.storage.roles import sets_up_roles
 
 revision = "0010"
 down_revision = "0006"
@@ -96,12 +97,9 @@ DROP TABLE notification_subscriptions;
 
 def upgrade() -> None:
     op.execute(UPGRADE)
-    # Only where 0006 set the least-privilege roles up: a superuser migrating (deploy/). The
+    # Only where 0006 set the least-privilege roles up: the superuser or the owner migrating. The
     # roles are cluster-wide, so their mere existence says nothing about this database.
-    superuser = op.get_bind().scalar(
-        sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-    )
-    if superuser:
+    if sets_up_roles(op.get_bind()):
         op.execute(GRANTS)
 
 

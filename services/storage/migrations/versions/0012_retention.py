@@ -23,6 +23,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from services.storage.roles import sets_up_roles
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -108,10 +110,10 @@ END $$;
 REVOKE EXECUTE ON FUNCTION urbanpulse_erase_batch(bigint, integer) FROM PUBLIC;
 """
 
-# Only where 0006 set the roles up (a superuser migrating). The API changes policies and erases
-# (its audit rows; the raw rows through urbanpulse_erase_batch only, never DELETE on readings;
-# in partition mode the rollup buckets it recomputes); ingestion applies the policies in its
-# maintenance loop, so it reads them and deletes what they expire.
+# Only where 0006 set the roles up (the superuser or the owner migrating). The API changes
+# policies and erases (its audit rows; the raw rows through urbanpulse_erase_batch only, never
+# DELETE on readings; in partition mode the rollup buckets it recomputes); ingestion applies the
+# policies in its maintenance loop, so it reads them and deletes what they expire.
 GRANTS = """
 GRANT SELECT, INSERT, UPDATE, DELETE ON retention_policies TO urbanpulse_api;
 -- The audit is written once and then only completed: a key cannot rewrite who, what or why.
@@ -196,10 +198,7 @@ def upgrade() -> None:
             "WHERE j.proc_name = 'policy_refresh_continuous_aggregate' "
             "AND j.hypertable_name = 'readings_1m' AND p.scope = 'default'"
         )
-    superuser = op.get_bind().scalar(
-        sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-    )
-    if superuser:
+    if sets_up_roles(op.get_bind()):
         op.execute(GRANTS)
         if _mode() == "timescaledb":
             op.execute(
@@ -226,10 +225,7 @@ def downgrade() -> None:
             "WHERE j.proc_name = 'policy_refresh_continuous_aggregate' "
             "AND j.hypertable_name = 'readings_1m'"
         )
-    superuser = op.get_bind().scalar(
-        sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-    )
-    if superuser:
+    if sets_up_roles(op.get_bind()):
         op.execute("REVOKE DELETE ON readings, readings_extra FROM urbanpulse_ingest")
         if not timescaledb:
             op.execute(

@@ -13,8 +13,9 @@ Create Date: 2026-12-05
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
+
+from services.storage.roles import sets_up_roles
 
 revision = "0013"
 down_revision = "0012"
@@ -26,11 +27,9 @@ REVOKE = "REVOKE SELECT, INSERT, UPDATE, DELETE ON import_runs FROM urbanpulse_i
 
 
 def _roles_set_up() -> bool:
-    # Only where 0006 set the roles up: a superuser migrating (deploy/). The roles are
+    # Only where 0006 set the roles up: the superuser or the owner migrating. The roles are
     # cluster-wide, so their mere existence says nothing about this database.
-    return bool(
-        op.get_bind().scalar(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-    )
+    return sets_up_roles(op.get_bind())
 
 
 def upgrade() -> None:
