@@ -178,11 +178,17 @@ def test_markup_in_data_is_shown_as_text_and_never_runs(open_page: Any, platform
 
 def test_the_console_cannot_be_framed_by_another_site(open_page: Any, platform: Platform) -> None:
     page = open_page().page
-    page.set_content(f'<iframe id="f" src="{platform.url}/console" width="800" height="600">')
-    page.wait_for_timeout(1500)
-    frame = page.frame_locator("#f")
-    # Refused by frame-ancestors 'none' / X-Frame-Options DENY: nothing of the console inside.
-    assert frame.locator("#keyform").count() == 0
+    # Refused by frame-ancestors 'none' / X-Frame-Options DENY, as Chromium says in the console.
+    with page.expect_console_message(
+        lambda m: "frame-ancestors 'none'" in m.text or "X-Frame-Options" in m.text
+    ):
+        page.set_content(f'<iframe id="f" src="{platform.url}/console" width="800" height="600">')
+    # set_content waited for the load event, which waits for the frame's document: refused,
+    # the frame holds Chromium's error page and nothing of the console.
+    frame = page.locator("#f").element_handle().content_frame()
+    assert frame is not None
+    assert frame.url.startswith("chrome-error://"), frame.url
+    assert page.frame_locator("#f").locator("#keyform").count() == 0
 
 
 class _StreamGate:
@@ -265,7 +271,10 @@ def test_forget_key_clears_the_key_and_the_data(open_page: Any, platform: Platfo
     assert page.locator("#alerts li[data-alert-id]").count() == 0
     assert "no key" in page.locator("#freshness").inner_text()
     page.reload()
-    page.wait_for_timeout(500)
+    # With a key left behind the page would connect and never say this; once it has, nothing
+    # can fill the tiles (a sleep here passed whenever the machine was slower than it).
+    page.locator("#freshness").filter(has_text="no key: enter an API key").wait_for()
+    assert page.evaluate("sessionStorage.getItem('urbanpulse-key')") is None
     assert page.locator(".tile").count() == 0
 
 
