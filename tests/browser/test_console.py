@@ -9,6 +9,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx2 as httpx
@@ -177,11 +178,51 @@ def test_markup_in_data_is_shown_as_text_and_never_runs(open_page: Any, platform
 
 def test_the_console_cannot_be_framed_by_another_site(open_page: Any, platform: Platform) -> None:
     page = open_page().page
-    page.set_content(f'<iframe id="f" src="{platform.url}/console" width="800" height="600">')
-    page.wait_for_timeout(1500)
-    frame = page.frame_locator("#f")
-    # Refused by frame-ancestors 'none' / X-Frame-Options DENY: nothing of the console inside.
-    assert frame.locator("#keyform").count() == 0
+    # Refused by frame-ancestors 'none' / X-Frame-Options DENY, as Chromium says in the console.
+    with page.expect_console_message(
+        lambda m: "frame-ancestors 'none'" in m.text or "X-Frame-Options" in m.text
+    ):
+        page.set_content(f'<iframe id="f" src="{platform.url}/console" width="800" height="600">')
+    # set_content waited for the load event, which waits for the frame's document: refused,
+    # the frame holds Chromium's error page and nothing of the console.
+    frame = page.locator("#f").element_handle().content_frame()
+    assert frame is not None
+    assert frame.url.startswith("chrome-error://"), frame.url
+    assert page.frame_locator("#f").locator("#keyform").count() == 0
+
+
+class _StreamGate:
+    """Answers the page's stream requests in order, each once the test releases it (those past
+    ``answers`` go on to the API), so what the page shows between two requests holds until the
+    test has seen it. Answered at once, the cut stream's first instant (headers in, body not yet
+    read) says "live", which a loaded machine catches, and "STALE" is said before the first
+    stream is even asked for: waits for those prove nothing about the reconnect."""
+
+    def __init__(self, *answers: Callable[[Any], None]) -> None:
+        self.answers = answers
+        self.headers: list[dict[str, str]] = []
+        self._waiting: list[Any] = []
+        self._released = 0
+        self._answered = 0
+
+    def take(self, route: Any) -> None:
+        self.headers.append(route.request.headers)
+        self._waiting.append(route)
+        self._answer()
+
+    def release(self) -> None:
+        self._released += 1
+        self._answer()
+
+    def _answer(self) -> None:
+        # Route handlers and the test run on one thread (Playwright's sync API): no lock.
+        while self._answered < min(self._released, len(self._waiting)):
+            route = self._waiting[self._answered]
+            if self._answered < len(self.answers):
+                self.answers[self._answered](route)
+            else:
+                route.continue_()
+            self._answered += 1
 
 
 def test_the_stream_reconnects_with_last_event_id_and_the_page_says_it_was_stale(
@@ -189,32 +230,36 @@ def test_the_stream_reconnects_with_last_event_id_and_the_page_says_it_was_stale
 ) -> None:
     watched: Watched = open_page()
     page = watched.page
-    seen: list[dict[str, str]] = []
-    event = {"readings": []}
+    event: dict[str, list[Any]] = {"readings": []}
 
-    def handle(route: Any) -> None:
-        seen.append(route.request.headers)
-        if len(seen) == 1:
-            # One message with an id, then the connection ends (a proxy cut it).
-            body = f"id: 41\nevent: readings\ndata: {json.dumps(event)}\n\n"
-            route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=body)
-        elif len(seen) == 2:
-            route.fulfill(
-                status=503,
-                headers={"content-type": "application/problem+json"},
-                body=json.dumps({"detail": "API restarting"}),
-            )
-        else:
-            route.continue_()
+    def cut(route: Any) -> None:
+        # One message with an id, then the connection ends (a proxy cut it).
+        body = f"id: 41\nevent: readings\ndata: {json.dumps(event)}\n\n"
+        route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=body)
 
-    page.route("**/v1/stream", handle)
+    def restarting(route: Any) -> None:
+        route.fulfill(
+            status=503,
+            headers={"content-type": "application/problem+json"},
+            body=json.dumps({"detail": "API restarting"}),
+        )
+
+    gate = _StreamGate(cut, restarting)
+    page.route("**/v1/stream", gate.take)
     page.goto(f"{platform.url}/console#key={platform.keys['operator']}")
-    page.locator("#freshness.stale").filter(has_text="STALE").wait_for()
+    stale = page.locator("#freshness.stale")
+    # Each wait is for a state that holds until the next stream request is answered, and the
+    # page backs off before it asks again (1 s, then 2 s): generous time, no fixed window.
+    gate.release()
+    stale.filter(has_text="STALE: stream disconnected (the stream ended)").wait_for(timeout=30000)
+    gate.release()
+    stale.filter(has_text="STALE: stream disconnected (API restarting)").wait_for(timeout=30000)
+    gate.release()
     page.locator("#freshness.fresh").filter(has_text="live").wait_for(timeout=30000)
-    assert len(seen) >= 3
-    assert "last-event-id" not in seen[0]
-    assert seen[1]["last-event-id"] == "41"
-    assert seen[2]["last-event-id"] == "41"
+    assert len(gate.headers) >= 3
+    assert "last-event-id" not in gate.headers[0]
+    assert gate.headers[1].get("last-event-id") == "41"
+    assert gate.headers[2].get("last-event-id") == "41"
 
 
 def test_forget_key_clears_the_key_and_the_data(open_page: Any, platform: Platform) -> None:
@@ -226,7 +271,10 @@ def test_forget_key_clears_the_key_and_the_data(open_page: Any, platform: Platfo
     assert page.locator("#alerts li[data-alert-id]").count() == 0
     assert "no key" in page.locator("#freshness").inner_text()
     page.reload()
-    page.wait_for_timeout(500)
+    # With a key left behind the page would connect and never say this; once it has, nothing
+    # can fill the tiles (a sleep here passed whenever the machine was slower than it).
+    page.locator("#freshness").filter(has_text="no key: enter an API key").wait_for()
+    assert page.evaluate("sessionStorage.getItem('urbanpulse-key')") is None
     assert page.locator(".tile").count() == 0
 
 
