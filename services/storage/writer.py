@@ -24,11 +24,12 @@ decoding and validating.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import chain, repeat
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import psycopg
 from psycopg.abc import Buffer
@@ -43,7 +44,7 @@ from .partitions import PartitionSet, read_interval
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 # Row: 4 fields; timestamptz (int64 µs since 2000-01-01), int4, int2, float8, each length-prefixed.
-_ROW = struct.Struct(">hiqiiihid")
+_FIELDS = struct.pack(">h", 4)
 _PG_EPOCH = 946_684_800.0
 # PostgreSQL's binary array: dimensions (1), has-nulls flag, element type oid, then the one
 # dimension's length and lower bound; the elements follow, each length-prefixed.
@@ -198,23 +199,94 @@ class _BinaryArrayDumper(Dumper):
         return obj
 
 
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _big_endian(code: str, values: Sequence[float]) -> bytes:
+    """``values`` as consecutive big-endian items of ``array`` type ``code``."""
+    items = array(code, values)
+    if _LITTLE_ENDIAN:
+        items.byteswap()
+    return items.tobytes()
+
+
+def _interleave(n: int, parts: Sequence[bytes]) -> bytearray:
+    """``n`` records, the k-th the k-th fixed-size item of each part in turn (each part holds
+    ``n`` items of one size): a strided copy per byte of a record, all in C, instead of a
+    ``struct.pack`` per record in Python."""
+    if n == 0:
+        return bytearray()
+    stride = sum(len(part) for part in parts) // n
+    out = bytearray(stride * n)
+    offset = 0
+    for part in parts:
+        size = len(part) // n
+        for k in range(size):
+            out[offset + k :: stride] = part[k::size]
+        offset += size
+    return out
+
+
+def _length_words(size: int, n: int) -> bytes:
+    return struct.pack(">i", size) * n
+
+
+class Columns(NamedTuple):
+    """A batch of readings by column, times as microseconds since 2000 (PostgreSQL's epoch)."""
+
+    micros: list[int]
+    sensors: list[int]
+    quantities: list[int]
+    values: list[float]
+
+
+def columns(rows: Sequence[Reading]) -> Columns:
+    epoch = _PG_EPOCH
+    return Columns(
+        [round((r[0] - epoch) * 1e6) for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+    )
+
+
 def _binary_array(element_oid: int, code: str, values: Sequence[float]) -> _BinaryArray:
-    """``values`` as a binary array of ``struct`` type ``code``: one ``struct.pack`` call.
+    """``values`` as a binary array of ``array`` type ``code``.
 
     psycopg's list dumper walks the list in Python (13 ms for a batch's four arrays of 5,000
-    here, most of the writer thread's own time in a py-spy profile); this is about 3x less."""
+    here, most of the writer thread's own time in a py-spy profile); one ``struct.pack`` of the
+    whole array was about 3x less, and this (two typed-array copies, no Python per item) less
+    again: ``bench/bench_write.py`` times the encoders."""
     n = len(values)
-    size = struct.calcsize(code)
-    pairs = zip(repeat(size, n), values, strict=True)
-    body = struct.pack(f">{('i' + code) * n}", *chain.from_iterable(pairs))
+    size = array(code).itemsize
+    body = _interleave(n, [_length_words(size, n), _big_endian(code, values)])
     return _BinaryArray(_ARRAY_HEADER.pack(1, 0, element_oid, n, 1) + body)
 
 
 def encode_copy(rows: Sequence[Reading]) -> bytes:
     """The binary COPY stream of ``rows`` for (time, sensor_key, quantity_key, value)."""
-    pack = _ROW.pack
-    epoch = _PG_EPOCH
-    body = b"".join([pack(4, 8, round((t - epoch) * 1e6), 4, s, 2, q, 8, v) for t, s, q, v in rows])
+    return encode_columns(columns(rows))
+
+
+def encode_columns(batch: Columns) -> bytes:
+    """The binary COPY stream of a batch by column: per row (``>hiqiiihid``), the field count,
+    then each field's length and big-endian value. (``array``'s ``i``, ``h``, ``q`` and ``d``
+    are 4, 2, 8 and 8 bytes wherever CPython runs on Linux, as these lengths say.)"""
+    n = len(batch.micros)
+    body = _interleave(
+        n,
+        [
+            _FIELDS * n,
+            _length_words(8, n),
+            _big_endian("q", batch.micros),
+            _length_words(4, n),
+            _big_endian("i", batch.sensors),
+            _length_words(2, n),
+            _big_endian("h", batch.quantities),
+            _length_words(8, n),
+            _big_endian("d", batch.values),
+        ],
+    )
     return _COPY_HEADER + body + _COPY_TRAILER
 
 
@@ -309,23 +381,23 @@ class ReadingWriter:
         conn = self.conn
         with conn.cursor() as cur:
             cur.execute("SAVEPOINT direct_copy")
+            batch = columns(rows)
             try:
                 with cur.copy(_COPY_DIRECT) as copy:
-                    copy.write(encode_copy(rows))
+                    copy.write(encode_columns(batch))
             except psycopg.errors.UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
                 self.fallback_batches += 1
                 return False
             self.direct_batches += 1
-            epoch = _PG_EPOCH
-            micros = [round((r[0] - epoch) * 1e6) for r in rows]
+            micros = batch.micros
             arrays = None
             if self.live_events:
                 arrays = (
-                    _binary_array(_INT4, "i", [r[1] for r in rows]),
-                    _binary_array(_INT2, "h", [r[2] for r in rows]),
+                    _binary_array(_INT4, "i", batch.sensors),
+                    _binary_array(_INT2, "h", batch.quantities),
                     _binary_array(_TIMESTAMPTZ, "q", micros),
-                    _binary_array(_FLOAT8, "d", [r[3] for r in rows]),
+                    _binary_array(_FLOAT8, "d", batch.values),
                 )
             spans = self._hour_spans(micros) if self._partitions is not None else None
             # One round trip for what follows the COPY (each is one on its own): on a busy

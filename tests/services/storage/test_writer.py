@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from services.storage.writer import (
     Conflict,
     ReadingWriter,
+    _binary_array,
     conflict_owners,
     encode_copy,
     time_us,
@@ -291,3 +292,33 @@ def test_conflicts_of_one_value_carried_twice_go_one_to_each_carrier() -> None:
     b = Conflict(7, 1, 1_000_000, 2.0, 1.0, "s", "flow")
     owners = conflict_owners([a, b], [(1, [(1.0, 7, 1, 2.0)], []), (2, [(1.0, 7, 1, 2.0)], [])])
     assert owners == {1: [a], 2: [b]}
+
+
+@given(
+    st.sampled_from(
+        [
+            ("i", 23, st.integers(min_value=-(2**31), max_value=2**31 - 1)),
+            ("h", 21, st.integers(min_value=-(2**15), max_value=2**15 - 1)),
+            ("q", 1184, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+            ("d", 701, st.floats()),
+        ]
+    ).flatmap(lambda kind: st.tuples(st.just(kind[:2]), st.lists(kind[2], max_size=30)))
+)
+def test_binary_arrays_follow_postgresql_binary_format(
+    case: tuple[tuple[str, int], list[float]],
+) -> None:
+    (code, oid), values = case
+    data = _binary_array(oid, code, values)
+    size = struct.calcsize(code)
+    assert struct.unpack_from(">iiIii", data) == (1, 0, oid, len(values), 1)
+    offset = 20
+    for value in values:
+        length, item = struct.unpack_from(f">i{code}", data, offset)
+        assert length == size
+        assert item == value or (item != item and value != value)
+        offset += 4 + size
+    assert offset == len(data)
+
+
+def test_an_empty_batch_encodes_to_the_bare_copy_stream() -> None:
+    assert encode_copy([]) == b"PGCOPY\n\xff\r\n\x00" + bytes(8) + b"\xff\xff"
