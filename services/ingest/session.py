@@ -52,8 +52,6 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 # another receipt, so nothing is lost, only delayed.
 MAX_QUEUED_RECEIPTS = 10_000
 _READ_CHUNK = 256 * 1024
-# MQTT's largest packet: a fixed header of 1 byte and a remaining length of at most 4 bytes.
-_MAX_REMAINING_LENGTH = 268_435_455
 
 
 @dataclass(slots=True)
@@ -342,8 +340,6 @@ class MqttSession:
         view = memoryview(buffer)
         try:
             while (size := packet_size(view, offset)) is not None and len(view) - offset >= size:
-                if size - 1 > _MAX_REMAINING_LENGTH:
-                    raise SessionError("malformed packet from the broker: too long")
                 self._handle(self._decode(view[offset : offset + size]))
                 offset += size
         finally:
@@ -392,7 +388,7 @@ class MqttSession:
         # sending the acknowledgements that free the writer; stop waiting on shutdown (the
         # message is not acknowledged, so the broker redelivers it).
         waited = False
-        while not self._closing.is_set():
+        while not (self._closing.is_set() or self._shutdown.is_set()):
             try:
                 self._inbox.put(item, timeout=0.2)
                 if waited and self._ping_sent is not None:
@@ -448,7 +444,9 @@ class MqttSession:
             del self._unsent[:sent]
         self._last_sent = time.monotonic()
 
-    def _until_ping(self) -> float:
+    def _until_ping(self) -> float | None:
+        if self.keep_alive_s <= 0:  # the broker turned keep-alive off: wait for traffic alone
+            return None
         return max(0.0, self._last_sent + self.keep_alive_s - time.monotonic())
 
     def _keep_alive(self, *, waiting: bool = False) -> None:
