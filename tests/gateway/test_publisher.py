@@ -26,10 +26,14 @@ from gateway.outbox import Outbox
 from gateway.publisher import Publisher, PublisherOptions, TLSOptions, backoff_delay
 from gateway.senml import Record, decode, encode
 from gateway.topics import status_topic, up_topic
-from services.devstack.broker import Mosquitto, find_mosquitto
-from services.devstack.postgres import free_port
-from tests.fixtures.broker import BrokerUnderTest, MqttConnect, Subscriber, require
-from tests.fixtures.pki import make_pki
+from services.devstack.broker import Mosquitto
+from tests.fixtures.broker import (
+    BrokerUnderTest,
+    MqttConnect,
+    Subscriber,
+    require,
+    tls_mosquitto,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = 3
@@ -332,23 +336,8 @@ def test_last_will_marks_a_killed_gateway_offline(
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[tuple[BrokerUnderTest, int, dict[str, Path]]]:
     """Mosquitto with a plain listener and a TLS one that requires a client certificate."""
-    if find_mosquitto() is None:
-        pytest.skip("TLS needs Mosquitto (apt-get install mosquitto)")
-    pki = make_pki(tmp_path)
-    tls_port = free_port()
-    broker = Mosquitto(
-        tmp_path / "mosquitto",
-        extra_config=(
-            f"listener {tls_port} 127.0.0.1\n"
-            f"cafile {pki['ca.crt']}\ncertfile {pki['server.crt']}\nkeyfile {pki['server.key']}\n"
-            "require_certificate true\n"
-        ),
-    )
-    broker.start()
-    try:
-        yield BrokerUnderTest(broker.url, broker.kind, broker.capabilities, broker), tls_port, pki
-    finally:
-        broker.close()
+    with tls_mosquitto(tmp_path, require_certificate=True) as started:
+        yield started
 
 
 def test_tls_with_a_client_certificate_from_a_test_ca(

@@ -19,11 +19,9 @@ import pytest
 from gateway import topics
 from gateway.receipts import decode_receipt
 from services.devstack.broker import INGEST_USER, Mosquitto, find_mosquitto
-from services.devstack.postgres import free_port
 from services.ingest.session import Message, MqttSession, SessionError, packet_size
 from tests.deploy.waiting import wait_for
-from tests.fixtures.broker import BrokerUnderTest, MqttConnect
-from tests.fixtures.pki import make_pki
+from tests.fixtures.broker import BrokerUnderTest, MqttConnect, tls_mosquitto
 
 
 def _packets() -> list[bytes]:
@@ -196,33 +194,19 @@ def test_credentials_are_sent_and_a_refusal_is_logged_and_retried(
 
 
 @pytest.fixture
-def tls_mosquitto(tmp_path: Path) -> Iterator[tuple[Mosquitto, int, dict[str, Path]]]:
-    if find_mosquitto() is None:
-        pytest.skip("TLS needs Mosquitto (apt-get install mosquitto)")
-    pki = make_pki(tmp_path)
-    tls_port = free_port()
-    broker = Mosquitto(
-        tmp_path / "mosquitto",
-        extra_config=(
-            f"listener {tls_port} 127.0.0.1\n"
-            f"cafile {pki['ca.crt']}\ncertfile {pki['server.crt']}\nkeyfile {pki['server.key']}\n"
-        ),
-    )
-    broker.start()
-    try:
-        yield broker, tls_port, pki
-    finally:
-        broker.close()
+def tls_broker(tmp_path: Path) -> Iterator[tuple[BrokerUnderTest, int, dict[str, Path]]]:
+    with tls_mosquitto(tmp_path, require_certificate=False) as started:
+        yield started
 
 
 def test_tls_trusts_the_system_ca_store_and_nothing_else(
-    tls_mosquitto: tuple[Mosquitto, int, dict[str, Path]],
+    tls_broker: tuple[BrokerUnderTest, int, dict[str, Path]],
     mqtt_connect: MqttConnect,
     sessions: list[Session],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    broker, tls_port, pki = tls_mosquitto
+    broker, tls_port, pki = tls_broker
     url = f"mqtts://127.0.0.1:{tls_port}"
     # A broker whose CA the system does not trust is refused at the handshake...
     with caplog.at_level(logging.WARNING, logger="services.ingest.session"):
@@ -233,7 +217,7 @@ def test_tls_trusts_the_system_ca_store_and_nothing_else(
     monkeypatch.setenv("SSL_CERT_FILE", str(pki["ca.crt"]))
     sessions.append(trusted := Session(url))
     assert trusted.session.subscribed.wait(10)
-    publisher = mqtt_connect(BrokerUnderTest(broker.url, broker.kind, broker.capabilities))
+    publisher = mqtt_connect(broker)
     publisher.client.publish(topics.up_topic("gw-tls"), b"[]", qos=1)
     (message,) = trusted.take(1)
     assert (message.topic, message.payload) == (topics.up_topic("gw-tls"), b"[]")
