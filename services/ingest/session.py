@@ -45,6 +45,7 @@ from gateway.receipts import encode_receipt
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_S = 60  # paho's default, which the worker used before
+PING_AT = 0.5  # of the keep-alive period without a packet sent
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 # Receipts waiting for the broker's receive maximum to free a slot; past this the oldest go
@@ -447,7 +448,12 @@ class MqttSession:
     def _until_ping(self) -> float | None:
         if self.keep_alive_s <= 0:  # the broker turned keep-alive off: wait for traffic alone
             return None
-        return max(0.0, self._last_sent + self.keep_alive_s - time.monotonic())
+        return max(0.0, self._last_sent + self._ping_every() - time.monotonic())
+
+    def _ping_every(self) -> float:
+        # Before the keep-alive period is up, not at its end: a busy machine may run this
+        # thread late, and the broker drops a client silent for 1.5 periods.
+        return self.keep_alive_s * PING_AT
 
     def _keep_alive(self, *, waiting: bool = False) -> None:
         """PINGREQ when nothing went out for a keep-alive period; a PINGRESP that does not come
@@ -462,7 +468,7 @@ class MqttSession:
             and now - self._ping_sent > self.keep_alive_s
         ):
             raise SessionError("no PINGRESP from the broker")
-        if now - self._last_sent >= self.keep_alive_s and not self._unsent:
+        if now - self._last_sent >= self._ping_every() and not self._unsent:
             self._unsent += mqtt5.PingReqPacket().write()
             if self._ping_sent is None:
                 self._ping_sent = now

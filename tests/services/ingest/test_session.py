@@ -105,15 +105,18 @@ def sessions() -> Iterator[list[Session]]:
 def test_a_full_inbox_keeps_the_connection_alive(
     mqtt_broker: BrokerUnderTest, mqtt_connect: MqttConnect, sessions: list[Session]
 ) -> None:
-    # Keep-alive 1 s: a broker drops a client silent for 1.5 of it. The inbox holds one message,
-    # nobody takes it for 5 s, so the network thread waits on the next one all that time.
-    sessions.append(s := Session(mqtt_broker.url, inbox_size=1, keep_alive_s=1))
+    # Keep-alive 2 s. The inbox holds one message and nobody takes it for 8 s, so the network
+    # thread waits on the next one all that time, reading nothing: it keeps pinging (a broker
+    # may drop a client silent for 3 s; neither broker here did in this test), and once reading
+    # again it must not take the PINGRESP that waited unread for a dead broker and reconnect
+    # (the broker would then deliver the unacknowledged messages again, out of order).
+    sessions.append(s := Session(mqtt_broker.url, inbox_size=1, keep_alive_s=2))
     assert s.session.subscribed.wait(10)
     gateway = f"gw-{time.monotonic_ns()}"
     publisher = mqtt_connect(mqtt_broker)
     for n in range(5):
         publisher.client.publish(topics.up_topic(gateway), f"[{n}]".encode(), qos=1)
-    time.sleep(5)
+    time.sleep(8)
     messages = s.take(5)
     assert [m.payload for m in messages] == [f"[{n}]".encode() for n in range(5)]
     assert {m.connection for m in messages} == {1}  # never reconnected
