@@ -48,6 +48,10 @@ KEEP_ALIVE_S = 60  # paho's default, which the worker used before
 PING_AT = 0.5  # of the keep-alive period without a packet sent
 CONNECT_TIMEOUT_S = 10.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
+# A connection that lasted this long resets the backoff; one that ends sooner (a broker that
+# takes us over, or a packet that breaks us each time) keeps doubling it, so the whole
+# unacknowledged window is not redelivered every second.
+STABLE_S = 10.0
 # Receipts waiting for the broker's receive maximum to free a slot; past this the oldest go
 # (logged): a gateway whose receipt never came resends its pack, and the ledger answers it with
 # another receipt, so nothing is lost, only delayed.
@@ -72,6 +76,10 @@ class Message:
 class SessionError(Exception):
     """The connection cannot go on (the broker refused it, closed it, or broke the protocol):
     the network thread drops it and connects again after a backoff."""
+
+
+class RefusedError(SessionError):
+    """The broker answered CONNECT with a failure (bad credentials, not authorised...)."""
 
 
 def packet_size(buffer: bytes | bytearray | memoryview, offset: int) -> int | None:
@@ -116,7 +124,8 @@ class MqttSession:
         self.group = group
         self.session_expiry_s = session_expiry_s
         self.receive_maximum = receive_maximum
-        self.keep_alive_s = keep_alive_s
+        self.keep_alive_s = keep_alive_s  # asked for at every CONNECT
+        self._keep_alive_period = keep_alive_s  # in force: the broker may override it (CONNACK)
         self.connection = 0  # bumped at every CONNACK
         self.subscribed = threading.Event()
         self._inbox = inbox
@@ -137,6 +146,7 @@ class MqttSession:
         # The network thread's state for the current connection.
         self._sock: socket.socket | None = None
         self._unsent = bytearray()
+        self._write_waits_for_read = False  # TLS: the last send needs a read first
         self._received = bytearray()  # read with the CONNACK, not yet dispatched
         self._last_sent = 0.0
         self._ping_sent: float | None = None
@@ -158,6 +168,11 @@ class MqttSession:
         self._wake()
         if self._thread is not None:
             self._thread.join(10)
+            if self._thread.is_alive():
+                # Still connecting (connect, TLS and CONNACK may each take CONNECT_TIMEOUT_S):
+                # its sockets go with the process; closing them under it would only log noise.
+                log.warning("the MQTT session did not end within 10 s")
+                return
         for wake in (self._wake_r, self._wake_w):
             if wake is not None:
                 wake.close()
@@ -203,11 +218,14 @@ class MqttSession:
     def _run(self) -> None:
         delay = RECONNECT_MIN_S
         while not self._shutdown.is_set():
+            connected_at: float | None = None
             try:
                 self._connect()
-                delay = RECONNECT_MIN_S
+                connected_at = time.monotonic()
                 self._serve()
                 return  # closed on purpose
+            except RefusedError as exc:
+                log.error("%s", exc)
             except (OSError, SessionError) as exc:
                 if self._shutdown.is_set() or self._closing.is_set():
                     log.info("disconnected from the broker")
@@ -218,6 +236,8 @@ class MqttSession:
                 log.exception("the MQTT session failed; reconnecting")
             finally:
                 self._drop_connection()
+            if connected_at is not None and time.monotonic() - connected_at >= STABLE_S:
+                delay = RECONNECT_MIN_S
             if self._shutdown.wait(delay):
                 return
             delay = min(delay * 2, RECONNECT_MAX_S)
@@ -250,10 +270,10 @@ class MqttSession:
             raise SessionError(f"the broker answered CONNECT with {type(connack).__name__}")
         if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
             # Not authorised, bad credentials...: retried; nothing is ingested meanwhile.
-            log.error("the broker refused the connection: %s", connack.reason_code.name)
-            raise SessionError(f"CONNACK {connack.reason_code.name}")
-        if connack.server_keep_alive is not None:
-            self.keep_alive_s = connack.server_keep_alive
+            raise RefusedError(f"the broker refused the connection: {connack.reason_code.name}")
+        self._keep_alive_period = (
+            self.keep_alive_s if connack.server_keep_alive is None else connack.server_keep_alive
+        )
         self._broker_receive_max = connack.receive_max
         sock.setblocking(False)
         self.connection += 1
@@ -298,6 +318,12 @@ class MqttSession:
             packet, _ = mqtt5.read(view)
         except (ValueError, IndexError) as exc:
             raise SessionError(f"malformed packet from the broker: {exc}") from exc
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            # A panic in the compiled codec (pyo3's PanicException derives from BaseException,
+            # e.g. on a topic that is not UTF-8): a broken packet, not a reason to end the thread.
+            raise SessionError(f"the codec failed on a packet from the broker: {exc!r}") from exc
         return packet
 
     def _serve(self) -> None:
@@ -318,16 +344,17 @@ class MqttSession:
             pending_tls = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
             readable, _, _ = select.select(
                 [sock, wake],
-                [sock] if self._unsent else [],
+                [sock] if self._unsent and not self._write_waits_for_read else [],
                 [],
                 0 if pending_tls else self._until_ping(),
             )
             if wake in readable:
                 self._drain_wakes(wake)
             if sock in readable or pending_tls:
+                self._write_waits_for_read = False
                 try:
                     data = sock.recv(_READ_CHUNK)
-                except (ssl.SSLWantReadError, BlockingIOError):
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                     continue
                 if not data:
                     raise SessionError("the broker closed the connection")
@@ -440,33 +467,38 @@ class MqttSession:
         else:
             try:
                 sent = sock.send(self._unsent)
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            except ssl.SSLWantReadError:
+                self._write_waits_for_read = True  # writable says nothing until we read
+                return
+            except (ssl.SSLWantWriteError, BlockingIOError):
                 return
             del self._unsent[:sent]
         self._last_sent = time.monotonic()
 
     def _until_ping(self) -> float | None:
-        if self.keep_alive_s <= 0:  # the broker turned keep-alive off: wait for traffic alone
+        """How long select may wait: until a ping is due or, while bytes wait to go out, until
+        the broker has read nothing for a whole keep-alive period (then it is gone)."""
+        if self._keep_alive_period <= 0:  # the broker turned keep-alive off: wait for traffic alone
             return None
-        return max(0.0, self._last_sent + self._ping_every() - time.monotonic())
+        period = self._keep_alive_period if self._unsent else self._ping_every()
+        return max(0.0, self._last_sent + period - time.monotonic())
 
     def _ping_every(self) -> float:
         # Before the keep-alive period is up, not at its end: a busy machine may run this
         # thread late, and the broker drops a client silent for 1.5 periods.
-        return self.keep_alive_s * PING_AT
+        return self._keep_alive_period * PING_AT
 
     def _keep_alive(self, *, waiting: bool = False) -> None:
-        """PINGREQ when nothing went out for a keep-alive period; a PINGRESP that does not come
-        within another period means the connection is dead (not checked while ``waiting`` on a
-        full inbox: then nothing is read)."""
-        if self.keep_alive_s <= 0:
+        """PINGREQ at half a keep-alive period without sending; the connection is dead when a
+        PINGRESP does not come within a period (not checked while ``waiting`` on a full inbox:
+        then nothing is read), or when the broker has read nothing of ours for a period."""
+        period = self._keep_alive_period
+        if period <= 0:
             return
         now = time.monotonic()
-        if (
-            not waiting
-            and self._ping_sent is not None
-            and now - self._ping_sent > self.keep_alive_s
-        ):
+        if self._unsent and now - self._last_sent > period:
+            raise SessionError("the broker has read nothing for a keep-alive period")
+        if not waiting and self._ping_sent is not None and now - self._ping_sent > period:
             raise SessionError("no PINGRESP from the broker")
         if now - self._last_sent >= self._ping_every() and not self._unsent:
             self._unsent += mqtt5.PingReqPacket().write()

@@ -2,7 +2,7 @@
 
 The shell that ties the parts together and owns the batching. Three threads:
 
-- paho's network thread (``session.py``, the MQTT 5 session) only puts each message on a bounded
+- the MQTT session's network thread (``session.py``) only puts each message on a bounded
   queue; when the queue is full it waits, the broker's in-flight window fills, and the broker
   holds the rest (nothing is buffered without bound here);
 - the batch loop (here, the caller's thread) decodes and validates each message as it comes

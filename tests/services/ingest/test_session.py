@@ -18,10 +18,10 @@ import pytest
 
 from gateway import topics
 from gateway.receipts import decode_receipt
-from services.devstack.broker import INGEST_USER, Mosquitto, find_mosquitto
+from services.devstack.broker import INGEST_USER, Mosquitto, Rumqttd, find_mosquitto
 from services.ingest.session import Message, MqttSession, SessionError, packet_size
 from tests.deploy.waiting import wait_for
-from tests.fixtures.broker import BrokerUnderTest, MqttConnect, tls_mosquitto
+from tests.fixtures.broker import BrokerUnderTest, MqttConnect, require, tls_mosquitto
 
 
 def _packets() -> list[bytes]:
@@ -226,3 +226,67 @@ def test_tls_trusts_the_system_ca_store_and_nothing_else(
     publisher.client.publish(topics.up_topic("gw-tls"), b"[]", qos=1)
     (message,) = trusted.take(1, topics.up_topic("gw-tls"))
     assert (message.topic, message.payload) == (topics.up_topic("gw-tls"), b"[]")
+
+
+def test_a_stale_connections_acknowledgements_are_never_sent(
+    own_broker: BrokerUnderTest, mqtt_connect: MqttConnect
+) -> None:
+    """After a reconnect the broker redelivers the unacknowledged messages, often under the
+    same ids: acknowledging the first connection's copies then would acknowledge the new ones
+    unstored. The session drops them; the broker delivers everything once more next time."""
+    require(own_broker, persistence=True, restartable=True)
+    assert isinstance(own_broker.handle, Mosquitto | Rumqttd)
+    client_id = f"test-session-{time.monotonic_ns()}"
+    gateway = f"gw-{time.monotonic_ns()}"
+    topic = topics.up_topic(gateway)
+    first = Session(own_broker.url, client_id=client_id)
+    try:
+        assert first.session.subscribed.wait(10)
+        publisher = mqtt_connect(own_broker)
+        for n in range(5):
+            publisher.client.publish(topic, f"[{n}]".encode(), qos=1).wait_for_publish(10)
+        old = first.take(5, topic)
+        assert len(old) == 5
+        own_broker.handle.stop()  # SIGTERM: Mosquitto saves the session and its queue
+        own_broker.handle.start()
+        again = first.take(5, topic, timeout=30)  # the second connection's copies
+        assert {m.connection for m in again} == {2}
+        first.session.acknowledge(old)  # stale: must not reach the broker
+        time.sleep(1)
+    finally:
+        first.close()
+    second = Session(own_broker.url, client_id=client_id)
+    try:
+        redelivered = second.take(5, topic, timeout=30)
+        assert sorted(m.payload for m in redelivered) == [f"[{n}]".encode() for n in range(5)]
+    finally:
+        second.close()
+
+
+def test_packets_arriving_a_byte_at_a_time_are_each_handled_once() -> None:
+    """``_dispatch`` on a stream fed in pieces: every whole packet handled once, in order, and
+    the bytes of the next one kept. A plain byte stream; no broker is needed to cut it."""
+    session = MqttSession(
+        url="mqtt://127.0.0.1:1",
+        client_id="framing",
+        inbox=queue.Queue(100),
+        closing=threading.Event(),
+    )
+    published = [
+        mqtt5.PublishPacket(
+            topics.up_topic("gw-1"), f"[{n}]".encode() * (n * 40), qos=mqtt5.QoS.AT_LEAST_ONCE,
+            packet_id=n + 1, user_properties=[("pack", f"s:{n + 1}:1")],
+        )
+        for n in range(6)
+    ]  # fmt: skip
+    stream = b"".join(packet.write() for packet in published)
+    buffer = bytearray()
+    for byte in stream:
+        buffer.append(byte)
+        del buffer[: session._dispatch(buffer)]
+    assert buffer == b""
+    delivered = [session._inbox.get_nowait() for _ in published]
+    assert [(m.mid, m.payload, m.properties) for m in delivered if m is not None] == [
+        (p.packet_id, p.payload, p.user_properties) for p in published
+    ]
+    assert session._inbox.empty()
