@@ -145,6 +145,13 @@ def resolve(
 ) -> Sequence[AddrInfo]:
     """``resolver``'s answer for ``host``:``port`` if it comes before ``deadline``
     (``time.monotonic()``), else :class:`DeliveryFailed`."""
+    if literal_address(host) is not None:
+        # An address: getaddrinfo only parses it, so it needs neither a thread nor a slot
+        # (four lookups stuck on a dead name must not hold up receivers named by address).
+        try:
+            return resolver(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise DeliveryFailed(f"{host} unreachable: {exc}") from None
     late = DeliveryFailed(f"{host} did not resolve within {timeout_s:g} s")
     if not _LOOKUPS.acquire(timeout=max(0.0, deadline - time.monotonic())):
         raise late

@@ -255,6 +255,24 @@ def test_lookups_outliving_their_deadline_are_bounded_and_give_their_place_back(
     assert {info[4][0] for info in answer} == {"127.0.0.1"}
 
 
+def test_an_address_is_answered_while_every_lookup_place_is_held() -> None:
+    # A receiver named by address needs no DNS: four lookups stuck on a dead name must not
+    # fail it (before, it waited for a place and failed "did not resolve").
+    resolver = HeldResolver()
+    try:
+        for _ in range(4):
+            with pytest.raises(DeliveryFailed):
+                egress.resolve(
+                    "stuck.test", 80, 0.2, deadline=time.monotonic() + 0.2, resolver=resolver
+                )
+        answer = egress.resolve(
+            "192.0.2.7", 80, 0.2, deadline=time.monotonic() + 0.2, resolver=egress.system_resolver
+        )
+        assert {info[4][0] for info in answer} == {"192.0.2.7"}
+    finally:
+        resolver.release.set()
+
+
 def test_a_stored_url_with_a_port_out_of_range_fails_its_delivery_not_the_notifier(
     conn: Conn, clock: Clock
 ) -> None:
