@@ -765,6 +765,7 @@ def test_the_owner_script_takes_over_a_database_the_superuser_migrated(
     kept = [("urbanpulse_partition_owner()", superuser)]
     _check_ownership(database_url, storage_mode, superusers=kept)
     assert _privileges(database_url) == before
+    assert migrate.status(owner_url).pending == ()
     migrate.upgrade(owner_url)
     if storage_mode == "timescaledb":
         # TimescaleDB before 2.26 (deploy/ pins 2.17) leaves the policy jobs with the old
